@@ -1,0 +1,202 @@
+//! Wiring: the shared state, the HTTP server with its middleware, and the `serve` and `migrate`
+//! commands (including the managed local PostgreSQL when `DATABASE_URL` is unset).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{self, Next, from_fn};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::auth::{self, jwt::JwtKeys, password, throttle::LoginThrottle};
+use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
+use crate::db::local_cluster::{ClusterOptions, LocalCluster};
+use crate::error::{self, ApiError};
+use crate::{db, secrets, service};
+
+/// The database name inside the managed cluster.
+pub const LOCAL_DATABASE: &str = "tinydevcrm";
+
+/// State shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// The service role's pool.
+    pub pool: PgPool,
+    /// Resolved settings.
+    pub settings: Arc<Settings>,
+    /// JWT keys and validation rules.
+    pub jwt: JwtKeys,
+    /// Login limiters.
+    pub login_throttle: LoginThrottle,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// Builds the HTTP server on an already bound listener (port 0 in tests).
+pub fn build_server(
+    listener: TcpListener,
+    pool: PgPool,
+    settings: Settings,
+) -> std::io::Result<Server> {
+    password::warm_up();
+    let workers = settings.workers;
+    let state = web::Data::new(AppState {
+        pool,
+        jwt: JwtKeys::new(&settings.jwt_secret),
+        login_throttle: LoginThrottle::new(
+            settings.login_per_ip_per_minute,
+            settings.login_per_account_per_minute,
+        ),
+        metrics: service::metrics::handle(),
+        settings: Arc::new(settings),
+    });
+    let json_config = web::JsonConfig::default()
+        .limit(state.settings.json_limit_bytes)
+        .error_handler(error::json_error);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(json_config.clone())
+            .configure(auth::routes)
+            .configure(service::routes)
+            .default_service(web::to(not_found))
+            .wrap(error::problem_json_for_everything())
+            .wrap(middleware::NormalizePath::trim())
+            .wrap(from_fn(service::metrics::record))
+            .wrap(from_fn(request_id_header))
+            .wrap(TracingLogger::default())
+    })
+    .listen(listener)?
+    .shutdown_timeout(10);
+    if let Some(workers) = workers {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound {
+        detail: format!("no route for {} {}", req.method(), req.path()),
+    })
+}
+
+/// Echoes the request id that `TracingLogger` put in every log line as `x-request-id`, so a
+/// client can quote it in a bug report.
+async fn request_id_header(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req.extensions().get::<RequestId>().copied();
+    let mut res = next.call(req).await?;
+    if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
+}
+
+/// A database to use: the configured URL, or the managed local cluster (kept running until
+/// the returned cluster is stopped or dropped).
+pub struct Database {
+    /// Connection options of the service role.
+    pub options: PgConnectOptions,
+    /// The managed cluster, when we run one.
+    pub cluster: Option<LocalCluster>,
+}
+
+/// Resolves `DATABASE_URL`, or starts (creating on first run) the managed local cluster under
+/// the data directory with its service role and database.
+pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Database> {
+    if let Some(url) = &args.database_url {
+        let options: PgConnectOptions = url
+            .parse()
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        return Ok(Database {
+            options,
+            cluster: None,
+        });
+    }
+    let cluster_options = ClusterOptions::new(&args.data_dir);
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&cluster_options))
+        .await
+        .context("the cluster start task failed")??;
+    tracing::info!(
+        data_dir = %cluster.data_dir().display(),
+        port = cluster.port(),
+        "managed PostgreSQL is up"
+    );
+    let password = secrets::read_or_create(&cluster.data_dir().join("service_password"))
+        .context("reading the service role's password")?;
+    cluster.ensure_service_role(&password).await?;
+    cluster.ensure_database(LOCAL_DATABASE).await?;
+    Ok(Database {
+        options: cluster.service_options(LOCAL_DATABASE, &password),
+        cluster: Some(cluster),
+    })
+}
+
+fn jwt_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let secret = match (&args.jwt_secret, &args.database.database_url) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(_)) => anyhow::bail!(
+            "JWT_SECRET must be set (at least {MIN_JWT_SECRET_BYTES} bytes) when DATABASE_URL is set, so that every serve process signs tokens with the same key"
+        ),
+        (None, None) => secrets::read_or_create(&data_dir.join("jwt_secret"))
+            .context("reading the JWT secret")?,
+    };
+    anyhow::ensure!(
+        secret.len() >= MIN_JWT_SECRET_BYTES,
+        "JWT_SECRET is {} bytes long; it must be at least {MIN_JWT_SECRET_BYTES}",
+        secret.len()
+    );
+    Ok(secret.into_bytes())
+}
+
+/// `tinydevcrm serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Fail on a missing secret before starting anything.
+    if args.database.database_url.is_some() {
+        jwt_secret(&args, &args.database.data_dir)?;
+    }
+    let database = open_database(&args.database).await?;
+    let data_dir = database.cluster.as_ref().map_or_else(
+        || args.database.data_dir.clone(),
+        |c| c.data_dir().to_path_buf(),
+    );
+    let settings = Settings::from_args(&args, jwt_secret(&args, &data_dir)?);
+    let pool = db::pool(database.options.clone(), args.database.db_max_connections);
+    db::migrate(&pool).await.context("applying migrations")?;
+    let listener =
+        TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
+    tracing::info!(address = %args.bind, "serving HTTP");
+    let result = build_server(listener, pool.clone(), settings)?.await;
+    pool.close().await;
+    stop_cluster(database.cluster).await;
+    result.context("the HTTP server failed")
+}
+
+/// `tinydevcrm migrate`.
+pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    let database = open_database(&args).await?;
+    let pool = db::pool(database.options.clone(), 2);
+    let result = db::migrate(&pool).await.context("applying migrations");
+    pool.close().await;
+    stop_cluster(database.cluster).await;
+    result?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn stop_cluster(cluster: Option<LocalCluster>) {
+    if let Some(cluster) = cluster {
+        let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+    }
+}

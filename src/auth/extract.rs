@@ -1,0 +1,72 @@
+//! The `AuthUser` extractor: a handler that takes one is authenticated.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use uuid::Uuid;
+
+use super::jwt::TokenType;
+use super::store;
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// The caller, from a valid access token of a live session.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The user id (`sub`).
+    pub user_id: Uuid,
+    /// The session the token was minted in (`sid`).
+    pub session_id: Uuid,
+}
+
+/// The token of `Authorization: JWT <t>` or `Authorization: Bearer <t>` (scheme in any case).
+pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "token_missing",
+            "missing Authorization header; send `Authorization: Bearer <access token>` (or `JWT <access token>`)",
+        ));
+    };
+    let value = value.to_str().map_err(|_| {
+        ApiError::unauthorized("token_invalid", "the Authorization header is not ASCII")
+    })?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let token = token.trim();
+    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("jwt"))
+        || token.is_empty()
+    {
+        return Err(ApiError::unauthorized(
+            "token_invalid",
+            "the Authorization header must be `Bearer <token>` or `JWT <token>`",
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let state = state.ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("BUG: AppState is not registered"))
+            })?;
+            let claims = state.jwt.verify(&token?, TokenType::Access)?;
+            if !store::session_is_live(&state.pool, claims.sid, claims.sub).await? {
+                return Err(ApiError::unauthorized(
+                    "token_revoked",
+                    "the session of this token has been revoked",
+                ));
+            }
+            Ok(Self {
+                user_id: claims.sub,
+                session_id: claims.sid,
+            })
+        })
+    }
+}

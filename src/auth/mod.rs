@@ -1,0 +1,25 @@
+//! Accounts and JWT sessions: registration (which provisions the tenant), login with
+//! throttling, refresh-token rotation with reuse detection, logout by session revocation, and
+//! the `AuthUser` extractor every other feature authenticates with.
+
+pub mod extract;
+pub mod jwt;
+pub mod password;
+pub mod routes;
+pub mod store;
+pub mod throttle;
+
+use actix_web::web;
+
+/// Registers the `/auth/...` routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/auth/users/register").route(web::post().to(routes::register_user)))
+        .service(web::resource("/auth/users/me").route(web::get().to(routes::get_me)))
+        .service(web::resource("/auth/tokens/obtain").route(web::post().to(routes::obtain_tokens)))
+        .service(
+            web::resource("/auth/tokens/refresh").route(web::post().to(routes::refresh_tokens)),
+        )
+        .service(
+            web::resource("/auth/tokens/blacklist").route(web::post().to(routes::blacklist_token)),
+        );
+}

@@ -1,0 +1,301 @@
+//! Handlers of `/auth/...`: registration, token pairs, rotation, logout and the caller.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use email_address::{EmailAddress, Options};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::extract::AuthUser;
+use super::jwt::TokenType;
+use super::password;
+use super::store::{self, Rotation, User};
+use crate::app::AppState;
+use crate::db::tenant;
+use crate::error::{ApiError, Problem};
+
+/// E-mail and password, for registration and login.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The account's e-mail; plus-addressed variants are distinct accounts.
+    #[schema(example = "me@yingw787.com")]
+    pub primary_email: String,
+    /// 8 to 1024 bytes.
+    #[schema(example = "test1234")]
+    pub password: String,
+}
+
+/// An account as the API shows it (never the hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserBody {
+    /// The user id.
+    pub id: Uuid,
+    /// The e-mail, domain lower-cased.
+    pub primary_email: String,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.user_id,
+            primary_email: user.primary_email,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// A refresh token and an access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// Exchanged once at `/auth/tokens/refresh/` for a new pair.
+    pub refresh: String,
+    /// Sent as `Authorization: JWT <access>` or `Bearer <access>`.
+    pub access: String,
+}
+
+/// A refresh token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The newest refresh token of the session.
+    pub refresh: String,
+}
+
+/// Validates an e-mail and normalises it: trimmed, domain lower-cased, local part kept.
+pub fn normalise_email(raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    let options = Options::default()
+        .without_display_text()
+        .without_domain_literal();
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_email",
+            format!("{raw:?} is not a valid e-mail address"),
+        )
+    };
+    let parsed = EmailAddress::parse_with_options(raw, options).map_err(|_| invalid())?;
+    if raw.len() > 254 {
+        return Err(invalid());
+    }
+    Ok(format!(
+        "{}@{}",
+        parsed.local_part(),
+        parsed.domain().to_ascii_lowercase()
+    ))
+}
+
+/// Register a user; also creates the user's tenant role and schema.
+#[utoipa::path(post, path = "/auth/users/register/", tag = "auth", request_body = Credentials,
+    responses((status = 201, body = UserBody), (status = 400, body = Problem), (status = 409, body = Problem)))]
+pub async fn register_user(
+    state: web::Data<AppState>,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    let Credentials {
+        primary_email,
+        password: pw,
+    } = body.into_inner();
+    let email = normalise_email(&primary_email)?;
+    password::validate(&pw)?;
+    let hash = password::hash(pw).await?;
+
+    let user_id = Uuid::now_v7();
+    let mut tx = state.pool.begin().await?;
+    let role = tenant::tenant_name(user_id);
+    let user = store::insert_user(&mut tx, user_id, &email, &hash, role.as_str()).await?;
+    tenant::provision(&mut tx, user_id).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.user_id, "registered a user");
+    Ok(HttpResponse::Created().json(UserBody::from(user)))
+}
+
+fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> std::net::IpAddr {
+    let forwarded = trust_forwarded
+        .then(|| {
+            req.connection_info()
+                .realip_remote_addr()
+                .map(str::to_owned)
+        })
+        .flatten()
+        .and_then(|s| {
+            s.parse::<std::net::IpAddr>()
+                .ok()
+                .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        });
+    forwarded
+        .or_else(|| req.peer_addr().map(|a| a.ip()))
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+async fn issue_pair(
+    state: &AppState,
+    user_id: Uuid,
+    session_id: Uuid,
+    refresh_jti: Uuid,
+) -> Result<TokenPair, ApiError> {
+    let settings = &state.settings;
+    Ok(TokenPair {
+        refresh: state.jwt.mint(
+            TokenType::Refresh,
+            user_id,
+            session_id,
+            refresh_jti,
+            settings.refresh_token_ttl,
+        )?,
+        access: state.jwt.mint(
+            TokenType::Access,
+            user_id,
+            session_id,
+            Uuid::new_v4(),
+            settings.access_token_ttl,
+        )?,
+    })
+}
+
+fn session_expiry(state: &AppState) -> DateTime<Utc> {
+    let ttl = chrono::Duration::from_std(state.settings.refresh_token_ttl)
+        .unwrap_or(chrono::Duration::days(1));
+    Utc::now() + ttl
+}
+
+/// Log in: a new session with a refresh and an access token.
+#[utoipa::path(post, path = "/auth/tokens/obtain/", tag = "auth", request_body = Credentials,
+    responses((status = 200, body = TokenPair), (status = 401, body = Problem), (status = 429, body = Problem)))]
+pub async fn obtain_tokens(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .login_throttle
+        .check_ip(client_ip(&req, state.settings.trust_forwarded_for))?;
+    let Credentials {
+        primary_email,
+        password: pw,
+    } = body.into_inner();
+    let key = primary_email.trim().to_lowercase();
+    state.login_throttle.check_account(&key)?;
+
+    let user = store::find_user_by_email(&state.pool, primary_email.trim()).await?;
+    let matched = password::verify(pw, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match user {
+        Some(user) if matched => user,
+        _ => {
+            return Err(ApiError::unauthorized(
+                "invalid_credentials",
+                "no active account found with the given credentials",
+            ));
+        }
+    };
+    let session_id = Uuid::new_v4();
+    let refresh_jti = Uuid::new_v4();
+    store::create_session(
+        &state.pool,
+        session_id,
+        user.user_id,
+        refresh_jti,
+        session_expiry(&state),
+    )
+    .await?;
+    let pair = issue_pair(&state, user.user_id, session_id, refresh_jti).await?;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+/// Rotate: exchange the current refresh token for a new pair. Presenting an old refresh token
+/// revokes the whole session.
+#[utoipa::path(post, path = "/auth/tokens/refresh/", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair), (status = 401, body = Problem)))]
+pub async fn refresh_tokens(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = state.jwt.verify(&body.refresh, TokenType::Refresh)?;
+    let new_jti = Uuid::new_v4();
+    match store::rotate_refresh(
+        &state.pool,
+        claims.sid,
+        claims.sub,
+        claims.jti,
+        new_jti,
+        session_expiry(&state),
+    )
+    .await?
+    {
+        Rotation::Rotated => {
+            let pair = issue_pair(&state, claims.sub, claims.sid, new_jti).await?;
+            Ok(HttpResponse::Ok().json(pair))
+        }
+        Rotation::ReuseDetected => {
+            tracing::warn!(session_id = %claims.sid, user_id = %claims.sub, "refresh token reuse; session revoked");
+            Err(ApiError::unauthorized(
+                "token_revoked",
+                "this refresh token was already used; the session has been revoked, log in again",
+            ))
+        }
+        Rotation::Dead => Err(ApiError::unauthorized(
+            "token_revoked",
+            "the session of this token has been revoked",
+        )),
+    }
+}
+
+/// Log out: revoke the session of a refresh token, with every access token minted in it.
+#[utoipa::path(post, path = "/auth/tokens/blacklist/", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, description = "the session is revoked"), (status = 401, body = Problem)))]
+pub async fn blacklist_token(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = state.jwt.verify(&body.refresh, TokenType::Refresh)?;
+    if !store::revoke_session(&state.pool, claims.sid, claims.sub).await? {
+        return Err(ApiError::unauthorized(
+            "token_revoked",
+            "the session of this token no longer exists",
+        ));
+    }
+    tracing::info!(session_id = %claims.sid, "session revoked by logout");
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}
+
+/// The caller's account.
+#[utoipa::path(get, path = "/auth/users/me/", tag = "auth",
+    responses((status = 200, body = UserBody), (status = 401, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn get_me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let user = store::find_user(&state.pool, user.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("token_revoked", "the account no longer exists"))?;
+    Ok(HttpResponse::Ok().json(UserBody::from(user)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_keep_their_local_part_and_lower_case_their_domain() {
+        assert_eq!(
+            normalise_email(" Me+App@YingW787.COM ").expect("valid"),
+            "Me+App@yingw787.com"
+        );
+    }
+
+    #[test]
+    fn malformed_emails_are_rejected() {
+        for bad in [
+            "",
+            "me",
+            "me@",
+            "@x.com",
+            "Me <me@x.com>",
+            "me@[127.0.0.1]",
+            "a b@x.com",
+        ] {
+            assert!(normalise_email(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Configuration: every command-line flag also reads an environment variable (12-factor), and
+//! the resolved [`Settings`] are what the application is built from (tests build them directly).
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The `tinydevcrm` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tinydevcrm",
+    version,
+    about = "Multi-tenant realtime data platform"
+)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format: human-readable or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, coloured when the output is a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API; with DATABASE_URL unset, also run a managed local PostgreSQL.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Directory for the managed PostgreSQL cluster and local secrets.
+    #[arg(long, env = "TDC_DATA_DIR", default_value = "./.tinydevcrm")]
+    pub data_dir: PathBuf,
+    /// An existing PostgreSQL database to use instead of the managed local cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "TDC_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "TDC_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    /// HMAC secret for JWTs (at least 32 bytes); required with DATABASE_URL, else generated once
+    /// and kept in the data directory.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "TDC_ACCESS_TOKEN_TTL_SECS", default_value_t = 300)]
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a session's refresh token, in seconds.
+    #[arg(long, env = "TDC_REFRESH_TOKEN_TTL_SECS", default_value_t = 86_400)]
+    pub refresh_token_ttl_secs: u64,
+    /// Largest accepted JSON body, in bytes.
+    #[arg(long, env = "TDC_JSON_LIMIT_BYTES", default_value_t = 256 * 1024)]
+    pub json_limit_bytes: usize,
+    /// Token requests allowed per client IP per minute.
+    #[arg(long, env = "TDC_LOGIN_PER_IP_PER_MINUTE", default_value = "30")]
+    pub login_per_ip_per_minute: NonZeroU32,
+    /// Token requests allowed per account (e-mail) per minute.
+    #[arg(long, env = "TDC_LOGIN_PER_ACCOUNT_PER_MINUTE", default_value = "10")]
+    pub login_per_account_per_minute: NonZeroU32,
+    /// Take the client IP for throttling from `Forwarded`/`X-Forwarded-For` (only behind a
+    /// proxy that sets them).
+    #[arg(long, env = "TDC_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "TDC_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The shortest accepted JWT secret.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Resolved settings the application is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HMAC-SHA256 key for access and refresh tokens.
+    pub jwt_secret: Vec<u8>,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of a session (its refresh tokens).
+    pub refresh_token_ttl: Duration,
+    /// Largest accepted JSON body, in bytes.
+    pub json_limit_bytes: usize,
+    /// Token requests allowed per client IP per minute.
+    pub login_per_ip_per_minute: NonZeroU32,
+    /// Token requests allowed per account per minute.
+    pub login_per_account_per_minute: NonZeroU32,
+    /// Whether the client IP comes from proxy headers.
+    pub trust_forwarded_for: bool,
+    /// HTTP worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+}
+
+impl Settings {
+    /// Settings from `serve` flags and an already resolved JWT secret.
+    pub fn from_args(args: &ServeArgs, jwt_secret: Vec<u8>) -> Self {
+        Self {
+            jwt_secret,
+            access_token_ttl: Duration::from_secs(args.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(args.refresh_token_ttl_secs),
+            json_limit_bytes: args.json_limit_bytes,
+            login_per_ip_per_minute: args.login_per_ip_per_minute,
+            login_per_account_per_minute: args.login_per_account_per_minute,
+            trust_forwarded_for: args.trust_forwarded_for,
+            workers: args.workers,
+        }
+    }
+
+    /// Defaults suitable for tests and examples, with the given secret.
+    pub fn with_secret(jwt_secret: Vec<u8>) -> Self {
+        Self {
+            jwt_secret,
+            access_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(86_400),
+            json_limit_bytes: 256 * 1024,
+            login_per_ip_per_minute: NonZeroU32::MIN.saturating_add(29),
+            login_per_account_per_minute: NonZeroU32::MIN.saturating_add(9),
+            trust_forwarded_for: false,
+            workers: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_documented_ones() {
+        let cli = Cli::try_parse_from(["tinydevcrm", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(args.access_token_ttl_secs, 300);
+    }
+}

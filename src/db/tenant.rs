@@ -1,0 +1,41 @@
+//! Tenants in PostgreSQL: each user gets a role and a schema of its own with an opaque name
+//! derived from the user id (never the e-mail, since every tenant can read schema names in the
+//! catalogs).
+
+use sqlx::{PgConnection, QueryBuilder};
+use uuid::Uuid;
+
+use super::ident::Ident;
+
+/// The role and schema name of a user's tenant: `t_` and the user id in hex.
+pub fn tenant_name(user_id: Uuid) -> Ident {
+    Ident::new(format!("t_{}", user_id.simple()))
+        .expect("BUG: t_ + hex is always a valid identifier")
+}
+
+/// Creates the tenant's role and schema inside the caller's transaction, so a failed
+/// registration leaves neither behind.
+///
+/// The role cannot log in and inherits nothing; the service role becomes a member so it can
+/// later run tenant SQL with `SET LOCAL ROLE`. The schema belongs to the tenant role and grants
+/// nothing to anyone else.
+pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, sqlx::Error> {
+    let name = tenant_name(user_id);
+    let mut create_role = QueryBuilder::new("CREATE ROLE ");
+    create_role
+        .push(&name)
+        .push(" NOLOGIN NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS");
+    let mut grant = QueryBuilder::new("GRANT ");
+    grant.push(&name).push(" TO CURRENT_USER");
+    let mut create_schema = QueryBuilder::new("CREATE SCHEMA ");
+    create_schema
+        .push(&name)
+        .push(" AUTHORIZATION ")
+        .push(&name);
+    let mut revoke = QueryBuilder::new("REVOKE ALL ON SCHEMA ");
+    revoke.push(&name).push(" FROM PUBLIC");
+    for mut statement in [create_role, grant, create_schema, revoke] {
+        statement.build().execute(&mut *conn).await?;
+    }
+    Ok(name)
+}

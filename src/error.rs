@@ -1,0 +1,267 @@
+//! The one HTTP error type: every failure a handler or extractor returns becomes RFC 9457
+//! problem JSON here, and responses that actix-web produces on its own (404, 405, 413, ...) are
+//! rewritten into the same shape by [`problem_json_for_everything`].
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything an API call can fail with; each variant names its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or violates a validation rule.
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    /// 401: missing, invalid, expired or revoked credentials.
+    #[error("{detail}")]
+    Unauthorized { code: &'static str, detail: String },
+    /// 404: no such resource, or it belongs to somebody else.
+    #[error("{detail}")]
+    NotFound { detail: String },
+    /// 409: the request conflicts with existing state (duplicate e-mail, ...).
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// 413: the body exceeds the configured limit.
+    #[error("{detail}")]
+    PayloadTooLarge { detail: String },
+    /// 415: the body has the wrong content type.
+    #[error("{detail}")]
+    UnsupportedMediaType { detail: String },
+    /// 429: throttled; retry after the given number of seconds.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// 503: a dependency (the database) does not answer.
+    #[error("{detail}")]
+    Unavailable { code: &'static str, detail: String },
+    /// 500: a bug or an unexpected failure; details are logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+    /// 500: an unexpected database failure; details are logged, never sent.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    /// A 400 with a machine-readable `code`.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// A 401 with a machine-readable `code`.
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// The machine-readable `code` of the problem body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::NotFound { .. } => "not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::TooManyRequests { .. } => "too_many_requests",
+            Self::Internal(_) | Self::Database(_) => "internal_error",
+        }
+    }
+}
+
+/// Extension for mapping a unique or check constraint violation to a client error by its name.
+pub trait ResultExt<T> {
+    /// Turns a violation of `constraint` into the error `map` builds; other errors pass through.
+    fn on_constraint(self, constraint: &str, map: impl FnOnce() -> ApiError)
+    -> Result<T, ApiError>;
+}
+
+impl<T, E: Into<ApiError>> ResultExt<T> for Result<T, E> {
+    fn on_constraint(
+        self,
+        constraint: &str,
+        map: impl FnOnce() -> ApiError,
+    ) -> Result<T, ApiError> {
+        self.map_err(|e| match e.into() {
+            ApiError::Database(sqlx::Error::Database(db))
+                if db.constraint() == Some(constraint) =>
+            {
+                map()
+            }
+            other => other,
+        })
+    }
+}
+
+/// RFC 9457 problem details plus our machine-readable `code`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: `title` is the HTTP status phrase and `code` says what went wrong.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The HTTP reason phrase.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// What went wrong, for a program (`token_expired`, `invalid_json`, ...).
+    pub code: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &str, detail: String) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+        }
+    }
+
+    fn into_response(self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status)
+            .content_type(PROBLEM_JSON)
+            .json(self)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) | Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let status = self.status_code();
+        let detail = match self {
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error; see the server log".to_owned()
+            }
+            Self::Database(e) => {
+                tracing::error!(error = ?e, "database error");
+                "internal error; see the server log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = Problem::new(status, self.code(), detail).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Maps the JSON extractor's failures to 400, 413 and 415 problems that name the problem.
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType {
+            detail: "expected Content-Type: application/json".to_owned(),
+        },
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::PayloadTooLarge {
+            detail: format!("the JSON body exceeds the limit of {limit} bytes"),
+        },
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            ApiError::bad_request("invalid_body", format!("invalid request body: {e}"))
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
+        }
+        other => ApiError::bad_request("invalid_body", format!("could not read the body: {other}")),
+    };
+    api.into()
+}
+
+/// Rewrites every error response that is not problem JSON yet (unknown route, 405, errors of
+/// actix-web's own extractors) into problem JSON, so no client ever sees HTML or an empty body.
+pub fn problem_json_for_everything<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        let is_problem = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(PROBLEM_JSON));
+        if is_problem {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let (code, detail) = match status {
+            StatusCode::NOT_FOUND => (
+                "not_found",
+                format!("no route for {}", res.request().path()),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                format!(
+                    "{} is not allowed on {}",
+                    res.request().method(),
+                    res.request().path()
+                ),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("payload_too_large", "the body is too large".to_owned())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "unsupported content type".to_owned(),
+            ),
+            StatusCode::TOO_MANY_REQUESTS => ("too_many_requests", "too many requests".to_owned()),
+            s if s.is_server_error() => (
+                "internal_error",
+                "internal error; see the server log".to_owned(),
+            ),
+            _ => (
+                "bad_request",
+                res.response()
+                    .error()
+                    .map_or_else(|| "bad request".to_owned(), ToString::to_string),
+            ),
+        };
+        let (req, old) = res.into_parts();
+        let mut new = Problem::new(status, code, detail).into_response();
+        for (name, value) in old.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                new.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        let res = ServiceResponse::new(req, new).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(res))
+    })
+}
+
+/// Body type produced by [`problem_json_for_everything`].
+pub type ProblemBody<B> = EitherBody<B, BoxBody>;

@@ -1,0 +1,16 @@
+//! tinydevcrm: a multi-tenant realtime data platform.
+//!
+//! - [`app`]: shared state, the HTTP server and its middleware, the `serve`/`migrate` commands
+//! - [`auth`]: accounts, JWT sessions, the `AuthUser` extractor
+//! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
+//! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
+//! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod secrets;
+pub mod service;
+pub mod telemetry;
