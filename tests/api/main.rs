@@ -1,1 +1,8 @@
-fn main() {}
+//! Integration tests: the real HTTP API on port 0 against a real PostgreSQL, one fresh database
+//! per test. With `DATABASE_URL` unset, one managed cluster is started per test run through the
+//! same code as `serve`, and removed when the run ends.
+
+mod auth;
+mod cluster;
+mod helpers;
+mod service;

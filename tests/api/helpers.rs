@@ -1,0 +1,263 @@
+//! The test harness: a managed cluster per run, a database per test, an app per call.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tinydevcrm::app::build_server;
+use tinydevcrm::config::Settings;
+use tinydevcrm::db::{self, local_cluster::{ClusterOptions, LocalCluster}};
+use uuid::Uuid;
+
+/// Where test databases come from.
+enum TestCluster {
+    /// Our own managed cluster (the default).
+    Managed { cluster: LocalCluster, password: String },
+    /// `DATABASE_URL`: a role that may create databases.
+    External(PgConnectOptions),
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+
+/// A private temporary directory, short enough for a Unix socket path.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12]));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(|| {
+        // Started on a plain thread with its own runtime: the caller is inside a test's runtime.
+        std::thread::spawn(start_cluster).join().expect("starting the test cluster panicked")
+    })
+}
+
+fn start_cluster() -> TestCluster {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return TestCluster::External(url.parse().expect("DATABASE_URL is a valid URL"));
+    }
+    let dir = temp_dir("tdc-test");
+    let mut options = ClusterOptions::new(&dir);
+    options.durable = false;
+    options.settings = vec![("max_connections".into(), "600".into())];
+    let cluster = LocalCluster::start(&options).expect("start the managed test cluster");
+    remove_when_done(cluster.pid().expect("running"), &dir);
+    let password = Uuid::new_v4().simple().to_string();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(cluster.ensure_service_role(&password))
+        .expect("create the service role");
+    TestCluster::Managed { cluster, password }
+}
+
+/// Statics are never dropped, so a small watchdog stops the cluster and removes its directory
+/// once this test process has exited.
+fn remove_when_done(postgres_pid: u32, dir: &std::path::Path) {
+    let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
+kill -INT "$1" 2>/dev/null
+while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
+rm -rf "$2""#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(std::process::id().to_string())
+        .arg(postgres_pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the cluster watchdog");
+}
+
+/// Creates a fresh, migrated-later database and returns the service role's options for it.
+pub async fn fresh_database() -> PgConnectOptions {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    match cluster() {
+        TestCluster::Managed { cluster, password } => {
+            cluster.ensure_database(&name).await.expect("create test database");
+            cluster.service_options(&name, password)
+        }
+        TestCluster::External(admin) => {
+            let mut conn = PgConnection::connect_with(admin).await.expect("connect DATABASE_URL");
+            let stmt: String = sqlx::query_scalar("SELECT format('CREATE DATABASE %I', $1::text)")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("format");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut conn).await.expect("create database");
+            admin.clone().database(&name)
+        }
+    }
+}
+
+/// Superuser access to a test database, for assertions about roles and schemas.
+pub async fn superuser(options: &PgConnectOptions) -> PgConnection {
+    let database = options.get_database().expect("database set").to_owned();
+    let admin = match cluster() {
+        TestCluster::Managed { cluster, .. } => cluster.superuser_options(&database),
+        TestCluster::External(admin) => admin.clone().database(&database),
+    };
+    PgConnection::connect_with(&admin).await.expect("superuser connection")
+}
+
+/// A random 32-byte secret.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::with_secret(Uuid::new_v4().simple().to_string().into_bytes());
+    settings.workers = Some(1);
+    settings
+}
+
+/// A running app and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub db: PgConnectOptions,
+    pub settings: Settings,
+}
+
+/// A registered user with a live session.
+pub struct TestUser {
+    pub email: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+/// An app on a fresh database with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// An app on a fresh database with adjusted settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    adjust(&mut settings);
+    spawn_app_on(fresh_database().await, settings).await
+}
+
+/// An app on the given database (a second process on the same database, say).
+pub async fn spawn_app_on(db: PgConnectOptions, settings: Settings) -> TestApp {
+    let pool = db::pool(db.clone(), 5);
+    db::migrate(&pool).await.expect("migrate");
+    start(db, pool, settings)
+}
+
+/// An app whose database does not answer.
+pub fn spawn_app_without_database() -> TestApp {
+    let db = PgConnectOptions::new().host("127.0.0.1").port(1).username("nobody").database("nothing");
+    let pool = db::pool(db.clone(), 1);
+    start(db, pool, test_settings())
+}
+
+fn start(db: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("address").port();
+    let server = build_server(listener, pool.clone(), settings.clone()).expect("build server");
+    tokio::spawn(server);
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        pool,
+        db,
+        settings,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn get_with(&self, path: &str, authorization: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn me(&self, access: &str) -> Response {
+        self.get_with("/auth/users/me/", &format!("JWT {access}")).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Response {
+        self.post_json("/auth/users/register/", &json!({"primary_email": email, "password": password}))
+            .await
+    }
+
+    pub async fn obtain(&self, email: &str, password: &str) -> Response {
+        self.post_json("/auth/tokens/obtain/", &json!({"primary_email": email, "password": password}))
+            .await
+    }
+
+    pub async fn refresh(&self, refresh: &str) -> Response {
+        self.post_json("/auth/tokens/refresh/", &json!({"refresh": refresh})).await
+    }
+
+    pub async fn blacklist(&self, refresh: &str) -> Response {
+        self.post_json("/auth/tokens/blacklist/", &json!({"refresh": refresh})).await
+    }
+
+    /// Logs an existing user in.
+    pub async fn login(&self, email: &str, password: &str) -> TestUser {
+        let res = self.obtain(email, password).await;
+        assert_eq!(res.status(), StatusCode::OK, "obtain failed");
+        let body: Value = res.json().await.expect("json");
+        TestUser {
+            email: email.to_owned(),
+            password: password.to_owned(),
+            access: body["access"].as_str().expect("access").to_owned(),
+            refresh: body["refresh"].as_str().expect("refresh").to_owned(),
+        }
+    }
+
+    /// Registers a new user and logs in.
+    pub async fn signed_up_user(&self) -> TestUser {
+        let email = format!("user-{}@example.com", Uuid::new_v4().simple());
+        let password = "correct horse battery".to_owned();
+        let res = self.register(&email, &password).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "register failed");
+        self.login(&email, &password).await
+    }
+}
+
+/// Asserts a problem JSON answer with the given status and code, and returns the body.
+pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "unexpected status");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("application/problem+json"), "content type was {content_type}");
+    let body: Value = res.json().await.expect("problem JSON");
+    assert_eq!(body["code"], code, "unexpected problem: {body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    body
+}

@@ -1,0 +1,138 @@
+//! Health, OpenAPI and its viewers, metrics, and problem JSON for everything.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_without_database};
+
+#[tokio::test]
+async fn health_is_up_when_the_database_answers() {
+    let app = spawn_app().await;
+
+    let res = app.get("/health").await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["status"], "UP");
+}
+
+#[tokio::test]
+async fn health_is_503_problem_json_when_the_database_does_not_answer() {
+    let app = spawn_app_without_database();
+
+    let res = app.get("/health").await;
+
+    assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_auth_routes() {
+    let app = spawn_app().await;
+
+    let res = app.get("/openapi.json").await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: Value = res.json().await.expect("json");
+    assert!(doc["openapi"].as_str().expect("version").starts_with('3'));
+    for path in [
+        "/auth/users/register/",
+        "/auth/users/me/",
+        "/auth/tokens/obtain/",
+        "/auth/tokens/refresh/",
+        "/auth/tokens/blacklist/",
+        "/health",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the document");
+    }
+    assert!(doc["components"]["securitySchemes"]["jwt"].is_object());
+}
+
+#[tokio::test]
+async fn swagger_ui_and_redoc_are_served_from_the_binary() {
+    let app = spawn_app().await;
+
+    let res = app.get("/docs").await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(res.headers()["location"], "/docs/index.html");
+    let page = app.get("/docs/index.html").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.expect("text").contains("swagger-ui"));
+    let init = app.get("/docs/swagger-initializer.js").await.text().await.expect("text");
+    assert!(init.contains("/openapi.json"), "Swagger UI must load our document");
+    let css = app.get("/docs/swagger-ui.css").await;
+    assert_eq!(css.status(), StatusCode::OK);
+
+    let redoc = app.get("/redoc").await.text().await.expect("text");
+    assert!(redoc.contains("/redoc/redoc.standalone.js") && redoc.contains("/openapi.json"));
+    let script = app.get("/redoc/redoc.standalone.js").await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(script.bytes().await.expect("bytes").len() > 500_000, "the embedded bundle, not a CDN link");
+    assert!(!redoc.contains("cdn."), "no CDN: the viewer must work on a closed network");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern_and_status() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+    app.get("/no/such/route").await;
+
+    let res = app.get("/metrics").await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.expect("text");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#), "{text}");
+    assert!(text.contains(r#"route="unmatched",status="404""#) || text.contains(r#"status="404""#));
+    assert!(text.contains("http_request_duration_seconds_bucket"));
+    assert!(text.contains("db_pool_connections"));
+    assert!(text.contains("db_pool_idle_connections"));
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404_problem_json() {
+    let app = spawn_app().await;
+
+    let body = assert_problem(app.get("/nope/").await, StatusCode::NOT_FOUND, "not_found").await;
+
+    assert!(body["detail"].as_str().expect("detail").contains("/nope"));
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_problem_json() {
+    let app = spawn_app().await;
+
+    let res = app.get("/auth/users/register/").await;
+    assert_eq!(res.headers()["allow"], "POST");
+    assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let res = app.client.delete(app.url("/health")).send().await.expect("request");
+    assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn trailing_slashes_are_optional() {
+    let app = spawn_app().await;
+
+    let with = app.register("slash@example.com", "test1234").await;
+    let without = app
+        .post_json(
+            "/auth/users/register",
+            &serde_json::json!({"primary_email": "noslash@example.com", "password": "test1234"}),
+        )
+        .await;
+
+    assert_eq!(with.status(), StatusCode::CREATED);
+    assert_eq!(without.status(), StatusCode::CREATED);
+    assert_eq!(app.get("/health/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+
+    let ok = app.get("/health").await;
+    let err = app.get("/missing").await;
+
+    for res in [ok, err] {
+        let id = res.headers().get("x-request-id").expect("x-request-id").to_str().expect("ascii");
+        assert!(uuid::Uuid::parse_str(id).is_ok());
+    }
+}
