@@ -9,17 +9,23 @@ use serde_json::{Value, json};
 use tinydevcrm::auth::jwt::{Claims, JwtKeys, TokenType};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_on, spawn_app_with, superuser, test_settings};
+use crate::helpers::{
+    TestApp, assert_problem, spawn_app, spawn_app_on, spawn_app_with, superuser, test_settings,
+};
 
 fn claims_of(app: &TestApp, token: &str, typ: TokenType) -> Claims {
-    JwtKeys::new(&app.settings.jwt_secret).verify(token, typ).expect("a valid token")
+    JwtKeys::new(&app.settings.jwt_secret)
+        .verify(token, typ)
+        .expect("a valid token")
 }
 
 fn segments(token: &str) -> Vec<Value> {
     token
         .split('.')
         .take(2)
-        .map(|s| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).expect("base64url")).expect("json"))
+        .map(|s| {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).expect("base64url")).expect("json")
+        })
         .collect()
 }
 
@@ -45,7 +51,12 @@ async fn register_answers_201_with_the_user_and_never_the_hash() {
 async fn register_provisions_an_opaque_tenant_role_and_schema_in_the_same_transaction() {
     let app = spawn_app().await;
 
-    let body: Value = app.register("tenant@example.com", "test1234").await.json().await.expect("json");
+    let body: Value = app
+        .register("tenant@example.com", "test1234")
+        .await
+        .json()
+        .await
+        .expect("json");
 
     let id = Uuid::parse_str(body["id"].as_str().expect("id")).expect("uuid");
     let name = format!("t_{}", id.simple());
@@ -58,27 +69,34 @@ async fn register_provisions_an_opaque_tenant_role_and_schema_in_the_same_transa
     .await
     .expect("the tenant role exists");
     assert!(!can_login && !inherits && !superuser_ && !create_role);
-    let owner: String = sqlx::query_scalar(
-        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1",
-    )
-    .bind(&name)
-    .fetch_one(&mut admin)
-    .await
-    .expect("the tenant schema exists");
+    let owner: String =
+        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("the tenant schema exists");
     assert_eq!(owner, name);
-    let public_can_use: bool = sqlx::query_scalar("SELECT has_schema_privilege('public', $1, 'USAGE')")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await
-        .expect("privilege check");
-    assert!(!public_can_use, "the tenant schema must not be usable by PUBLIC");
-    let service_is_member: bool = sqlx::query_scalar("SELECT pg_has_role('tinydevcrm', $1, 'MEMBER')")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await
-        .expect("membership check");
+    let public_can_use: bool =
+        sqlx::query_scalar("SELECT has_schema_privilege('public', $1, 'USAGE')")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("privilege check");
+    assert!(
+        !public_can_use,
+        "the tenant schema must not be usable by PUBLIC"
+    );
+    let service_is_member: bool =
+        sqlx::query_scalar("SELECT pg_has_role('tinydevcrm', $1, 'MEMBER')")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("membership check");
     assert!(service_is_member);
-    assert!(!name.contains("tenant") && !name.contains("example"), "names are opaque");
+    assert!(
+        !name.contains("tenant") && !name.contains("example"),
+        "names are opaque"
+    );
 }
 
 #[tokio::test]
@@ -86,13 +104,22 @@ async fn a_failed_registration_leaves_no_user_role_or_schema_behind() {
     let app = spawn_app().await;
     let mut admin = superuser(&app.db).await;
     let count_roles = "SELECT count(*) FROM pg_roles WHERE rolname LIKE 't\\_%'";
-    assert_eq!(app.register("dup@example.com", "test1234").await.status(), StatusCode::CREATED);
-    let roles_before: i64 = sqlx::query_scalar(count_roles).fetch_one(&mut admin).await.expect("count");
+    assert_eq!(
+        app.register("dup@example.com", "test1234").await.status(),
+        StatusCode::CREATED
+    );
+    let roles_before: i64 = sqlx::query_scalar(count_roles)
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
 
     let res = app.register("DUP@example.com", "test1234").await;
 
     assert_problem(res, StatusCode::CONFLICT, "email_taken").await;
-    let roles_after: i64 = sqlx::query_scalar(count_roles).fetch_one(&mut admin).await.expect("count");
+    let roles_after: i64 = sqlx::query_scalar(count_roles)
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
     assert_eq!(roles_before, roles_after);
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.users")
         .fetch_one(&app.pool)
@@ -118,7 +145,10 @@ async fn plus_addressing_makes_a_distinct_user() {
 #[tokio::test]
 async fn a_duplicate_email_in_another_case_is_409() {
     let app = spawn_app().await;
-    assert_eq!(app.register("me@yingw787.com", "test1234").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("me@yingw787.com", "test1234").await.status(),
+        StatusCode::CREATED
+    );
 
     for duplicate in ["ME@YINGW787.COM", "Me@YingW787.com", " me@yingw787.com "] {
         let res = app.register(duplicate, "test1234").await;
@@ -130,17 +160,33 @@ async fn a_duplicate_email_in_another_case_is_409() {
 async fn the_domain_is_lower_cased_and_login_ignores_case() {
     let app = spawn_app().await;
 
-    let body: Value = app.register("Someone@Example.COM", "test1234").await.json().await.expect("json");
+    let body: Value = app
+        .register("Someone@Example.COM", "test1234")
+        .await
+        .json()
+        .await
+        .expect("json");
 
     assert_eq!(body["primary_email"], "Someone@example.com");
-    assert_eq!(app.obtain("someone@EXAMPLE.com", "test1234").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.obtain("someone@EXAMPLE.com", "test1234").await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn malformed_emails_are_400_invalid_email() {
     let app = spawn_app().await;
 
-    for bad in ["", "plainaddress", "@example.com", "me@", "me@@example.com", "Me <me@example.com>", "a b@example.com"] {
+    for bad in [
+        "",
+        "plainaddress",
+        "@example.com",
+        "me@",
+        "me@@example.com",
+        "Me <me@example.com>",
+        "a b@example.com",
+    ] {
         let res = app.register(bad, "test1234").await;
         let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_email").await;
         assert!(body["detail"].as_str().expect("detail").contains("e-mail"));
@@ -151,22 +197,37 @@ async fn malformed_emails_are_400_invalid_email() {
 async fn passwords_must_be_8_to_1024_bytes() {
     let app = spawn_app().await;
 
-    assert_problem(app.register("a@example.com", "1234567").await, StatusCode::BAD_REQUEST, "password_too_short").await;
+    assert_problem(
+        app.register("a@example.com", "1234567").await,
+        StatusCode::BAD_REQUEST,
+        "password_too_short",
+    )
+    .await;
     assert_problem(
         app.register("b@example.com", &"x".repeat(1025)).await,
         StatusCode::BAD_REQUEST,
         "password_too_long",
     )
     .await;
-    assert_eq!(app.register("c@example.com", &"x".repeat(1024)).await.status(), StatusCode::CREATED);
-    assert_eq!(app.register("d@example.com", "12345678").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("c@example.com", &"x".repeat(1024))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.register("d@example.com", "12345678").await.status(),
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
 async fn a_one_megabyte_password_is_refused_before_hashing_with_413() {
     let app = spawn_app().await;
 
-    let res = app.register("big@example.com", &"x".repeat(1024 * 1024)).await;
+    let res = app
+        .register("big@example.com", &"x".repeat(1024 * 1024))
+        .await;
 
     assert_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
@@ -175,27 +236,57 @@ async fn a_one_megabyte_password_is_refused_before_hashing_with_413() {
 async fn missing_fields_are_400_naming_the_field() {
     let app = spawn_app().await;
 
-    let res = app.post_json("/auth/users/register/", &json!({"primary_email": "x@example.com"})).await;
+    let res = app
+        .post_json(
+            "/auth/users/register/",
+            &json!({"primary_email": "x@example.com"}),
+        )
+        .await;
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
-    assert!(body["detail"].as_str().expect("detail").contains("password"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("password"),
+        "{body}"
+    );
 
-    let res = app.post_json("/auth/tokens/obtain/", &json!({"password": "test1234"})).await;
+    let res = app
+        .post_json("/auth/tokens/obtain/", &json!({"password": "test1234"}))
+        .await;
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
-    assert!(body["detail"].as_str().expect("detail").contains("primary_email"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("primary_email"),
+        "{body}"
+    );
 
     let res = app.post_json("/auth/tokens/refresh/", &json!({})).await;
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
-    assert!(body["detail"].as_str().expect("detail").contains("refresh"), "{body}");
+    assert!(
+        body["detail"].as_str().expect("detail").contains("refresh"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn wrong_types_and_unknown_fields_are_400() {
     let app = spawn_app().await;
 
-    let res = app.post_json("/auth/users/register/", &json!({"primary_email": 5, "password": "test1234"})).await;
+    let res = app
+        .post_json(
+            "/auth/users/register/",
+            &json!({"primary_email": 5, "password": "test1234"}),
+        )
+        .await;
     assert_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
     let res = app
-        .post_json("/auth/users/register/", &json!({"primary_email": "a@b.co", "password": "test1234", "admin": true}))
+        .post_json(
+            "/auth/users/register/",
+            &json!({"primary_email": "a@b.co", "password": "test1234", "admin": true}),
+        )
         .await;
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
     assert!(body["detail"].as_str().expect("detail").contains("admin"));
@@ -221,7 +312,11 @@ async fn malformed_json_is_400_invalid_json() {
 async fn the_wrong_content_type_is_415() {
     let app = spawn_app().await;
 
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut req = app
             .client
             .post(app.url("/auth/tokens/obtain/"))
@@ -230,7 +325,12 @@ async fn the_wrong_content_type_is_415() {
             req = req.header("Content-Type", ct);
         }
         let res = req.send().await.expect("request");
-        assert_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+        assert_problem(
+            res,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        )
+        .await;
     }
 }
 
@@ -245,7 +345,11 @@ async fn obtain_returns_a_pinned_hs256_pair_bound_to_one_session() {
     assert_eq!(access.sub, refresh.sub);
     assert_eq!(access.sid, refresh.sid);
     assert_ne!(access.jti, refresh.jti);
-    assert_eq!(access.exp - access.iat, 300, "access tokens live 5 minutes by default");
+    assert_eq!(
+        access.exp - access.iat,
+        300,
+        "access tokens live 5 minutes by default"
+    );
     let [header, payload] = segments(&user.access).try_into().expect("two segments");
     assert_eq!(header["alg"], "HS256");
     assert_eq!(payload["typ"], "access");
@@ -279,12 +383,17 @@ async fn an_unknown_email_and_a_wrong_password_get_the_same_answer() {
         bodies.push(assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await);
 
         let started = Instant::now();
-        let res = app.obtain(&format!("nobody-{i}@example.com"), "not the password").await;
+        let res = app
+            .obtain(&format!("nobody-{i}@example.com"), "not the password")
+            .await;
         unknown.push(started.elapsed());
         bodies.push(assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await);
     }
 
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "bodies differ: {bodies:?}");
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "bodies differ: {bodies:?}"
+    );
     // Both paths run one argon2 verification; without the dummy hash the unknown e-mail would
     // answer in a fraction of the time.
     let wrong_min = wrong.iter().min().expect("samples");
@@ -301,7 +410,9 @@ async fn both_authorization_schemes_work_for_the_caller() {
     let user = app.signed_up_user().await;
 
     for scheme in ["JWT", "Bearer", "bearer", "jwt"] {
-        let res = app.get_with("/auth/users/me/", &format!("{scheme} {}", user.access)).await;
+        let res = app
+            .get_with("/auth/users/me/", &format!("{scheme} {}", user.access))
+            .await;
         assert_eq!(res.status(), StatusCode::OK, "scheme {scheme}");
         let body: Value = res.json().await.expect("json");
         assert_eq!(body["primary_email"], user.email.as_str());
@@ -312,8 +423,19 @@ async fn both_authorization_schemes_work_for_the_caller() {
 async fn no_token_is_401_token_missing_and_a_bad_header_is_token_invalid() {
     let app = spawn_app().await;
 
-    assert_problem(app.get("/auth/users/me/").await, StatusCode::UNAUTHORIZED, "token_missing").await;
-    for header in ["Basic dXNlcjpwdw==", "JWT", "Bearer ", "Token abc", "Bearer not.a.jwt"] {
+    assert_problem(
+        app.get("/auth/users/me/").await,
+        StatusCode::UNAUTHORIZED,
+        "token_missing",
+    )
+    .await;
+    for header in [
+        "Basic dXNlcjpwdw==",
+        "JWT",
+        "Bearer ",
+        "Token abc",
+        "Bearer not.a.jwt",
+    ] {
         let res = app.get_with("/auth/users/me/", header).await;
         assert_problem(res, StatusCode::UNAUTHORIZED, "token_invalid").await;
     }
@@ -326,8 +448,17 @@ async fn an_alg_none_token_is_rejected() {
     let [_, payload] = segments(&user.access).try_into().expect("two segments");
 
     for alg in ["none", "None", "NONE", "HS512", "RS256"] {
-        let forged = format!("{}.{}.", encode_segment(&json!({"alg": alg, "typ": "JWT"})), encode_segment(&payload));
-        assert_problem(app.me(&forged).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
+        let forged = format!(
+            "{}.{}.",
+            encode_segment(&json!({"alg": alg, "typ": "JWT"})),
+            encode_segment(&payload)
+        );
+        assert_problem(
+            app.me(&forged).await,
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+        )
+        .await;
     }
 }
 
@@ -338,10 +469,21 @@ async fn a_token_signed_with_another_secret_is_rejected() {
     let claims = claims_of(&app, &user.access, TokenType::Access);
 
     let forged = JwtKeys::new(b"another secret that is long enough!!")
-        .mint(TokenType::Access, claims.sub, claims.sid, Uuid::new_v4(), Duration::from_secs(60))
+        .mint(
+            TokenType::Access,
+            claims.sub,
+            claims.sid,
+            Uuid::new_v4(),
+            Duration::from_secs(60),
+        )
         .expect("mint");
 
-    assert_problem(app.me(&forged).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    assert_problem(
+        app.me(&forged).await,
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -356,7 +498,12 @@ async fn a_tampered_payload_is_rejected() {
     payload["sub"] = json!(bob_sub);
     let tampered = format!("{}.{}.{}", parts[0], encode_segment(&payload), parts[2]);
 
-    assert_problem(app.me(&tampered).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    assert_problem(
+        app.me(&tampered).await,
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -364,10 +511,30 @@ async fn a_refresh_token_is_not_an_access_token_and_the_other_way_round() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
 
-    let body = assert_problem(app.me(&user.refresh).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
-    assert!(body["detail"].as_str().expect("detail").contains("refresh token"));
-    assert_problem(app.refresh(&user.access).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
-    assert_problem(app.blacklist(&user.access).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    let body = assert_problem(
+        app.me(&user.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("refresh token")
+    );
+    assert_problem(
+        app.refresh(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+    )
+    .await;
+    assert_problem(
+        app.blacklist(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -377,11 +544,22 @@ async fn an_expired_access_token_is_401_token_expired() {
     let claims = claims_of(&app, &user.access, TokenType::Access);
 
     let expired = JwtKeys::new(&app.settings.jwt_secret)
-        .mint(TokenType::Access, claims.sub, claims.sid, Uuid::new_v4(), Duration::ZERO)
+        .mint(
+            TokenType::Access,
+            claims.sub,
+            claims.sid,
+            Uuid::new_v4(),
+            Duration::ZERO,
+        )
         .expect("mint");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    assert_problem(app.me(&expired).await, StatusCode::UNAUTHORIZED, "token_expired").await;
+    assert_problem(
+        app.me(&expired).await,
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -398,11 +576,31 @@ async fn refresh_rotates_and_reusing_an_old_refresh_token_revokes_the_session() 
     assert_eq!(app.me(&new_access).await.status(), StatusCode::OK);
 
     // A replay of the first refresh token: somebody else has it.
-    assert_problem(app.refresh(&user.refresh).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_problem(
+        app.refresh(&user.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
 
-    assert_problem(app.refresh(&new_refresh).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
-    assert_problem(app.me(&new_access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
-    assert_problem(app.me(&user.access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_problem(
+        app.refresh(&new_refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        app.me(&new_access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        app.me(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
     let reason: String = sqlx::query_scalar("SELECT revoked_reason FROM tinydevcrm.sessions")
         .fetch_one(&app.pool)
         .await
@@ -429,10 +627,20 @@ async fn two_racing_uses_of_one_refresh_token_revoke_the_session() {
         } else {
             None
         };
-        assert_problem(app.me(&user.access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+        assert_problem(
+            app.me(&user.access).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
         if let Some(pair) = winner_access {
             let access = pair["access"].as_str().expect("access");
-            assert_problem(app.me(access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+            assert_problem(
+                app.me(access).await,
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+            )
+            .await;
         }
     }
 }
@@ -449,9 +657,24 @@ async fn blacklist_revokes_the_refresh_token_and_every_access_token_of_the_sessi
     let res = app.blacklist(refresh).await;
 
     assert_eq!(res.status(), StatusCode::OK);
-    assert_problem(app.me(access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
-    assert_problem(app.me(&user.access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
-    assert_problem(app.refresh(refresh).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_problem(
+        app.me(access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        app.me(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        app.refresh(refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -460,9 +683,17 @@ async fn logging_out_one_session_leaves_the_others_alone() {
     let laptop = app.signed_up_user().await;
     let phone = app.login(&laptop.email, &laptop.password).await;
 
-    assert_eq!(app.blacklist(&laptop.refresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.blacklist(&laptop.refresh).await.status(),
+        StatusCode::OK
+    );
 
-    assert_problem(app.me(&laptop.access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_problem(
+        app.me(&laptop.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
     assert_eq!(app.me(&phone.access).await.status(), StatusCode::OK);
     assert_eq!(app.refresh(&phone.refresh).await.status(), StatusCode::OK);
 }
@@ -474,10 +705,23 @@ async fn a_revocation_is_seen_at_once_by_a_second_process_on_the_same_database()
     let user = first.signed_up_user().await;
     assert_eq!(second.me(&user.access).await.status(), StatusCode::OK);
 
-    assert_eq!(first.blacklist(&user.refresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        first.blacklist(&user.refresh).await.status(),
+        StatusCode::OK
+    );
 
-    assert_problem(second.me(&user.access).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
-    assert_problem(second.refresh(&user.refresh).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_problem(
+        second.me(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        second.refresh(&user.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -485,18 +729,32 @@ async fn garbage_refresh_tokens_are_401_token_invalid() {
     let app = spawn_app().await;
 
     for token in ["", "abc", "a.b.c", "$YOUR_JWT_REFRESH_TOKEN"] {
-        assert_problem(app.refresh(token).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
-        assert_problem(app.blacklist(token).await, StatusCode::UNAUTHORIZED, "token_invalid").await;
+        assert_problem(
+            app.refresh(token).await,
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+        )
+        .await;
+        assert_problem(
+            app.blacklist(token).await,
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn too_many_attempts_on_one_account_are_throttled_with_retry_after() {
-    let app = spawn_app_with(|s| s.login_per_account_per_minute = 3.try_into().expect("non-zero")).await;
+    let app =
+        spawn_app_with(|s| s.login_per_account_per_minute = 3.try_into().expect("non-zero")).await;
     let user = app.signed_up_user().await; // one attempt used
 
     for _ in 0..2 {
-        assert_eq!(app.obtain(&user.email, "wrong password").await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.obtain(&user.email, "wrong password").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     let res = app.obtain(&user.email.to_uppercase(), &user.password).await;
 
@@ -508,11 +766,17 @@ async fn too_many_attempts_on_one_account_are_throttled_with_retry_after() {
         .expect("ascii")
         .parse()
         .expect("seconds");
-    assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     // Another account from the same address is not affected.
     let other = app.signed_up_user().await;
-    assert_eq!(app.obtain(&other.email, &other.password).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.obtain(&other.email, &other.password).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -522,7 +786,9 @@ async fn too_many_attempts_from_one_address_are_throttled() {
     let app = spawn_app_on(crate::helpers::fresh_database().await, settings).await;
 
     for i in 0..3 {
-        let res = app.obtain(&format!("guess-{i}@example.com"), "password1").await;
+        let res = app
+            .obtain(&format!("guess-{i}@example.com"), "password1")
+            .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     let res = app.obtain("guess-4@example.com", "password1").await;

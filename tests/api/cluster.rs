@@ -24,12 +24,19 @@ async fn a_second_cluster_on_the_same_data_dir_gets_a_clear_error() {
         .expect("join")
         .expect("first start");
 
-    let second = tokio::task::spawn_blocking(move || LocalCluster::start(&options)).await.expect("join");
+    let second = tokio::task::spawn_blocking(move || LocalCluster::start(&options))
+        .await
+        .expect("join");
 
     let err = second.expect_err("the data directory is in use");
     assert!(matches!(err, ClusterError::Busy { .. }), "{err}");
-    assert!(err.to_string().contains("in use by another tinydevcrm process"));
-    tokio::task::spawn_blocking(move || first.stop()).await.expect("stop");
+    assert!(
+        err.to_string()
+            .contains("in use by another tinydevcrm process")
+    );
+    tokio::task::spawn_blocking(move || first.stop())
+        .await
+        .expect("stop");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -41,7 +48,11 @@ fn missing_server_binaries_name_the_debian_package() {
 
     let err = LocalCluster::start(&options).expect_err("no binaries there");
 
-    assert!(err.to_string().contains("install the Debian package `postgresql`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("install the Debian package `postgresql`"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -76,21 +87,34 @@ async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
         {
             return;
         }
-        assert!(child.try_wait().expect("try_wait").is_none(), "serve exited early");
-        assert!(started.elapsed() < Duration::from_secs(60), "serve did not become healthy");
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "serve exited early"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "serve did not become healthy"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn stop(mut child: Child, signal: Signal) {
-    kill(Pid::from_raw(i32::try_from(child.id()).expect("pid")), signal).expect("signal");
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        signal,
+    )
+    .expect("signal");
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             assert!(status.success(), "serve exited with {status}");
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "serve did not stop");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "serve did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -106,7 +130,12 @@ async fn serve_starts_its_own_postgres_keeps_data_across_restarts_and_stops_it()
     // First run: creates the cluster, registers a user, stops on SIGINT.
     let mut first = serve(&dir, port);
     wait_healthy(&client, &base, &mut first).await;
-    let res = client.post(format!("{base}/auth/users/register/")).json(&credentials).send().await.expect("register");
+    let res = client
+        .post(format!("{base}/auth/users/register/"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register");
     assert_eq!(res.status(), StatusCode::CREATED);
     // A second serve on the same data directory refuses to start.
     let output = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
@@ -117,17 +146,30 @@ async fn serve_starts_its_own_postgres_keeps_data_across_restarts_and_stops_it()
         .output()
         .expect("run a second serve");
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("in use by another tinydevcrm process"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("in use by another tinydevcrm process")
+    );
     stop(first, Signal::SIGINT).await;
-    assert!(!dir.join("pgdata/postmaster.pid").exists(), "PostgreSQL was not stopped");
+    assert!(
+        !dir.join("pgdata/postmaster.pid").exists(),
+        "PostgreSQL was not stopped"
+    );
 
     // Second run: same cluster, same JWT secret, the user is still there; stops on SIGTERM.
     let mut second = serve(&dir, port);
     wait_healthy(&client, &base, &mut second).await;
-    let res = client.post(format!("{base}/auth/tokens/obtain/")).json(&credentials).send().await.expect("obtain");
+    let res = client
+        .post(format!("{base}/auth/tokens/obtain/"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("obtain");
     assert_eq!(res.status(), StatusCode::OK);
     stop(second, Signal::SIGTERM).await;
-    assert!(!dir.join("pgdata/postmaster.pid").exists(), "PostgreSQL was not stopped");
+    assert!(
+        !dir.join("pgdata/postmaster.pid").exists(),
+        "PostgreSQL was not stopped"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -12,22 +12,31 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tinydevcrm::app::build_server;
 use tinydevcrm::config::Settings;
-use tinydevcrm::db::{self, local_cluster::{ClusterOptions, LocalCluster}};
+use tinydevcrm::db::{
+    self,
+    local_cluster::{ClusterOptions, LocalCluster},
+};
 use uuid::Uuid;
 
 /// Where test databases come from.
 enum TestCluster {
     /// Our own managed cluster (the default).
-    Managed { cluster: LocalCluster, password: String },
+    Managed {
+        cluster: LocalCluster,
+        password: String,
+    },
     /// `DATABASE_URL`: a role that may create databases.
-    External(PgConnectOptions),
+    External(Box<PgConnectOptions>),
 }
 
 static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
 
 /// A private temporary directory, short enough for a Unix socket path.
 pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12]));
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}",
+        &Uuid::new_v4().simple().to_string()[..12]
+    ));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
@@ -35,13 +44,15 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
 fn cluster() -> &'static TestCluster {
     CLUSTER.get_or_init(|| {
         // Started on a plain thread with its own runtime: the caller is inside a test's runtime.
-        std::thread::spawn(start_cluster).join().expect("starting the test cluster panicked")
+        std::thread::spawn(start_cluster)
+            .join()
+            .expect("starting the test cluster panicked")
     })
 }
 
 fn start_cluster() -> TestCluster {
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        return TestCluster::External(url.parse().expect("DATABASE_URL is a valid URL"));
+        return TestCluster::External(Box::new(url.parse().expect("DATABASE_URL is a valid URL")));
     }
     let dir = temp_dir("tdc-test");
     let mut options = ClusterOptions::new(&dir);
@@ -60,7 +71,11 @@ fn start_cluster() -> TestCluster {
 }
 
 /// Statics are never dropped, so a small watchdog stops the cluster and removes its directory
-/// once this test process has exited.
+/// once this test process has exited. It outlives us by design: nobody waits for it.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the watchdog must outlive the test process"
+)]
 fn remove_when_done(postgres_pid: u32, dir: &std::path::Path) {
     let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
 kill -INT "$1" 2>/dev/null
@@ -85,18 +100,26 @@ pub async fn fresh_database() -> PgConnectOptions {
     let name = format!("test_{}", Uuid::new_v4().simple());
     match cluster() {
         TestCluster::Managed { cluster, password } => {
-            cluster.ensure_database(&name).await.expect("create test database");
+            cluster
+                .ensure_database(&name)
+                .await
+                .expect("create test database");
             cluster.service_options(&name, password)
         }
         TestCluster::External(admin) => {
-            let mut conn = PgConnection::connect_with(admin).await.expect("connect DATABASE_URL");
+            let mut conn = PgConnection::connect_with(admin.as_ref())
+                .await
+                .expect("connect DATABASE_URL");
             let stmt: String = sqlx::query_scalar("SELECT format('CREATE DATABASE %I', $1::text)")
                 .bind(&name)
                 .fetch_one(&mut conn)
                 .await
                 .expect("format");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut conn).await.expect("create database");
-            admin.clone().database(&name)
+            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            admin.as_ref().clone().database(&name)
         }
     }
 }
@@ -106,9 +129,11 @@ pub async fn superuser(options: &PgConnectOptions) -> PgConnection {
     let database = options.get_database().expect("database set").to_owned();
     let admin = match cluster() {
         TestCluster::Managed { cluster, .. } => cluster.superuser_options(&database),
-        TestCluster::External(admin) => admin.clone().database(&database),
+        TestCluster::External(admin) => admin.as_ref().clone().database(&database),
     };
-    PgConnection::connect_with(&admin).await.expect("superuser connection")
+    PgConnection::connect_with(&admin)
+        .await
+        .expect("superuser connection")
 }
 
 /// A random 32-byte secret.
@@ -156,7 +181,11 @@ pub async fn spawn_app_on(db: PgConnectOptions, settings: Settings) -> TestApp {
 
 /// An app whose database does not answer.
 pub fn spawn_app_without_database() -> TestApp {
-    let db = PgConnectOptions::new().host("127.0.0.1").port(1).username("nobody").database("nothing");
+    let db = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(1)
+        .username("nobody")
+        .database("nothing");
     let pool = db::pool(db.clone(), 1);
     start(db, pool, test_settings())
 }
@@ -184,11 +213,20 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.client.post(self.url(path)).json(body).send().await.expect("request")
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get_with(&self, path: &str, authorization: &str) -> Response {
@@ -201,25 +239,34 @@ impl TestApp {
     }
 
     pub async fn me(&self, access: &str) -> Response {
-        self.get_with("/auth/users/me/", &format!("JWT {access}")).await
+        self.get_with("/auth/users/me/", &format!("JWT {access}"))
+            .await
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Response {
-        self.post_json("/auth/users/register/", &json!({"primary_email": email, "password": password}))
-            .await
+        self.post_json(
+            "/auth/users/register/",
+            &json!({"primary_email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn obtain(&self, email: &str, password: &str) -> Response {
-        self.post_json("/auth/tokens/obtain/", &json!({"primary_email": email, "password": password}))
-            .await
+        self.post_json(
+            "/auth/tokens/obtain/",
+            &json!({"primary_email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn refresh(&self, refresh: &str) -> Response {
-        self.post_json("/auth/tokens/refresh/", &json!({"refresh": refresh})).await
+        self.post_json("/auth/tokens/refresh/", &json!({"refresh": refresh}))
+            .await
     }
 
     pub async fn blacklist(&self, refresh: &str) -> Response {
-        self.post_json("/auth/tokens/blacklist/", &json!({"refresh": refresh})).await
+        self.post_json("/auth/tokens/blacklist/", &json!({"refresh": refresh}))
+            .await
     }
 
     /// Logs an existing user in.
@@ -254,7 +301,10 @@ pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Va
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/problem+json"), "content type was {content_type}");
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type was {content_type}"
+    );
     let body: Value = res.json().await.expect("problem JSON");
     assert_eq!(body["code"], code, "unexpected problem: {body}");
     assert_eq!(body["status"], status.as_u16());

@@ -42,7 +42,10 @@ async fn the_openapi_document_describes_the_auth_routes() {
         "/auth/tokens/blacklist/",
         "/health",
     ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the document");
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the document"
+        );
     }
     assert!(doc["components"]["securitySchemes"]["jwt"].is_object());
 }
@@ -57,8 +60,16 @@ async fn swagger_ui_and_redoc_are_served_from_the_binary() {
     let page = app.get("/docs/index.html").await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.expect("text").contains("swagger-ui"));
-    let init = app.get("/docs/swagger-initializer.js").await.text().await.expect("text");
-    assert!(init.contains("/openapi.json"), "Swagger UI must load our document");
+    let init = app
+        .get("/docs/swagger-initializer.js")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        init.contains("/openapi.json"),
+        "Swagger UI must load our document"
+    );
     let css = app.get("/docs/swagger-ui.css").await;
     assert_eq!(css.status(), StatusCode::OK);
 
@@ -66,8 +77,14 @@ async fn swagger_ui_and_redoc_are_served_from_the_binary() {
     assert!(redoc.contains("/redoc/redoc.standalone.js") && redoc.contains("/openapi.json"));
     let script = app.get("/redoc/redoc.standalone.js").await;
     assert_eq!(script.status(), StatusCode::OK);
-    assert!(script.bytes().await.expect("bytes").len() > 500_000, "the embedded bundle, not a CDN link");
-    assert!(!redoc.contains("cdn."), "no CDN: the viewer must work on a closed network");
+    assert!(
+        script.bytes().await.expect("bytes").len() > 500_000,
+        "the embedded bundle, not a CDN link"
+    );
+    assert!(
+        !redoc.contains("cdn."),
+        "no CDN: the viewer must work on a closed network"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +97,10 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
 
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.expect("text");
-    assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#), "{text}");
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#),
+        "{text}"
+    );
     assert!(text.contains(r#"route="unmatched",status="404""#) || text.contains(r#"status="404""#));
     assert!(text.contains("http_request_duration_seconds_bucket"));
     assert!(text.contains("db_pool_connections"));
@@ -103,7 +123,12 @@ async fn a_wrong_method_is_405_problem_json() {
     let res = app.get("/auth/users/register/").await;
     assert_eq!(res.headers()["allow"], "POST");
     assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let res = app.client.delete(app.url("/health")).send().await.expect("request");
+    let res = app
+        .client
+        .delete(app.url("/health"))
+        .send()
+        .await
+        .expect("request");
     assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
 
@@ -132,7 +157,12 @@ async fn every_response_carries_a_request_id() {
     let err = app.get("/missing").await;
 
     for res in [ok, err] {
-        let id = res.headers().get("x-request-id").expect("x-request-id").to_str().expect("ascii");
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .expect("x-request-id")
+            .to_str()
+            .expect("ascii");
         assert!(uuid::Uuid::parse_str(id).is_ok());
     }
 }
