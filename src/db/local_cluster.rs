@@ -8,7 +8,7 @@
 //! reaches it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -374,7 +374,14 @@ fn take_lock(data_dir: &Path) -> Result<File, ClusterError> {
         .open(&path)
         .map_err(io(format!("opening {}", path.display())))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            // The holder's pid, for `make dev-down` and for people wondering who holds it.
+            let mut file = file;
+            file.set_len(0).map_err(io(format!("writing {}", path.display())))?;
+            file.write_all(std::process::id().to_string().as_bytes())
+                .map_err(io(format!("writing {}", path.display())))?;
+            Ok(file)
+        }
         Err(fs::TryLockError::WouldBlock) => Err(ClusterError::Busy {
             dir: data_dir.display().to_string(),
             lock: path.display().to_string(),
