@@ -174,6 +174,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_args(&args, jwt_secret(&args, &data_dir)?);
     let pool = db::pool(database.options.clone(), args.database.db_max_connections);
     db::migrate(&pool).await.context("applying migrations")?;
+    db::check_privileges(&pool)
+        .await
+        .context("checking the database privileges")?;
     let listener =
         TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
     tracing::info!(address = %args.bind, "serving HTTP");

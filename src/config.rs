@@ -83,8 +83,8 @@ pub struct ServeArgs {
     /// Token requests allowed per account (e-mail) per minute.
     #[arg(long, env = "TDC_LOGIN_PER_ACCOUNT_PER_MINUTE", default_value = "10")]
     pub login_per_account_per_minute: NonZeroU32,
-    /// Take the client IP for throttling from `Forwarded`/`X-Forwarded-For` (only behind a
-    /// proxy that sets them).
+    /// Take the client IP for throttling from the right-most `X-Forwarded-For` entry (only
+    /// behind a proxy that appends it).
     #[arg(long, env = "TDC_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
     /// HTTP worker threads (default: one per core).

@@ -78,6 +78,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::TooManyRequests { .. } => "too_many_requests",
+            Self::Database(sqlx::Error::PoolTimedOut) => "database_unavailable",
             Self::Internal(_) | Self::Database(_) => "internal_error",
         }
     }
@@ -153,6 +154,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +165,10 @@ impl ResponseError for ApiError {
             Self::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
                 "internal error; see the server log".to_owned()
+            }
+            Self::Database(sqlx::Error::PoolTimedOut) => {
+                tracing::warn!("no database connection became free in time");
+                "the database is busy or unreachable; retry later".to_owned()
             }
             Self::Database(e) => {
                 tracing::error!(error = ?e, "database error");

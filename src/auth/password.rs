@@ -47,23 +47,41 @@ pub fn validate(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Bounds concurrent hashes (19 MiB each) to twice the cores; more requests queue here instead
+/// of growing memory without limit.
+static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    tokio::sync::Semaphore::new(cores * 2)
+});
+
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| anyhow::anyhow!("the hashing semaphore is closed: {e}"))?;
+    Ok(tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| anyhow::anyhow!("the hashing task failed: {e}"))?)
+}
+
 /// Hashes a password into a PHC string.
 pub async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    on_blocking_pool(move || {
         hasher()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("the hashing task failed: {e}"))?
+    .await?
     .map_err(ApiError::from)
 }
 
 /// Verifies `password` against `phc`, or against a dummy hash when there is no account, so both
 /// failures cost the same.
 pub async fn verify(password: String, phc: Option<String>) -> Result<bool, ApiError> {
-    let matched = tokio::task::spawn_blocking(move || {
+    on_blocking_pool(move || {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| DUMMY_HASH.clone());
         let ok = hasher()
@@ -72,8 +90,6 @@ pub async fn verify(password: String, phc: Option<String>) -> Result<bool, ApiEr
         known && ok
     })
     .await
-    .map_err(|e| anyhow::anyhow!("the verification task failed: {e}"))?;
-    Ok(matched)
 }
 
 /// Computes the dummy hash ahead of the first login so that login does not pay for it.

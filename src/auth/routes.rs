@@ -1,5 +1,7 @@
 //! Handlers of `/auth/...`: registration, token pairs, rotation, logout and the caller.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use email_address::{EmailAddress, Options};
@@ -103,7 +105,8 @@ pub async fn register_user(
     password::validate(&pw)?;
     let hash = password::hash(pw).await?;
 
-    let user_id = Uuid::now_v7();
+    // Random, not time-ordered: the tenant name derived from it is visible in the catalogs.
+    let user_id = Uuid::new_v4();
     let mut tx = state.pool.begin().await?;
     let role = tenant::tenant_name(user_id);
     let user = store::insert_user(&mut tx, user_id, &email, &hash, role.as_str()).await?;
@@ -113,22 +116,26 @@ pub async fn register_user(
     Ok(HttpResponse::Created().json(UserBody::from(user)))
 }
 
-fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> std::net::IpAddr {
-    let forwarded = trust_forwarded
-        .then(|| {
-            req.connection_info()
-                .realip_remote_addr()
-                .map(str::to_owned)
-        })
+/// The client address for throttling: the peer, or behind a trusted proxy the right-most
+/// `X-Forwarded-For` entry (the one the proxy added; entries left of it are the client's word).
+/// IPv6 clients are keyed by their /64, which one subscriber usually holds whole.
+fn client_ip(req: &HttpRequest, trust_forwarded: bool) -> IpAddr {
+    let forwarded = || -> Option<IpAddr> {
+        let header = req.headers().get("x-forwarded-for")?.to_str().ok()?;
+        header.rsplit(',').next()?.trim().parse().ok()
+    };
+    let ip = trust_forwarded
+        .then(forwarded)
         .flatten()
-        .and_then(|s| {
-            s.parse::<std::net::IpAddr>()
-                .ok()
-                .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        });
-    forwarded
         .or_else(|| req.peer_addr().map(|a| a.ip()))
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 @ IpAddr::V4(_) => v4,
+    }
 }
 
 async fn issue_pair(
@@ -177,10 +184,16 @@ pub async fn obtain_tokens(
         primary_email,
         password: pw,
     } = body.into_inner();
-    let key = primary_email.trim().to_lowercase();
-    state.login_throttle.check_account(&key)?;
-
-    let user = store::find_user_by_email(&state.pool, primary_email.trim()).await?;
+    // A malformed e-mail cannot match an account: answer like any failed login (after the same
+    // work), without sending it to the database or using it as a throttle key.
+    let email = normalise_email(&primary_email).ok();
+    if let Some(email) = &email {
+        state.login_throttle.check_account(&email.to_lowercase())?;
+    }
+    let user = match &email {
+        Some(email) => store::find_user_by_email(&state.pool, email).await?,
+        None => None,
+    };
     let matched = password::verify(pw, user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match user {
         Some(user) if matched => user,

@@ -167,7 +167,7 @@ pub async fn revoke_session(
     Ok(found == 1)
 }
 
-/// Whether the session is still live (exists and not revoked). Checked on every authenticated
+/// Whether the session is still live (exists, not revoked, not expired). Checked on every authenticated
 /// request, so a revocation is seen at once by every process sharing the database.
 pub async fn session_is_live(
     pool: &PgPool,
@@ -175,7 +175,8 @@ pub async fn session_is_live(
     user_id: Uuid,
 ) -> Result<bool, ApiError> {
     let live = sqlx::query_scalar::<_, bool>(
-        "SELECT revoked_at IS NULL FROM tinydevcrm.sessions WHERE session_id = $1 AND user_id = $2",
+        "SELECT revoked_at IS NULL AND expires_at > now()
+         FROM tinydevcrm.sessions WHERE session_id = $1 AND user_id = $2",
     )
     .bind(session_id)
     .bind(user_id)

@@ -8,23 +8,27 @@ DECLARE
 BEGIN
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
     EXECUTE 'REVOKE ALL ON SCHEMA public FROM PUBLIC';
-    -- Functions that let SQL change its own role or settings, read other objects' definitions,
-    -- or reach the file system through large objects.
+    -- Functions that let SQL change its own role or settings, read other objects' definitions or
+    -- data, reach the file system through large objects, signal other sessions, or hold locks
+    -- that outlive a transaction on a pooled connection.
     FOR fn IN
         SELECT p.oid::regprocedure
         FROM pg_proc p
         WHERE p.pronamespace = 'pg_catalog'::regnamespace
           AND (p.proname IN ('set_config', 'pg_get_viewdef', 'pg_get_ruledef', 'pg_get_functiondef',
                              'pg_get_triggerdef', 'pg_get_indexdef', 'pg_get_constraintdef',
-                             'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema',
-                             'cursor_to_xml', 'table_to_xml', 'table_to_xml_and_xmlschema',
-                             'schema_to_xml', 'database_to_xml', 'loread', 'lowrite',
+                             'loread', 'lowrite', 'pg_notify',
                              'pg_terminate_backend', 'pg_cancel_backend')
-               OR p.proname LIKE 'lo\_%')
+               OR p.proname LIKE 'lo\_%'
+               OR p.proname LIKE '%\_to\_xml%'
+               OR p.proname LIKE 'pg\_advisory%'
+               OR p.proname LIKE 'pg\_try\_advisory%')
     LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
-        -- The service itself still needs set_config (SET LOCAL does not, but drivers may).
-        IF fn::text LIKE 'set_config(%' THEN
+        -- The service itself still uses some of them: drivers call set_config, migrations take
+        -- advisory locks, events are sent with pg_notify.
+        IF fn::text LIKE 'set_config(%' OR fn::text LIKE 'pg\_notify(%'
+           OR fn::text LIKE 'pg\_advisory%' OR fn::text LIKE 'pg\_try\_advisory%' THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, owner_role);
         END IF;
     END LOOP;

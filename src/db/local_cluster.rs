@@ -140,6 +140,12 @@ impl LocalCluster {
         let bin_dir = find_bin_dir(options.bin_dir.as_deref())?;
         let owner = server_owner()?;
 
+        if owner.is_some() {
+            // The server's user must be able to reach pgdata/ and run/ below us, whatever the
+            // umask made of the directory; the secrets inside stay 0600.
+            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o711))
+                .map_err(io(format!("setting permissions of {}", data_dir.display())))?;
+        }
         let pgdata = data_dir.join("pgdata");
         if !pgdata.join("PG_VERSION").exists() {
             init_cluster(&bin_dir, &pgdata, owner, options.durable)?;
@@ -228,12 +234,15 @@ impl LocalCluster {
                 self.child = None;
                 return Err(not_ready());
             }
-            // Line 8 of postmaster.pid is the postmaster's status; "ready" once it accepts
-            // connections.
+            // Line 1 of postmaster.pid is the postmaster's pid (a file left by a crash names
+            // another), line 8 its status: "ready" once it accepts connections.
+            let our_pid = self.pid().map(|p| p.to_string());
             let ready = fs::read_to_string(pgdata.join("postmaster.pid"))
                 .ok()
-                .and_then(|s| s.lines().nth(7).map(|l| l.trim() == "ready"))
-                .unwrap_or(false);
+                .is_some_and(|s| {
+                    let lines: Vec<&str> = s.lines().map(str::trim).collect();
+                    lines.first().copied() == our_pid.as_deref() && lines.get(7) == Some(&"ready")
+                });
             if ready {
                 return Ok(());
             }
@@ -377,7 +386,8 @@ fn take_lock(data_dir: &Path) -> Result<File, ClusterError> {
         Ok(()) => {
             // The holder's pid, for `make dev-down` and for people wondering who holds it.
             let mut file = file;
-            file.set_len(0).map_err(io(format!("writing {}", path.display())))?;
+            file.set_len(0)
+                .map_err(io(format!("writing {}", path.display())))?;
             file.write_all(std::process::id().to_string().as_bytes())
                 .map_err(io(format!("writing {}", path.display())))?;
             Ok(file)
@@ -503,9 +513,13 @@ fn stop_orphan(pgdata: &Path) -> Result<(), ClusterError> {
     else {
         return Ok(());
     };
+    // Only a postgres serving this very directory: after a reboot the pid may be anyone's.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let ours = cmdline.contains("postgres") && cmdline.contains(&*pgdata.to_string_lossy());
     let pid = Pid::from_raw(pid);
-    if kill(pid, None).is_err() {
-        return Ok(()); // stale file; postgres cleans it up itself
+    if !ours || kill(pid, None).is_err() {
+        return Ok(()); // a stale file; postgres replaces it itself
     }
     tracing::warn!(%pid, "stopping a PostgreSQL server left running by an earlier process");
     let _ = kill(pid, Signal::SIGINT);

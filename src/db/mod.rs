@@ -30,3 +30,25 @@ pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!("./migrations").run(pool).await
 }
+
+/// Warns when the service role could be abused: a superuser service role, or a database whose
+/// privileges were not hardened (`harden.sql`), leaves tenant isolation to the parser alone.
+pub async fn check_privileges(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let (superuser, public_set_config): (bool, bool) = sqlx::query_as(
+        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+                has_function_privilege('public', 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if superuser {
+        tracing::warn!(
+            "the service role is a superuser; use a role with CREATEROLE only (docs/OPERATIONS.md)"
+        );
+    }
+    if public_set_config {
+        tracing::warn!(
+            "this database is not hardened: run src/db/harden.sql once as a superuser (docs/OPERATIONS.md)"
+        );
+    }
+    Ok(())
+}

@@ -100,32 +100,57 @@ async fn register_provisions_an_opaque_tenant_role_and_schema_in_the_same_transa
 }
 
 #[tokio::test]
-async fn a_failed_registration_leaves_no_user_role_or_schema_behind() {
+async fn a_duplicate_registration_leaves_no_second_user_or_schema_behind() {
     let app = spawn_app().await;
     let mut admin = superuser(&app.db).await;
-    let count_roles = "SELECT count(*) FROM pg_roles WHERE rolname LIKE 't\\_%'";
+    let count_schemas = r"SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\_%'";
     assert_eq!(
         app.register("dup@example.com", "test1234").await.status(),
         StatusCode::CREATED
     );
-    let roles_before: i64 = sqlx::query_scalar(count_roles)
-        .fetch_one(&mut admin)
-        .await
-        .expect("count");
 
     let res = app.register("DUP@example.com", "test1234").await;
 
     assert_problem(res, StatusCode::CONFLICT, "email_taken").await;
-    let roles_after: i64 = sqlx::query_scalar(count_roles)
+    let schemas: i64 = sqlx::query_scalar(count_schemas)
         .fetch_one(&mut admin)
         .await
         .expect("count");
-    assert_eq!(roles_before, roles_after);
+    assert_eq!(schemas, 1);
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.users")
         .fetch_one(&app.pool)
         .await
         .expect("count");
     assert_eq!(users, 1);
+}
+
+#[tokio::test]
+async fn tenant_provisioning_rolls_back_with_its_transaction() {
+    let app = spawn_app().await;
+    let user_id = Uuid::new_v4();
+    let name = tinydevcrm::db::tenant::tenant_name(user_id);
+
+    let mut tx = app.pool.begin().await.expect("begin");
+    tinydevcrm::db::tenant::provision(&mut tx, user_id)
+        .await
+        .expect("provision");
+    tx.rollback().await.expect("rollback");
+
+    let mut admin = superuser(&app.db).await;
+    let role: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut admin)
+        .await
+        .expect("query");
+    let schema: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut admin)
+        .await
+        .expect("query");
+    assert!(
+        role.is_none() && schema.is_none(),
+        "a rolled-back registration left its tenant behind"
+    );
 }
 
 #[tokio::test]
@@ -447,7 +472,7 @@ async fn an_alg_none_token_is_rejected() {
     let user = app.signed_up_user().await;
     let [_, payload] = segments(&user.access).try_into().expect("two segments");
 
-    for alg in ["none", "None", "NONE", "HS512", "RS256"] {
+    for alg in ["none", "None", "NONE"] {
         let forged = format!(
             "{}.{}.",
             encode_segment(&json!({"alg": alg, "typ": "JWT"})),
@@ -795,4 +820,45 @@ async fn too_many_attempts_from_one_address_are_throttled() {
 
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+}
+
+#[tokio::test]
+async fn a_correctly_signed_token_with_another_hmac_algorithm_is_rejected() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let claims = claims_of(&app, &user.access, TokenType::Access);
+    let key = jsonwebtoken::EncodingKey::from_secret(&app.settings.jwt_secret);
+
+    for alg in [
+        jsonwebtoken::Algorithm::HS384,
+        jsonwebtoken::Algorithm::HS512,
+    ] {
+        let forged =
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).expect("sign");
+        assert_problem(
+            app.me(&forged).await,
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+        )
+        .await;
+    }
+    assert_eq!(
+        app.me(&user.access).await.status(),
+        StatusCode::OK,
+        "the HS256 original still works"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_email_at_login_is_an_ordinary_failed_login() {
+    let app = spawn_app().await;
+
+    for email in [
+        "nul\u{0}@example.com".to_owned(),
+        "not an email".to_owned(),
+        "x".repeat(100_000),
+    ] {
+        let res = app.obtain(&email, "whatever1").await;
+        assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
 }

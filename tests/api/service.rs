@@ -101,7 +101,11 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
         text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#),
         "{text}"
     );
-    assert!(text.contains(r#"route="unmatched",status="404""#) || text.contains(r#"status="404""#));
+    assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+    assert!(
+        !text.contains("/no/such/route"),
+        "raw paths must not become labels"
+    );
     assert!(text.contains("http_request_duration_seconds_bucket"));
     assert!(text.contains("db_pool_connections"));
     assert!(text.contains("db_pool_idle_connections"));
