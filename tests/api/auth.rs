@@ -862,3 +862,64 @@ async fn a_malformed_email_at_login_is_an_ordinary_failed_login() {
         assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
 }
+
+#[tokio::test]
+async fn a_tenant_role_can_reach_nothing_outside_its_schema() {
+    let app = spawn_app().await;
+    let body: Value = app
+        .register("isolated@example.com", "test1234")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let role = format!(
+        "t_{}",
+        Uuid::parse_str(body["id"].as_str().expect("id"))
+            .expect("uuid")
+            .simple()
+    );
+    let mut admin = superuser(&app.db).await;
+
+    let denied_functions = [
+        "pg_catalog.set_config(text, text, boolean)",
+        "pg_catalog.lo_create(oid)",
+        "pg_catalog.lo_import(text)",
+        "pg_catalog.pg_get_viewdef(oid)",
+        "pg_catalog.query_to_xml(text, boolean, boolean, text)",
+        "pg_catalog.pg_notify(text, text)",
+        "pg_catalog.pg_advisory_lock(bigint)",
+        "pg_catalog.pg_terminate_backend(integer, bigint)",
+    ];
+    for function in denied_functions {
+        let allowed: bool = sqlx::query_scalar("SELECT has_function_privilege($1, $2, 'EXECUTE')")
+            .bind(&role)
+            .bind(function)
+            .fetch_one(&mut admin)
+            .await
+            .expect("privilege check");
+        assert!(!allowed, "the tenant may execute {function}");
+    }
+    let checks = [
+        "SELECT has_database_privilege($1, current_database(), 'CONNECT')",
+        "SELECT has_database_privilege($1, current_database(), 'CREATE')",
+        "SELECT has_database_privilege($1, current_database(), 'TEMPORARY')",
+        "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+        "SELECT has_schema_privilege($1, 'tinydevcrm', 'USAGE')",
+        "SELECT has_table_privilege($1, 'tinydevcrm.users', 'SELECT')",
+        "SELECT has_table_privilege($1, 'tinydevcrm.sessions', 'SELECT')",
+    ];
+    for check in checks {
+        let allowed: bool = sqlx::query_scalar(check)
+            .bind(&role)
+            .fetch_one(&mut admin)
+            .await
+            .expect("privilege check");
+        assert!(!allowed, "{check} is true for the tenant");
+    }
+    let own_schema: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, $1, 'CREATE')")
+        .bind(&role)
+        .fetch_one(&mut admin)
+        .await
+        .expect("privilege check");
+    assert!(own_schema, "the tenant owns its schema");
+}
