@@ -40,6 +40,23 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Write deterministic telephone call records as Parquet (for `sample.parquet` and
+    /// benchmarks).
+    Sample(SampleArgs),
+}
+
+/// Flags of `sample`.
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    /// Number of calls (each is a start and an end record).
+    #[arg(long, default_value_t = 3000)]
+    pub calls: usize,
+    /// Seed: the same seed writes the same file.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Output file.
+    #[arg(long, default_value = "sample.parquet")]
+    pub out: PathBuf,
 }
 
 /// Where the data lives.
@@ -87,6 +104,18 @@ pub struct ServeArgs {
     /// behind a proxy that appends it).
     #[arg(long, env = "TDC_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "TDC_UPLOAD_LIMIT_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub upload_limit_bytes: u64,
+    /// Most columns a table may have.
+    #[arg(long, env = "TDC_MAX_COLUMNS", default_value_t = 1000)]
+    pub max_columns: usize,
+    /// Most tables a tenant may have.
+    #[arg(long, env = "TDC_MAX_TABLES_PER_TENANT", default_value_t = 1000)]
+    pub max_tables_per_tenant: i64,
+    /// Statement timeout of every statement run as a tenant, in seconds.
+    #[arg(long, env = "TDC_TENANT_STATEMENT_TIMEOUT_SECS", default_value_t = 300)]
+    pub tenant_statement_timeout_secs: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TDC_WORKERS")]
     pub workers: Option<usize>,
@@ -112,6 +141,14 @@ pub struct Settings {
     pub login_per_account_per_minute: NonZeroU32,
     /// Whether the client IP comes from proxy headers.
     pub trust_forwarded_for: bool,
+    /// Largest accepted upload, in bytes.
+    pub upload_limit_bytes: u64,
+    /// Most columns a table may have.
+    pub max_columns: usize,
+    /// Most tables a tenant may have.
+    pub max_tables_per_tenant: i64,
+    /// Statement timeout of tenant statements.
+    pub tenant_statement_timeout: Duration,
     /// HTTP worker threads; `None` means one per core.
     pub workers: Option<usize>,
 }
@@ -127,6 +164,10 @@ impl Settings {
             login_per_ip_per_minute: args.login_per_ip_per_minute,
             login_per_account_per_minute: args.login_per_account_per_minute,
             trust_forwarded_for: args.trust_forwarded_for,
+            upload_limit_bytes: args.upload_limit_bytes,
+            max_columns: args.max_columns,
+            max_tables_per_tenant: args.max_tables_per_tenant,
+            tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
             workers: args.workers,
         }
     }
@@ -141,6 +182,10 @@ impl Settings {
             login_per_ip_per_minute: NonZeroU32::MIN.saturating_add(29),
             login_per_account_per_minute: NonZeroU32::MIN.saturating_add(9),
             trust_forwarded_for: false,
+            upload_limit_bytes: 1024 * 1024 * 1024,
+            max_columns: 1000,
+            max_tables_per_tenant: 1000,
+            tenant_statement_timeout: Duration::from_secs(300),
             workers: None,
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`app`]: shared state, the HTTP server and its middleware, the `serve`/`migrate` commands
 //! - [`auth`]: accounts, JWT sessions, the `AuthUser` extractor
+//! - [`tables`]: tenant tables from Parquet uploads, the sample generator
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
@@ -13,4 +14,5 @@ pub mod db;
 pub mod error;
 pub mod secrets;
 pub mod service;
+pub mod tables;
 pub mod telemetry;

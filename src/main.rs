@@ -13,6 +13,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => app::serve(args).await,
         Command::Migrate(args) => app::migrate(args).await,
+        Command::Sample(args) => {
+            tinydevcrm::tables::sample::write_sample(&args.out, args.calls, args.seed)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

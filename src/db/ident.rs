@@ -42,6 +42,33 @@ impl fmt::Display for Ident {
     }
 }
 
+/// A column name as users give it (case kept, any characters but NUL, 1 to 63 bytes), always
+/// rendered double-quoted with embedded quotes doubled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnIdent(String);
+
+impl ColumnIdent {
+    /// Validates the length and the absence of NUL.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidIdent> {
+        let name = name.into();
+        if name.is_empty() || name.len() > 63 || name.contains('\0') {
+            return Err(InvalidIdent(name));
+        }
+        Ok(Self(name))
+    }
+
+    /// The bare name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ColumnIdent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0.replace('"', "\"\""))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +94,18 @@ mod tests {
             assert!(Ident::new(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Ident::new("a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn column_names_keep_their_case_and_double_embedded_quotes() {
+        assert_eq!(
+            ColumnIdent::new("SomeNumber").expect("valid").to_string(),
+            "\"SomeNumber\""
+        );
+        assert_eq!(
+            ColumnIdent::new("a\"b").expect("valid").to_string(),
+            "\"a\"\"b\""
+        );
+        assert!(ColumnIdent::new("").is_err() && ColumnIdent::new("a\0b").is_err());
     }
 }

@@ -2,7 +2,9 @@
 //! derived from the user id (never the e-mail, since every tenant can read schema names in the
 //! catalogs).
 
-use sqlx::{PgConnection, QueryBuilder};
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::ident::Ident;
@@ -38,4 +40,28 @@ pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, 
         statement.build().execute(&mut *conn).await?;
     }
     Ok(name)
+}
+
+/// Begins a transaction that runs as the tenant role, with the tenant's schema as search path
+/// and a statement timeout. Settings are made before the role switch (the tenant may not call
+/// `set_config`) and end with the transaction, so the pooled connection comes back clean.
+pub async fn begin_as(
+    pool: &PgPool,
+    tenant: &Ident,
+    statement_timeout: Duration,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true)",
+    )
+    .bind(format!("{}ms", statement_timeout.as_millis()))
+    .execute(&mut *tx)
+    .await?;
+    let mut path = QueryBuilder::new("SET LOCAL search_path TO ");
+    path.push(tenant);
+    path.build().execute(&mut *tx).await?;
+    let mut role = QueryBuilder::new("SET LOCAL ROLE ");
+    role.push(tenant);
+    role.build().execute(&mut *tx).await?;
+    Ok(tx)
 }

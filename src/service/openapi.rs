@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
 use crate::auth::routes as auth;
 use crate::error::Problem;
 use crate::service::{health, metrics};
+use crate::tables::routes as tables;
 
 /// The API description.
 #[derive(OpenApi)]
@@ -21,10 +22,11 @@ use crate::service::{health, metrics};
     paths(
         auth::register_user, auth::obtain_tokens, auth::refresh_tokens, auth::blacklist_token, auth::get_me,
         health::health, metrics::render,
+        tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table,
     ),
     components(schemas(Problem)),
     modifiers(&JwtSecurity),
-    tags((name = "auth", description = "accounts and JWT sessions"), (name = "service", description = "health, metrics"))
+    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
 

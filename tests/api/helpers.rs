@@ -311,3 +311,72 @@ pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Va
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
     body
 }
+
+/// Writes a record batch as Parquet bytes with the given writer properties.
+pub fn parquet_bytes(
+    batch: &arrow::array::RecordBatch,
+    properties: Option<parquet::file::properties::WriterProperties>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), properties).expect("writer");
+    writer.write(batch).expect("write");
+    writer.close().expect("close");
+    out
+}
+
+impl TestApp {
+    /// `POST /tables/create/` as the original walkthrough sends it.
+    pub async fn create_table(
+        &self,
+        access: &str,
+        file: Vec<u8>,
+        table_name: &str,
+        columns: Option<&str>,
+    ) -> Response {
+        let mut form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(file).file_name("upload.parquet"),
+            )
+            .text("table_name", table_name.to_owned());
+        if let Some(columns) = columns {
+            form = form.text("columns", columns.to_owned());
+        }
+        self.client
+            .post(self.url("/tables/create/"))
+            .header("Authorization", format!("JWT {access}"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET` with a bearer token.
+    pub async fn get_as(&self, access: &str, path: &str) -> Response {
+        self.get_with(path, &format!("Bearer {access}")).await
+    }
+
+    /// Text of every value of a column, in row order, read as the superuser.
+    pub async fn column_texts(
+        &self,
+        table: &str,
+        owner_access: &str,
+        column: &str,
+    ) -> Vec<Option<String>> {
+        let me: Value = self.me(owner_access).await.json().await.expect("json");
+        let schema = format!(
+            "t_{}",
+            Uuid::parse_str(me["id"].as_str().expect("id"))
+                .expect("uuid")
+                .simple()
+        );
+        let mut admin = superuser(&self.db).await;
+        let col = column.replace('"', "\"\"");
+        let sql = format!("SELECT \"{col}\"::text FROM {schema}.{table} ORDER BY ctid");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut admin)
+            .await
+            .expect("read column")
+    }
+}

@@ -5,4 +5,6 @@
 mod auth;
 mod cluster;
 mod helpers;
+mod parquet_corpus;
 mod service;
+mod tables;

@@ -1,0 +1,391 @@
+//! Handlers of `/tables/...`.
+
+use std::path::PathBuf;
+
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use super::ingest::{self, DeclaredColumn, IngestError, Plan};
+use super::name::table_name;
+use super::store::{self, ColumnInfo};
+use crate::app::AppState;
+use crate::auth::extract::AuthUser;
+use crate::db::ident::Ident;
+use crate::db::tenant;
+use crate::error::{ApiError, Problem};
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let code = match &e {
+            IngestError::InvalidParquet(_) => "invalid_parquet",
+            IngestError::ColumnMismatch(_) => "column_mismatch",
+            IngestError::UnsupportedType(_) => "unsupported_type",
+            IngestError::InvalidValue { .. } => "invalid_value",
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+/// A table as the API describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableBody {
+    /// The (lower-case) table name.
+    pub table_name: String,
+    /// Columns in order, with their PostgreSQL types.
+    pub columns: Vec<ColumnInfo>,
+    /// Exact number of rows.
+    pub row_count: i64,
+    /// Bytes on disk, indexes and TOAST included.
+    pub size_bytes: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change of its rows.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A table in a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableSummary {
+    /// The table name.
+    pub table_name: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change of its rows.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The parts of a create-table upload.
+struct Upload {
+    file: Option<tempfile::TempPath>,
+    table_name: Option<String>,
+    columns: Option<String>,
+}
+
+const SMALL_FIELD_LIMIT: usize = 256 * 1024;
+
+async fn read_small_field(
+    field: &mut actix_multipart::Field,
+    name: &str,
+) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > SMALL_FIELD_LIMIT {
+            return Err(ApiError::PayloadTooLarge {
+                detail: format!("the form field {name} exceeds {SMALL_FIELD_LIMIT} bytes"),
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_form",
+            format!("the form field {name} is not UTF-8"),
+        )
+    })
+}
+
+fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
+    ApiError::bad_request("invalid_form", format!("malformed multipart body: {e}"))
+}
+
+/// Streams the multipart body: the file to a temporary file (bounded), the rest into memory.
+async fn read_upload(mut payload: Multipart, limit: u64) -> Result<Upload, ApiError> {
+    let mut upload = Upload {
+        file: None,
+        table_name: None,
+        columns: None,
+    };
+    while let Some(mut field) = payload.try_next().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" => {
+                let temp = tempfile::NamedTempFile::new().map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("creating a temporary file: {e}"))
+                })?;
+                let (std_file, path) = temp.into_parts();
+                let mut file = tokio::fs::File::from_std(std_file);
+                let mut written: u64 = 0;
+                while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+                    written += chunk.len() as u64;
+                    if written > limit {
+                        return Err(ApiError::PayloadTooLarge {
+                            detail: format!("the upload exceeds the limit of {limit} bytes"),
+                        });
+                    }
+                    file.write_all(&chunk).await.map_err(|e| {
+                        ApiError::Internal(anyhow::anyhow!("writing the upload: {e}"))
+                    })?;
+                }
+                file.flush()
+                    .await
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the upload: {e}")))?;
+                upload.file = Some(path);
+            }
+            "table_name" => {
+                upload.table_name = Some(read_small_field(&mut field, "table_name").await?)
+            }
+            "columns" => upload.columns = Some(read_small_field(&mut field, "columns").await?),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_form",
+                    format!(
+                        "unknown form field {other:?}; expected file, table_name and optionally columns"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(upload)
+}
+
+fn require_multipart(req: &HttpRequest) -> Result<(), ApiError> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if is_multipart {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            detail: "expected Content-Type: multipart/form-data with the fields file, table_name and columns".to_owned(),
+        })
+    }
+}
+
+async fn on_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("a blocking task failed: {e}")))
+}
+
+/// Create a table from a Parquet file (multipart: `file`, `table_name`, optional `columns`).
+#[utoipa::path(post, path = "/tables/create/", tag = "tables",
+    request_body(content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`)"),
+    responses((status = 201, body = TableBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn create_table(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    user: AuthUser,
+    payload: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    require_multipart(&req)?;
+    let settings = state.settings.clone();
+    let upload = read_upload(payload, settings.upload_limit_bytes).await?;
+    let raw_name = upload.table_name.ok_or_else(|| {
+        ApiError::bad_request("invalid_form", "the form field table_name is missing")
+    })?;
+    let name = table_name(raw_name.trim())?;
+    let file = upload.file.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_form",
+            "the form field file (the Parquet file) is missing",
+        )
+    })?;
+    let declared: Option<Vec<DeclaredColumn>> = match upload.columns.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_columns",
+                format!("columns must be a JSON list of {{\"column_name\", \"column_type\"}}: {e}"),
+            )
+        })?),
+    };
+
+    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    if store::count(&state.pool, user.user_id).await? >= settings.max_tables_per_tenant {
+        return Err(ApiError::Conflict {
+            code: "too_many_tables",
+            detail: format!(
+                "a tenant may have at most {} tables",
+                settings.max_tables_per_tenant
+            ),
+        });
+    }
+    if store::find(&state.pool, user.user_id, &name).await.is_ok() {
+        return Err(store::table_exists(&name));
+    }
+
+    let path: PathBuf = file.to_path_buf();
+    let plan_path = path.clone();
+    let plan = on_blocking(move || ingest::plan(&plan_path, declared.as_deref())).await??;
+    if plan.columns.len() > settings.max_columns {
+        return Err(ApiError::bad_request(
+            "too_many_columns",
+            format!(
+                "the table would have {} columns; at most {} are allowed",
+                plan.columns.len(),
+                settings.max_columns
+            ),
+        ));
+    }
+
+    let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
+    store::create_table(&mut tx, &tenant, &name, &plan).await?;
+    copy_file(&mut tx, &tenant, &name, plan, path).await?;
+    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    let row = store::register(&mut tx, user.user_id, &name).await?;
+    tx.commit().await?;
+    drop(file);
+    tracing::info!(table = %name.as_str(), "created a table");
+    let body = describe(&state, &tenant, &name, row).await?;
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// Streams the file through the binary COPY encoder into the table.
+async fn copy_file(
+    conn: &mut sqlx::PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    plan: Plan,
+    path: PathBuf,
+) -> Result<u64, ApiError> {
+    let statement = store::copy_statement(schema, name, &plan)?;
+    let (sender, mut receiver) = mpsc::channel(4);
+    let encoder = tokio::task::spawn_blocking(move || ingest::encode_file(path, plan, sender));
+    let mut copy = conn.copy_in_raw(&statement).await?;
+    let mut failure = None;
+    while let Some(chunk) = receiver.recv().await {
+        match chunk {
+            Ok(bytes) => {
+                if let Err(e) = copy.send(bytes).await {
+                    failure = Some(ApiError::from(e));
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(ApiError::from(e));
+                break;
+            }
+        }
+    }
+    drop(receiver);
+    let _ = encoder.await;
+    if let Some(failure) = failure {
+        let _ = copy.abort("upload refused").await;
+        return Err(failure);
+    }
+    copy.finish().await.map_err(copy_error)
+}
+
+/// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).
+fn copy_error(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+            ApiError::bad_request(
+                "invalid_value",
+                format!("PostgreSQL refused a value: {}", db.message()),
+            )
+        }
+        _ => ApiError::from(e),
+    }
+}
+
+async fn describe(
+    state: &AppState,
+    tenant: &Ident,
+    name: &Ident,
+    row: store::TableRow,
+) -> Result<TableBody, ApiError> {
+    let (columns, size_bytes) = store::columns_and_size(&state.pool, tenant, name).await?;
+    let mut tx =
+        tenant::begin_as(&state.pool, tenant, state.settings.tenant_statement_timeout).await?;
+    let row_count = store::row_count(&mut tx, tenant, name).await?;
+    tx.commit().await?;
+    Ok(TableBody {
+        table_name: row.table_name,
+        columns,
+        row_count,
+        size_bytes,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// The caller's tables.
+#[utoipa::path(get, path = "/tables/", tag = "tables",
+    responses((status = 200, body = Vec<TableSummary>), (status = 401, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn list_tables(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let tables: Vec<TableSummary> = store::list(&state.pool, user.user_id)
+        .await?
+        .into_iter()
+        .map(|t| TableSummary {
+            table_name: t.table_name,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(tables))
+}
+
+/// One table: columns, types, row count, size.
+#[utoipa::path(get, path = "/tables/{name}/", tag = "tables",
+    params(("name" = String, Path, description = "table name")),
+    responses((status = 200, body = TableBody), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn describe_table(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = lookup_name(&path)?;
+    let row = store::find(&state.pool, user.user_id, &name).await?;
+    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    Ok(HttpResponse::Ok().json(describe(&state, &tenant, &name, row).await?))
+}
+
+/// Query of `DELETE /tables/{name}/`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    /// Also drop the views that depend on the table.
+    #[serde(default)]
+    pub cascade: bool,
+}
+
+/// Delete a table (409 while views depend on it, unless `?cascade=true`).
+#[utoipa::path(delete, path = "/tables/{name}/", tag = "tables",
+    params(("name" = String, Path, description = "table name"), ("cascade" = Option<bool>, Query, description = "also drop dependent views")),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn delete_table(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let name = lookup_name(&path)?;
+    let row = store::find(&state.pool, user.user_id, &name).await?;
+    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let mut tx = tenant::begin_as(
+        &state.pool,
+        &tenant,
+        state.settings.tenant_statement_timeout,
+    )
+    .await?;
+    store::drop_table(&mut tx, &tenant, &name, query.cascade).await?;
+    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    store::unregister(&mut tx, row.table_id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A name in a path: an invalid one cannot exist, so it is a 404 like any unknown table.
+fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
+    table_name(raw).map_err(|_| ApiError::NotFound {
+        detail: format!("no table named {raw:?}"),
+    })
+}

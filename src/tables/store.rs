@@ -1,0 +1,232 @@
+//! SQL of tenant tables: the registry in `tinydevcrm.tables`, the DDL and COPY that run as the
+//! tenant, and the catalog reads that describe a table.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, QueryBuilder};
+use uuid::Uuid;
+
+use super::ingest::Plan;
+use crate::db::ident::{ColumnIdent, Ident};
+use crate::error::{ApiError, ResultExt};
+
+/// A registry row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TableRow {
+    /// Primary key.
+    pub table_id: Uuid,
+    /// Folded name.
+    pub table_name: String,
+    /// Bumped by every ingest.
+    pub change_count: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last ingest.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The tenant role (and schema) of a user.
+pub async fn tenant_of(pool: &PgPool, user_id: Uuid) -> Result<Ident, ApiError> {
+    let role: String =
+        sqlx::query_scalar("SELECT tenant_role FROM tinydevcrm.users WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("token_revoked", "the account no longer exists")
+            })?;
+    Ident::new(role)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}")))
+}
+
+/// A user's table by name; another user's table is simply not found.
+pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<TableRow, ApiError> {
+    sqlx::query_as::<_, TableRow>(
+        "SELECT table_id, table_name, change_count, created_at, updated_at
+         FROM tinydevcrm.tables WHERE user_id = $1 AND table_name = $2",
+    )
+    .bind(user_id)
+    .bind(name.as_str())
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::NotFound {
+        detail: format!("no table named {:?}", name.as_str()),
+    })
+}
+
+/// A user's tables, by name.
+pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<TableRow>, ApiError> {
+    Ok(sqlx::query_as::<_, TableRow>(
+        "SELECT table_id, table_name, change_count, created_at, updated_at
+         FROM tinydevcrm.tables WHERE user_id = $1 ORDER BY table_name",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How many tables a user has.
+pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.tables WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// `CREATE TABLE` for a plan, run as the tenant.
+pub async fn create_table(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    plan: &Plan,
+) -> Result<(), ApiError> {
+    let mut ddl = QueryBuilder::new("CREATE TABLE ");
+    ddl.push(schema).push(".").push(name).push(" (");
+    for (i, column) in plan.columns.iter().enumerate() {
+        let ident = ColumnIdent::new(column.name.clone())
+            .map_err(|e| ApiError::bad_request("column_mismatch", e.to_string()))?;
+        if i > 0 {
+            ddl.push(", ");
+        }
+        // PgType renders only fixed keywords and numbers.
+        ddl.push(&ident).push(" ").push(column.pg.to_string());
+    }
+    ddl.push(")");
+    ddl.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The `COPY ... FROM STDIN (FORMAT binary)` statement for a plan.
+pub fn copy_statement(schema: &Ident, name: &Ident, plan: &Plan) -> Result<String, ApiError> {
+    let mut copy = QueryBuilder::<sqlx::Postgres>::new("COPY ");
+    copy.push(schema).push(".").push(name).push(" (");
+    for (i, column) in plan.columns.iter().enumerate() {
+        let ident = ColumnIdent::new(column.name.clone())
+            .map_err(|e| ApiError::bad_request("column_mismatch", e.to_string()))?;
+        if i > 0 {
+            copy.push(", ");
+        }
+        copy.push(&ident);
+    }
+    copy.push(") FROM STDIN (FORMAT binary)");
+    Ok(copy.sql().as_str().to_owned())
+}
+
+/// Registers a new table (after `RESET ROLE`); a duplicate name is a 409.
+pub async fn register(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    name: &Ident,
+) -> Result<TableRow, ApiError> {
+    sqlx::query_as::<_, TableRow>(
+        "INSERT INTO tinydevcrm.tables (table_id, user_id, table_name) VALUES ($1, $2, $3)
+         RETURNING table_id, table_name, change_count, created_at, updated_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user_id)
+    .bind(name.as_str())
+    .fetch_one(conn)
+    .await
+    .on_constraint("tables_user_id_table_name_key", || table_exists(name))
+}
+
+/// The 409 for a name in use.
+pub fn table_exists(name: &Ident) -> ApiError {
+    ApiError::Conflict {
+        code: "table_exists",
+        detail: format!("a table named {:?} already exists", name.as_str()),
+    }
+}
+
+/// A column of a table as the catalog has it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct ColumnInfo {
+    /// Column name, case kept.
+    pub column_name: String,
+    /// PostgreSQL type.
+    pub column_type: String,
+}
+
+/// Columns (in order) and total size of a tenant table, from the catalogs.
+pub async fn columns_and_size(
+    pool: &PgPool,
+    schema: &Ident,
+    name: &Ident,
+) -> Result<(Vec<ColumnInfo>, i64), ApiError> {
+    let columns = sqlx::query_as::<_, ColumnInfo>(
+        "SELECT a.attname::text AS column_name, format_type(a.atttypid, a.atttypmod) AS column_type
+         FROM pg_catalog.pg_attribute a
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum",
+    )
+    .bind(schema.as_str())
+    .bind(name.as_str())
+    .fetch_all(pool)
+    .await?;
+    let size: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(pg_total_relation_size(c.oid), 0)
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2",
+    )
+    .bind(schema.as_str())
+    .bind(name.as_str())
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or(0);
+    Ok((columns, size))
+}
+
+/// Exact row count, counted as the tenant.
+pub async fn row_count(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+) -> Result<i64, ApiError> {
+    let mut query = QueryBuilder::new("SELECT count(*) FROM ");
+    query.push(schema).push(".").push(name);
+    Ok(query.build_query_scalar::<i64>().fetch_one(conn).await?)
+}
+
+/// Drops a table as the tenant; its dependents (views) make it a 409 unless `cascade`.
+pub async fn drop_table(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    cascade: bool,
+) -> Result<(), ApiError> {
+    let mut query = QueryBuilder::new("DROP TABLE ");
+    query
+        .push(schema)
+        .push(".")
+        .push(name)
+        .push(if cascade { " CASCADE" } else { " RESTRICT" });
+    query
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("2BP01") => {
+                ApiError::Conflict {
+                    code: "table_has_dependents",
+                    detail: format!(
+                        "views depend on table {:?}; delete them first or pass ?cascade=true",
+                        name.as_str()
+                    ),
+                }
+            }
+            _ => ApiError::from(e),
+        })
+}
+
+/// Removes the registry row.
+pub async fn unregister(conn: &mut PgConnection, table_id: Uuid) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM tinydevcrm.tables WHERE table_id = $1")
+        .bind(table_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
