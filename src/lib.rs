@@ -3,6 +3,7 @@
 //! - [`app`]: shared state, the HTTP server and its middleware, the `serve`/`migrate` commands
 //! - [`auth`]: accounts, JWT sessions, the `AuthUser` extractor
 //! - [`tables`]: tenant tables from Parquet uploads, the sample generator
+//! - [`query`]: rows of a relation: filters, order, pagination, JSON/CSV/Parquet
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod query;
 pub mod secrets;
 pub mod service;
 pub mod tables;

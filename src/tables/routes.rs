@@ -389,3 +389,41 @@ fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
         detail: format!("no table named {raw:?}"),
     })
 }
+
+/// Rows of a table: filters (`col=op.value`), `select`, `order`, `limit` + `cursor` or `page` +
+/// `size`, `format=json|csv|parquet`.
+#[utoipa::path(get, path = "/tables/{name}/rows/", tag = "tables",
+    params(("name" = String, Path, description = "table name"),
+        ("limit" = Option<i64>, Query, description = "rows per page (JSON: at most 10000)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("page" = Option<i64>, Query, description = "1-based page (with size)"),
+        ("size" = Option<i64>, Query, description = "rows per page"),
+        ("order" = Option<String>, Query, description = "e.g. `record_timestamp.desc,call_id`"),
+        ("select" = Option<String>, Query, description = "comma-separated columns"),
+        ("format" = Option<String>, Query, description = "json (default), csv or parquet")),
+    responses((status = 200, description = "rows"), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn list_rows(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let name = lookup_name(&path)?;
+    store::find(&state.pool, user.user_id, &name).await?;
+    let rows_query = crate::query::params::RowsQuery::parse(&query)?;
+    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let (columns, _) = store::columns_and_size(&state.pool, &tenant, &name).await?;
+    let relation = crate::query::rows::Relation {
+        schema: tenant,
+        name,
+        columns,
+    };
+    crate::query::rows::respond(
+        &state.pool,
+        state.settings.tenant_statement_timeout,
+        relation,
+        rows_query,
+    )
+    .await
+}

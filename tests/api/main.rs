@@ -6,5 +6,6 @@ mod auth;
 mod cluster;
 mod helpers;
 mod parquet_corpus;
+mod rows;
 mod service;
 mod tables;

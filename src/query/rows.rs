@@ -1,0 +1,519 @@
+//! Runs a rows request as the tenant and writes the answer: JSON (one page, with the cursor of
+//! the next one), or CSV/Parquet streamed as a file.
+
+use std::sync::Arc;
+
+use actix_web::HttpResponse;
+use actix_web::http::header;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::mpsc;
+
+use super::params::{Cursor, Filter, Format, Op, Position, RowsQuery};
+use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::tenant;
+use crate::error::ApiError;
+use crate::tables::store::ColumnInfo;
+use crate::tables::types::PgType;
+
+/// A table or view to read.
+#[derive(Debug, Clone)]
+pub struct Relation {
+    /// The tenant schema (and role).
+    pub schema: Ident,
+    /// The relation.
+    pub name: Ident,
+    /// Its columns, in order.
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// Output columns: name and type (when the type is one we know).
+type OutputColumns = Vec<(String, Option<PgType>)>;
+
+struct Column {
+    ident: ColumnIdent,
+    pg: Option<PgType>,
+}
+
+impl Relation {
+    fn column(&self, name: &str) -> Result<Column, ApiError> {
+        let info = self
+            .columns
+            .iter()
+            .find(|c| c.column_name == name)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "unknown_column",
+                    format!("{:?} has no column {name:?}", self.name.as_str()),
+                )
+            })?;
+        Ok(Column {
+            ident: ColumnIdent::new(info.column_name.clone()).map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("BUG: catalog column name: {e}"))
+            })?,
+            pg: PgType::parse(&info.column_type).ok(),
+        })
+    }
+}
+
+/// Whether the value goes out as text (exact numerics, and everything Parquet cannot type).
+fn as_text(pg: Option<PgType>, format: Format) -> bool {
+    let exact_numeric = matches!(pg, Some(PgType::Numeric(_))) && format != Format::Parquet;
+    let untyped_in_parquet = format == Format::Parquet
+        && matches!(
+            pg,
+            None | Some(
+                PgType::Numeric(None)
+                    | PgType::Interval
+                    | PgType::Uuid
+                    | PgType::Bytea
+                    | PgType::Jsonb
+            )
+        );
+    exact_numeric || untyped_in_parquet
+}
+
+fn push_value(query: &mut QueryBuilder<Postgres>, column: &Column, value: String) {
+    match column.pg {
+        Some(pg) => {
+            query
+                .push("CAST(")
+                .push_bind(value)
+                .push(" AS ")
+                .push(pg.to_string())
+                .push(")");
+        }
+        None => {
+            query.push_bind(value);
+        }
+    }
+}
+
+fn push_lhs(query: &mut QueryBuilder<Postgres>, column: &Column) {
+    query.push("t.").push(&column.ident);
+    if column.pg.is_none() {
+        query.push("::text");
+    }
+}
+
+fn push_filter(query: &mut QueryBuilder<Postgres>, column: &Column, filter: &Filter) {
+    let comparison = |op: &str| op.to_owned();
+    match &filter.op {
+        Op::Eq(v) | Op::Neq(v) | Op::Gt(v) | Op::Gte(v) | Op::Lt(v) | Op::Lte(v) => {
+            let op = match &filter.op {
+                Op::Eq(_) => "=",
+                Op::Neq(_) => "<>",
+                Op::Gt(_) => ">",
+                Op::Gte(_) => ">=",
+                Op::Lt(_) => "<",
+                _ => "<=",
+            };
+            push_lhs(query, column);
+            query.push(format!(" {} ", comparison(op)));
+            push_value(query, column, v.clone());
+        }
+        Op::Like(pattern) | Op::Ilike(pattern) => {
+            let op = if matches!(filter.op, Op::Like(_)) {
+                " LIKE "
+            } else {
+                " ILIKE "
+            };
+            query
+                .push("t.")
+                .push(&column.ident)
+                .push("::text")
+                .push(op)
+                .push_bind(pattern.clone());
+        }
+        Op::In(values) => {
+            push_lhs(query, column);
+            query.push(" = ANY(");
+            match column.pg {
+                Some(pg) => {
+                    query
+                        .push("CAST(")
+                        .push_bind(values.clone())
+                        .push(" AS ")
+                        .push(pg.to_string())
+                        .push("[]))");
+                }
+                None => {
+                    query.push_bind(values.clone()).push(")");
+                }
+            }
+        }
+        Op::IsNull => {
+            query.push("t.").push(&column.ident).push(" IS NULL");
+        }
+        Op::IsNotNull => {
+            query.push("t.").push(&column.ident).push(" IS NOT NULL");
+        }
+    }
+}
+
+/// Builds `SELECT ctid, to_json(row) FROM relation ...` for a request.
+fn build(
+    relation: &Relation,
+    query: &RowsQuery,
+) -> Result<(QueryBuilder<Postgres>, OutputColumns), ApiError> {
+    let selected: Vec<String> = match &query.select {
+        Some(names) => names.clone(),
+        None => relation
+            .columns
+            .iter()
+            .map(|c| c.column_name.clone())
+            .collect(),
+    };
+    let mut sql = QueryBuilder::new("SELECT t.ctid::text, to_json(x)::text FROM ");
+    sql.push(&relation.schema)
+        .push(".")
+        .push(&relation.name)
+        .push(" t, LATERAL (SELECT ");
+    let mut out = Vec::with_capacity(selected.len());
+    for (i, name) in selected.iter().enumerate() {
+        let column = relation.column(name)?;
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("t.").push(&column.ident);
+        if as_text(column.pg, query.format) {
+            sql.push("::text");
+        }
+        sql.push(" AS ").push(&column.ident);
+        out.push((name.clone(), column.pg));
+    }
+    sql.push(") x WHERE true");
+    for filter in &query.filters {
+        let column = relation.column(&filter.column)?;
+        sql.push(" AND ");
+        push_filter(&mut sql, &column, filter);
+    }
+    if let Position::Cursor(Some(Cursor::After(tid))) = &query.position {
+        if !query.order.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "this cursor belongs to another order",
+            ));
+        }
+        sql.push(" AND t.ctid > CAST(")
+            .push_bind(tid.clone())
+            .push(" AS tid)");
+    }
+    sql.push(" ORDER BY ");
+    for order in &query.order {
+        let column = relation.column(&order.column)?;
+        sql.push("t.")
+            .push(&column.ident)
+            .push(if order.desc { " DESC" } else { " ASC" });
+        match order.nulls_first {
+            Some(true) => sql.push(" NULLS FIRST"),
+            Some(false) => sql.push(" NULLS LAST"),
+            None => &mut sql,
+        };
+        sql.push(", ");
+    }
+    sql.push("t.ctid");
+    let offset = match &query.position {
+        Position::Page { page, size } => (page - 1).saturating_mul(*size),
+        Position::Cursor(Some(Cursor::Offset(n))) => *n,
+        Position::Cursor(_) => 0,
+    };
+    if query.format == Format::Json {
+        // One more than asked: whether it exists says if there is a next page.
+        sql.push(" LIMIT ").push_bind(query.limit.saturating_add(1));
+    } else if query.limit != i64::MAX {
+        sql.push(" LIMIT ").push_bind(query.limit);
+    }
+    if offset > 0 {
+        sql.push(" OFFSET ").push_bind(offset);
+    }
+    Ok((sql, out))
+}
+
+fn query_error(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+            ApiError::bad_request(
+                "invalid_filter",
+                format!("a filter value does not fit its column: {}", db.message()),
+            )
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+            ApiError::bad_request(
+                "query_timeout",
+                "the query ran longer than the statement timeout".to_owned(),
+            )
+        }
+        _ => ApiError::from(e),
+    }
+}
+
+/// Answers a rows request on `relation` as its tenant.
+pub async fn respond(
+    pool: &PgPool,
+    statement_timeout: std::time::Duration,
+    relation: Relation,
+    query: RowsQuery,
+) -> Result<HttpResponse, ApiError> {
+    let (sql, columns) = build(&relation, &query)?;
+    match query.format {
+        Format::Json => json_page(pool, statement_timeout, &relation, sql, &query).await,
+        Format::Csv | Format::Parquet => {
+            export(
+                pool.clone(),
+                statement_timeout,
+                relation,
+                sql,
+                columns,
+                query.format,
+            )
+            .await
+        }
+    }
+}
+
+async fn json_page(
+    pool: &PgPool,
+    statement_timeout: std::time::Duration,
+    relation: &Relation,
+    mut sql: QueryBuilder<Postgres>,
+    query: &RowsQuery,
+) -> Result<HttpResponse, ApiError> {
+    let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
+    let rows = sql.build().fetch_all(&mut *tx).await.map_err(query_error)?;
+    tx.commit().await?;
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    let mut body = String::from("{\"rows\":[");
+    let mut last_tid = None;
+    for (i, row) in rows.iter().take(limit).enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(row.try_get::<&str, _>(1)?);
+        last_tid = Some(row.try_get::<String, _>(0)?);
+    }
+    body.push_str("],\"next_cursor\":");
+    let next = match (&query.position, more) {
+        (_, false) => None,
+        (Position::Cursor(_), true) if query.order.is_empty() => last_tid.map(Cursor::After),
+        (Position::Cursor(Some(Cursor::Offset(n))), true) => Some(Cursor::Offset(n + query.limit)),
+        (Position::Cursor(_), true) => Some(Cursor::Offset(query.limit)),
+        (Position::Page { .. }, true) => None,
+    };
+    match next {
+        Some(cursor) => {
+            body.push_str(&serde_json::to_string(&cursor.encode()).map_err(anyhow::Error::from)?)
+        }
+        None => body.push_str("null"),
+    }
+    if let Position::Page { page, size } = query.position {
+        body.push_str(&format!(
+            ",\"page\":{page},\"size\":{size},\"has_more\":{more}"
+        ));
+    }
+    body.push('}');
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+fn arrow_type(pg: Option<PgType>) -> DataType {
+    match pg {
+        Some(PgType::Int2) => DataType::Int16,
+        Some(PgType::Int4) => DataType::Int32,
+        Some(PgType::Int8) => DataType::Int64,
+        Some(PgType::Float4) => DataType::Float32,
+        Some(PgType::Float8) => DataType::Float64,
+        Some(PgType::Numeric(Some((p, s)))) => DataType::Decimal128(p, s),
+        Some(PgType::Bool) => DataType::Boolean,
+        Some(PgType::Date) => DataType::Date32,
+        Some(PgType::Time) => DataType::Time64(TimeUnit::Microsecond),
+        Some(PgType::Timestamp) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Some(PgType::Timestamptz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        }
+        _ => DataType::Utf8,
+    }
+}
+
+/// Streams a CSV or Parquet export; the first chunk is awaited so a bad filter is still a 400.
+async fn export(
+    pool: PgPool,
+    statement_timeout: std::time::Duration,
+    relation: Relation,
+    sql: QueryBuilder<Postgres>,
+    columns: Vec<(String, Option<PgType>)>,
+    format: Format,
+) -> Result<HttpResponse, ApiError> {
+    let (sender, mut receiver) = mpsc::channel::<Result<Bytes, ApiError>>(8);
+    let name = relation.name.as_str().to_owned();
+    tokio::spawn(async move {
+        let result = match format {
+            Format::Csv => {
+                write_csv(&pool, statement_timeout, &relation, sql, &columns, &sender).await
+            }
+            _ => write_parquet(&pool, statement_timeout, &relation, sql, &columns, &sender).await,
+        };
+        if let Err(e) = result {
+            let _ = sender.send(Err(e)).await;
+        }
+    });
+    let first = match receiver.recv().await {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => return Err(e),
+        None => Bytes::new(),
+    };
+    let (content_type, extension) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        _ => ("application/vnd.apache.parquet", "parquet"),
+    };
+    let rest = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        match receiver.recv().await {
+            Some(Ok(bytes)) => Some((Ok::<_, actix_web::Error>(bytes), receiver)),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "an export failed after it started");
+                Some((
+                    Err(actix_web::error::ErrorInternalServerError("export failed")),
+                    receiver,
+                ))
+            }
+            None => None,
+        }
+    });
+    let body =
+        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(first) }).chain(rest);
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}.{extension}\""),
+        ))
+        .streaming(body))
+}
+
+fn json_to_csv_field(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn write_csv(
+    pool: &PgPool,
+    statement_timeout: std::time::Duration,
+    relation: &Relation,
+    mut sql: QueryBuilder<Postgres>,
+    columns: &[(String, Option<PgType>)],
+    sender: &mpsc::Sender<Result<Bytes, ApiError>>,
+) -> Result<(), ApiError> {
+    let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(columns.iter().map(|(name, _)| name.as_str()))
+        .map_err(anyhow::Error::from)?;
+    let mut rows = sql.build().fetch(&mut *tx);
+    let mut started = false;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(query_error)?;
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(row.try_get::<&str, _>(1)?).map_err(anyhow::Error::from)?;
+        writer
+            .write_record(columns.iter().map(|(name, _)| {
+                json_to_csv_field(object.get(name).unwrap_or(&serde_json::Value::Null))
+            }))
+            .map_err(anyhow::Error::from)?;
+        if !started || writer.get_ref().len() > 64 * 1024 {
+            started = true;
+            let chunk = std::mem::replace(&mut writer, csv::Writer::from_writer(Vec::new()))
+                .into_inner()
+                .map_err(|e| anyhow::anyhow!("writing the CSV: {e}"))?;
+            if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    drop(rows);
+    tx.commit().await?;
+    let chunk = writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("finishing the CSV: {e}"))?;
+    let _ = sender.send(Ok(Bytes::from(chunk))).await;
+    Ok(())
+}
+
+async fn write_parquet(
+    pool: &PgPool,
+    statement_timeout: std::time::Duration,
+    relation: &Relation,
+    mut sql: QueryBuilder<Postgres>,
+    columns: &[(String, Option<PgType>)],
+    sender: &mpsc::Sender<Result<Bytes, ApiError>>,
+) -> Result<(), ApiError> {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, pg)| Field::new(name, arrow_type(*pg), true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(8192)
+        .build_decoder()
+        .map_err(anyhow::Error::from)?;
+    let file = tempfile::tempfile().map_err(anyhow::Error::from)?;
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(anyhow::Error::from)?;
+    let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
+    let mut rows = sql.build().fetch(&mut *tx);
+    let mut pending = 0usize;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(query_error)?;
+        let line: &str = row.try_get(1)?;
+        decoder
+            .decode(line.as_bytes())
+            .map_err(anyhow::Error::from)?;
+        pending += 1;
+        if pending == 8192 {
+            pending = 0;
+            if let Some(batch) = decoder.flush().map_err(anyhow::Error::from)? {
+                writer.write(&batch).map_err(anyhow::Error::from)?;
+            }
+        }
+    }
+    drop(rows);
+    tx.commit().await?;
+    if let Some(batch) = decoder.flush().map_err(anyhow::Error::from)? {
+        writer.write(&batch).map_err(anyhow::Error::from)?;
+    }
+    let mut file = writer.into_inner().map_err(anyhow::Error::from)?;
+    // Stream the finished file back in chunks.
+    let mut file = tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0)).map(|_| file)
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::from)?;
+    loop {
+        let (chunk, back) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, file))
+        })
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(anyhow::Error::from)?;
+        file = back;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+            return Ok(());
+        }
+    }
+}
