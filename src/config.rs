@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "TDC_UPLOAD_LIMIT_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub upload_limit_bytes: u64,
+    /// Largest JSON/NDJSON body of rows, in bytes.
+    #[arg(long, env = "TDC_ROWS_BODY_LIMIT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub rows_body_limit_bytes: usize,
     /// Most columns a table may have.
     #[arg(long, env = "TDC_MAX_COLUMNS", default_value_t = 1000)]
     pub max_columns: usize,
@@ -143,6 +146,8 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Largest accepted upload, in bytes.
     pub upload_limit_bytes: u64,
+    /// Largest JSON/NDJSON body of rows, in bytes.
+    pub rows_body_limit_bytes: usize,
     /// Most columns a table may have.
     pub max_columns: usize,
     /// Most tables a tenant may have.
@@ -165,6 +170,7 @@ impl Settings {
             login_per_account_per_minute: args.login_per_account_per_minute,
             trust_forwarded_for: args.trust_forwarded_for,
             upload_limit_bytes: args.upload_limit_bytes,
+            rows_body_limit_bytes: args.rows_body_limit_bytes,
             max_columns: args.max_columns,
             max_tables_per_tenant: args.max_tables_per_tenant,
             tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
@@ -183,6 +189,7 @@ impl Settings {
             login_per_account_per_minute: NonZeroU32::MIN.saturating_add(9),
             trust_forwarded_for: false,
             upload_limit_bytes: 1024 * 1024 * 1024,
+            rows_body_limit_bytes: 16 * 1024 * 1024,
             max_columns: 1000,
             max_tables_per_tenant: 1000,
             tenant_statement_timeout: Duration::from_secs(300),

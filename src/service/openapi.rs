@@ -22,7 +22,7 @@ use crate::tables::routes as tables;
     paths(
         auth::register_user, auth::obtain_tokens, auth::refresh_tokens, auth::blacklist_token, auth::get_me,
         health::health, metrics::render,
-        tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows,
+        tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows, tables::add_rows,
     ),
     components(schemas(Problem)),
     modifiers(&JwtSecurity),

@@ -39,6 +39,14 @@ pub enum IngestError {
     /// A column type cannot be stored.
     #[error("{0}")]
     UnsupportedType(String),
+    /// A row of a JSON body is malformed.
+    #[error("row {row}: {reason}")]
+    InvalidRow {
+        /// 1-based row number.
+        row: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value does not fit its column.
     #[error("column {column:?}, row {row}: {reason}")]
     InvalidValue {
@@ -338,59 +346,69 @@ pub fn encode_file(path: PathBuf, plan: Plan, sink: mpsc::Sender<Result<Bytes, I
             .iter()
             .map(|i| sorted.binary_search(i).unwrap_or_default())
             .collect();
-        let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
-        let mut row_offset = 0usize;
-        for batch in reader {
-            let batch = batch.map_err(|e| IngestError::InvalidParquet(e.to_string()))?;
-            let converted = convert_batch(&batch, &plan, &positions, row_offset)?;
-            row_offset += batch.num_rows();
-            let mut buf = BytesMut::new();
-            let encoder = match &mut encoder {
-                Some(encoder) => encoder,
-                None => {
-                    let mut fresh = new_encoder(&converted.schema(), &plan)?;
-                    fresh
-                        .write_header(&mut buf)
-                        .map_err(|e| IngestError::UnsupportedType(format!("{e:?}")))?;
-                    encoder.insert(fresh)
-                }
-            };
-            encoder
-                .write_batch(&converted, &mut buf)
-                .map_err(|e| IngestError::UnsupportedType(format!("encoding failed: {e:?}")))?;
-            if sink.blocking_send(Ok(buf.freeze())).is_err() {
-                return Ok(()); // the receiver gave up; it reports its own error
-            }
-        }
-        let mut buf = BytesMut::new();
-        let mut encoder = match encoder {
-            Some(encoder) => encoder,
-            None => {
-                // No rows at all: a header for the right columns, then the trailer.
-                let schema = Schema::new(
-                    plan.columns
-                        .iter()
-                        .map(|c| {
-                            Field::new(&c.name, c.pg.arrow_target(value_type(&c.source)), true)
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                let mut fresh = new_encoder(&schema, &plan)?;
-                fresh
-                    .write_header(&mut buf)
-                    .map_err(|e| IngestError::UnsupportedType(format!("{e:?}")))?;
-                fresh
-            }
-        };
-        encoder
-            .write_footer(&mut buf)
-            .map_err(|e| IngestError::UnsupportedType(format!("{e:?}")))?;
-        let _ = sink.blocking_send(Ok(buf.freeze()));
-        Ok(())
+        let batches = reader.map(|b| b.map_err(|e| IngestError::InvalidParquet(e.to_string())));
+        encode_batches(batches, &plan, &positions, &sink)
     });
     if let Err(e) = result {
         let _ = sink.blocking_send(Err(e));
     }
+}
+
+/// Converts and encodes batches (whose columns sit at `positions` for the plan's columns) into
+/// binary COPY chunks sent to `sink`: header, one chunk per batch, trailer.
+pub fn encode_batches(
+    batches: impl Iterator<Item = Result<RecordBatch, IngestError>>,
+    plan: &Plan,
+    positions: &[usize],
+    sink: &mpsc::Sender<Result<Bytes, IngestError>>,
+) -> Result<(), IngestError> {
+    let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
+    let mut row_offset = 0usize;
+    for batch in batches {
+        let batch = batch?;
+        let converted = convert_batch(&batch, plan, positions, row_offset)?;
+        row_offset += batch.num_rows();
+        let mut buf = BytesMut::new();
+        let encoder = match &mut encoder {
+            Some(encoder) => encoder,
+            None => {
+                let mut fresh = new_encoder(&converted.schema(), plan)?;
+                fresh
+                    .write_header(&mut buf)
+                    .map_err(|e| IngestError::UnsupportedType(format!("{e:?}")))?;
+                encoder.insert(fresh)
+            }
+        };
+        encoder
+            .write_batch(&converted, &mut buf)
+            .map_err(|e| IngestError::UnsupportedType(format!("encoding failed: {e:?}")))?;
+        if sink.blocking_send(Ok(buf.freeze())).is_err() {
+            return Ok(()); // the receiver gave up; it reports its own error
+        }
+    }
+    let mut buf = BytesMut::new();
+    let mut encoder = match encoder {
+        Some(encoder) => encoder,
+        None => {
+            // No rows at all: a header for the right columns, then the trailer.
+            let schema = Schema::new(
+                plan.columns
+                    .iter()
+                    .map(|c| Field::new(&c.name, c.pg.arrow_target(value_type(&c.source)), true))
+                    .collect::<Vec<_>>(),
+            );
+            let mut fresh = new_encoder(&schema, plan)?;
+            fresh
+                .write_header(&mut buf)
+                .map_err(|e| IngestError::UnsupportedType(format!("{e:?}")))?;
+            fresh
+        }
+    };
+    encoder
+        .write_footer(&mut buf)
+        .map_err(|e| IngestError::UnsupportedType(format!("{e:?}")))?;
+    let _ = sink.blocking_send(Ok(buf.freeze()));
+    Ok(())
 }
 
 fn new_encoder(schema: &Schema, plan: &Plan) -> Result<ArrowToPostgresBinaryEncoder, IngestError> {
@@ -624,4 +642,145 @@ fn json_texts(
         }
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// The Arrow type a JSON value of a `pg` column is decoded into before conversion.
+fn json_decode_type(pg: PgType) -> DataType {
+    match pg {
+        PgType::Int2 => DataType::Int16,
+        PgType::Int4 => DataType::Int32,
+        PgType::Int8 => DataType::Int64,
+        PgType::Float4 => DataType::Float32,
+        PgType::Float8 => DataType::Float64,
+        PgType::Numeric(Some((p, s))) => DataType::Decimal128(p, s),
+        PgType::Bool => DataType::Boolean,
+        PgType::Date => DataType::Date32,
+        PgType::Timestamp => DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+        PgType::Timestamptz => DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("+00:00".into()),
+        ),
+        _ => DataType::Utf8,
+    }
+}
+
+/// Rows sent as JSON (an array of objects, or NDJSON): checked against the table's columns
+/// (unknown keys refused, missing keys null) and decoded into record batches for the same
+/// conversion and COPY path as Parquet.
+pub fn json_rows(
+    body: &[u8],
+    ndjson: bool,
+    table: &[(String, PgType)],
+) -> Result<(Plan, Vec<RecordBatch>), IngestError> {
+    let rows: Vec<serde_json::Value> = if ndjson {
+        std::str::from_utf8(body)
+            .map_err(|_| IngestError::InvalidParquet("the body is not UTF-8".to_owned()))?
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line).map_err(|e| IngestError::InvalidRow {
+                    row: i + 1,
+                    reason: format!("not JSON: {e}"),
+                })
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(serde_json::Value::Array(rows)) => rows,
+            Ok(object @ serde_json::Value::Object(_)) => vec![object],
+            Ok(_) => {
+                return Err(IngestError::ColumnMismatch(
+                    "the body must be a JSON array of row objects".to_owned(),
+                ));
+            }
+            Err(e) => {
+                return Err(IngestError::ColumnMismatch(format!(
+                    "the body is not valid JSON: {e}"
+                )));
+            }
+        }
+    };
+    let schema = Arc::new(Schema::new(
+        table
+            .iter()
+            .map(|(name, pg)| Field::new(name, json_decode_type(*pg), true))
+            .collect::<Vec<_>>(),
+    ));
+    let plan = Plan {
+        columns: table
+            .iter()
+            .enumerate()
+            .map(|(i, (name, pg))| {
+                let source = json_decode_type(*pg);
+                check_castable(&source, *pg).map_err(|why| {
+                    IngestError::ColumnMismatch(format!(
+                        "column {name:?} of type {pg} cannot be sent as JSON: {why}"
+                    ))
+                })?;
+                Ok(ColumnPlan {
+                    name: name.clone(),
+                    file_index: i,
+                    source,
+                    pg: *pg,
+                })
+            })
+            .collect::<Result<Vec<_>, IngestError>>()?,
+        rows: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+    };
+    let mut decoder = arrow::json::ReaderBuilder::new(schema)
+        .with_batch_size(BATCH_ROWS)
+        .build_decoder()
+        .map_err(|e| IngestError::UnsupportedType(e.to_string()))?;
+    let mut batches = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        let serde_json::Value::Object(mut object) = row else {
+            return Err(IngestError::InvalidRow {
+                row: i + 1,
+                reason: "the row is not a JSON object".to_owned(),
+            });
+        };
+        if let Some(unknown) = object
+            .keys()
+            .find(|k| !table.iter().any(|(name, _)| name == *k))
+        {
+            return Err(IngestError::ColumnMismatch(format!(
+                "row {}: the table has no column {unknown:?}",
+                i + 1
+            )));
+        }
+        for (name, pg) in table {
+            let Some(value) = object.get_mut(name) else {
+                continue;
+            };
+            // Text-like columns take any JSON value as its text; jsonb keeps its structure.
+            let textual = json_decode_type(*pg) == DataType::Utf8;
+            let needs_text = !value.is_null() && (!value.is_string() || *pg == PgType::Jsonb);
+            if textual && needs_text {
+                *value = serde_json::Value::String(value.to_string());
+            }
+        }
+        let line = serde_json::Value::Object(object).to_string();
+        decoder
+            .decode(line.as_bytes())
+            .map_err(|e| IngestError::InvalidRow {
+                row: i + 1,
+                reason: e.to_string(),
+            })?;
+        if decoder.len() >= BATCH_ROWS
+            && let Some(batch) = decoder.flush().map_err(|e| IngestError::InvalidRow {
+                row: i + 1,
+                reason: e.to_string(),
+            })?
+        {
+            batches.push(batch);
+        }
+    }
+    if let Some(batch) = decoder.flush().map_err(|e| IngestError::InvalidRow {
+        row: plan.columns.len(),
+        reason: e.to_string(),
+    })? {
+        batches.push(batch);
+    }
+    Ok((plan, batches))
 }

@@ -14,7 +14,11 @@ use actix_web::web;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/tables/create").route(web::post().to(routes::create_table)))
         .service(web::resource("/tables").route(web::get().to(routes::list_tables)))
-        .service(web::resource("/tables/{name}/rows").route(web::get().to(routes::list_rows)))
+        .service(
+            web::resource("/tables/{name}/rows")
+                .route(web::get().to(routes::list_rows))
+                .route(web::post().to(routes::add_rows)),
+        )
         .service(
             web::resource("/tables/{name}")
                 .route(web::get().to(routes::describe_table))

@@ -27,7 +27,7 @@ impl From<IngestError> for ApiError {
             IngestError::InvalidParquet(_) => "invalid_parquet",
             IngestError::ColumnMismatch(_) => "column_mismatch",
             IngestError::UnsupportedType(_) => "unsupported_type",
-            IngestError::InvalidValue { .. } => "invalid_value",
+            IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
         };
         ApiError::bad_request(code, e.to_string())
     }
@@ -105,29 +105,7 @@ async fn read_upload(mut payload: Multipart, limit: u64) -> Result<Upload, ApiEr
     while let Some(mut field) = payload.try_next().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
-            "file" => {
-                let temp = tempfile::NamedTempFile::new().map_err(|e| {
-                    ApiError::Internal(anyhow::anyhow!("creating a temporary file: {e}"))
-                })?;
-                let (std_file, path) = temp.into_parts();
-                let mut file = tokio::fs::File::from_std(std_file);
-                let mut written: u64 = 0;
-                while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
-                    written += chunk.len() as u64;
-                    if written > limit {
-                        return Err(ApiError::PayloadTooLarge {
-                            detail: format!("the upload exceeds the limit of {limit} bytes"),
-                        });
-                    }
-                    file.write_all(&chunk).await.map_err(|e| {
-                        ApiError::Internal(anyhow::anyhow!("writing the upload: {e}"))
-                    })?;
-                }
-                file.flush()
-                    .await
-                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the upload: {e}")))?;
-                upload.file = Some(path);
-            }
+            "file" => upload.file = Some(save_file(&mut field, limit).await?),
             "table_name" => {
                 upload.table_name = Some(read_small_field(&mut field, "table_name").await?)
             }
@@ -143,6 +121,33 @@ async fn read_upload(mut payload: Multipart, limit: u64) -> Result<Upload, ApiEr
         }
     }
     Ok(upload)
+}
+
+/// Streams a file field to a temporary file, refusing it past `limit` bytes.
+async fn save_file(
+    field: &mut actix_multipart::Field,
+    limit: u64,
+) -> Result<tempfile::TempPath, ApiError> {
+    let temp = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("creating a temporary file: {e}")))?;
+    let (std_file, path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(std_file);
+    let mut written: u64 = 0;
+    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::PayloadTooLarge {
+                detail: format!("the upload exceeds the limit of {limit} bytes"),
+            });
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the upload: {e}")))?;
+    Ok(path)
 }
 
 fn require_multipart(req: &HttpRequest) -> Result<(), ApiError> {
@@ -251,15 +256,28 @@ async fn copy_file(
     path: PathBuf,
 ) -> Result<u64, ApiError> {
     let statement = store::copy_statement(schema, name, &plan)?;
+    copy_from(conn, &statement, move |sender| {
+        ingest::encode_file(path, plan, sender)
+    })
+    .await
+}
+
+/// Runs `COPY ... FROM STDIN` fed by `produce`, which runs on a blocking thread and sends binary
+/// COPY chunks (or the error that stopped it) through a bounded channel.
+async fn copy_from(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    produce: impl FnOnce(mpsc::Sender<Result<bytes::Bytes, IngestError>>) + Send + 'static,
+) -> Result<u64, ApiError> {
     let (sender, mut receiver) = mpsc::channel(4);
-    let encoder = tokio::task::spawn_blocking(move || ingest::encode_file(path, plan, sender));
-    let mut copy = conn.copy_in_raw(&statement).await?;
+    let producer = tokio::task::spawn_blocking(move || produce(sender));
+    let mut copy = conn.copy_in_raw(statement).await?;
     let mut failure = None;
     while let Some(chunk) = receiver.recv().await {
         match chunk {
             Ok(bytes) => {
                 if let Err(e) = copy.send(bytes).await {
-                    failure = Some(ApiError::from(e));
+                    failure = Some(copy_error(e));
                     break;
                 }
             }
@@ -270,7 +288,7 @@ async fn copy_file(
         }
     }
     drop(receiver);
-    let _ = encoder.await;
+    let _ = producer.await;
     if let Some(failure) = failure {
         let _ = copy.abort("upload refused").await;
         return Err(failure);
@@ -426,4 +444,206 @@ pub async fn list_rows(
         rows_query,
     )
     .await
+}
+
+/// `append` (default) or `replace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Add the rows.
+    Append,
+    /// Replace every row, atomically for readers.
+    Replace,
+}
+
+/// Query of `POST /tables/{name}/rows/`.
+#[derive(Debug, Deserialize)]
+pub struct RowsQueryString {
+    /// `append` or `replace`.
+    pub mode: Option<Mode>,
+}
+
+/// What an ingest of more rows did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowsWritten {
+    /// The table.
+    pub table_name: String,
+    /// `append` or `replace`.
+    pub mode: Mode,
+    /// Rows this request wrote.
+    pub rows_written: u64,
+    /// Rows in the table now.
+    pub row_count: i64,
+}
+
+fn parse_mode(text: &str) -> Result<Mode, ApiError> {
+    match text.trim() {
+        "append" => Ok(Mode::Append),
+        "replace" => Ok(Mode::Replace),
+        other => Err(ApiError::bad_request(
+            "invalid_mode",
+            format!("mode {other:?} is not append or replace"),
+        )),
+    }
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload
+        .try_next()
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge {
+                detail: format!(
+                    "the body exceeds the limit of {limit} bytes; send large loads as Parquet"
+                ),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Add rows to a table: a Parquet file (multipart `file`, optional `mode`), or a JSON array of
+/// row objects (`application/json`), or NDJSON (`application/x-ndjson`).
+#[utoipa::path(post, path = "/tables/{name}/rows/", tag = "tables",
+    params(("name" = String, Path, description = "table name"), ("mode" = Option<String>, Query, description = "append (default) or replace")),
+    responses((status = 200, body = RowsWritten), (status = 400, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn add_rows(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<RowsQueryString>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let name = lookup_name(&path)?;
+    let row = store::find(&state.pool, user.user_id, &name).await?;
+    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let (columns, _) = store::columns_and_size(&state.pool, &tenant, &name).await?;
+    let settings = state.settings.clone();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut mode = query.mode.unwrap_or(Mode::Append);
+
+    enum Source {
+        File(tempfile::TempPath, Plan),
+        Json(Plan, Vec<arrow::array::RecordBatch>),
+    }
+    let source = if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::new(req.headers(), payload);
+        let upload = read_rows_upload(multipart, settings.upload_limit_bytes).await?;
+        if let Some(text) = upload.mode {
+            mode = parse_mode(&text)?;
+        }
+        let file = upload.file.ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_form",
+                "the form field file (the Parquet file) is missing",
+            )
+        })?;
+        let declared: Vec<DeclaredColumn> = columns
+            .iter()
+            .map(|c| DeclaredColumn {
+                column_name: c.column_name.clone(),
+                column_type: c.column_type.clone(),
+            })
+            .collect();
+        let plan_path = file.to_path_buf();
+        let plan = on_blocking(move || ingest::plan(&plan_path, Some(&declared))).await??;
+        Source::File(file, plan)
+    } else if content_type.starts_with("application/json")
+        || content_type.starts_with("application/x-ndjson")
+        || content_type.starts_with("application/jsonl")
+    {
+        let ndjson = !content_type.starts_with("application/json");
+        let body = read_body(payload, settings.rows_body_limit_bytes).await?;
+        let table: Vec<(String, super::types::PgType)> = columns
+            .iter()
+            .map(|c| {
+                super::types::PgType::parse(&c.column_type)
+                    .map(|pg| (c.column_name.clone(), pg))
+                    .map_err(|e| {
+                        ApiError::Internal(anyhow::anyhow!(
+                            "BUG: catalog type {:?}: {e}",
+                            c.column_type
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let (plan, batches) =
+            on_blocking(move || ingest::json_rows(&body, ndjson, &table)).await??;
+        Source::Json(plan, batches)
+    } else {
+        return Err(ApiError::UnsupportedMediaType {
+            detail: "send rows as multipart/form-data (a Parquet file), application/json (an array of objects) or application/x-ndjson".to_owned(),
+        });
+    };
+
+    let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
+    if mode == Mode::Replace {
+        store::delete_all_rows(&mut tx, &tenant, &name).await?;
+    }
+    let written = match source {
+        Source::File(file, plan) => {
+            let written = copy_file(&mut tx, &tenant, &name, plan, file.to_path_buf()).await?;
+            drop(file);
+            written
+        }
+        Source::Json(plan, batches) => {
+            let statement = store::copy_statement(&tenant, &name, &plan)?;
+            let positions: Vec<usize> = (0..plan.columns.len()).collect();
+            copy_from(&mut tx, &statement, move |sender| {
+                if let Err(e) =
+                    ingest::encode_batches(batches.into_iter().map(Ok), &plan, &positions, &sender)
+                {
+                    let _ = sender.blocking_send(Err(e));
+                }
+            })
+            .await?
+        }
+    };
+    let row_count = store::row_count(&mut tx, &tenant, &name).await?;
+    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    store::bump_change_count(&mut tx, row.table_id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(RowsWritten {
+        table_name: row.table_name,
+        mode,
+        rows_written: written,
+        row_count,
+    }))
+}
+
+struct RowsUpload {
+    file: Option<tempfile::TempPath>,
+    mode: Option<String>,
+}
+
+async fn read_rows_upload(mut payload: Multipart, limit: u64) -> Result<RowsUpload, ApiError> {
+    let mut upload = RowsUpload {
+        file: None,
+        mode: None,
+    };
+    while let Some(mut field) = payload.try_next().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" => upload.file = Some(save_file(&mut field, limit).await?),
+            "mode" => upload.mode = Some(read_small_field(&mut field, "mode").await?),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_form",
+                    format!("unknown form field {other:?}; expected file and optionally mode"),
+                ));
+            }
+        }
+    }
+    Ok(upload)
 }

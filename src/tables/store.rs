@@ -230,3 +230,27 @@ pub async fn unregister(conn: &mut PgConnection, table_id: Uuid) -> Result<(), A
         .await?;
     Ok(())
 }
+
+/// Deletes every row (for `mode=replace`): MVCC keeps readers on the old rows until commit,
+/// without blocking them.
+pub async fn delete_all_rows(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+) -> Result<(), ApiError> {
+    let mut query = QueryBuilder::new("DELETE FROM ");
+    query.push(schema).push(".").push(name);
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Records that the table's rows changed (views use the counter to skip needless refreshes).
+pub async fn bump_change_count(conn: &mut PgConnection, table_id: Uuid) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE tinydevcrm.tables SET change_count = change_count + 1, updated_at = now() WHERE table_id = $1",
+    )
+    .bind(table_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -373,3 +373,212 @@ async fn another_tenants_rows_are_404() {
         assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     }
 }
+
+async fn post_rows(
+    app: &TestApp,
+    user: &TestUser,
+    table: &str,
+    query: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/tables/{table}/rows/{query}")))
+        .header("Authorization", format!("Bearer {}", user.access))
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn post_parquet(
+    app: &TestApp,
+    user: &TestUser,
+    table: &str,
+    mode: Option<&str>,
+    file: Vec<u8>,
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(file).file_name("more.parquet"),
+    );
+    if let Some(mode) = mode {
+        form = form.text("mode", mode.to_owned());
+    }
+    app.client
+        .post(app.url(&format!("/tables/{table}/rows/")))
+        .header("Authorization", format!("Bearer {}", user.access))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn change_count(app: &TestApp, table: &str) -> i64 {
+    sqlx::query_scalar("SELECT change_count FROM tinydevcrm.tables WHERE table_name = $1")
+        .bind(table)
+        .fetch_one(&app.pool)
+        .await
+        .expect("registry row")
+}
+
+#[tokio::test]
+async fn more_parquet_rows_append_or_replace_and_bump_the_change_counter() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+    let before = change_count(&app, "things").await;
+
+    let res = post_parquet(&app, &user, "things", None, typed_file()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        (
+            body["mode"].as_str(),
+            body["rows_written"].as_i64(),
+            body["row_count"].as_i64()
+        ),
+        (Some("append"), Some(4), Some(8))
+    );
+
+    let res = post_parquet(&app, &user, "things", Some("replace"), typed_file()).await;
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        (body["mode"].as_str(), body["row_count"].as_i64()),
+        (Some("replace"), Some(4))
+    );
+    assert_eq!(change_count(&app, "things").await, before + 2);
+}
+
+#[tokio::test]
+async fn a_failed_replace_keeps_the_previous_rows() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+    let wrong = parquet_bytes(
+        &RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "other",
+                DataType::Int64,
+                true,
+            )])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .expect("batch"),
+        None,
+    );
+
+    let res = post_parquet(&app, &user, "things", Some("replace"), wrong).await;
+
+    assert_problem(res, StatusCode::BAD_REQUEST, "column_mismatch").await;
+    assert_eq!(
+        rows(&app, &user, "").await["rows"]
+            .as_array()
+            .expect("rows")
+            .len(),
+        4
+    );
+    let res = post_parquet(&app, &user, "things", Some("sideways"), typed_file()).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_mode").await;
+}
+
+#[tokio::test]
+async fn json_and_ndjson_rows_feed_a_table_like_the_sim_usage_stream() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+
+    let array = json!([
+        {"id": 10, "Name": "sim-89440001", "small": 5, "ok": true, "day": "2020-02-01", "at": "2020-02-01T10:00:00Z", "price": "1.25"},
+        {"id": 11, "small": 6}
+    ]);
+    let res = post_rows(
+        &app,
+        &user,
+        "things",
+        "",
+        "application/json",
+        array.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    let ndjson = "{\"id\": 12, \"small\": 7, \"Name\": 42}\n{\"id\": 13, \"small\": 8}\n";
+    let res = post_rows(
+        &app,
+        &user,
+        "things",
+        "",
+        "application/x-ndjson",
+        ndjson.as_bytes().to_vec(),
+    )
+    .await;
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["rows_written"], 2);
+    assert_eq!(body["row_count"], 8);
+
+    let added = rows(&app, &user, "small=gte.5&order=small").await;
+    assert_eq!(added["rows"][0]["at"], "2020-02-01T10:00:00+00:00");
+    assert_eq!(added["rows"][0]["price"], "1.2500");
+    assert_eq!(added["rows"][1]["Name"], Value::Null);
+    assert_eq!(added["rows"][2]["Name"], "42");
+}
+
+#[tokio::test]
+async fn bad_json_rows_are_refused_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "application/json",
+            r#"[{"id": 1, "nope": 2}]"#,
+            "column_mismatch",
+        ),
+        (
+            "application/json",
+            r#"[{"id": 1}, {"small": 3000000000}]"#,
+            "invalid_value",
+        ),
+        ("application/json", r#"[1, 2]"#, "invalid_value"),
+        ("application/json", r#"{"id": "#, "column_mismatch"),
+        (
+            "application/x-ndjson",
+            "{\"id\": 1}\nnot json\n",
+            "invalid_value",
+        ),
+    ];
+    for (content_type, body, code) in cases {
+        let res = post_rows(
+            &app,
+            &user,
+            "things",
+            "",
+            content_type,
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        assert_problem(res, StatusCode::BAD_REQUEST, code).await;
+    }
+    let res = post_rows(&app, &user, "things", "", "text/plain", b"1,2".to_vec()).await;
+    assert_problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert_eq!(
+        rows(&app, &user, "").await["rows"]
+            .as_array()
+            .expect("rows")
+            .len(),
+        4
+    );
+    let other = app.signed_up_user().await;
+    let res = post_rows(
+        &app,
+        &other,
+        "things",
+        "",
+        "application/json",
+        b"[]".to_vec(),
+    )
+    .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
