@@ -772,3 +772,58 @@ async fn delete_drops_the_table_and_then_it_is_gone() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn column_and_table_limits_are_enforced_with_clear_codes() {
+    let app = spawn_app_with(|s| {
+        s.max_columns = 1;
+        s.max_tables_per_tenant = 1;
+    })
+    .await;
+    let user = user(&app).await;
+    let one_column = parquet_bytes(
+        &batch(vec![("n", Arc::new(Int64Array::from(vec![1])))]),
+        None,
+    );
+
+    let res = app
+        .create_table(&user.access, walkthrough_file(), "wide", None)
+        .await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "too_many_columns").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("at most 1")
+    );
+    assert_eq!(
+        app.create_table(&user.access, one_column.clone(), "first", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let res = app
+        .create_table(&user.access, one_column, "second", None)
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "too_many_tables").await;
+}
+
+#[tokio::test]
+async fn the_pyarrow_walkthrough_file_in_the_docs_uploads_as_printed() {
+    let app = spawn_app().await;
+    let user = user(&app).await;
+    let file = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples/walkthrough.parquet"
+    ))
+    .expect("example");
+
+    let res = app
+        .create_table(&user.access, file, "sometable", Some(WALKTHROUGH_COLUMNS))
+        .await;
+
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["row_count"], 10);
+    assert_eq!(body["columns"][1]["column_type"], "character varying(256)");
+}
