@@ -827,3 +827,61 @@ async fn the_pyarrow_walkthrough_file_in_the_docs_uploads_as_printed() {
     assert_eq!(body["row_count"], 10);
     assert_eq!(body["columns"][1]["column_type"], "character varying(256)");
 }
+
+/// Rewrites the first page header's `uncompressed_page_size` (a 4-byte thrift varint) to the
+/// largest 4-byte value: the page then claims about 128 MiB for a 4 MiB payload.
+fn claim_a_huge_page(mut file: Vec<u8>) -> Vec<u8> {
+    assert_eq!(&file[..4], b"PAR1");
+    assert_eq!((file[4], file[6]), (0x15, 0x15), "page header fields 1 and 2 are i32");
+    let varint_len = file[7..].iter().position(|b| b & 0x80 == 0).expect("varint end") + 1;
+    assert_eq!(varint_len, 4, "a page of about 4 MiB has a 4-byte size");
+    file[7..11].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+    file
+}
+
+#[tokio::test]
+async fn a_page_claiming_far_more_bytes_than_it_has_is_refused_and_the_server_survives() {
+    let app = spawn_app().await;
+    let user = user(&app).await;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_data_page_size_limit(8 * 1024 * 1024)
+        .set_data_page_row_count_limit(1_000_000)
+        .build();
+    let file = parquet_bytes(&batch(vec![("n", Arc::new(Int64Array::from(vec![0i64; 524_288])))]), Some(properties));
+
+    let res = app.create_table(&user.access, claim_a_huge_page(file), "hostile", None).await;
+
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_parquet").await;
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    assert!(table_names(&app, &user.access).await.is_empty());
+}
+
+#[tokio::test]
+async fn sample_parquet_reads_back_identical() {
+    let app = spawn_app().await;
+    let user = user(&app).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sample.parquet");
+    let original = std::fs::read(path).expect("sample.parquet");
+    assert_eq!(app.create_table(&user.access, original.clone(), "calls", None).await.status(), StatusCode::CREATED);
+
+    let res = app.get_as(&user.access, "/tables/calls/rows/?format=parquet").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let exported = res.bytes().await.expect("bytes");
+
+    let read = |bytes: bytes::Bytes| -> RecordBatch {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+    };
+    let (theirs, ours) = (read(bytes::Bytes::from(original)), read(exported));
+    assert_eq!(ours.num_rows(), 6000);
+    for (i, field) in theirs.schema().fields().iter().enumerate() {
+        let mine = arrow::compute::cast(ours.column_by_name(field.name()).expect("column"), field.data_type()).expect("cast");
+        assert_eq!(mine.to_data(), theirs.column(i).to_data(), "column {}", field.name());
+    }
+}
