@@ -172,102 +172,100 @@ async fn every_supported_arrow_type_is_inferred_and_stored_exactly() {
         ),
     ]);
     let dictionary: DictionaryArray<Int32Type> = vec![Some("red"), None].into_iter().collect();
-    let file = parquet_bytes(
-        &batch(vec![
-            ("i8", Arc::new(Int8Array::from(vec![Some(-128), None]))),
-            ("i16", Arc::new(Int16Array::from(vec![Some(-32768), None]))),
-            (
-                "i32",
-                Arc::new(Int32Array::from(vec![Some(i32::MIN), None])),
+    let original = batch(vec![
+        ("i8", Arc::new(Int8Array::from(vec![Some(-128), None]))),
+        ("i16", Arc::new(Int16Array::from(vec![Some(-32768), None]))),
+        (
+            "i32",
+            Arc::new(Int32Array::from(vec![Some(i32::MIN), None])),
+        ),
+        (
+            "i64",
+            Arc::new(Int64Array::from(vec![Some(i64::MAX), None])),
+        ),
+        ("u8", Arc::new(UInt8Array::from(vec![Some(255), None]))),
+        ("u16", Arc::new(UInt16Array::from(vec![Some(65535), None]))),
+        (
+            "u32",
+            Arc::new(UInt32Array::from(vec![Some(u32::MAX), None])),
+        ),
+        (
+            "u64",
+            Arc::new(UInt64Array::from(vec![Some(u64::MAX), None])),
+        ),
+        (
+            "f16",
+            Arc::new(Float16Array::from(vec![
+                Some(half::f16::from_f32(1.5)),
+                None,
+            ])),
+        ),
+        (
+            "f32",
+            Arc::new(Float32Array::from(vec![Some(0.25f32), None])),
+        ),
+        ("f64", Arc::new(Float64Array::from(vec![Some(1e300), None]))),
+        (
+            "dec",
+            Arc::new(
+                Decimal128Array::from(vec![Some(12345678901234567890123456789i128), None])
+                    .with_precision_and_scale(38, 4)
+                    .expect("decimal"),
             ),
-            (
-                "i64",
-                Arc::new(Int64Array::from(vec![Some(i64::MAX), None])),
+        ),
+        (
+            "utf8",
+            Arc::new(StringArray::from(vec![Some("héllo"), None])),
+        ),
+        (
+            "large",
+            Arc::new(LargeStringArray::from(vec![Some("big"), None])),
+        ),
+        ("dict", Arc::new(dictionary)),
+        ("bool", Arc::new(BooleanArray::from(vec![Some(true), None]))),
+        (
+            "date",
+            Arc::new(Date32Array::from(vec![Some(19_000), None])),
+        ),
+        (
+            "time",
+            Arc::new(Time64MicrosecondArray::from(vec![
+                Some(3_723_000_001),
+                None,
+            ])),
+        ),
+        (
+            "ts_ms",
+            Arc::new(TimestampMillisecondArray::from(vec![
+                Some(1_700_000_000_123),
+                None,
+            ])),
+        ),
+        (
+            "ts_ns_utc",
+            Arc::new(
+                TimestampNanosecondArray::from(vec![Some(1_700_000_000_123_456_789), None])
+                    .with_timezone("UTC"),
             ),
-            ("u8", Arc::new(UInt8Array::from(vec![Some(255), None]))),
-            ("u16", Arc::new(UInt16Array::from(vec![Some(65535), None]))),
-            (
-                "u32",
-                Arc::new(UInt32Array::from(vec![Some(u32::MAX), None])),
+        ),
+        (
+            "bin",
+            Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01\xff"[..]), None])),
+        ),
+        (
+            "fixed",
+            Arc::new(
+                FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                    vec![Some(vec![7u8; 4]), None].into_iter(),
+                    4,
+                )
+                .expect("fixed"),
             ),
-            (
-                "u64",
-                Arc::new(UInt64Array::from(vec![Some(u64::MAX), None])),
-            ),
-            (
-                "f16",
-                Arc::new(Float16Array::from(vec![
-                    Some(half::f16::from_f32(1.5)),
-                    None,
-                ])),
-            ),
-            (
-                "f32",
-                Arc::new(Float32Array::from(vec![Some(0.25f32), None])),
-            ),
-            ("f64", Arc::new(Float64Array::from(vec![Some(1e300), None]))),
-            (
-                "dec",
-                Arc::new(
-                    Decimal128Array::from(vec![Some(12345678901234567890123456789i128), None])
-                        .with_precision_and_scale(38, 4)
-                        .expect("decimal"),
-                ),
-            ),
-            (
-                "utf8",
-                Arc::new(StringArray::from(vec![Some("héllo"), None])),
-            ),
-            (
-                "large",
-                Arc::new(LargeStringArray::from(vec![Some("big"), None])),
-            ),
-            ("dict", Arc::new(dictionary)),
-            ("bool", Arc::new(BooleanArray::from(vec![Some(true), None]))),
-            (
-                "date",
-                Arc::new(Date32Array::from(vec![Some(19_000), None])),
-            ),
-            (
-                "time",
-                Arc::new(Time64MicrosecondArray::from(vec![
-                    Some(3_723_000_001),
-                    None,
-                ])),
-            ),
-            (
-                "ts_ms",
-                Arc::new(TimestampMillisecondArray::from(vec![
-                    Some(1_700_000_000_123),
-                    None,
-                ])),
-            ),
-            (
-                "ts_ns_utc",
-                Arc::new(
-                    TimestampNanosecondArray::from(vec![Some(1_700_000_000_123_456_789), None])
-                        .with_timezone("UTC"),
-                ),
-            ),
-            (
-                "bin",
-                Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01\xff"[..]), None])),
-            ),
-            (
-                "fixed",
-                Arc::new(
-                    FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-                        vec![Some(vec![7u8; 4]), None].into_iter(),
-                        4,
-                    )
-                    .expect("fixed"),
-                ),
-            ),
-            ("list", Arc::new(list)),
-            ("struct", Arc::new(strukt)),
-        ]),
-        None,
-    );
+        ),
+        ("list", Arc::new(list)),
+        ("struct", Arc::new(strukt)),
+    ]);
+    let file = parquet_bytes(&original, None);
 
     let res = app.create_table(&user.access, file, "alltypes", None).await;
 
@@ -306,6 +304,62 @@ async fn every_supported_arrow_type_is_inferred_and_stored_exactly() {
         ("list", "jsonb", "[1, null, 3]"),
         ("struct", "jsonb", r#"{"a": 1, "b": "x"}"#),
     ];
+    // The same values through the JSON API: exact integers, numerics as strings, RFC 3339.
+    let json: Value = app
+        .get_as(&user.access, "/tables/alltypes/rows/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let expected_json = serde_json::json!({
+        "i8": -128, "i16": -32768, "i32": -2147483648i64, "i64": 9223372036854775807i64,
+        "u8": 255, "u16": 65535, "u32": 4294967295u64, "u64": "18446744073709551615",
+        "f16": 1.5, "f32": 0.25, "f64": 1e300, "dec": "1234567890123456789012345.6789",
+        "utf8": "héllo", "large": "big", "dict": "red", "bool": true, "date": "2022-01-08",
+        "time": "01:02:03.000001", "ts_ms": "2023-11-14T22:13:20.123",
+        "ts_ns_utc": "2023-11-14T22:13:20.123456+00:00", "bin": "\\x0001ff", "fixed": "\\x07070707",
+        "list": [1, null, 3], "struct": {"a": 1, "b": "x"}
+    });
+    assert_eq!(json["rows"][0], expected_json);
+    // And through a Parquet export: every column whose type Parquet keeps comes back equal
+    // (bytea, jsonb go out as text; nanoseconds were truncated to microseconds on the way in).
+    let exported = app
+        .get_as(&user.access, "/tables/alltypes/rows/?format=parquet")
+        .await
+        .bytes()
+        .await
+        .expect("bytes");
+    let back = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(exported)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .next()
+        .expect("a batch")
+        .expect("batch");
+    for field in original.schema().fields() {
+        if ["bin", "fixed", "list", "struct", "ts_ns_utc"].contains(&field.name().as_str()) {
+            continue;
+        }
+        let ours = back.column_by_name(field.name()).expect("exported column");
+        let ours = arrow::compute::cast(ours, field.data_type()).expect("cast back");
+        let theirs = original
+            .column_by_name(field.name())
+            .expect("original column");
+        assert_eq!(
+            ours.to_data(),
+            theirs.to_data(),
+            "column {} after a Parquet round trip",
+            field.name()
+        );
+    }
+    let second = json["rows"][1].as_object().expect("row");
+    assert!(
+        second
+            .iter()
+            .filter(|(k, _)| *k != "struct")
+            .all(|(_, v)| v.is_null()),
+        "{second:?}"
+    );
     let described: Value = app
         .get_as(&user.access, "/tables/alltypes/")
         .await
@@ -832,8 +886,16 @@ async fn the_pyarrow_walkthrough_file_in_the_docs_uploads_as_printed() {
 /// largest 4-byte value: the page then claims about 128 MiB for a 4 MiB payload.
 fn claim_a_huge_page(mut file: Vec<u8>) -> Vec<u8> {
     assert_eq!(&file[..4], b"PAR1");
-    assert_eq!((file[4], file[6]), (0x15, 0x15), "page header fields 1 and 2 are i32");
-    let varint_len = file[7..].iter().position(|b| b & 0x80 == 0).expect("varint end") + 1;
+    assert_eq!(
+        (file[4], file[6]),
+        (0x15, 0x15),
+        "page header fields 1 and 2 are i32"
+    );
+    let varint_len = file[7..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .expect("varint end")
+        + 1;
     assert_eq!(varint_len, 4, "a page of about 4 MiB has a 4-byte size");
     file[7..11].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
     file
@@ -849,9 +911,14 @@ async fn a_page_claiming_far_more_bytes_than_it_has_is_refused_and_the_server_su
         .set_data_page_size_limit(8 * 1024 * 1024)
         .set_data_page_row_count_limit(1_000_000)
         .build();
-    let file = parquet_bytes(&batch(vec![("n", Arc::new(Int64Array::from(vec![0i64; 524_288])))]), Some(properties));
+    let file = parquet_bytes(
+        &batch(vec![("n", Arc::new(Int64Array::from(vec![0i64; 524_288])))]),
+        Some(properties),
+    );
 
-    let res = app.create_table(&user.access, claim_a_huge_page(file), "hostile", None).await;
+    let res = app
+        .create_table(&user.access, claim_a_huge_page(file), "hostile", None)
+        .await;
 
     assert_problem(res, StatusCode::BAD_REQUEST, "invalid_parquet").await;
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
@@ -864,9 +931,16 @@ async fn sample_parquet_reads_back_identical() {
     let user = user(&app).await;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sample.parquet");
     let original = std::fs::read(path).expect("sample.parquet");
-    assert_eq!(app.create_table(&user.access, original.clone(), "calls", None).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.create_table(&user.access, original.clone(), "calls", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 
-    let res = app.get_as(&user.access, "/tables/calls/rows/?format=parquet").await;
+    let res = app
+        .get_as(&user.access, "/tables/calls/rows/?format=parquet")
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let exported = res.bytes().await.expect("bytes");
 
@@ -881,7 +955,16 @@ async fn sample_parquet_reads_back_identical() {
     let (theirs, ours) = (read(bytes::Bytes::from(original)), read(exported));
     assert_eq!(ours.num_rows(), 6000);
     for (i, field) in theirs.schema().fields().iter().enumerate() {
-        let mine = arrow::compute::cast(ours.column_by_name(field.name()).expect("column"), field.data_type()).expect("cast");
-        assert_eq!(mine.to_data(), theirs.column(i).to_data(), "column {}", field.name());
+        let mine = arrow::compute::cast(
+            ours.column_by_name(field.name()).expect("column"),
+            field.data_type(),
+        )
+        .expect("cast");
+        assert_eq!(
+            mine.to_data(),
+            theirs.column(i).to_data(),
+            "column {}",
+            field.name()
+        );
     }
 }
