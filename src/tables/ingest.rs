@@ -21,7 +21,7 @@ use pgpq::pg_schema::PostgresType;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::types::PgType;
+use super::types::{PgType, is_nested};
 
 /// Rows per record batch: large enough to amortise per-batch costs, small enough to keep memory
 /// flat.
@@ -240,19 +240,6 @@ fn value_type(data_type: &DataType) -> &DataType {
         DataType::Dictionary(_, value) => value_type(value),
         other => other,
     }
-}
-
-fn is_nested(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::FixedSizeList(_, _)
-            | DataType::Struct(_)
-            | DataType::Map(_, _)
-    )
 }
 
 fn is_string(data_type: &DataType) -> bool {

@@ -74,6 +74,16 @@ pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
     )
 }
 
+fn column_idents(plan: &Plan) -> Result<Vec<ColumnIdent>, ApiError> {
+    plan.columns
+        .iter()
+        .map(|c| {
+            ColumnIdent::new(c.name.clone())
+                .map_err(|e| ApiError::bad_request("column_mismatch", e.to_string()))
+        })
+        .collect()
+}
+
 /// `CREATE TABLE` for a plan, run as the tenant.
 pub async fn create_table(
     conn: &mut PgConnection,
@@ -83,14 +93,12 @@ pub async fn create_table(
 ) -> Result<(), ApiError> {
     let mut ddl = QueryBuilder::new("CREATE TABLE ");
     ddl.push(schema).push(".").push(name).push(" (");
-    for (i, column) in plan.columns.iter().enumerate() {
-        let ident = ColumnIdent::new(column.name.clone())
-            .map_err(|e| ApiError::bad_request("column_mismatch", e.to_string()))?;
+    for (i, (ident, column)) in column_idents(plan)?.iter().zip(&plan.columns).enumerate() {
         if i > 0 {
             ddl.push(", ");
         }
         // PgType renders only fixed keywords and numbers.
-        ddl.push(&ident).push(" ").push(column.pg.to_string());
+        ddl.push(ident).push(" ").push(column.pg.to_string());
     }
     ddl.push(")");
     ddl.build().execute(&mut *conn).await?;
@@ -101,13 +109,11 @@ pub async fn create_table(
 pub fn copy_statement(schema: &Ident, name: &Ident, plan: &Plan) -> Result<String, ApiError> {
     let mut copy = QueryBuilder::<sqlx::Postgres>::new("COPY ");
     copy.push(schema).push(".").push(name).push(" (");
-    for (i, column) in plan.columns.iter().enumerate() {
-        let ident = ColumnIdent::new(column.name.clone())
-            .map_err(|e| ApiError::bad_request("column_mismatch", e.to_string()))?;
+    for (i, ident) in column_idents(plan)?.iter().enumerate() {
         if i > 0 {
             copy.push(", ");
         }
-        copy.push(&ident);
+        copy.push(ident);
     }
     copy.push(") FROM STDIN (FORMAT binary)");
     Ok(copy.sql().as_str().to_owned())

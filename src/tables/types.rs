@@ -74,6 +74,20 @@ impl fmt::Display for PgType {
     }
 }
 
+/// Lists, structs and maps: stored as `jsonb`.
+pub fn is_nested(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(_, _)
+            | DataType::Struct(_)
+            | DataType::Map(_, _)
+    )
+}
+
 /// Largest `varchar(n)`/`char(n)` length PostgreSQL accepts.
 const MAX_CHAR_LENGTH: u32 = 10_485_760;
 
@@ -193,13 +207,7 @@ impl PgType {
             | DataType::LargeBinary
             | DataType::BinaryView
             | DataType::FixedSizeBinary(_) => Self::Bytea,
-            DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::FixedSizeList(_, _)
-            | DataType::Struct(_)
-            | DataType::Map(_, _) => Self::Jsonb,
+            nested if is_nested(nested) => Self::Jsonb,
             other => return Err(format!("the Parquet/Arrow type {other} is not supported")),
         })
     }
