@@ -20,7 +20,7 @@ use crate::auth::{self, jwt::JwtKeys, password, throttle::LoginThrottle};
 use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
 use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
-use crate::{db, secrets, service, tables};
+use crate::{db, secrets, service, tables, views};
 
 /// The database name inside the managed cluster.
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
@@ -68,6 +68,7 @@ pub fn build_server(
             .configure(auth::routes)
             .configure(service::routes)
             .configure(tables::routes)
+            .configure(views::routes)
             .default_service(web::to(not_found))
             .wrap(error::problem_json_for_everything())
             .wrap(middleware::NormalizePath::trim())

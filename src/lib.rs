@@ -4,6 +4,7 @@
 //! - [`auth`]: accounts, JWT sessions, the `AuthUser` extractor
 //! - [`tables`]: tenant tables from Parquet uploads, the sample generator
 //! - [`query`]: rows of a relation: filters, order, pagination, JSON/CSV/Parquet
+//! - [`views`]: materialized views, the SQL sandbox, refresh
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
@@ -18,3 +19,4 @@ pub mod secrets;
 pub mod service;
 pub mod tables;
 pub mod telemetry;
+pub mod views;

@@ -39,6 +39,17 @@ pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, 
     for mut statement in [create_role, grant, create_schema, revoke] {
         statement.build().execute(&mut *conn).await?;
     }
+    // REFRESH ... CONCURRENTLY builds its diff in temporary tables; tenant SQL itself is a
+    // checked SELECT and cannot create any. The database name is quoted by the server.
+    let grant_temp: String = sqlx::query_scalar(
+        "SELECT format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), $1::text)",
+    )
+    .bind(name.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(grant_temp))
+        .execute(&mut *conn)
+        .await?;
     Ok(name)
 }
 

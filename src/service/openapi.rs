@@ -14,6 +14,7 @@ use crate::auth::routes as auth;
 use crate::error::Problem;
 use crate::service::{health, metrics};
 use crate::tables::routes as tables;
+use crate::views::routes as views;
 
 /// The API description.
 #[derive(OpenApi)]
@@ -23,10 +24,11 @@ use crate::tables::routes as tables;
         auth::register_user, auth::obtain_tokens, auth::refresh_tokens, auth::blacklist_token, auth::get_me,
         health::health, metrics::render,
         tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows, tables::add_rows,
+        views::create_view, views::list_views, views::describe_view, views::refresh_view, views::list_view_rows, views::delete_view,
     ),
     components(schemas(Problem)),
     modifiers(&JwtSecurity),
-    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "service", description = "health, metrics"))
+    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
 

@@ -397,6 +397,7 @@ pub async fn delete_table(
     store::drop_table(&mut tx, &tenant, &name, query.cascade).await?;
     sqlx::query("RESET ROLE").execute(&mut *tx).await?;
     store::unregister(&mut tx, row.table_id).await?;
+    crate::views::store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -902,7 +902,6 @@ async fn a_tenant_role_can_reach_nothing_outside_its_schema() {
     let checks = [
         "SELECT has_database_privilege($1, current_database(), 'CONNECT')",
         "SELECT has_database_privilege($1, current_database(), 'CREATE')",
-        "SELECT has_database_privilege($1, current_database(), 'TEMPORARY')",
         "SELECT has_schema_privilege($1, 'public', 'CREATE')",
         "SELECT has_schema_privilege($1, 'tinydevcrm', 'USAGE')",
         "SELECT has_table_privilege($1, 'tinydevcrm.users', 'SELECT')",

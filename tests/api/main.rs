@@ -9,3 +9,4 @@ mod parquet_corpus;
 mod rows;
 mod service;
 mod tables;
+mod views;

@@ -1,0 +1,285 @@
+//! Handlers of `/views/...`.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::refresh::{refresh_view as run_refresh, tenant_sql_error};
+use super::sandbox;
+use super::store::{self, RefreshRecord, ViewRow};
+use crate::app::AppState;
+use crate::auth::extract::AuthUser;
+use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::tenant;
+use crate::error::{ApiError, Problem};
+use crate::tables::name::table_name;
+use crate::tables::store::{self as tables_store, ColumnInfo};
+
+/// The body of `POST /views/create/`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateView {
+    /// Name of the view (table-name rules).
+    pub view_name: String,
+    /// One read-only SELECT (WITH allowed) over your own tables and views.
+    pub sql_query: String,
+    /// Columns that identify a row: makes refreshes concurrent, so readers are never blocked.
+    pub unique_key: Option<Vec<String>>,
+}
+
+/// A view as the API describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewBody {
+    /// The view's name.
+    pub view_name: String,
+    /// The checked SQL it runs.
+    pub sql_query: String,
+    /// Columns and types.
+    pub columns: Vec<ColumnInfo>,
+    /// Rows now.
+    pub row_count: i64,
+    /// The unique key, if any.
+    pub unique_key: Option<Vec<String>>,
+    /// Always refreshed (calls `now()`, `random()`, ...).
+    pub volatile: bool,
+    /// Tables and views it reads.
+    pub base_relations: Vec<String>,
+    /// The latest refresh.
+    pub last_refresh: Option<RefreshRecord>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Jobs that refresh it (with the jobs feature).
+    pub jobs: Vec<serde_json::Value>,
+    /// Channels that watch it (with the channels feature).
+    pub channels: Vec<serde_json::Value>,
+}
+
+/// A view in a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewSummary {
+    /// The view's name.
+    pub view_name: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
+    table_name(raw).map_err(|_| ApiError::NotFound {
+        detail: format!("no view named {raw:?}"),
+    })
+}
+
+async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<ViewBody, ApiError> {
+    let name = lookup_name(&view.view_name)?;
+    let (columns, _) = tables_store::columns_and_size(&state.pool, tenant, &name).await?;
+    let mut tx =
+        tenant::begin_as(&state.pool, tenant, state.settings.tenant_statement_timeout).await?;
+    let row_count = tables_store::row_count(&mut tx, tenant, &name).await?;
+    tx.commit().await?;
+    let last_refresh = store::last_refresh(&state.pool, view.view_id).await?;
+    Ok(ViewBody {
+        view_name: view.view_name,
+        sql_query: view.sql_query,
+        columns,
+        row_count,
+        unique_key: view.unique_key,
+        volatile: view.volatile,
+        base_relations: view.base_relations,
+        last_refresh,
+        created_at: view.created_at,
+        jobs: Vec::new(),
+        channels: Vec::new(),
+    })
+}
+
+/// Create a materialized view from one checked SELECT, filled at once.
+#[utoipa::path(post, path = "/views/create/", tag = "views", request_body = CreateView,
+    responses((status = 201, body = ViewBody), (status = 400, body = Problem), (status = 409, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn create_view(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateView>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let name = table_name(body.view_name.trim())?;
+    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let own = store::relation_names(&state.pool, user.user_id).await?;
+    if own.contains(name.as_str()) {
+        return Err(store::name_taken(&name));
+    }
+    let checked = sandbox::check(&body.sql_query, tenant.as_str(), &own)
+        .map_err(|rejected| ApiError::bad_request("sql_rejected", rejected.0))?;
+    let unique_key = match &body.unique_key {
+        Some(columns) if columns.is_empty() => {
+            return Err(ApiError::bad_request(
+                "invalid_unique_key",
+                "unique_key names no column",
+            ));
+        }
+        Some(columns) => Some(
+            columns
+                .iter()
+                .map(|c| {
+                    ColumnIdent::new(c.clone())
+                        .map_err(|e| ApiError::bad_request("invalid_unique_key", e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+
+    let timeout = state.settings.tenant_statement_timeout;
+    let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
+    store::create_view(&mut tx, &tenant, &name, &checked.sql)
+        .await
+        .map_err(tenant_sql_error)?;
+    if let Some(columns) = &unique_key {
+        store::create_unique_index(&mut tx, &tenant, &name, columns)
+            .await
+            .map_err(tenant_sql_error)?;
+    }
+    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    let relations: Vec<String> = checked.relations.iter().cloned().collect();
+    let view = store::register(
+        &mut tx,
+        user.user_id,
+        &name,
+        &checked.sql,
+        body.unique_key.as_deref(),
+        checked.volatile,
+        &relations,
+    )
+    .await?;
+    tx.commit().await?;
+    // The first fill is a refresh like any other; if it fails, the empty view goes again.
+    if let Err(e) = run_refresh(&state.pool, timeout, &tenant, &view).await {
+        let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
+        store::drop_view(&mut tx, &tenant, &name, true).await?;
+        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+        store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
+        tx.commit().await?;
+        return Err(e);
+    }
+    tracing::info!(view = %name.as_str(), "created a view");
+    Ok(HttpResponse::Created().json(describe(&state, &tenant, view).await?))
+}
+
+/// The caller's views.
+#[utoipa::path(get, path = "/views/", tag = "views",
+    responses((status = 200, body = Vec<ViewSummary>)), security(("jwt" = [])))]
+pub async fn list_views(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let views: Vec<ViewSummary> = store::list(&state.pool, user.user_id)
+        .await?
+        .into_iter()
+        .map(|v| ViewSummary {
+            view_name: v.view_name,
+            created_at: v.created_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// One view: SQL, columns, row count, last refresh.
+#[utoipa::path(get, path = "/views/{name}/", tag = "views",
+    params(("name" = String, Path, description = "view name")),
+    responses((status = 200, body = ViewBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+pub async fn describe_view(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
+    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    Ok(HttpResponse::Ok().json(describe(&state, &tenant, view).await?))
+}
+
+/// Refresh now (skipped when nothing it reads changed, unless it is volatile).
+#[utoipa::path(post, path = "/views/{name}/refresh/", tag = "views",
+    params(("name" = String, Path, description = "view name")),
+    responses((status = 200, body = RefreshRecord), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn refresh_view(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
+    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let record = run_refresh(
+        &state.pool,
+        state.settings.tenant_statement_timeout,
+        &tenant,
+        &view,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+/// Rows of a view: the same parameters as table rows.
+#[utoipa::path(get, path = "/views/{name}/rows/", tag = "views",
+    params(("name" = String, Path, description = "view name")),
+    responses((status = 200, description = "rows"), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn list_view_rows(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let name = lookup_name(&path)?;
+    store::find(&state.pool, user.user_id, &name).await?;
+    let rows_query = crate::query::params::RowsQuery::parse(&query)?;
+    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let (columns, _) = tables_store::columns_and_size(&state.pool, &tenant, &name).await?;
+    let relation = crate::query::rows::Relation {
+        schema: tenant,
+        name,
+        columns,
+    };
+    crate::query::rows::respond(
+        &state.pool,
+        state.settings.tenant_statement_timeout,
+        relation,
+        rows_query,
+    )
+    .await
+}
+
+/// Query of `DELETE /views/{name}/`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    /// Also drop the views that read this one.
+    #[serde(default)]
+    pub cascade: bool,
+}
+
+/// Delete a view (409 while other views read it, unless `?cascade=true`).
+#[utoipa::path(delete, path = "/views/{name}/", tag = "views",
+    params(("name" = String, Path, description = "view name")),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)), security(("jwt" = [])))]
+pub async fn delete_view(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let name = lookup_name(&path)?;
+    store::find(&state.pool, user.user_id, &name).await?;
+    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let mut tx = tenant::begin_as(
+        &state.pool,
+        &tenant,
+        state.settings.tenant_statement_timeout,
+    )
+    .await?;
+    store::drop_view(&mut tx, &tenant, &name, query.cascade).await?;
+    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,525 @@
+//! The first layer of the tenant SQL sandbox: parse the view's SQL (PostgreSQL dialect), allow
+//! exactly one read-only SELECT over the tenant's own relations with functions from an
+//! allow-list, and re-serialise the checked AST (the text PostgreSQL runs is ours, not the
+//! user's). The other layers are the tenant role, revoked privileges and timeouts.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    DataType, Expr, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Visit,
+    Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// Functions a view may call: aggregates, window, date/time, math, string, regular expression,
+/// JSON, array and conditional functions. Everything else is refused.
+const ALLOWED_FUNCTIONS: &[&str] = &[
+    // aggregates
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "any_value",
+    // window
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    // date and time
+    "date_trunc",
+    "date_bin",
+    "date_part",
+    "age",
+    "generate_series",
+    "make_date",
+    "make_time",
+    "make_timestamp",
+    "make_timestamptz",
+    "make_interval",
+    "now",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "to_timestamp",
+    "to_date",
+    "to_char",
+    "justify_days",
+    "justify_hours",
+    "justify_interval",
+    "isfinite",
+    "timezone",
+    "date_add",
+    "date_subtract",
+    "extract",
+    // math
+    "abs",
+    "ceil",
+    "ceiling",
+    "floor",
+    "round",
+    "trunc",
+    "sign",
+    "sqrt",
+    "cbrt",
+    "power",
+    "pow",
+    "exp",
+    "ln",
+    "log",
+    "log10",
+    "mod",
+    "div",
+    "pi",
+    "degrees",
+    "radians",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "random",
+    "width_bucket",
+    "gcd",
+    "lcm",
+    "factorial",
+    "scale",
+    "min_scale",
+    "trim_scale",
+    "to_number",
+    // strings
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "bit_length",
+    "lower",
+    "upper",
+    "initcap",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "lpad",
+    "rpad",
+    "substr",
+    "substring",
+    "position",
+    "strpos",
+    "replace",
+    "translate",
+    "concat",
+    "concat_ws",
+    "left",
+    "right",
+    "repeat",
+    "reverse",
+    "split_part",
+    "starts_with",
+    "format",
+    "md5",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "encode",
+    "decode",
+    "to_hex",
+    "ascii",
+    "chr",
+    "quote_ident",
+    "quote_literal",
+    "quote_nullable",
+    "string_to_array",
+    "array_to_string",
+    "overlay",
+    "gen_random_uuid",
+    // regular expressions
+    "regexp_match",
+    "regexp_matches",
+    "regexp_replace",
+    "regexp_split_to_array",
+    "regexp_split_to_table",
+    "regexp_count",
+    "regexp_instr",
+    "regexp_like",
+    "regexp_substr",
+    // JSON
+    "to_json",
+    "to_jsonb",
+    "json_build_object",
+    "jsonb_build_object",
+    "json_build_array",
+    "jsonb_build_array",
+    "json_object",
+    "jsonb_object",
+    "json_array_length",
+    "jsonb_array_length",
+    "json_each",
+    "jsonb_each",
+    "json_each_text",
+    "jsonb_each_text",
+    "json_extract_path",
+    "jsonb_extract_path",
+    "json_extract_path_text",
+    "jsonb_extract_path_text",
+    "json_object_keys",
+    "jsonb_object_keys",
+    "json_array_elements",
+    "jsonb_array_elements",
+    "json_array_elements_text",
+    "jsonb_array_elements_text",
+    "json_typeof",
+    "jsonb_typeof",
+    "jsonb_set",
+    "jsonb_insert",
+    "jsonb_strip_nulls",
+    "json_strip_nulls",
+    "jsonb_pretty",
+    "jsonb_path_query",
+    "jsonb_path_exists",
+    "jsonb_path_match",
+    "jsonb_path_query_array",
+    "jsonb_path_query_first",
+    "row_to_json",
+    "array_to_json",
+    // arrays
+    "array_length",
+    "cardinality",
+    "array_append",
+    "array_prepend",
+    "array_cat",
+    "array_position",
+    "array_positions",
+    "array_remove",
+    "array_replace",
+    "unnest",
+    "array_dims",
+    "array_lower",
+    "array_upper",
+    "array_ndims",
+    "array_fill",
+    "trim_array",
+    // conditional
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+];
+
+/// Functions whose result changes from one call to the next: a view calling one is refreshed
+/// even when its tables did not change.
+const VOLATILE_FUNCTIONS: &[&str] = &[
+    "now",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "random",
+    "gen_random_uuid",
+];
+
+/// A checked view query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedQuery {
+    /// The re-serialised statement that PostgreSQL will run.
+    pub sql: String,
+    /// The tenant relations it reads (folded names).
+    pub relations: BTreeSet<String>,
+    /// Whether it calls a volatile or time-dependent function.
+    pub volatile: bool,
+}
+
+/// Why a query was refused; the message says what is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+fn folded(part: &ObjectNamePart) -> String {
+    match part {
+        ObjectNamePart::Identifier(ident) if ident.quote_style.is_some() => ident.value.clone(),
+        ObjectNamePart::Identifier(ident) => ident.value.to_lowercase(),
+        ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+    }
+}
+
+struct Checker<'a> {
+    schema: &'a str,
+    own: &'a HashSet<String>,
+    ctes: HashSet<String>,
+    relations: BTreeSet<String>,
+    volatile: bool,
+}
+
+impl Checker<'_> {
+    fn relation(&mut self, name: &ObjectName) -> ControlFlow<Rejected> {
+        let parts: Vec<String> = name.0.iter().map(folded).collect();
+        let table = match parts.as_slice() {
+            [table] => table.clone(),
+            [schema, table] if schema == self.schema => table.clone(),
+            _ => {
+                return ControlFlow::Break(Rejected(format!(
+                    "relation {name} is not one of your tables or views"
+                )));
+            }
+        };
+        if self.ctes.contains(&table) {
+            return ControlFlow::Continue(());
+        }
+        if !self.own.contains(&table) {
+            return ControlFlow::Break(Rejected(format!(
+                "relation {name} is not one of your tables or views"
+            )));
+        }
+        self.relations.insert(table);
+        ControlFlow::Continue(())
+    }
+
+    fn function(&mut self, name: &ObjectName) -> ControlFlow<Rejected> {
+        let parts: Vec<String> = name.0.iter().map(folded).collect();
+        let [function] = parts.as_slice() else {
+            return ControlFlow::Break(Rejected(format!("function {name} is not allowed")));
+        };
+        if !ALLOWED_FUNCTIONS.contains(&function.as_str()) {
+            return ControlFlow::Break(Rejected(format!("function {function} is not allowed")));
+        }
+        if VOLATILE_FUNCTIONS.contains(&function.as_str()) {
+            self.volatile = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Visitor for Checker<'_> {
+    type Break = Rejected;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Rejected> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+                self.ctes.insert(cte.alias.name.value.clone());
+            }
+        }
+        if !query.locks.is_empty() {
+            return ControlFlow::Break(Rejected(
+                "locking clauses (FOR UPDATE, FOR SHARE) are not allowed".to_owned(),
+            ));
+        }
+        if query.for_clause.is_some() || query.settings.is_some() || query.format_clause.is_some() {
+            return ControlFlow::Break(Rejected(
+                "only plain PostgreSQL SELECT syntax is allowed".to_owned(),
+            ));
+        }
+        check_body(&query.body)
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Rejected> {
+        match factor {
+            TableFactor::Table {
+                name, args: None, ..
+            } => self.relation(name),
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => self.function(name),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<Rejected> {
+        match expr {
+            Expr::Function(function) => self.function(&function.name),
+            Expr::Cast { data_type, .. } => check_type(data_type),
+            Expr::TypedString(typed) => check_type(&typed.data_type),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+fn check_body(body: &SetExpr) -> ControlFlow<Rejected> {
+    match body {
+        SetExpr::Select(select) if select.into.is_some() => {
+            ControlFlow::Break(Rejected("SELECT ... INTO is not allowed".to_owned()))
+        }
+        SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => {
+            ControlFlow::Continue(())
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            check_body(left)?;
+            check_body(right)
+        }
+        _ => ControlFlow::Break(Rejected(
+            "only SELECT is allowed (no INSERT, UPDATE, DELETE or MERGE, also not inside WITH)"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Casts to the object-identifier types (`regclass`, `regproc`, ...) look into the catalogs.
+fn check_type(data_type: &DataType) -> ControlFlow<Rejected> {
+    let name = data_type.to_string().to_lowercase();
+    if name.starts_with("reg") || name.starts_with("pg_") {
+        return ControlFlow::Break(Rejected(format!("the type {name} is not allowed")));
+    }
+    ControlFlow::Continue(())
+}
+
+/// Checks `sql` for the tenant whose schema is `schema` and whose tables and views are `own`.
+pub fn check(sql: &str, schema: &str, own: &HashSet<String>) -> Result<CheckedQuery, Rejected> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| Rejected(format!("the query does not parse: {e}")))?;
+    let [statement] = statements.as_slice() else {
+        return Err(Rejected(format!(
+            "exactly one statement is allowed, found {}",
+            statements.len()
+        )));
+    };
+    let Statement::Query(_) = statement else {
+        return Err(Rejected("only a SELECT query is allowed".to_owned()));
+    };
+    let mut checker = Checker {
+        schema,
+        own,
+        ctes: HashSet::new(),
+        relations: BTreeSet::new(),
+        volatile: false,
+    };
+    if let ControlFlow::Break(rejected) = statement.visit(&mut checker) {
+        return Err(rejected);
+    }
+    Ok(CheckedQuery {
+        sql: statement.to_string(),
+        relations: checker.relations,
+        volatile: checker.volatile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> HashSet<String> {
+        ["calls", "sometable"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn ok(sql: &str) -> CheckedQuery {
+        check(sql, "t_abc", &own()).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn refused(sql: &str) -> String {
+        check(sql, "t_abc", &own()).expect_err(sql).0
+    }
+
+    #[test]
+    fn the_walkthrough_view_is_allowed_and_volatile() {
+        let q = ok(
+            r#"SELECT * FROM sometable WHERE "SomeNumber" = CAST( EXTRACT( SECOND FROM NOW()) * 1000000 AS INTEGER) % 10"#,
+        );
+        assert!(q.volatile);
+        assert_eq!(q.relations.into_iter().collect::<Vec<_>>(), ["sometable"]);
+    }
+
+    #[test]
+    fn real_analysis_is_allowed() {
+        let q = ok("WITH c AS (SELECT call_id, min(record_timestamp) AS s FROM Calls GROUP BY call_id)
+             SELECT date_trunc('month', s) AS m, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY call_id),
+                    row_number() OVER (ORDER BY s), $$dollar$$ AS d, regexp_replace('a', 'a', 'b'),
+                    jsonb_build_object('k', 1), coalesce(null, 1)::numeric(10,2), t.x
+             FROM c, generate_series(1, 3) AS t(x) GROUP BY 1, s, t.x");
+        assert!(!q.volatile);
+        assert!(q.relations.contains("calls"));
+    }
+
+    #[test]
+    fn everything_that_reaches_outside_is_refused_with_a_reason() {
+        let cases = [
+            ("SELECT * FROM t_other.secret", "not one of your"),
+            (
+                "SELECT set_config('role', 't_other', false)",
+                "function set_config is not allowed",
+            ),
+            (
+                "SELECT pg_read_file('/etc/passwd')",
+                "function pg_read_file is not allowed",
+            ),
+            ("SELECT 1; SELECT 2", "exactly one statement"),
+            ("SELECT * INTO newtable FROM calls", "INTO"),
+            (
+                "WITH d AS (DELETE FROM calls RETURNING *) SELECT * FROM d",
+                "only SELECT",
+            ),
+            ("SELECT * FROM calls FOR UPDATE", "locking"),
+            ("SELECT * FROM pg_class", "not one of your"),
+            ("SELECT * FROM information_schema.tables", "not one of your"),
+            ("SELECT 'pg_authid'::regclass", "type regclass"),
+            ("SELECT pg_catalog.now()", "not allowed"),
+            ("DELETE FROM calls", "only a SELECT"),
+            ("SELECT dblink('x', 'y')", "function dblink"),
+            ("SELECT pg_sleep(1000000)", "function pg_sleep"),
+            ("SELECT lo_import('/etc/passwd')", "function lo_import"),
+            ("SELEC 1", "does not parse"),
+        ];
+        for (sql, why) in cases {
+            let message = refused(sql);
+            assert!(message.contains(why), "{sql}: {message}");
+        }
+    }
+}

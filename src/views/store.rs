@@ -1,0 +1,299 @@
+//! SQL of views: the registry, the DDL run as the tenant, and the refresh history.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, QueryBuilder};
+use uuid::Uuid;
+
+use crate::db::ident::{ColumnIdent, Ident};
+use crate::error::{ApiError, ResultExt};
+
+/// A registry row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ViewRow {
+    /// Primary key.
+    pub view_id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Folded name.
+    pub view_name: String,
+    /// The checked, re-serialised SQL.
+    pub sql_query: String,
+    /// Columns of the unique index that allows concurrent refreshes.
+    pub unique_key: Option<Vec<String>>,
+    /// Calls a volatile or time-dependent function.
+    pub volatile: bool,
+    /// Tables and views it reads.
+    pub base_relations: Vec<String>,
+    /// Sum of the base tables' change counters at the last successful refresh.
+    pub refreshed_changes: Option<i64>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations, refreshed_changes, created_at";
+
+/// A user's view by name; another user's is simply not found.
+pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<ViewRow, ApiError> {
+    let mut query = QueryBuilder::new("SELECT ");
+    query
+        .push(COLUMNS)
+        .push(" FROM tinydevcrm.views WHERE user_id = ")
+        .push_bind(user_id)
+        .push(" AND view_name = ")
+        .push_bind(name.as_str());
+    query
+        .build_query_as::<ViewRow>()
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            detail: format!("no view named {:?}", name.as_str()),
+        })
+}
+
+/// A user's views, by name.
+pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ViewRow>, ApiError> {
+    let mut query = QueryBuilder::new("SELECT ");
+    query
+        .push(COLUMNS)
+        .push(" FROM tinydevcrm.views WHERE user_id = ")
+        .push_bind(user_id)
+        .push(" ORDER BY view_name");
+    Ok(query.build_query_as::<ViewRow>().fetch_all(pool).await?)
+}
+
+/// Names of the user's tables and views (one namespace, like the schema's).
+pub async fn relation_names(pool: &PgPool, user_id: Uuid) -> Result<HashSet<String>, ApiError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name FROM tinydevcrm.tables WHERE user_id = $1
+         UNION ALL SELECT view_name FROM tinydevcrm.views WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(names.into_iter().collect())
+}
+
+/// `CREATE MATERIALIZED VIEW ... WITH NO DATA` from checked SQL, run as the tenant.
+pub async fn create_view(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    checked_sql: &str,
+) -> Result<(), sqlx::Error> {
+    let mut ddl = QueryBuilder::new("CREATE MATERIALIZED VIEW ");
+    // The SQL is the sandbox's re-serialisation of a parsed and checked SELECT.
+    ddl.push(schema)
+        .push(".")
+        .push(name)
+        .push(" AS ")
+        .push(checked_sql)
+        .push(" WITH NO DATA");
+    ddl.build().execute(conn).await?;
+    Ok(())
+}
+
+/// A unique index on the given columns (makes `REFRESH ... CONCURRENTLY` possible).
+pub async fn create_unique_index(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    columns: &[ColumnIdent],
+) -> Result<(), sqlx::Error> {
+    let mut ddl = QueryBuilder::new("CREATE UNIQUE INDEX ON ");
+    ddl.push(schema).push(".").push(name).push(" (");
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            ddl.push(", ");
+        }
+        ddl.push(column);
+    }
+    ddl.push(")");
+    ddl.build().execute(conn).await?;
+    Ok(())
+}
+
+/// `REFRESH MATERIALIZED VIEW [CONCURRENTLY]`, run as the tenant.
+pub async fn refresh(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    concurrently: bool,
+) -> Result<(), sqlx::Error> {
+    let mut sql = QueryBuilder::new("REFRESH MATERIALIZED VIEW ");
+    if concurrently {
+        sql.push("CONCURRENTLY ");
+    }
+    sql.push(schema).push(".").push(name);
+    sql.build().execute(conn).await?;
+    Ok(())
+}
+
+/// Registers a view (after `RESET ROLE`).
+pub async fn register(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    name: &Ident,
+    sql_query: &str,
+    unique_key: Option<&[String]>,
+    volatile: bool,
+    base_relations: &[String],
+) -> Result<ViewRow, ApiError> {
+    let mut query = QueryBuilder::new(
+        "INSERT INTO tinydevcrm.views (view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations) VALUES (",
+    );
+    query
+        .push_bind(Uuid::new_v4())
+        .push(", ")
+        .push_bind(user_id)
+        .push(", ")
+        .push_bind(name.as_str())
+        .push(", ")
+        .push_bind(sql_query)
+        .push(", ")
+        .push_bind(unique_key.map(<[String]>::to_vec))
+        .push(", ")
+        .push_bind(volatile)
+        .push(", ")
+        .push_bind(base_relations.to_vec())
+        .push(") RETURNING ")
+        .push(COLUMNS);
+    query
+        .build_query_as::<ViewRow>()
+        .fetch_one(conn)
+        .await
+        .on_constraint("views_user_id_view_name_key", || name_taken(name))
+}
+
+/// The 409 for a name already used by a table or view.
+pub fn name_taken(name: &Ident) -> ApiError {
+    ApiError::Conflict {
+        code: "name_taken",
+        detail: format!("a table or view named {:?} already exists", name.as_str()),
+    }
+}
+
+/// Sum of the change counters of the view's base tables, and whether it reads other views.
+pub async fn base_changes(pool: &PgPool, view: &ViewRow) -> Result<(i64, bool), ApiError> {
+    let (sum, tables): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(change_count), 0)::bigint, count(*) FROM tinydevcrm.tables
+         WHERE user_id = $1 AND table_name = ANY($2)",
+    )
+    .bind(view.user_id)
+    .bind(&view.base_relations)
+    .fetch_one(pool)
+    .await?;
+    let reads_views = usize::try_from(tables).unwrap_or(0) < view.base_relations.len();
+    Ok((sum, reads_views))
+}
+
+/// One refresh as recorded.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct RefreshRecord {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// `refreshed`, `skipped` or `failed`.
+    pub status: String,
+    /// Rows in the view afterwards.
+    pub row_count: Option<i64>,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Appends to the refresh history, and remembers the base changes a success saw.
+pub async fn record_refresh(
+    pool: &PgPool,
+    view_id: Uuid,
+    record: &RefreshRecord,
+    changes: Option<i64>,
+) -> Result<(), ApiError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO tinydevcrm.view_refreshes (refresh_id, view_id, started_at, finished_at, status, row_count, duration_ms, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(view_id)
+    .bind(record.started_at)
+    .bind(record.finished_at)
+    .bind(&record.status)
+    .bind(record.row_count)
+    .bind(record.duration_ms)
+    .bind(&record.error)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(changes) = changes {
+        sqlx::query("UPDATE tinydevcrm.views SET refreshed_changes = $2 WHERE view_id = $1")
+            .bind(view_id)
+            .bind(changes)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The latest refresh of a view.
+pub async fn last_refresh(pool: &PgPool, view_id: Uuid) -> Result<Option<RefreshRecord>, ApiError> {
+    Ok(sqlx::query_as::<_, RefreshRecord>(
+        "SELECT started_at, finished_at, status, row_count, duration_ms, error FROM tinydevcrm.view_refreshes
+         WHERE view_id = $1 ORDER BY started_at DESC LIMIT 1",
+    )
+    .bind(view_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Drops a view as the tenant; dependent views make it a 409 unless `cascade`.
+pub async fn drop_view(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    cascade: bool,
+) -> Result<(), ApiError> {
+    let mut query = QueryBuilder::new("DROP MATERIALIZED VIEW ");
+    query
+        .push(schema)
+        .push(".")
+        .push(name)
+        .push(if cascade { " CASCADE" } else { " RESTRICT" });
+    query
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("2BP01") => {
+                ApiError::Conflict {
+                    code: "view_has_dependents",
+                    detail: format!(
+                        "other views depend on {:?}; delete them first or pass ?cascade=true",
+                        name.as_str()
+                    ),
+                }
+            }
+            _ => ApiError::from(e),
+        })
+}
+
+/// Forgets registry rows whose materialized view no longer exists (after a cascading drop).
+pub async fn forget_dropped(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    schema: &Ident,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "DELETE FROM tinydevcrm.views v WHERE v.user_id = $1 AND NOT EXISTS (
+             SELECT 1 FROM pg_catalog.pg_matviews m WHERE m.schemaname = $2 AND m.matviewname = v.view_name)",
+    )
+    .bind(user_id)
+    .bind(schema.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Materialized views: create, read, refresh (and skip), delete; the sandbox's refusals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestUser, assert_problem, parquet_bytes, spawn_app, spawn_app_with};
+
+fn walkthrough_file() -> Vec<u8> {
+    let schema = Schema::new(vec![
+        Field::new("SomeNumber", DataType::Int64, true),
+        Field::new("SomeString", DataType::Utf8, true),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Int64Array::from((0..10).collect::<Vec<i64>>())),
+            Arc::new(StringArray::from_iter_values(
+                (0..10).map(|i| format!("s{i}")),
+            )),
+        ],
+    )
+    .expect("batch");
+    parquet_bytes(&batch, None)
+}
+
+async fn with_tables(app: &TestApp) -> TestUser {
+    let user = app.signed_up_user().await;
+    let columns = r#"[{"column_name": "SomeNumber", "column_type":"int"},{"column_name":"SomeString","column_type":"varchar(256)"}]"#;
+    assert_eq!(
+        app.create_table(&user.access, walkthrough_file(), "sometable", Some(columns))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let sample =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/sample.parquet")).expect("sample");
+    assert_eq!(
+        app.create_table(&user.access, sample, "calls", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    user
+}
+
+async fn create_view(app: &TestApp, user: &TestUser, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/views/create/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("Authorization", format!("JWT {}", user.access))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn delete(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
+    app.client
+        .delete(app.url(path))
+        .header("Authorization", format!("JWT {}", user.access))
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn the_walkthrough_view_is_created_as_printed() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+
+    // Step 6 with $YOUR_VIEW_NAME = someview and $YOUR_TABLE_NAME = sometable.
+    let res = app
+        .client
+        .post(app.url("/views/create/"))
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("JWT {}", user.access))
+        .body(r#"{"view_name": "someview", "sql_query": "SELECT * FROM sometable WHERE \"SomeNumber\" = CAST( EXTRACT( SECOND FROM NOW()) * 1000000 AS INTEGER) % 10"}"#)
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["view_name"], "someview");
+    assert_eq!(body["volatile"], true, "it calls NOW(): never skipped");
+    assert_eq!(body["columns"][0]["column_name"], "SomeNumber");
+    assert_eq!(body["last_refresh"]["status"], "refreshed");
+    let rows = body["row_count"].as_i64().expect("count");
+    assert!(
+        (0..=1).contains(&rows),
+        "at most one SomeNumber matches: {rows}"
+    );
+    assert_eq!(
+        post(&app, &user, "/views/someview/refresh/").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_view_reads_like_a_table_and_skips_refreshes_when_nothing_changed() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let res = create_view(
+        &app,
+        &user,
+        json!({"view_name": "calls_per_day", "unique_key": ["day"],
+               "sql_query": "SELECT date_trunc('day', record_timestamp) AS day, count(*) AS records FROM calls GROUP BY 1"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+
+    let rows: Value = app
+        .get_as(&user.access, "/views/calls_per_day/rows/?order=day&limit=2")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows["rows"].as_array().expect("rows").len(), 2);
+    let total: i64 = {
+        let all: Value = app
+            .get_as(&user.access, "/views/calls_per_day/rows/?limit=1000")
+            .await
+            .json()
+            .await
+            .expect("json");
+        all["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["records"].as_i64().expect("n"))
+            .sum()
+    };
+    assert_eq!(total, 6000);
+
+    let skipped: Value = post(&app, &user, "/views/calls_per_day/refresh/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(skipped["status"], "skipped");
+
+    let more = json!([{"record_id": 6001, "record_type": "start", "record_timestamp": "2030-01-01T10:00:00Z", "call_id": 3001, "source": "11", "destination": "22"}]);
+    let res = app
+        .client
+        .post(app.url("/tables/calls/rows/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .json(&more)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let refreshed: Value = post(&app, &user, "/views/calls_per_day/refresh/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(refreshed["status"], "refreshed");
+    let described: Value = app
+        .get_as(&user.access, "/views/calls_per_day/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(described["last_refresh"]["status"], "refreshed");
+    assert_eq!(described["unique_key"], json!(["day"]));
+}
+
+#[tokio::test]
+async fn the_sandbox_refuses_with_sql_rejected_and_postgres_errors_are_400() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let other = app.signed_up_user().await;
+    assert_eq!(
+        app.create_table(&other.access, walkthrough_file(), "secret", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
+    let rejected = [
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            "function pg_read_file is not allowed",
+        ),
+        ("SELECT set_config('role', 'postgres', false)", "set_config"),
+        ("SELECT * FROM secret", "not one of your"),
+        ("SELECT * FROM pg_catalog.pg_authid", "not one of your"),
+        ("SELECT 1; DROP TABLE calls", "exactly one statement"),
+        (
+            "WITH d AS (DELETE FROM calls RETURNING *) SELECT * FROM d",
+            "only SELECT",
+        ),
+        ("SELECT * FROM calls FOR UPDATE", "locking"),
+    ];
+    for (sql, why) in rejected {
+        let res = create_view(&app, &user, json!({"view_name": "v", "sql_query": sql})).await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "sql_rejected").await;
+        assert!(
+            body["detail"].as_str().expect("detail").contains(why),
+            "{sql}: {body}"
+        );
+    }
+    let res = create_view(
+        &app,
+        &user,
+        json!({"view_name": "v", "sql_query": "SELECT nope FROM calls"}),
+    )
+    .await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_sql").await;
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("column \"nope\" does not exist") && detail.contains("character"),
+        "{detail}"
+    );
+    let views: Value = app
+        .get_as(&user.access, "/views/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(views, json!([]));
+}
+
+#[tokio::test]
+async fn a_runaway_view_is_cancelled_by_the_timeout_and_leaves_nothing() {
+    let app = spawn_app_with(|s| s.tenant_statement_timeout = Duration::from_secs(1)).await;
+    let user = with_tables(&app).await;
+
+    let res = create_view(&app, &user, json!({"view_name": "forever", "sql_query": "SELECT count(*) FROM generate_series(1, 1000000000000) g"})).await;
+
+    assert_problem(res, StatusCode::BAD_REQUEST, "query_timeout").await;
+    assert_problem(
+        app.get_as(&user.access, "/views/forever/").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&app.pool)
+        .await
+        .expect("query");
+    assert_eq!(
+        role, "tinydevcrm",
+        "pooled connections are back to the service role"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_table_a_view_reads_is_409_unless_cascade() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let res = create_view(&app, &user, json!({"view_name": "starts", "sql_query": "SELECT * FROM calls WHERE record_type = 'start'"})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    assert_problem(
+        delete(&app, &user, "/tables/calls/").await,
+        StatusCode::CONFLICT,
+        "table_has_dependents",
+    )
+    .await;
+    assert_eq!(
+        delete(&app, &user, "/tables/calls/?cascade=true")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        app.get_as(&user.access, "/views/starts/").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn names_are_shared_with_tables_and_views_of_others_are_404() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let other = app.signed_up_user().await;
+
+    let res = create_view(
+        &app,
+        &user,
+        json!({"view_name": "calls", "sql_query": "SELECT 1"}),
+    )
+    .await;
+    assert_problem(res, StatusCode::CONFLICT, "name_taken").await;
+    assert_eq!(
+        create_view(
+            &app,
+            &user,
+            json!({"view_name": "mine", "sql_query": "SELECT 1 AS one"})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    for path in ["/views/mine/", "/views/mine/rows/"] {
+        assert_problem(
+            app.get_as(&other.access, path).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+    assert_problem(
+        post(&app, &other, "/views/mine/refresh/").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        delete(&app, &other, "/views/mine/").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        delete(&app, &user, "/views/mine/").await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
