@@ -38,6 +38,8 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Per-tenant limits on heavy statements.
+    pub tenant_slots: db::tenant::TenantSlots,
 }
 
 /// Builds the HTTP server on an already bound listener (port 0 in tests).
@@ -56,6 +58,7 @@ pub fn build_server(
             settings.login_per_account_per_minute,
         ),
         metrics: service::metrics::handle(),
+        tenant_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_queries),
         settings: Arc::new(settings),
     });
     let json_config = web::JsonConfig::default()
@@ -126,7 +129,12 @@ pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Database> {
             cluster: None,
         });
     }
-    let cluster_options = ClusterOptions::new(&args.data_dir);
+    let mut cluster_options = ClusterOptions::new(&args.data_dir);
+    // Server-level only (a role setting would not apply after SET ROLE): a tenant query that
+    // spills more than this to disk is cancelled.
+    cluster_options
+        .settings
+        .push(("temp_file_limit".to_owned(), "2GB".to_owned()));
     let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&cluster_options))
         .await
         .context("the cluster start task failed")??;

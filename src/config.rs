@@ -119,6 +119,9 @@ pub struct ServeArgs {
     /// Statement timeout of every statement run as a tenant, in seconds.
     #[arg(long, env = "TDC_TENANT_STATEMENT_TIMEOUT_SECS", default_value_t = 300)]
     pub tenant_statement_timeout_secs: u64,
+    /// Heavy statements (view creation and refresh) one tenant may run at once (429 beyond).
+    #[arg(long, env = "TDC_TENANT_CONCURRENT_QUERIES", default_value_t = 4)]
+    pub tenant_concurrent_queries: usize,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TDC_WORKERS")]
     pub workers: Option<usize>,
@@ -154,6 +157,8 @@ pub struct Settings {
     pub max_tables_per_tenant: i64,
     /// Statement timeout of tenant statements.
     pub tenant_statement_timeout: Duration,
+    /// Heavy statements one tenant may run at once.
+    pub tenant_concurrent_queries: usize,
     /// HTTP worker threads; `None` means one per core.
     pub workers: Option<usize>,
 }
@@ -174,6 +179,7 @@ impl Settings {
             max_columns: args.max_columns,
             max_tables_per_tenant: args.max_tables_per_tenant,
             tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
+            tenant_concurrent_queries: args.tenant_concurrent_queries,
             workers: args.workers,
         }
     }
@@ -193,6 +199,7 @@ impl Settings {
             max_columns: 1000,
             max_tables_per_tenant: 1000,
             tenant_statement_timeout: Duration::from_secs(300),
+            tenant_concurrent_queries: 4,
             workers: None,
         }
     }

@@ -2,7 +2,11 @@
 //! derived from the user id (never the e-mail, since every tenant can read schema names in the
 //! catalogs).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
@@ -63,7 +67,9 @@ pub async fn begin_as(
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true)",
+        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true),
+                set_config('work_mem', '32MB', true),
+                set_config('idle_in_transaction_session_timeout', '60s', true)",
     )
     .bind(format!("{}ms", statement_timeout.as_millis()))
     .execute(&mut *tx)
@@ -75,4 +81,37 @@ pub async fn begin_as(
     role.push(tenant);
     role.build().execute(&mut *tx).await?;
     Ok(tx)
+}
+
+/// Per-tenant slots for heavy work (creating and refreshing views): beyond the limit a tenant
+/// gets 429 instead of taking every connection from the others. Per process.
+#[derive(Debug)]
+pub struct TenantSlots {
+    per_tenant: usize,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl TenantSlots {
+    /// At most `per_tenant` heavy statements per tenant at once.
+    pub fn new(per_tenant: usize) -> Self {
+        Self {
+            per_tenant: per_tenant.max(1),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `tenant`, held until the permit drops; `None` when all are taken.
+    pub fn try_acquire(&self, tenant: &Ident) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slots
+                .entry(tenant.as_str().to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+                .clone()
+        };
+        semaphore.try_acquire_owned().ok()
+    }
 }

@@ -22,6 +22,15 @@ pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
                 "the query ran longer than the statement timeout and was cancelled".to_owned(),
             )
         }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("53400") => {
+            ApiError::bad_request(
+                "resource_limit_exceeded",
+                format!(
+                    "the query hit a resource limit and was cancelled: {}",
+                    db.message()
+                ),
+            )
+        }
         sqlx::Error::Database(db) => {
             let position = db
                 .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()

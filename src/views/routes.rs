@@ -64,6 +64,16 @@ pub struct ViewSummary {
     pub created_at: DateTime<Utc>,
 }
 
+/// A heavy-work slot of the tenant, or 429.
+fn slot(state: &AppState, tenant: &Ident) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state
+        .tenant_slots
+        .try_acquire(tenant)
+        .ok_or(ApiError::TooManyRequests {
+            retry_after_secs: 1,
+        })
+}
+
 fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
     table_name(raw).map_err(|_| ApiError::NotFound {
         detail: format!("no view named {raw:?}"),
@@ -130,6 +140,7 @@ pub async fn create_view(
         None => None,
     };
 
+    let _slot = slot(&state, &tenant)?;
     let timeout = state.settings.tenant_statement_timeout;
     let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
     store::create_view(&mut tx, &tenant, &name, &checked.sql)
@@ -210,6 +221,7 @@ pub async fn refresh_view(
 ) -> Result<HttpResponse, ApiError> {
     let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
     let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let _slot = slot(&state, &tenant)?;
     let record = run_refresh(
         &state.pool,
         state.settings.tenant_statement_timeout,

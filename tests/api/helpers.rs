@@ -57,7 +57,10 @@ fn start_cluster() -> TestCluster {
     let dir = temp_dir("tdc-test");
     let mut options = ClusterOptions::new(&dir);
     options.durable = false;
-    options.settings = vec![("max_connections".into(), "600".into())];
+    options.settings = vec![
+        ("max_connections".into(), "600".into()),
+        ("temp_file_limit".into(), "64MB".into()),
+    ];
     let cluster = LocalCluster::start(&options).expect("start the managed test cluster");
     remove_when_done(cluster.pid().expect("running"), &dir);
     let password = Uuid::new_v4().simple().to_string();

@@ -239,7 +239,7 @@ async fn a_runaway_view_is_cancelled_by_the_timeout_and_leaves_nothing() {
     let app = spawn_app_with(|s| s.tenant_statement_timeout = Duration::from_secs(1)).await;
     let user = with_tables(&app).await;
 
-    let res = create_view(&app, &user, json!({"view_name": "forever", "sql_query": "SELECT count(*) FROM generate_series(1, 1000000000000) g"})).await;
+    let res = create_view(&app, &user, json!({"view_name": "forever", "sql_query": "SELECT count(*) FROM calls a, calls b, calls c"})).await;
 
     assert_problem(res, StatusCode::BAD_REQUEST, "query_timeout").await;
     assert_problem(
