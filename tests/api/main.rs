@@ -10,4 +10,5 @@ mod parquet_corpus;
 mod rows;
 mod service;
 mod tables;
+mod tutorials;
 mod views;
