@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, parquet_bytes, spawn_app};
 
-/// The ```sql blocks of a tutorial, in order.
+/// The fenced `sql` blocks of a tutorial, in order.
 fn sql_blocks(page: &str) -> Vec<String> {
     let text = std::fs::read_to_string(format!(
         "{}/docs/tutorials/{page}",
