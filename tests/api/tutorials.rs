@@ -208,3 +208,173 @@ async fn tutorial_phone_billing_over_sample_parquet_bills_every_call() {
         "no call costs less than the standing charge"
     );
 }
+
+fn sim_inventory() -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "sim_card_id",
+            Arc::new(StringArray::from(vec!["89440001", "89440002", "89440003"])) as _,
+        ),
+        (
+            "org_id",
+            Arc::new(StringArray::from(vec!["x00g8", "x00g8", "y11h9"])) as _,
+        ),
+    ])
+    .expect("batch");
+    parquet_bytes(&batch, None)
+}
+
+/// 48 hours from 2020-02-01 00:00 UTC, every SIM using 100 bytes each quarter hour.
+fn sim_usage() -> Vec<u8> {
+    let start = Utc
+        .with_ymd_and_hms(2020, 2, 1, 0, 0, 0)
+        .single()
+        .expect("date")
+        .timestamp_micros();
+    let mut dates = Vec::new();
+    let mut sims = Vec::new();
+    for quarter in 0..(48 * 4) {
+        for sim in ["89440001", "89440002", "89440003"] {
+            dates.push(start + quarter * 15 * 60 * 1_000_000);
+            sims.push(sim);
+        }
+    }
+    let n = dates.len();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "date",
+            Arc::new(TimestampMicrosecondArray::from(dates).with_timezone("UTC")) as _,
+        ),
+        ("bytes_used", Arc::new(Int64Array::from(vec![100; n])) as _),
+        ("sim_card_id", Arc::new(StringArray::from(sims)) as _),
+    ])
+    .expect("batch");
+    parquet_bytes(&batch, None)
+}
+
+#[tokio::test]
+async fn tutorial_sim_usage() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let blocks = sql_blocks("sim-usage.md");
+    assert_eq!(
+        blocks.len(),
+        4,
+        "sim hourly, sim daily, org hourly, org daily"
+    );
+
+    assert_eq!(
+        app.create_table(&user.access, sim_inventory(), "inventory", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.create_table(&user.access, sim_usage(), "usage", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let feed = concat!(
+        "{\"date\": \"2020-02-01T10:15:00Z\", \"bytes_used\": 1200, \"sim_card_id\": \"89440001\"}\n",
+        "{\"date\": \"2020-02-01T10:45:00Z\", \"bytes_used\": 800, \"sim_card_id\": \"89440001\"}\n",
+    );
+    let res = app
+        .client
+        .post(app.url("/tables/usage/rows/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .header("Content-Type", "application/x-ndjson")
+        .body(feed)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let views = [
+        ("sim_usage_hourly", "hour"),
+        ("sim_usage_daily", "day"),
+        ("org_usage_hourly", "hour"),
+        ("org_usage_daily", "day"),
+    ];
+    for ((name, _), sql) in views.iter().zip(&blocks) {
+        let key_owner = if name.starts_with("sim") {
+            "sim_card_id"
+        } else {
+            "org_id"
+        };
+        let time = if name.ends_with("hourly") {
+            "hour"
+        } else {
+            "day"
+        };
+        let body = json!({"view_name": name, "sql_query": sql, "unique_key": [key_owner, time]});
+        let res = app
+            .client
+            .post(app.url("/views/create/"))
+            .header("Authorization", format!("JWT {}", user.access))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::CREATED, "{name}");
+    }
+    let res = app
+        .client
+        .post(app.url("/views/sim_usage_hourly/refresh/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let daily: Value = app
+        .get_as(
+            &user.access,
+            "/views/sim_usage_daily/rows/?sim_card_id=eq.89440001&day=gte.2020-02-01&day=lt.2020-02-02&order=day&page=1&size=15",
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        daily,
+        json!({"rows": [{"sim_card_id": "89440001", "day": "2020-02-01T00:00:00+00:00", "bytes_used": "11600"}],
+               "next_cursor": null, "page": 1, "size": 15, "has_more": false})
+    );
+    let page = |n: u32| {
+        format!(
+            "/views/org_usage_hourly/rows/?org_id=eq.x00g8&hour=gte.2020-02-01&hour=lt.2020-02-02&order=hour&page={n}&size=15"
+        )
+    };
+    let first: Value = app
+        .get_as(&user.access, &page(1))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let rows = first["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 15);
+    assert_eq!(first["has_more"], true);
+    assert_eq!(rows[0]["bytes_used"], "800");
+    assert_eq!(rows[10]["hour"], "2020-02-01T10:00:00+00:00");
+    assert_eq!(rows[10]["bytes_used"], "2800");
+    let second: Value = app
+        .get_as(&user.access, &page(2))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(second["rows"].as_array().expect("rows").len(), 9);
+    assert_eq!(second["has_more"], false);
+    let org_daily: Value = app
+        .get_as(
+            &user.access,
+            "/views/org_usage_daily/rows/?org_id=eq.y11h9&order=day",
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(org_daily["rows"].as_array().expect("rows").len(), 2);
+    assert_eq!(org_daily["rows"][0]["bytes_used"], "9600");
+}
