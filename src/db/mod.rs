@@ -18,7 +18,20 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// would then look for its migration table in a different schema on the second start.
 pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
     let options = options.options([("search_path", "public")]);
+    let service_role = options.get_username().to_owned();
     PgPoolOptions::new()
+        // Last line of defence: a connection that comes back as anyone but the service role
+        // (a role switch that outlived its transaction) is closed, never reused.
+        .after_release(move |conn, _| {
+            let service_role = service_role.clone();
+            Box::pin(async move {
+                let current: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *conn).await?;
+                if current != service_role {
+                    tracing::error!(%current, "a pooled connection came back under another role; closing it");
+                }
+                Ok(current == service_role)
+            })
+        })
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
