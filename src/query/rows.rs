@@ -250,6 +250,25 @@ fn query_error(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// Answers `GET .../rows/` on the tenant's relation `name` (a table or a view the caller has
+/// already been found to own): parses the parameters, reads the columns, runs as the tenant.
+pub async fn read(
+    pool: &PgPool,
+    statement_timeout: std::time::Duration,
+    tenant: Ident,
+    name: Ident,
+    pairs: &[(String, String)],
+) -> Result<HttpResponse, ApiError> {
+    let query = RowsQuery::parse(pairs)?;
+    let (columns, _) = crate::tables::store::columns_and_size(pool, &tenant, &name).await?;
+    let relation = Relation {
+        schema: tenant,
+        name,
+        columns,
+    };
+    respond(pool, statement_timeout, relation, query).await
+}
+
 /// Answers a rows request on `relation` as its tenant.
 pub async fn respond(
     pool: &PgPool,

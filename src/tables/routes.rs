@@ -430,19 +430,13 @@ pub async fn list_rows(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     store::find(&state.pool, user.user_id, &name).await?;
-    let rows_query = crate::query::params::RowsQuery::parse(&query)?;
     let tenant = store::tenant_of(&state.pool, user.user_id).await?;
-    let (columns, _) = store::columns_and_size(&state.pool, &tenant, &name).await?;
-    let relation = crate::query::rows::Relation {
-        schema: tenant,
-        name,
-        columns,
-    };
-    crate::query::rows::respond(
+    crate::query::rows::read(
         &state.pool,
         state.settings.tenant_statement_timeout,
-        relation,
-        rows_query,
+        tenant,
+        name,
+        &query,
     )
     .await
 }

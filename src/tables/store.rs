@@ -203,29 +203,41 @@ pub async fn drop_table(
     name: &Ident,
     cascade: bool,
 ) -> Result<(), ApiError> {
-    let mut query = QueryBuilder::new("DROP TABLE ");
+    drop_relation(conn, "DROP TABLE ", schema, name, cascade, || {
+        ApiError::Conflict {
+            code: "table_has_dependents",
+            detail: format!(
+                "views depend on table {:?}; delete them first or pass ?cascade=true",
+                name.as_str()
+            ),
+        }
+    })
+    .await
+}
+
+/// `<drop> schema.name RESTRICT|CASCADE` as the tenant; dependents without `cascade` become
+/// the error `dependents` builds.
+pub async fn drop_relation(
+    conn: &mut PgConnection,
+    drop: &'static str,
+    schema: &Ident,
+    name: &Ident,
+    cascade: bool,
+    dependents: impl FnOnce() -> ApiError,
+) -> Result<(), ApiError> {
+    let mut query = QueryBuilder::new(drop);
     query
         .push(schema)
         .push(".")
         .push(name)
         .push(if cascade { " CASCADE" } else { " RESTRICT" });
-    query
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("2BP01") => {
-                ApiError::Conflict {
-                    code: "table_has_dependents",
-                    detail: format!(
-                        "views depend on table {:?}; delete them first or pass ?cascade=true",
-                        name.as_str()
-                    ),
-                }
-            }
-            _ => ApiError::from(e),
-        })
+    match query.build().execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("2BP01") => {
+            Err(dependents())
+        }
+        Err(e) => Err(ApiError::from(e)),
+    }
 }
 
 /// Removes the registry row.

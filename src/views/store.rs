@@ -256,29 +256,21 @@ pub async fn drop_view(
     name: &Ident,
     cascade: bool,
 ) -> Result<(), ApiError> {
-    let mut query = QueryBuilder::new("DROP MATERIALIZED VIEW ");
-    query
-        .push(schema)
-        .push(".")
-        .push(name)
-        .push(if cascade { " CASCADE" } else { " RESTRICT" });
-    query
-        .build()
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("2BP01") => {
-                ApiError::Conflict {
-                    code: "view_has_dependents",
-                    detail: format!(
-                        "other views depend on {:?}; delete them first or pass ?cascade=true",
-                        name.as_str()
-                    ),
-                }
-            }
-            _ => ApiError::from(e),
-        })
+    crate::tables::store::drop_relation(
+        conn,
+        "DROP MATERIALIZED VIEW ",
+        schema,
+        name,
+        cascade,
+        || ApiError::Conflict {
+            code: "view_has_dependents",
+            detail: format!(
+                "other views depend on {:?}; delete them first or pass ?cascade=true",
+                name.as_str()
+            ),
+        },
+    )
+    .await
 }
 
 /// Forgets registry rows whose materialized view no longer exists (after a cascading drop).
