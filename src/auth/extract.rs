@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::jwt::TokenType;
 use super::store;
 use crate::app::AppState;
+use crate::db::ident::Ident;
 use crate::error::ApiError;
 
 /// The caller, from a valid access token of a live session.
@@ -19,6 +20,8 @@ pub struct AuthUser {
     pub user_id: Uuid,
     /// The session the token was minted in (`sid`).
     pub session_id: Uuid,
+    /// The user's tenant role and schema.
+    pub tenant: Ident,
 }
 
 /// The token of `Authorization: JWT <t>` or `Authorization: Bearer <t>` (scheme in any case).
@@ -57,15 +60,21 @@ impl FromRequest for AuthUser {
                 ApiError::Internal(anyhow::anyhow!("BUG: AppState is not registered"))
             })?;
             let claims = state.jwt.verify(&token?, TokenType::Access)?;
-            if !store::session_is_live(&state.pool, claims.sid, claims.sub).await? {
-                return Err(ApiError::unauthorized(
-                    "token_revoked",
-                    "the session of this token has been revoked",
-                ));
-            }
+            let tenant = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "token_revoked",
+                        "the session of this token has been revoked",
+                    )
+                })?;
+            let tenant = Ident::new(tenant).map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}"))
+            })?;
             Ok(Self {
                 user_id: claims.sub,
                 session_id: claims.sid,
+                tenant,
             })
         })
     }

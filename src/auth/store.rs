@@ -167,20 +167,21 @@ pub async fn revoke_session(
     Ok(found == 1)
 }
 
-/// Whether the session is still live (exists, not revoked, not expired). Checked on every authenticated
-/// request, so a revocation is seen at once by every process sharing the database.
-pub async fn session_is_live(
+/// The tenant role of a live session's user (the session exists, is not revoked and has not
+/// expired), or `None`. Checked on every authenticated request, so a revocation is seen at once
+/// by every process sharing the database; the tenant comes with it in the same query.
+pub async fn live_session_tenant(
     pool: &PgPool,
     session_id: Uuid,
     user_id: Uuid,
-) -> Result<bool, ApiError> {
-    let live = sqlx::query_scalar::<_, bool>(
-        "SELECT revoked_at IS NULL AND expires_at > now()
-         FROM tinydevcrm.sessions WHERE session_id = $1 AND user_id = $2",
+) -> Result<Option<String>, ApiError> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT u.tenant_role
+         FROM tinydevcrm.sessions s JOIN tinydevcrm.users u ON u.user_id = s.user_id
+         WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
     )
     .bind(session_id)
     .bind(user_id)
     .fetch_optional(pool)
-    .await?;
-    Ok(live.unwrap_or(false))
+    .await?)
 }

@@ -207,7 +207,7 @@ pub async fn create_table(
         })?),
     };
 
-    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     if store::count(&state.pool, user.user_id).await? >= settings.max_tables_per_tenant {
         return Err(ApiError::Conflict {
             code: "too_many_tables",
@@ -362,7 +362,7 @@ pub async fn describe_table(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
-    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     Ok(HttpResponse::Ok().json(describe(&state, &tenant, &name, row).await?))
 }
 
@@ -387,7 +387,7 @@ pub async fn delete_table(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
-    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     let mut tx = tenant::begin_as(
         &state.pool,
         &tenant,
@@ -430,7 +430,7 @@ pub async fn list_rows(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     store::find(&state.pool, user.user_id, &name).await?;
-    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     crate::query::rows::read(
         &state.pool,
         state.settings.tenant_statement_timeout,
@@ -517,7 +517,7 @@ pub async fn add_rows(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
-    let tenant = store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     let (columns, _) = store::columns_and_size(&state.pool, &tenant, &name).await?;
     let settings = state.settings.clone();
     let content_type = req

@@ -24,20 +24,6 @@ pub struct TableRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The tenant role (and schema) of a user.
-pub async fn tenant_of(pool: &PgPool, user_id: Uuid) -> Result<Ident, ApiError> {
-    let role: String =
-        sqlx::query_scalar("SELECT tenant_role FROM tinydevcrm.users WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthorized("token_revoked", "the account no longer exists")
-            })?;
-    Ident::new(role)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}")))
-}
-
 /// A user's table by name; another user's table is simply not found.
 pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<TableRow, ApiError> {
     sqlx::query_as::<_, TableRow>(

@@ -114,7 +114,7 @@ pub async fn create_view(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let name = table_name(body.view_name.trim())?;
-    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     let own = store::relation_names(&state.pool, user.user_id).await?;
     if own.contains(name.as_str()) {
         return Err(store::name_taken(&name));
@@ -205,7 +205,7 @@ pub async fn describe_view(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
-    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     Ok(HttpResponse::Ok().json(describe(&state, &tenant, view).await?))
 }
 
@@ -220,7 +220,7 @@ pub async fn refresh_view(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
-    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     let _slot = slot(&state, &tenant)?;
     let record = run_refresh(
         &state.pool,
@@ -245,7 +245,7 @@ pub async fn list_view_rows(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     store::find(&state.pool, user.user_id, &name).await?;
-    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     crate::query::rows::read(
         &state.pool,
         state.settings.tenant_statement_timeout,
@@ -276,7 +276,7 @@ pub async fn delete_view(
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
     store::find(&state.pool, user.user_id, &name).await?;
-    let tenant = tables_store::tenant_of(&state.pool, user.user_id).await?;
+    let tenant = user.tenant.clone();
     let mut tx = tenant::begin_as(
         &state.pool,
         &tenant,
