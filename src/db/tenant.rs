@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::ident::Ident;
+use crate::error::ApiError;
 
 /// The role and schema name of a user's tenant: `t_` and the user id in hex.
 pub fn tenant_name(user_id: Uuid) -> Ident {
@@ -113,5 +114,33 @@ impl TenantSlots {
                 .clone()
         };
         semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// The failures of a statement run as a tenant that are the tenant's doing: the statement
+/// timeout (`query_timeout`), a resource limit such as `temp_file_limit`
+/// (`resource_limit_exceeded`), and data that does not fit (SQLSTATE class 22, answered with
+/// `data_code`). Anything else comes back unchanged for the caller to decide.
+pub fn classify_error(e: sqlx::Error, data_code: &'static str) -> Result<ApiError, sqlx::Error> {
+    let sqlx::Error::Database(db) = &e else {
+        return Err(e);
+    };
+    match db.code().as_deref() {
+        Some("57014") => Ok(ApiError::bad_request(
+            "query_timeout",
+            "the query ran longer than the statement timeout and was cancelled",
+        )),
+        Some("53400") => Ok(ApiError::bad_request(
+            "resource_limit_exceeded",
+            format!(
+                "the query hit a resource limit and was cancelled: {}",
+                db.message()
+            ),
+        )),
+        Some(code) if code.starts_with("22") => Ok(ApiError::bad_request(
+            data_code,
+            format!("PostgreSQL: {}", db.message()),
+        )),
+        _ => Err(e),
     }
 }

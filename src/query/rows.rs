@@ -233,21 +233,7 @@ fn build(
 }
 
 fn query_error(e: sqlx::Error) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
-            ApiError::bad_request(
-                "invalid_filter",
-                format!("a filter value does not fit its column: {}", db.message()),
-            )
-        }
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-            ApiError::bad_request(
-                "query_timeout",
-                "the query ran longer than the statement timeout".to_owned(),
-            )
-        }
-        _ => ApiError::from(e),
-    }
+    tenant::classify_error(e, "invalid_filter").unwrap_or_else(ApiError::from)
 }
 
 /// Answers `GET .../rows/` on the tenant's relation `name` (a table or a view the caller has
@@ -260,7 +246,7 @@ pub async fn read(
     pairs: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
     let query = RowsQuery::parse(pairs)?;
-    let (columns, _) = crate::tables::store::columns_and_size(pool, &tenant, &name).await?;
+    let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
     let relation = Relation {
         schema: tenant,
         name,

@@ -298,15 +298,7 @@ async fn copy_from(
 
 /// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).
 fn copy_error(e: sqlx::Error) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
-            ApiError::bad_request(
-                "invalid_value",
-                format!("PostgreSQL refused a value: {}", db.message()),
-            )
-        }
-        _ => ApiError::from(e),
-    }
+    tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from)
 }
 
 async fn describe(
@@ -315,7 +307,8 @@ async fn describe(
     name: &Ident,
     row: store::TableRow,
 ) -> Result<TableBody, ApiError> {
-    let (columns, size_bytes) = store::columns_and_size(&state.pool, tenant, name).await?;
+    let columns = store::columns(&state.pool, tenant, name).await?;
+    let size_bytes = store::size_bytes(&state.pool, tenant, name).await?;
     let mut tx =
         tenant::begin_as(&state.pool, tenant, state.settings.tenant_statement_timeout).await?;
     let row_count = store::row_count(&mut tx, tenant, name).await?;
@@ -518,7 +511,7 @@ pub async fn add_rows(
     let name = lookup_name(&path)?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
-    let (columns, _) = store::columns_and_size(&state.pool, &tenant, &name).await?;
+    let columns = store::columns(&state.pool, &tenant, &name).await?;
     let settings = state.settings.clone();
     let content_type = req
         .headers()

@@ -140,13 +140,13 @@ pub struct ColumnInfo {
     pub column_type: String,
 }
 
-/// Columns (in order) and total size of a tenant table, from the catalogs.
-pub async fn columns_and_size(
+/// Columns of a tenant table or view, in order, from the catalogs.
+pub async fn columns(
     pool: &PgPool,
     schema: &Ident,
     name: &Ident,
-) -> Result<(Vec<ColumnInfo>, i64), ApiError> {
-    let columns = sqlx::query_as::<_, ColumnInfo>(
+) -> Result<Vec<ColumnInfo>, ApiError> {
+    Ok(sqlx::query_as::<_, ColumnInfo>(
         "SELECT a.attname::text AS column_name, format_type(a.atttypid, a.atttypmod) AS column_type
          FROM pg_catalog.pg_attribute a
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
@@ -157,8 +157,12 @@ pub async fn columns_and_size(
     .bind(schema.as_str())
     .bind(name.as_str())
     .fetch_all(pool)
-    .await?;
-    let size: i64 = sqlx::query_scalar(
+    .await?)
+}
+
+/// Bytes on disk of a tenant relation, indexes and TOAST included.
+pub async fn size_bytes(pool: &PgPool, schema: &Ident, name: &Ident) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar(
         "SELECT COALESCE(pg_total_relation_size(c.oid), 0)
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relname = $2",
@@ -167,8 +171,7 @@ pub async fn columns_and_size(
     .bind(name.as_str())
     .fetch_optional(pool)
     .await?
-    .unwrap_or(0);
-    Ok((columns, size))
+    .unwrap_or(0))
 }
 
 /// Exact row count, counted as the tenant.

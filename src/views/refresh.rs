@@ -15,23 +15,9 @@ use crate::error::ApiError;
 /// Maps a PostgreSQL error in tenant SQL to a 400 that quotes PostgreSQL (message and
 /// position), never a 500.
 pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-            ApiError::bad_request(
-                "query_timeout",
-                "the query ran longer than the statement timeout and was cancelled".to_owned(),
-            )
-        }
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("53400") => {
-            ApiError::bad_request(
-                "resource_limit_exceeded",
-                format!(
-                    "the query hit a resource limit and was cancelled: {}",
-                    db.message()
-                ),
-            )
-        }
-        sqlx::Error::Database(db) => {
+    match tenant::classify_error(e, "invalid_sql") {
+        Ok(classified) => classified,
+        Err(sqlx::Error::Database(db)) => {
             let position = db
                 .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                 .and_then(|pg| match pg.position() {
@@ -46,7 +32,7 @@ pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
                 format!("PostgreSQL: {}{position}", db.message()),
             )
         }
-        _ => ApiError::from(e),
+        Err(other) => ApiError::from(other),
     }
 }
 

@@ -82,7 +82,7 @@ fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
 
 async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<ViewBody, ApiError> {
     let name = lookup_name(&view.view_name)?;
-    let (columns, _) = tables_store::columns_and_size(&state.pool, tenant, &name).await?;
+    let columns = tables_store::columns(&state.pool, tenant, &name).await?;
     let mut tx =
         tenant::begin_as(&state.pool, tenant, state.settings.tenant_statement_timeout).await?;
     let row_count = tables_store::row_count(&mut tx, tenant, &name).await?;
