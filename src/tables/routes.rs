@@ -217,9 +217,6 @@ pub async fn create_table(
             ),
         });
     }
-    if store::find(&state.pool, user.user_id, &name).await.is_ok() {
-        return Err(store::table_exists(&name));
-    }
 
     let path: PathBuf = file.to_path_buf();
     let plan_path = path.clone();

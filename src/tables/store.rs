@@ -87,7 +87,13 @@ pub async fn create_table(
         ddl.push(ident).push(" ").push(column.pg.to_string());
     }
     ddl.push(")");
-    ddl.build().execute(&mut *conn).await?;
+    // Tables and views share the schema's namespace: PostgreSQL itself says the name is taken.
+    match ddl.build().execute(&mut *conn).await {
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P07") => {
+            return Err(table_exists(name));
+        }
+        other => other?,
+    };
     Ok(())
 }
 
@@ -127,7 +133,7 @@ pub async fn register(
 pub fn table_exists(name: &Ident) -> ApiError {
     ApiError::Conflict {
         code: "table_exists",
-        detail: format!("a table named {:?} already exists", name.as_str()),
+        detail: format!("a table or view named {:?} already exists", name.as_str()),
     }
 }
 

@@ -334,3 +334,32 @@ async fn names_are_shared_with_tables_and_views_of_others_are_404() {
         StatusCode::NO_CONTENT
     );
 }
+
+#[tokio::test]
+async fn a_table_cannot_take_the_name_of_a_view() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    assert_eq!(
+        create_view(
+            &app,
+            &user,
+            json!({"view_name": "taken", "sql_query": "SELECT 1 AS one"})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+
+    let res = app
+        .create_table(&user.access, walkthrough_file(), "taken", None)
+        .await;
+
+    assert_problem(res, StatusCode::CONFLICT, "table_exists").await;
+    let rows: Value = app
+        .get_as(&user.access, "/views/taken/rows/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows["rows"], json!([{"one": 1}]));
+}
