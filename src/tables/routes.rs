@@ -62,10 +62,21 @@ pub struct TableSummary {
 }
 
 /// The parts of a create-table upload.
-struct Upload {
+/// A multipart form: the `file` part saved to a temporary file, the other parts as text.
+struct Form {
     file: Option<tempfile::TempPath>,
-    table_name: Option<String>,
-    columns: Option<String>,
+    fields: std::collections::HashMap<String, String>,
+}
+
+impl Form {
+    fn take_file(&mut self) -> Result<tempfile::TempPath, ApiError> {
+        self.file.take().ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_form",
+                "the form field file (the Parquet file) is missing",
+            )
+        })
+    }
 }
 
 const SMALL_FIELD_LIMIT: usize = 256 * 1024;
@@ -95,32 +106,31 @@ fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
     ApiError::bad_request("invalid_form", format!("malformed multipart body: {e}"))
 }
 
-/// Streams the multipart body: the file to a temporary file (bounded), the rest into memory.
-async fn read_upload(mut payload: Multipart, limit: u64) -> Result<Upload, ApiError> {
-    let mut upload = Upload {
+/// Streams a multipart body: `file` to a temporary file (bounded by `limit`), the text fields
+/// named in `fields` into memory; any other part is refused.
+async fn read_form(mut payload: Multipart, limit: u64, fields: &[&str]) -> Result<Form, ApiError> {
+    let mut form = Form {
         file: None,
-        table_name: None,
-        columns: None,
+        fields: std::collections::HashMap::new(),
     };
     while let Some(mut field) = payload.try_next().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
-        match name.as_str() {
-            "file" => upload.file = Some(save_file(&mut field, limit).await?),
-            "table_name" => {
-                upload.table_name = Some(read_small_field(&mut field, "table_name").await?)
-            }
-            "columns" => upload.columns = Some(read_small_field(&mut field, "columns").await?),
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_form",
-                    format!(
-                        "unknown form field {other:?}; expected file, table_name and optionally columns"
-                    ),
-                ));
-            }
+        if name == "file" {
+            form.file = Some(save_file(&mut field, limit).await?);
+        } else if fields.contains(&name.as_str()) {
+            let text = read_small_field(&mut field, &name).await?;
+            form.fields.insert(name, text);
+        } else {
+            return Err(ApiError::bad_request(
+                "invalid_form",
+                format!(
+                    "unknown form field {name:?}; expected file and {}",
+                    fields.join(", ")
+                ),
+            ));
         }
     }
-    Ok(upload)
+    Ok(form)
 }
 
 /// Streams a file field to a temporary file, refusing it past `limit` bytes.
@@ -186,18 +196,18 @@ pub async fn create_table(
 ) -> Result<HttpResponse, ApiError> {
     require_multipart(&req)?;
     let settings = state.settings.clone();
-    let upload = read_upload(payload, settings.upload_limit_bytes).await?;
-    let raw_name = upload.table_name.ok_or_else(|| {
+    let mut form = read_form(
+        payload,
+        settings.upload_limit_bytes,
+        &["table_name", "columns"],
+    )
+    .await?;
+    let raw_name = form.fields.remove("table_name").ok_or_else(|| {
         ApiError::bad_request("invalid_form", "the form field table_name is missing")
     })?;
     let name = table_name(raw_name.trim())?;
-    let file = upload.file.ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_form",
-            "the form field file (the Parquet file) is missing",
-        )
-    })?;
-    let declared: Option<Vec<DeclaredColumn>> = match upload.columns.as_deref().map(str::trim) {
+    let file = form.take_file()?;
+    let declared: Option<Vec<DeclaredColumn>> = match form.fields.get("columns").map(|c| c.trim()) {
         None | Some("") => None,
         Some(text) => Some(serde_json::from_str(text).map_err(|e| {
             ApiError::bad_request(
@@ -524,16 +534,11 @@ pub async fn add_rows(
     }
     let source = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::new(req.headers(), payload);
-        let upload = read_rows_upload(multipart, settings.upload_limit_bytes).await?;
-        if let Some(text) = upload.mode {
-            mode = parse_mode(&text)?;
+        let mut form = read_form(multipart, settings.upload_limit_bytes, &["mode"]).await?;
+        if let Some(text) = form.fields.get("mode") {
+            mode = parse_mode(text)?;
         }
-        let file = upload.file.ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_form",
-                "the form field file (the Parquet file) is missing",
-            )
-        })?;
+        let file = form.take_file()?;
         let declared: Vec<DeclaredColumn> = columns
             .iter()
             .map(|c| DeclaredColumn {
@@ -605,30 +610,4 @@ pub async fn add_rows(
         rows_written: written,
         row_count,
     }))
-}
-
-struct RowsUpload {
-    file: Option<tempfile::TempPath>,
-    mode: Option<String>,
-}
-
-async fn read_rows_upload(mut payload: Multipart, limit: u64) -> Result<RowsUpload, ApiError> {
-    let mut upload = RowsUpload {
-        file: None,
-        mode: None,
-    };
-    while let Some(mut field) = payload.try_next().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        match name.as_str() {
-            "file" => upload.file = Some(save_file(&mut field, limit).await?),
-            "mode" => upload.mode = Some(read_small_field(&mut field, "mode").await?),
-            other => {
-                return Err(ApiError::bad_request(
-                    "invalid_form",
-                    format!("unknown form field {other:?}; expected file and optionally mode"),
-                ));
-            }
-        }
-    }
-    Ok(upload)
 }
