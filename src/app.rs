@@ -20,7 +20,10 @@ use crate::auth::{self, jwt::JwtKeys, password, throttle::LoginThrottle};
 use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
 use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
-use crate::{db, secrets, service, tables, views};
+use crate::channels::hub::Hub;
+use crate::channels::routes::QueryToken;
+use crate::jobs::scheduler::SchedulerConfig;
+use crate::{channels, db, jobs, secrets, service, tables, views};
 
 /// The database name inside the managed cluster.
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
@@ -40,17 +43,59 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Per-tenant limits on heavy statements.
     pub tenant_slots: db::tenant::TenantSlots,
+    /// Live channel events of this process.
+    pub hub: Arc<Hub>,
+    /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
+    pub background: Background,
 }
 
-/// Builds the HTTP server on an already bound listener (port 0 in tests).
+/// Background tasks that end with the server.
+#[derive(Debug, Default)]
+pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Builds the HTTP server on an already bound listener (port 0 in tests), and starts the
+/// background tasks (hub, scheduler, janitor) on the current runtime.
 pub fn build_server(
     listener: TcpListener,
     pool: PgPool,
     settings: Settings,
 ) -> std::io::Result<Server> {
+    build_server_on(vec![listener], pool, settings)
+}
+
+/// [`build_server`] on several listeners serving the same application.
+pub fn build_server_on(
+    listeners: Vec<TcpListener>,
+    pool: PgPool,
+    settings: Settings,
+) -> std::io::Result<Server> {
     password::warm_up();
     let workers = settings.workers;
+    let hub = Hub::new(pool.clone(), settings.sse_queue);
+    let mut tasks = vec![hub.spawn(), spawn_janitor(pool.clone(), &settings)];
+    if settings.scheduler {
+        tasks.push(jobs::scheduler::spawn(
+            pool.clone(),
+            SchedulerConfig {
+                statement_timeout: settings.tenant_statement_timeout,
+                concurrency: settings.scheduler_concurrency,
+                batch: 256,
+                retry_backoff: settings.retry_backoff,
+                max_sleep: std::time::Duration::from_secs(30),
+            },
+        ));
+    }
     let state = web::Data::new(AppState {
+        hub,
+        background: Background(tasks),
         pool,
         jwt: JwtKeys::new(&settings.jwt_secret),
         login_throttle: LoginThrottle::new(
@@ -72,19 +117,78 @@ pub fn build_server(
             .configure(service::routes)
             .configure(tables::routes)
             .configure(views::routes)
+            .configure(jobs::routes)
+            .configure(channels::routes)
             .default_service(web::to(not_found))
             .wrap(error::problem_json_for_everything())
             .wrap(middleware::NormalizePath::trim())
             .wrap(from_fn(service::metrics::record))
             .wrap(from_fn(request_id_header))
             .wrap(TracingLogger::default())
+            .wrap(from_fn(strip_access_token))
     })
-    .listen(listener)?
     .shutdown_timeout(10);
+    for listener in listeners {
+        server = server.listen(listener)?;
+    }
     if let Some(workers) = workers {
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+/// Deletes run history and channel events past their retention, once a minute.
+fn spawn_janitor(pool: PgPool, settings: &Settings) -> tokio::task::JoinHandle<()> {
+    let (run_age, run_max, event_age) = (
+        settings.run_history_age,
+        settings.run_history_max,
+        settings.event_retention,
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = jobs::store::prune_runs(&pool, run_age, run_max).await {
+                tracing::warn!(error = %e, "janitor: pruning job runs failed");
+            }
+            if let Err(e) = channels::events::prune(&pool, event_age).await {
+                tracing::warn!(error = %e, "janitor: pruning channel events failed");
+            }
+        }
+    })
+}
+
+/// Moves `?access_token=` out of the URI into a request extension before anything logs the
+/// URI, so tokens of browser `EventSource` clients never reach logs or metrics.
+async fn strip_access_token(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let query = req.query_string();
+    if query.contains("access_token") {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+        let (tokens, rest): (Vec<_>, Vec<_>) =
+            pairs.into_iter().partition(|(k, _)| k == "access_token");
+        if let Some((_, token)) = tokens.into_iter().next() {
+            let rest = serde_urlencoded::to_string(&rest).unwrap_or_default();
+            let path = req.path().to_owned();
+            let new_path = if rest.is_empty() {
+                path
+            } else {
+                format!("{path}?{rest}")
+            };
+            let mut parts = req.head().uri.clone().into_parts();
+            if let Ok(pq) = new_path.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = actix_web::http::Uri::from_parts(parts) {
+                    req.match_info_mut().get_mut().update(&uri);
+                    req.head_mut().uri = uri;
+                }
+            }
+            req.extensions_mut().insert(QueryToken(token));
+        }
+    }
+    next.call(req).await
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
@@ -187,10 +291,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     db::check_privileges(&pool)
         .await
         .context("checking the database privileges")?;
-    let listener =
-        TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
+    let mut listeners =
+        vec![TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?];
     tracing::info!(address = %args.bind, "serving HTTP");
-    let result = build_server(listener, pool.clone(), settings)?.await;
+    if !args.stream_bind.trim().is_empty() {
+        // The original served SSE on Pushpin's port; its walkthrough's listen URL works here.
+        match TcpListener::bind(args.stream_bind.trim()) {
+            Ok(l) => {
+                tracing::info!(address = %args.stream_bind, "serving HTTP (stream port)");
+                listeners.push(l);
+            }
+            Err(e) => {
+                tracing::warn!(address = %args.stream_bind, error = %e, "stream port unavailable; serving on the main address only")
+            }
+        }
+    }
+    let result = build_server_on(listeners, pool.clone(), settings)?.await;
     pool.close().await;
     stop_cluster(database.cluster).await;
     result.context("the HTTP server failed")

@@ -125,6 +125,40 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TDC_WORKERS")]
     pub workers: Option<usize>,
+    /// A second address serving the same API, for the original walkthrough's listen URL
+    /// (Pushpin's port); empty to turn it off.
+    #[arg(long, env = "TDC_STREAM_BIND", default_value = "127.0.0.1:7999")]
+    pub stream_bind: String,
+    /// Most jobs a tenant may have.
+    #[arg(long, env = "TDC_MAX_JOBS_PER_TENANT", default_value_t = 1000)]
+    pub max_jobs_per_tenant: i64,
+    /// Most channels a tenant may have.
+    #[arg(long, env = "TDC_MAX_CHANNELS_PER_TENANT", default_value_t = 1000)]
+    pub max_channels_per_tenant: i64,
+    /// Run the job scheduler in this process.
+    #[arg(long, env = "TDC_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scheduler: bool,
+    /// Job runs one process executes at once.
+    #[arg(long, env = "TDC_SCHEDULER_CONCURRENCY", default_value_t = 8)]
+    pub scheduler_concurrency: usize,
+    /// First retry delay of a failed job run, in milliseconds (doubles per attempt).
+    #[arg(long, env = "TDC_RETRY_BACKOFF_MS", default_value_t = 1000)]
+    pub retry_backoff_ms: u64,
+    /// Run history kept per job: at most this many runs...
+    #[arg(long, env = "TDC_RUN_HISTORY_MAX", default_value_t = 1000)]
+    pub run_history_max: i64,
+    /// ...and none older than this many days.
+    #[arg(long, env = "TDC_RUN_HISTORY_DAYS", default_value_t = 30)]
+    pub run_history_days: i64,
+    /// Channel events kept for resuming clients, in hours.
+    #[arg(long, env = "TDC_EVENT_RETENTION_HOURS", default_value_t = 168)]
+    pub event_retention_hours: i64,
+    /// Seconds between SSE heartbeat comments.
+    #[arg(long, env = "TDC_SSE_HEARTBEAT_SECS", default_value_t = 15)]
+    pub sse_heartbeat_secs: u64,
+    /// Events a listener may fall behind before it is disconnected (it then replays).
+    #[arg(long, env = "TDC_SSE_QUEUE", default_value_t = 256)]
+    pub sse_queue: usize,
 }
 
 /// The shortest accepted JWT secret.
@@ -161,6 +195,26 @@ pub struct Settings {
     pub tenant_concurrent_queries: usize,
     /// HTTP worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// Most jobs a tenant may have.
+    pub max_jobs_per_tenant: i64,
+    /// Most channels a tenant may have.
+    pub max_channels_per_tenant: i64,
+    /// Whether this process runs the scheduler.
+    pub scheduler: bool,
+    /// Job runs one process executes at once.
+    pub scheduler_concurrency: usize,
+    /// First retry delay of a failed run.
+    pub retry_backoff: Duration,
+    /// Runs kept per job.
+    pub run_history_max: i64,
+    /// Age beyond which runs are deleted.
+    pub run_history_age: chrono::Duration,
+    /// Age beyond which channel events are deleted.
+    pub event_retention: chrono::Duration,
+    /// Interval of SSE heartbeat comments.
+    pub sse_heartbeat: Duration,
+    /// Per-channel queue length of the hub.
+    pub sse_queue: usize,
 }
 
 impl Settings {
@@ -181,6 +235,16 @@ impl Settings {
             tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
             tenant_concurrent_queries: args.tenant_concurrent_queries,
             workers: args.workers,
+            max_jobs_per_tenant: args.max_jobs_per_tenant,
+            max_channels_per_tenant: args.max_channels_per_tenant,
+            scheduler: args.scheduler,
+            scheduler_concurrency: args.scheduler_concurrency,
+            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
+            run_history_max: args.run_history_max,
+            run_history_age: chrono::Duration::days(args.run_history_days),
+            event_retention: chrono::Duration::hours(args.event_retention_hours),
+            sse_heartbeat: Duration::from_secs(args.sse_heartbeat_secs.max(1)),
+            sse_queue: args.sse_queue,
         }
     }
 
@@ -201,6 +265,16 @@ impl Settings {
             tenant_statement_timeout: Duration::from_secs(300),
             tenant_concurrent_queries: 4,
             workers: None,
+            max_jobs_per_tenant: 1000,
+            max_channels_per_tenant: 1000,
+            scheduler: true,
+            scheduler_concurrency: 8,
+            retry_backoff: Duration::from_secs(1),
+            run_history_max: 1000,
+            run_history_age: chrono::Duration::days(30),
+            event_retention: chrono::Duration::hours(168),
+            sse_heartbeat: Duration::from_secs(15),
+            sse_queue: 256,
         }
     }
 }

@@ -5,15 +5,19 @@
 //! - [`tables`]: tenant tables from Parquet uploads, the sample generator
 //! - [`query`]: rows of a relation: filters, order, pagination, JSON/CSV/Parquet
 //! - [`views`]: materialized views, the SQL sandbox, refresh
+//! - [`jobs`]: cron jobs, the scheduler loop, run history
+//! - [`channels`]: SSE channels, the events table, the listener hub
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod jobs;
 pub mod query;
 pub mod secrets;
 pub mod service;

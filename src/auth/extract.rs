@@ -22,6 +22,27 @@ pub struct AuthUser {
     pub session_id: Uuid,
     /// The user's tenant role and schema.
     pub tenant: Ident,
+    /// When the access token expires (seconds since the epoch): streams end then.
+    pub expires_at: i64,
+}
+
+/// Checks an access token and its session: the caller, or 401.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let claims = state.jwt.verify(token, TokenType::Access)?;
+    let tenant = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized("token_revoked", "the session of this token has been revoked")
+        })?;
+    let tenant = Ident::new(tenant).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}"))
+    })?;
+    Ok(AuthUser {
+        user_id: claims.sub,
+        session_id: claims.sid,
+        tenant,
+        expires_at: claims.exp,
+    })
 }
 
 /// The token of `Authorization: JWT <t>` or `Authorization: Bearer <t>` (scheme in any case).
@@ -59,23 +80,7 @@ impl FromRequest for AuthUser {
             let state = state.ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!("BUG: AppState is not registered"))
             })?;
-            let claims = state.jwt.verify(&token?, TokenType::Access)?;
-            let tenant = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "token_revoked",
-                        "the session of this token has been revoked",
-                    )
-                })?;
-            let tenant = Ident::new(tenant).map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}"))
-            })?;
-            Ok(Self {
-                user_id: claims.sub,
-                session_id: claims.sid,
-                tenant,
-            })
+            authenticate(&state, &token?).await
         })
     }
 }

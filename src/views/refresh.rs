@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::PgPool;
 
+use uuid::Uuid;
+
 use super::store::{self, RefreshRecord, ViewRow};
+use crate::channels::events::{self, RefreshEvent};
 use crate::db::ident::Ident;
 use crate::db::tenant;
 use crate::error::ApiError;
@@ -36,34 +39,52 @@ pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// What asked for a refresh: the API (no job) or a job run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trigger {
+    /// The job and its run, when the scheduler refreshes.
+    pub job: Option<(Uuid, Uuid)>,
+}
+
 /// Refreshes `view`: skipped when it is not volatile, reads only tables, and none of them
 /// changed since the last successful refresh; otherwise `REFRESH` (concurrently when it has a
 /// unique key) as the tenant. A failure leaves the previous contents readable.
+///
+/// A successful refresh, its history row and one event per watching channel commit in one
+/// transaction: an event is never announced for a refresh that did not commit, and a committed
+/// refresh never loses its event. Skips and failures are recorded but announce nothing.
 pub async fn refresh_view(
     pool: &PgPool,
     statement_timeout: Duration,
     tenant: &Ident,
     view: &ViewRow,
+    trigger: Trigger,
 ) -> Result<RefreshRecord, ApiError> {
     let started_at = Utc::now();
     let clock = Instant::now();
+    let refresh_id = Uuid::new_v4();
+    let job_run_id = trigger.job.map(|(_, run)| run);
     let (changes, reads_views) = store::base_changes(pool, view).await?;
     let name = Ident::new(view.view_name.clone())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("BUG: stored view name: {e}")))?;
     let elapsed_ms =
         |clock: Instant| i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let record = |status: &str, row_count: Option<i64>, error: Option<String>| RefreshRecord {
+        refresh_id,
+        started_at,
+        finished_at: Utc::now(),
+        status: status.to_owned(),
+        row_count,
+        duration_ms: elapsed_ms(clock),
+        error,
+    };
 
     if !view.volatile && !reads_views && view.refreshed_changes == Some(changes) {
-        let record = RefreshRecord {
-            started_at,
-            finished_at: Utc::now(),
-            status: "skipped".to_owned(),
-            row_count: None,
-            duration_ms: elapsed_ms(clock),
-            error: None,
-        };
-        store::record_refresh(pool, view.view_id, &record, None).await?;
-        return Ok(record);
+        let skipped = record("skipped", None, None);
+        let mut conn = pool.acquire().await?;
+        store::record_refresh(&mut conn, view.view_id, refresh_id, job_run_id, &skipped, None)
+            .await?;
+        return Ok(skipped);
     }
 
     let outcome = async {
@@ -71,35 +92,37 @@ pub async fn refresh_view(
         // CONCURRENTLY needs a populated view: the first fill is a plain refresh.
         let concurrently = view.unique_key.is_some() && view.refreshed_changes.is_some();
         store::refresh(&mut tx, tenant, &name, concurrently).await?;
-        let rows = crate::tables::store::row_count(&mut tx, tenant, &name).await;
+        let rows = crate::tables::store::row_count(&mut tx, tenant, &name)
+            .await
+            .ok();
+        // The tenant SQL is done (REFRESH is security-restricted; nothing of the tenant's runs
+        // after it): back to the service role to write the history and the events.
+        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+        let done = record("refreshed", rows, None);
+        store::record_refresh(&mut tx, view.view_id, refresh_id, job_run_id, &done, Some(changes))
+            .await?;
+        let event = RefreshEvent {
+            view_name: view.view_name.clone(),
+            job_id: trigger.job.map(|(job, _)| job),
+            run_id: job_run_id.unwrap_or(refresh_id),
+            refreshed_at: done.finished_at,
+            row_count: done.row_count,
+            duration_ms: done.duration_ms,
+            status: "succeeded".to_owned(),
+        };
+        events::append(&mut tx, view.view_id, &event).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(rows)
+        Ok::<_, sqlx::Error>(done)
     }
     .await;
     match outcome {
-        Ok(rows) => {
-            let record = RefreshRecord {
-                started_at,
-                finished_at: Utc::now(),
-                status: "refreshed".to_owned(),
-                row_count: rows.ok(),
-                duration_ms: elapsed_ms(clock),
-                error: None,
-            };
-            store::record_refresh(pool, view.view_id, &record, Some(changes)).await?;
-            Ok(record)
-        }
+        Ok(done) => Ok(done),
         Err(e) => {
             let error = tenant_sql_error(e);
-            let record = RefreshRecord {
-                started_at,
-                finished_at: Utc::now(),
-                status: "failed".to_owned(),
-                row_count: None,
-                duration_ms: elapsed_ms(clock),
-                error: Some(error.to_string()),
-            };
-            store::record_refresh(pool, view.view_id, &record, None).await?;
+            let failed = record("failed", None, Some(error.to_string()));
+            let mut conn = pool.acquire().await?;
+            store::record_refresh(&mut conn, view.view_id, refresh_id, job_run_id, &failed, None)
+                .await?;
             Err(error)
         }
     }

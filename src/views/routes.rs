@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::refresh::{refresh_view as run_refresh, tenant_sql_error};
+use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error};
 use super::sandbox;
 use super::store::{self, RefreshRecord, ViewRow};
 use crate::app::AppState;
@@ -165,7 +165,7 @@ pub async fn create_view(
     .await?;
     tx.commit().await?;
     // The first fill is a refresh like any other; if it fails, the empty view goes again.
-    if let Err(e) = run_refresh(&state.pool, timeout, &tenant, &view).await {
+    if let Err(e) = run_refresh(&state.pool, timeout, &tenant, &view, Trigger::default()).await {
         let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
         store::drop_view(&mut tx, &tenant, &name, true).await?;
         sqlx::query("RESET ROLE").execute(&mut *tx).await?;
@@ -227,6 +227,7 @@ pub async fn refresh_view(
         state.settings.tenant_statement_timeout,
         &tenant,
         &view,
+        Trigger::default(),
     )
     .await?;
     Ok(HttpResponse::Ok().json(record))

@@ -34,6 +34,16 @@ pub struct ViewRow {
 
 const COLUMNS: &str = "view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations, refreshed_changes, created_at";
 
+/// A view by id (the scheduler's lookup).
+pub async fn by_id(pool: &PgPool, view_id: Uuid) -> Result<Option<ViewRow>, sqlx::Error> {
+    let mut query = QueryBuilder::new("SELECT ");
+    query
+        .push(COLUMNS)
+        .push(" FROM tinydevcrm.views WHERE view_id = ")
+        .push_bind(view_id);
+    query.build_query_as::<ViewRow>().fetch_optional(pool).await
+}
+
 /// A user's view by name; another user's is simply not found.
 pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<ViewRow, ApiError> {
     let mut query = QueryBuilder::new("SELECT ");
@@ -191,6 +201,8 @@ pub async fn base_changes(pool: &PgPool, view: &ViewRow) -> Result<(i64, bool), 
 /// One refresh as recorded.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct RefreshRecord {
+    /// This refresh's id (the `run_id` of its channel events when no job ran it).
+    pub refresh_id: Uuid,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it ended.
@@ -205,19 +217,21 @@ pub struct RefreshRecord {
     pub error: Option<String>,
 }
 
-/// Appends to the refresh history, and remembers the base changes a success saw.
+/// Appends to the refresh history, and remembers the base changes a success saw, inside the
+/// caller's transaction (as the service role).
 pub async fn record_refresh(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     view_id: Uuid,
+    refresh_id: Uuid,
+    job_run_id: Option<Uuid>,
     record: &RefreshRecord,
     changes: Option<i64>,
-) -> Result<(), ApiError> {
-    let mut tx = pool.begin().await?;
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO tinydevcrm.view_refreshes (refresh_id, view_id, started_at, finished_at, status, row_count, duration_ms, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO tinydevcrm.view_refreshes (refresh_id, view_id, started_at, finished_at, status, row_count, duration_ms, error, job_run_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(Uuid::new_v4())
+    .bind(refresh_id)
     .bind(view_id)
     .bind(record.started_at)
     .bind(record.finished_at)
@@ -225,23 +239,23 @@ pub async fn record_refresh(
     .bind(record.row_count)
     .bind(record.duration_ms)
     .bind(&record.error)
-    .execute(&mut *tx)
+    .bind(job_run_id)
+    .execute(&mut *conn)
     .await?;
     if let Some(changes) = changes {
         sqlx::query("UPDATE tinydevcrm.views SET refreshed_changes = $2 WHERE view_id = $1")
             .bind(view_id)
             .bind(changes)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
 /// The latest refresh of a view.
 pub async fn last_refresh(pool: &PgPool, view_id: Uuid) -> Result<Option<RefreshRecord>, ApiError> {
     Ok(sqlx::query_as::<_, RefreshRecord>(
-        "SELECT started_at, finished_at, status, row_count, duration_ms, error FROM tinydevcrm.view_refreshes
+        "SELECT refresh_id, started_at, finished_at, status, row_count, duration_ms, error FROM tinydevcrm.view_refreshes
          WHERE view_id = $1 ORDER BY started_at DESC LIMIT 1",
     )
     .bind(view_id)

@@ -1,0 +1,120 @@
+//! The events table: appended in a refresh's own transaction, numbered per channel in commit
+//! order, announced by `NOTIFY` with ids only, read back by the hub and by resuming clients.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The `NOTIFY` channel; payloads are `"<channel_id> <seq>"`.
+pub const NOTIFY_CHANNEL: &str = "tdc_events";
+
+/// What one refresh tells every channel watching its view (`channel_id` is added per channel).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RefreshEvent {
+    /// The refreshed view.
+    pub view_name: String,
+    /// The job whose run refreshed it; `null` for a refresh by the API.
+    pub job_id: Option<Uuid>,
+    /// The job run, or the manual refresh's id.
+    pub run_id: Uuid,
+    /// When the refresh finished.
+    pub refreshed_at: DateTime<Utc>,
+    /// Rows in the view afterwards.
+    pub row_count: Option<i64>,
+    /// How long the refresh took.
+    pub duration_ms: i64,
+    /// Always `succeeded`: only committed refreshes are announced.
+    pub status: String,
+}
+
+/// Appends the event to every channel watching `view_id`, inside the caller's transaction.
+/// The channel rows are locked in id order, so concurrent refreshes number events in the order
+/// they commit, and the `NOTIFY` is delivered at commit, never before. Returns how many
+/// channels were told.
+pub async fn append(
+    conn: &mut PgConnection,
+    view_id: Uuid,
+    event: &RefreshEvent,
+) -> Result<u64, sqlx::Error> {
+    let data = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let told: Vec<(Uuid,)> = sqlx::query_as(
+        "WITH locked AS (
+             SELECT channel_id FROM tinydevcrm.channels WHERE view_id = $1
+             ORDER BY channel_id FOR UPDATE
+         ), numbered AS (
+             UPDATE tinydevcrm.channels c SET last_seq = c.last_seq + 1
+             FROM locked WHERE c.channel_id = locked.channel_id
+             RETURNING c.channel_id, c.last_seq
+         ), inserted AS (
+             INSERT INTO tinydevcrm.events (channel_id, seq, data)
+             SELECT channel_id, last_seq, $2::jsonb || jsonb_build_object('channel_id', channel_id)
+             FROM numbered
+             RETURNING channel_id, seq
+         )
+         SELECT channel_id FROM inserted, LATERAL pg_notify($3, channel_id::text || ' ' || seq)",
+    )
+    .bind(view_id)
+    .bind(data)
+    .bind(NOTIFY_CHANNEL)
+    .fetch_all(conn)
+    .await?;
+    Ok(told.len() as u64)
+}
+
+/// One stored event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// The per-channel sequence number (the SSE `id:`).
+    pub seq: i64,
+    /// The JSON text sent as `data:`.
+    pub data: String,
+}
+
+/// Events of a channel after `after`, oldest first, at most `limit`.
+pub async fn after(
+    pool: &PgPool,
+    channel_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, data::text AS data FROM tinydevcrm.events
+         WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(channel_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The last sequence number given out and the last one pruned by retention.
+pub async fn bounds(pool: &PgPool, channel_id: Uuid) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT last_seq, pruned_through FROM tinydevcrm.channels WHERE channel_id = $1",
+    )
+    .bind(channel_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Deletes events older than `keep`, remembering per channel the highest seq deleted.
+pub async fn prune(pool: &PgPool, keep: chrono::Duration) -> Result<u64, sqlx::Error> {
+    let cutoff = Utc::now() - keep;
+    let deleted: Vec<(i64,)> = sqlx::query_as(
+        "WITH gone AS (
+             DELETE FROM tinydevcrm.events WHERE created_at < $1 RETURNING channel_id, seq
+         ), highest AS (
+             SELECT channel_id, max(seq) AS seq FROM gone GROUP BY channel_id
+         ), marked AS (
+             UPDATE tinydevcrm.channels c SET pruned_through = greatest(c.pruned_through, h.seq)
+             FROM highest h WHERE c.channel_id = h.channel_id RETURNING 1
+         )
+         SELECT count(*) FROM gone",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?;
+    Ok(deleted.first().map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
+}

@@ -1,0 +1,22 @@
+//! SSE channels: the registry, the events table (numbered per channel in commit order), the
+//! per-process hub fed by one `PgListener`, and the `/channels/...` routes with the listen
+//! stream.
+
+pub mod events;
+pub mod hub;
+pub mod routes;
+pub mod store;
+
+use actix_web::web;
+
+/// Registers the `/channels/...` routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/channels/create").route(web::post().to(routes::create_channel)))
+        .service(web::resource("/channels").route(web::get().to(routes::list_channels)))
+        .service(web::resource("/channels/{id}/listen").route(web::get().to(routes::listen)))
+        .service(
+            web::resource("/channels/{id}")
+                .route(web::get().to(routes::describe_channel))
+                .route(web::delete().to(routes::delete_channel)),
+        );
+}

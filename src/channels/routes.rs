@@ -1,0 +1,356 @@
+//! Handlers of `/channels/...`, with the Server-Sent Events stream.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, Responder, web};
+use actix_web_lab::sse;
+use bytestring::ByteString;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::events;
+use super::hub::HubEvent;
+use super::store::{self, ChannelRow};
+use crate::app::AppState;
+use crate::auth::extract::{AuthUser, authenticate, bearer_token};
+use crate::error::{ApiError, Problem};
+use crate::tables::name::table_name;
+
+/// The body of `POST /channels/create/`: a job (its view is watched) or a view.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    /// Watch the view this job refreshes.
+    pub job_id: Option<String>,
+    /// Watch this view.
+    pub view_name: Option<String>,
+}
+
+/// A channel as the API describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelBody {
+    /// The channel's public id.
+    pub channel_id: Uuid,
+    /// The watched view.
+    pub view_name: String,
+    /// The job it was created from, if any.
+    pub job_id: Option<Uuid>,
+    /// The id of the latest event (0 before the first).
+    pub last_event_id: i64,
+    /// Where to listen.
+    pub listen_url: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ChannelRow> for ChannelBody {
+    fn from(c: ChannelRow) -> Self {
+        Self {
+            listen_url: format!("/channels/{}/listen/", c.channel_id),
+            channel_id: c.channel_id,
+            view_name: c.view_name,
+            job_id: c.job_id,
+            last_event_id: c.last_seq,
+            created_at: c.created_at,
+        }
+    }
+}
+
+fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound {
+        detail: format!("no channel {raw:?}"),
+    })
+}
+
+/// Create a channel that gets an event at every refresh of a view.
+#[utoipa::path(post, path = "/channels/create/", tag = "channels", request_body = CreateChannel,
+    responses((status = 201, body = ChannelBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn create_channel(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateChannel>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let (view_id, job_id) = match (&body.job_id, &body.view_name) {
+        (Some(job), None) => {
+            let job =
+                crate::jobs::store::find(&state.pool, user.user_id, crate::jobs::routes::job_id(job)?)
+                    .await?;
+            (job.view_id, Some(job.job_id))
+        }
+        (None, Some(view)) => {
+            let name = table_name(view.trim()).map_err(|_| ApiError::NotFound {
+                detail: format!("no view named {view:?}"),
+            })?;
+            let view = crate::views::store::find(&state.pool, user.user_id, &name).await?;
+            (view.view_id, None)
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_channel",
+                "send exactly one of job_id and view_name",
+            ));
+        }
+    };
+    if store::count(&state.pool, user.user_id).await? >= state.settings.max_channels_per_tenant {
+        return Err(ApiError::Conflict {
+            code: "too_many_channels",
+            detail: format!(
+                "a tenant may have at most {} channels",
+                state.settings.max_channels_per_tenant
+            ),
+        });
+    }
+    let channel = store::create(&state.pool, user.user_id, view_id, job_id).await?;
+    Ok(HttpResponse::Created().json(ChannelBody::from(channel)))
+}
+
+/// The caller's channels.
+#[utoipa::path(get, path = "/channels/", tag = "channels",
+    responses((status = 200, body = Vec<ChannelBody>)), security(("jwt" = [])))]
+pub async fn list_channels(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let channels: Vec<ChannelBody> = store::list(&state.pool, user.user_id, None)
+        .await?
+        .into_iter()
+        .map(ChannelBody::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(channels))
+}
+
+/// One channel.
+#[utoipa::path(get, path = "/channels/{id}/", tag = "channels",
+    params(("id" = Uuid, Path, description = "channel id")),
+    responses((status = 200, body = ChannelBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+pub async fn describe_channel(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(ChannelBody::from(channel)))
+}
+
+/// Delete a channel (its open streams end).
+#[utoipa::path(delete, path = "/channels/{id}/", tag = "channels",
+    params(("id" = Uuid, Path, description = "channel id")),
+    responses((status = 204), (status = 404, body = Problem)), security(("jwt" = [])))]
+pub async fn delete_channel(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    store::delete(&state.pool, user.user_id, channel_id(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The `?access_token=` of a listen URL, moved out of the URI before logging (see
+/// `app::strip_access_token`).
+#[derive(Debug, Clone)]
+pub struct QueryToken(pub String);
+
+/// Listen: `text/event-stream`, one `refresh` event per refresh of the watched view.
+///
+/// Sends `Last-Event-ID`'s missed events first (a `reset` event when they were deleted by
+/// retention), then live ones; heartbeat comments; ends when the access token expires
+/// (`token_expired` event) or when the client is too slow for its queue (it reconnects with
+/// `Last-Event-ID` and replays).
+#[utoipa::path(get, path = "/channels/{id}/listen/", tag = "channels",
+    params(("id" = Uuid, Path, description = "channel id"),
+        ("access_token" = Option<String>, Query, description = "for EventSource, which cannot send headers"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
+    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
+        (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn listen(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<impl Responder, ApiError> {
+    let token = match (bearer_token(&req), req.extensions().get::<QueryToken>()) {
+        (Ok(token), _) => token,
+        (Err(_), Some(QueryToken(token))) => token.clone(),
+        (Err(e), None) => return Err(e),
+    };
+    let user = authenticate(&state, &token).await?;
+    let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
+    let last_event_id = match req.headers().get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_last_event_id",
+                        "Last-Event-ID must be an event id (a non-negative integer)",
+                    )
+                })?,
+        ),
+    };
+    let receiver = state.hub.subscribe(channel.channel_id, channel.last_seq);
+    let mut backlog = VecDeque::new();
+    let cursor = match last_event_id {
+        Some(id) if id < channel.pruned_through || id > channel.last_seq => {
+            // Events after `id` are gone (or never were): the client must start over.
+            backlog.push_back(Outgoing::Reset {
+                data: ByteString::from(
+                    serde_json::json!({
+                        "channel_id": channel.channel_id,
+                        "last_event_id": id,
+                        "oldest_event_id": channel.pruned_through + 1,
+                        "current_event_id": channel.last_seq,
+                    })
+                    .to_string(),
+                ),
+                seq: channel.last_seq,
+            });
+            channel.last_seq
+        }
+        Some(id) => id,
+        None => channel.last_seq,
+    };
+    let now = Utc::now().timestamp();
+    let token_left = Duration::from_secs(u64::try_from(user.expires_at - now).unwrap_or(0));
+    metrics::gauge!("tdc_sse_streams").increment(1.0);
+    let stream = futures_util::stream::unfold(
+        Listening {
+            pool: state.pool.clone(),
+            channel_id: channel.channel_id,
+            backlog,
+            replaying: true,
+            sent: cursor,
+            receiver,
+            expires: Box::pin(tokio::time::sleep(token_left)),
+            done: false,
+            _gauge: StreamGauge,
+        },
+        next_event,
+    );
+    Ok(sse::Sse::from_infallible_stream(stream)
+        .with_keep_alive(state.settings.sse_heartbeat)
+        .with_retry_duration(Duration::from_secs(3))
+        .customize()
+        .insert_header((
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        )))
+}
+
+/// Keeps `tdc_sse_streams` right however a stream ends.
+struct StreamGauge;
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("tdc_sse_streams").decrement(1.0);
+    }
+}
+
+enum Outgoing {
+    Event(Arc<HubEvent>),
+    Reset { data: ByteString, seq: i64 },
+}
+
+struct Listening {
+    pool: PgPool,
+    channel_id: Uuid,
+    backlog: VecDeque<Outgoing>,
+    /// Still reading missed events from the table.
+    replaying: bool,
+    /// The last event id sent (or skipped as already seen).
+    sent: i64,
+    receiver: broadcast::Receiver<Arc<HubEvent>>,
+    expires: std::pin::Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+    _gauge: StreamGauge,
+}
+
+fn refresh_event(event: &HubEvent) -> sse::Event {
+    sse::Event::Data(
+        sse::Data::new(event.data.clone())
+            .event("refresh")
+            .id(event.seq.to_string()),
+    )
+}
+
+/// The stream's state machine: replay from the table, then live from the hub (skipping what
+/// the replay already sent), until the token expires, the channel goes, or the client lags.
+async fn next_event(mut s: Listening) -> Option<(sse::Event, Listening)> {
+    if s.done {
+        return None;
+    }
+    loop {
+        if let Some(out) = s.backlog.pop_front() {
+            return Some(match out {
+                Outgoing::Event(event) => {
+                    s.sent = event.seq;
+                    (refresh_event(&event), s)
+                }
+                Outgoing::Reset { data, seq } => {
+                    s.sent = seq;
+                    (
+                        sse::Event::Data(sse::Data::new(data).event("reset").id(seq.to_string())),
+                        s,
+                    )
+                }
+            });
+        }
+        if s.replaying {
+            const PAGE: i64 = 500;
+            match events::after(&s.pool, s.channel_id, s.sent, PAGE).await {
+                Ok(page) => {
+                    s.replaying = page.len() as i64 == PAGE;
+                    s.backlog.extend(page.into_iter().map(|e| {
+                        Outgoing::Event(Arc::new(HubEvent {
+                            seq: e.seq,
+                            data: ByteString::from(e.data),
+                        }))
+                    }));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listen: replay failed; ending the stream");
+                    return None;
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut s.expires => {
+                s.done = true;
+                let data = sse::Data::new("{\"detail\":\"the access token expired; reconnect with a fresh one and Last-Event-ID\"}")
+                    .event("token_expired");
+                return Some((sse::Event::Data(data), s));
+            }
+            received = s.receiver.recv() => match received {
+                Ok(event) if event.seq <= s.sent => {}
+                Ok(event) if event.seq == s.sent + 1 => {
+                    s.sent = event.seq;
+                    return Some((refresh_event(&event), s));
+                }
+                // A gap (this stream fell behind the hub): replay it from the table.
+                Ok(event) => {
+                    s.replaying = true;
+                    drop(event);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow for its queue: end it; the client resumes from Last-Event-ID.
+                    metrics::counter!("tdc_sse_lagged_total").increment(1);
+                    return None;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

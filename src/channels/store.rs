@@ -1,0 +1,116 @@
+//! SQL of the channel registry.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A channel as stored, with its view's name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChannelRow {
+    /// Primary key (public, unguessable).
+    pub channel_id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// The watched view.
+    pub view_id: Uuid,
+    /// Its name.
+    pub view_name: String,
+    /// The job it was created from, if any.
+    pub job_id: Option<Uuid>,
+    /// The last event's sequence number.
+    pub last_seq: i64,
+    /// Events up to this one were deleted by retention.
+    pub pruned_through: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+const SELECT_CHANNEL: &str = "SELECT c.channel_id, c.user_id, c.view_id, v.view_name, c.job_id, c.last_seq,
+        c.pruned_through, c.created_at
+ FROM tinydevcrm.channels c JOIN tinydevcrm.views v USING (view_id)";
+
+/// Creates a channel on a view.
+pub async fn create(
+    pool: &PgPool,
+    user_id: Uuid,
+    view_id: Uuid,
+    job_id: Option<Uuid>,
+) -> Result<ChannelRow, ApiError> {
+    let channel_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO tinydevcrm.channels (channel_id, user_id, view_id, job_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(channel_id)
+    .bind(user_id)
+    .bind(view_id)
+    .bind(job_id)
+    .execute(pool)
+    .await?;
+    find(pool, user_id, channel_id).await
+}
+
+/// A user's channel; anyone else's is simply not found.
+pub async fn find(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<ChannelRow, ApiError> {
+    sqlx::query_as::<_, ChannelRow>(sqlx::AssertSqlSafe(format!(
+        "{SELECT_CHANNEL} WHERE c.user_id = $1 AND c.channel_id = $2"
+    )))
+    .bind(user_id)
+    .bind(channel_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::NotFound {
+        detail: format!("no channel {channel_id}"),
+    })
+}
+
+/// A user's channels, oldest first; `view_id` narrows to one view's.
+pub async fn list(
+    pool: &PgPool,
+    user_id: Uuid,
+    view_id: Option<Uuid>,
+) -> Result<Vec<ChannelRow>, ApiError> {
+    Ok(sqlx::query_as::<_, ChannelRow>(sqlx::AssertSqlSafe(format!(
+        "{SELECT_CHANNEL} WHERE c.user_id = $1 AND ($2::uuid IS NULL OR c.view_id = $2)
+         ORDER BY c.created_at, c.channel_id"
+    )))
+    .bind(user_id)
+    .bind(view_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How many channels a user has.
+pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.channels WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Deletes a user's channel and its events; every process ends the channel's open streams.
+pub async fn delete(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<(), ApiError> {
+    let mut tx = pool.begin().await?;
+    let deleted =
+        sqlx::query("DELETE FROM tinydevcrm.channels WHERE user_id = $1 AND channel_id = $2")
+            .bind(user_id)
+            .bind(channel_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::NotFound {
+            detail: format!("no channel {channel_id}"),
+        });
+    }
+    sqlx::query("SELECT pg_notify($1, $2::text || ' deleted')")
+        .bind(super::events::NOTIFY_CHANNEL)
+        .bind(channel_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! Cron jobs that refresh views: the schedule math, the registry and run history, the
+//! scheduler loop every `serve` process runs, and the `/jobs/...` routes.
+
+pub mod routes;
+pub mod schedule;
+pub mod scheduler;
+pub mod store;
+
+use actix_web::web;
+
+/// Registers the `/jobs/...` routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/jobs/create").route(web::post().to(routes::create_job)))
+        .service(web::resource("/jobs").route(web::get().to(routes::list_jobs)))
+        .service(web::resource("/jobs/{id}/runs").route(web::get().to(routes::list_runs)))
+        .service(
+            web::resource("/jobs/{id}")
+                .route(web::get().to(routes::describe_job))
+                .route(web::patch().to(routes::update_job))
+                .route(web::delete().to(routes::delete_job)),
+        );
+}

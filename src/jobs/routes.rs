@@ -1,0 +1,337 @@
+//! Handlers of `/jobs/...`.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::schedule::Schedule;
+use super::store::{self, JobRow, NewJob, RunRow};
+use crate::app::AppState;
+use crate::auth::extract::AuthUser;
+use crate::error::{ApiError, Problem};
+use crate::tables::name::table_name;
+
+/// What a job does when a tick comes while its previous run is still going.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Record the tick as `skipped` (the default).
+    #[default]
+    Skip,
+    /// Run the tick as soon as the previous run ends.
+    Queue,
+}
+
+impl Overlap {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::Queue => "queue",
+        }
+    }
+}
+
+/// The body of `POST /jobs/create/`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// The view to refresh.
+    pub view_name: String,
+    /// 5 fields (minute hour day-of-month month day-of-week), 6 with leading seconds, or a
+    /// macro (`@hourly`, `@daily`, ...).
+    pub crontab_def: String,
+    /// IANA time zone the crontab is read in (default `UTC`).
+    pub timezone: Option<String>,
+    /// `skip` (default) or `queue`.
+    pub overlap: Option<Overlap>,
+    /// Extra attempts after a failed refresh, with exponential backoff (0 to 10, default 0).
+    pub retries: Option<i32>,
+    /// Create paused when false (default true).
+    pub enabled: Option<bool>,
+}
+
+/// The body of `PATCH /jobs/{id}/`: any subset.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateJob {
+    /// Pause (`true`) or resume (`false`).
+    pub paused: Option<bool>,
+    /// The opposite of `paused`.
+    pub enabled: Option<bool>,
+    /// A new schedule.
+    pub crontab_def: Option<String>,
+    /// A new time zone.
+    pub timezone: Option<String>,
+    /// A new overlap rule.
+    pub overlap: Option<Overlap>,
+    /// New retry count.
+    pub retries: Option<i32>,
+}
+
+/// A job as the API describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobBody {
+    /// The job's id.
+    pub job_id: Uuid,
+    /// The view it refreshes.
+    pub view_name: String,
+    /// The crontab as given.
+    pub crontab_def: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// `skip` or `queue`.
+    pub overlap: String,
+    /// Extra attempts after a failure.
+    pub retries: i32,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// `!enabled`.
+    pub paused: bool,
+    /// The next tick (`null` while paused).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The latest run.
+    pub last_run: Option<RunRow>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JobBody {
+    /// The description of a stored job.
+    pub fn new(job: JobRow, last_run: Option<RunRow>) -> Self {
+        Self {
+            job_id: job.job_id,
+            view_name: job.view_name,
+            crontab_def: job.crontab_def,
+            timezone: job.timezone,
+            overlap: job.overlap,
+            retries: job.retries,
+            enabled: job.enabled,
+            paused: !job.enabled,
+            next_run_at: job.next_run_at,
+            last_run,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {
+    let code = match e {
+        super::schedule::ScheduleError::TimeZone(_) => "invalid_timezone",
+        _ => "invalid_crontab",
+    };
+    ApiError::bad_request(code, e.to_string())
+}
+
+fn check_retries(retries: i32) -> Result<i32, ApiError> {
+    if (0..=10).contains(&retries) {
+        Ok(retries)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_retries",
+            format!("retries is {retries}; it must be between 0 and 10"),
+        ))
+    }
+}
+
+/// A job id from the path; anything that is not a UUID is simply not found.
+pub fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound {
+        detail: format!("no job {raw:?}"),
+    })
+}
+
+/// Create a cron job that refreshes a view.
+#[utoipa::path(post, path = "/jobs/create/", tag = "jobs", request_body = CreateJob,
+    responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn create_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateJob>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let timezone = body.timezone.unwrap_or_else(|| "UTC".to_owned());
+    let schedule = Schedule::parse(&body.crontab_def, &timezone).map_err(bad_schedule)?;
+    let retries = check_retries(body.retries.unwrap_or(0))?;
+    let name = table_name(body.view_name.trim()).map_err(|_| ApiError::NotFound {
+        detail: format!("no view named {:?}", body.view_name),
+    })?;
+    let view = crate::views::store::find(&state.pool, user.user_id, &name).await?;
+    if store::count(&state.pool, user.user_id).await? >= state.settings.max_jobs_per_tenant {
+        return Err(ApiError::Conflict {
+            code: "too_many_jobs",
+            detail: format!(
+                "a tenant may have at most {} jobs",
+                state.settings.max_jobs_per_tenant
+            ),
+        });
+    }
+    let enabled = body.enabled.unwrap_or(true);
+    let job = store::create(
+        &state.pool,
+        &NewJob {
+            user_id: user.user_id,
+            view_id: view.view_id,
+            crontab_def: body.crontab_def.trim(),
+            timezone: schedule.timezone().name(),
+            overlap: body.overlap.unwrap_or_default().as_str(),
+            retries,
+            enabled,
+            next_run_at: enabled.then(|| schedule.next_after(Utc::now())).flatten(),
+        },
+    )
+    .await?;
+    tracing::info!(job_id = %job.job_id, view = %job.view_name, "created a job");
+    Ok(HttpResponse::Created().json(JobBody::new(job, None)))
+}
+
+/// The caller's jobs.
+#[utoipa::path(get, path = "/jobs/", tag = "jobs",
+    responses((status = 200, body = Vec<JobBody>)), security(("jwt" = [])))]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let jobs: Vec<JobBody> = store::list(&state.pool, user.user_id, None)
+        .await?
+        .into_iter()
+        .map(|j| JobBody::new(j, None))
+        .collect();
+    Ok(HttpResponse::Ok().json(jobs))
+}
+
+/// One job, with its next tick and latest run.
+#[utoipa::path(get, path = "/jobs/{id}/", tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 200, body = JobBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+pub async fn describe_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let job = store::find(&state.pool, user.user_id, job_id(&path)?).await?;
+    let last = store::last_run(&state.pool, job.job_id).await?;
+    Ok(HttpResponse::Ok().json(JobBody::new(job, last)))
+}
+
+/// Pause, resume, or change the schedule of a job.
+#[utoipa::path(patch, path = "/jobs/{id}/", tag = "jobs", request_body = UpdateJob,
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 200, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn update_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<UpdateJob>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let id = job_id(&path)?;
+    let enabled = match (body.paused, body.enabled) {
+        (Some(p), Some(e)) if p == e => {
+            return Err(ApiError::bad_request(
+                "invalid_job",
+                "paused and enabled contradict each other",
+            ));
+        }
+        (Some(p), _) => Some(!p),
+        (None, e) => e,
+    };
+    let mut tx = state.pool.begin().await?;
+    let mut job = store::lock(&mut tx, user.user_id, id).await?;
+    let schedule_changed = body.crontab_def.is_some() || body.timezone.is_some();
+    if let Some(crontab) = body.crontab_def {
+        job.crontab_def = crontab.trim().to_owned();
+    }
+    if let Some(tz) = body.timezone {
+        job.timezone = tz;
+    }
+    let schedule = Schedule::parse(&job.crontab_def, &job.timezone).map_err(bad_schedule)?;
+    job.timezone = schedule.timezone().name().to_owned();
+    if let Some(overlap) = body.overlap {
+        job.overlap = overlap.as_str().to_owned();
+    }
+    if let Some(retries) = body.retries {
+        job.retries = check_retries(retries)?;
+    }
+    let resumed = enabled == Some(true) && !job.enabled;
+    if let Some(enabled) = enabled {
+        job.enabled = enabled;
+    }
+    if !job.enabled {
+        job.next_run_at = None;
+    } else if schedule_changed || resumed || job.next_run_at.is_none() {
+        // A resumed job starts from the next tick: the paused ones are not made up for.
+        job.next_run_at = schedule.next_after(Utc::now());
+    }
+    store::update(&mut tx, &job).await?;
+    let job = store::lock(&mut tx, user.user_id, id).await?;
+    tx.commit().await?;
+    let last = store::last_run(&state.pool, job.job_id).await?;
+    Ok(HttpResponse::Ok().json(JobBody::new(job, last)))
+}
+
+/// Delete a job (its runs go with it; channels created from it keep watching its view).
+#[utoipa::path(delete, path = "/jobs/{id}/", tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 204), (status = 404, body = Problem)), security(("jwt" = [])))]
+pub async fn delete_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    store::delete(&state.pool, user.user_id, job_id(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Query of `GET /jobs/{id}/runs/`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// Page size (1 to 1000, default 50).
+    pub limit: Option<i64>,
+    /// Cursor: runs scheduled before this time (the `next_cursor` of the previous page).
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// A page of run history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunsPage {
+    /// Runs, newest tick first.
+    pub runs: Vec<RunRow>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    pub next_cursor: Option<DateTime<Utc>>,
+}
+
+/// Run history of a job, newest first.
+#[utoipa::path(get, path = "/jobs/{id}/runs/", tag = "jobs",
+    params(("id" = Uuid, Path, description = "job id"), RunsQuery),
+    responses((status = 200, body = RunsPage), (status = 400, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = [])))]
+pub async fn list_runs(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<RunsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let job = store::find(&state.pool, user.user_id, job_id(&path)?).await?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit is {limit}; it must be between 1 and 1000"),
+        ));
+    }
+    let runs = store::runs(&state.pool, job.job_id, query.before, limit).await?;
+    let next_cursor = if runs.len() as i64 == limit {
+        runs.last().map(|r| r.scheduled_for)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(RunsPage { runs, next_cursor }))
+}

@@ -1,0 +1,268 @@
+//! The scheduler loop that runs in every `serve` process.
+//!
+//! Exactly once across processes: due jobs are locked with `FOR UPDATE SKIP LOCKED`, and in the
+//! same transaction `next_run_at` moves past now and the tick's run row is inserted (unique on
+//! `(job_id, scheduled_for)`). A job late by several ticks runs once for the first missed tick
+//! and then continues from the next tick after now. A run holds a lease on its job for its
+//! longest possible duration, so a job never overlaps itself, and a process that dies mid-run
+//! only delays the job until the lease expires.
+//!
+//! The loop sleeps until the earliest `next_run_at` and wakes early on `LISTEN tdc_jobs`
+//! (sent when jobs change and when runs end).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::schedule::Schedule;
+use super::store::{self, Claim, DueJob, RunOutcome};
+use crate::db::tenant::tenant_name;
+use crate::error::ApiError;
+use crate::views::refresh::{Trigger, refresh_view};
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Statement timeout of a refresh.
+    pub statement_timeout: Duration,
+    /// Runs one process executes at once.
+    pub concurrency: usize,
+    /// Most ticks claimed per transaction.
+    pub batch: i64,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Longest sleep without a wake-up (a safety net for lost notifications).
+    pub max_sleep: Duration,
+}
+
+/// Names this process in run rows.
+pub fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Starts the scheduler loop on the current runtime.
+pub fn spawn(pool: PgPool, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(pool, config))
+}
+
+async fn run(pool: PgPool, config: SchedulerConfig) {
+    let worker: Arc<str> = Arc::from(worker_name());
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut listener: Option<PgListener> = None;
+    tracing::info!(worker = %worker, "scheduler started");
+    loop {
+        if listener.is_none() {
+            listener = listen(&pool).await;
+        }
+        let claimed = match claim(&pool, &config, &worker).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: claiming due jobs failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let full = claimed.len() as i64 >= config.batch;
+        for (job, claim) in claimed {
+            let permit = Arc::clone(&slots).acquire_owned().await;
+            let pool = pool.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                execute(&pool, &config, job, claim).await;
+            });
+        }
+        if full {
+            continue;
+        }
+        let wait = match store::next_due(&pool).await {
+            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            Ok(None) => config.max_sleep,
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler: reading the next due time failed");
+                Duration::from_secs(1)
+            }
+        }
+        .min(config.max_sleep);
+        if wait.is_zero() {
+            continue;
+        }
+        match listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    woke = l.try_recv() => {
+                        if !matches!(woke, Ok(Some(_))) {
+                            // Connection lost: listen again, and look at the jobs at once.
+                            listener = None;
+                        }
+                    }
+                }
+            }
+            None => tokio::time::sleep(wait.min(Duration::from_secs(1))).await,
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "scheduler: LISTEN connection failed; polling");
+            return None;
+        }
+    };
+    match listener.listen(store::NOTIFY_CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "scheduler: LISTEN failed; polling");
+            None
+        }
+    }
+}
+
+/// Claims due ticks in one transaction and returns the ones to run now.
+async fn claim(
+    pool: &PgPool,
+    config: &SchedulerConfig,
+    worker: &str,
+) -> Result<Vec<(DueJob, Claim)>, sqlx::Error> {
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    let due = store::lock_due(&mut tx, now, config.batch).await?;
+    if due.is_empty() {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let mut claims = Vec::with_capacity(due.len());
+    let mut jobs = Vec::with_capacity(due.len());
+    for job in due {
+        let schedule = match Schedule::parse(&job.crontab_def, &job.timezone) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(job_id = %job.job_id, error = %e, "a stored crontab does not parse; pausing the job");
+                store::disable(&mut tx, job.job_id).await?;
+                continue;
+            }
+        };
+        let scheduled_for = job.next_run_at;
+        let next_run_at = schedule.next_after(now.max(scheduled_for));
+        let running = job.lease_until.is_some_and(|lease| lease > now);
+        let lease_until = (!running).then(|| now + lease_length(config, job.retries));
+        claims.push(Claim {
+            job_id: job.job_id,
+            scheduled_for,
+            next_run_at,
+            lease_until,
+            run_id: Uuid::now_v7(),
+        });
+        jobs.push(job);
+    }
+    let inserted = store::record_claims(&mut tx, &claims, now, worker).await?;
+    tx.commit().await?;
+    Ok(jobs
+        .into_iter()
+        .zip(claims)
+        .filter(|(_, c)| c.lease_until.is_some() && inserted.contains(&c.run_id))
+        .collect())
+}
+
+/// The longest a run may take: every attempt at the statement timeout, the backoffs between
+/// them, and a minute for the bookkeeping.
+fn lease_length(config: &SchedulerConfig, retries: i32) -> chrono::Duration {
+    let attempts = u32::try_from(retries).unwrap_or(0) + 1;
+    let backoff: Duration = (0..attempts.saturating_sub(1))
+        .map(|i| backoff(config, i))
+        .sum();
+    let total = config.statement_timeout * attempts + backoff + Duration::from_secs(60);
+    chrono::Duration::from_std(total).unwrap_or(chrono::Duration::hours(24))
+}
+
+fn backoff(config: &SchedulerConfig, attempt: u32) -> Duration {
+    (config.retry_backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(300))
+}
+
+/// Runs one claimed tick: the refresh (with retries), then its run row and the lease.
+async fn execute(pool: &PgPool, config: &SchedulerConfig, job: DueJob, claim: Claim) {
+    let Some(lease_until) = claim.lease_until else {
+        return;
+    };
+    let started_at = Utc::now();
+    let lag_ms = (started_at - claim.scheduled_for).num_milliseconds();
+    metrics::histogram!("tdc_scheduler_lag_seconds").record(lag_ms as f64 / 1000.0);
+    let outcome = attempt_all(pool, config, &job, claim.run_id, started_at).await;
+    metrics::counter!("tdc_job_runs_total", "status" => outcome.status).increment(1);
+    tracing::info!(job_id = %job.job_id, run_id = %claim.run_id, status = outcome.status, lag_ms, "job run");
+    if let Err(e) = store::finish_run(pool, job.job_id, claim.run_id, lease_until, &outcome).await
+    {
+        tracing::error!(job_id = %job.job_id, error = %e, "recording a job run failed; its lease will expire");
+    }
+}
+
+async fn attempt_all(
+    pool: &PgPool,
+    config: &SchedulerConfig,
+    job: &DueJob,
+    run_id: Uuid,
+    started_at: DateTime<Utc>,
+) -> RunOutcome {
+    let tenant = tenant_name(job.user_id);
+    let max_attempts = job.retries.max(0) + 1;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = match crate::views::store::by_id(pool, job.view_id).await {
+            Ok(Some(view)) => {
+                refresh_view(
+                    pool,
+                    config.statement_timeout,
+                    &tenant,
+                    &view,
+                    Trigger {
+                        job: Some((job.job_id, run_id)),
+                    },
+                )
+                .await
+            }
+            Ok(None) => Err(ApiError::NotFound {
+                detail: "the job's view no longer exists".to_owned(),
+            }),
+            Err(e) => Err(ApiError::from(e)),
+        };
+        let (status, row_count, error) = match result {
+            Ok(record) if record.status == "skipped" => (
+                "skipped",
+                None,
+                Some("nothing the view reads changed since its last refresh".to_owned()),
+            ),
+            Ok(record) => ("succeeded", record.row_count, None),
+            Err(e) if e.code() == "query_timeout" => ("timed_out", None, Some(e.to_string())),
+            Err(e) => ("failed", None, Some(e.to_string())),
+        };
+        let retry = matches!(status, "failed" | "timed_out") && attempts < max_attempts;
+        if !retry {
+            return RunOutcome {
+                started_at,
+                finished_at: Utc::now(),
+                status,
+                attempts,
+                row_count,
+                error,
+            };
+        }
+        let attempt = u32::try_from(attempts - 1).unwrap_or(0);
+        tokio::time::sleep(backoff(config, attempt)).await;
+    }
+}
