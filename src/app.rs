@@ -17,11 +17,11 @@ use sqlx::postgres::PgConnectOptions;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::auth::{self, jwt::JwtKeys, password, throttle::LoginThrottle};
+use crate::channels::hub::Hub;
+use crate::channels::routes::QueryToken;
 use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
 use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
-use crate::channels::hub::Hub;
-use crate::channels::routes::QueryToken;
 use crate::jobs::scheduler::SchedulerConfig;
 use crate::{channels, db, jobs, secrets, service, tables, views};
 

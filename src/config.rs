@@ -37,7 +37,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API; with DATABASE_URL unset, also run a managed local PostgreSQL.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
     /// Write deterministic telephone call records as Parquet (for `sample.parquet` and

@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => app::serve(args).await,
+        Command::Serve(args) => app::serve(*args).await,
         Command::Migrate(args) => app::migrate(args).await,
         Command::Sample(args) => {
             tinydevcrm::tables::sample::write_sample(&args.out, args.calls, args.seed)

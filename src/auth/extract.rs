@@ -32,7 +32,10 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
     let tenant = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
         .await?
         .ok_or_else(|| {
-            ApiError::unauthorized("token_revoked", "the session of this token has been revoked")
+            ApiError::unauthorized(
+                "token_revoked",
+                "the session of this token has been revoked",
+            )
         })?;
     let tenant = Ident::new(tenant).map_err(|e| {
         ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}"))

@@ -91,12 +91,10 @@ pub async fn after(
 
 /// The last sequence number given out and the last one pruned by retention.
 pub async fn bounds(pool: &PgPool, channel_id: Uuid) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT last_seq, pruned_through FROM tinydevcrm.channels WHERE channel_id = $1",
-    )
-    .bind(channel_id)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as("SELECT last_seq, pruned_through FROM tinydevcrm.channels WHERE channel_id = $1")
+        .bind(channel_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Deletes events older than `keep`, remembering per channel the highest seq deleted.
@@ -116,5 +114,7 @@ pub async fn prune(pool: &PgPool, keep: chrono::Duration) -> Result<u64, sqlx::E
     .bind(cutoff)
     .fetch_all(pool)
     .await?;
-    Ok(deleted.first().map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
+    Ok(deleted
+        .first()
+        .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
 }

@@ -81,9 +81,12 @@ pub async fn create_channel(
     let body = body.into_inner();
     let (view_id, job_id) = match (&body.job_id, &body.view_name) {
         (Some(job), None) => {
-            let job =
-                crate::jobs::store::find(&state.pool, user.user_id, crate::jobs::routes::job_id(job)?)
-                    .await?;
+            let job = crate::jobs::store::find(
+                &state.pool,
+                user.user_id,
+                crate::jobs::routes::job_id(job)?,
+            )
+            .await?;
             (job.view_id, Some(job.job_id))
         }
         (None, Some(view)) => {
@@ -352,5 +355,66 @@ async fn next_event(mut s: Listening) -> Option<(sse::Event, Listening)> {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64) -> Arc<HubEvent> {
+        Arc::new(HubEvent {
+            seq,
+            data: ByteString::from_static("{}"),
+        })
+    }
+
+    fn state(receiver: broadcast::Receiver<Arc<HubEvent>>, sent: i64) -> Listening {
+        Listening {
+            // Never used: nothing is replayed in these tests.
+            pool: sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+                .expect("lazy pool"),
+            channel_id: Uuid::nil(),
+            backlog: VecDeque::new(),
+            replaying: false,
+            sent,
+            receiver,
+            expires: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            done: false,
+            _gauge: StreamGauge,
+        }
+    }
+
+    fn id_of(e: &sse::Event) -> String {
+        format!("{e:?}")
+    }
+
+    #[tokio::test]
+    async fn live_events_skip_what_was_already_sent() {
+        let (sender, receiver) = broadcast::channel(16);
+        for seq in 1..=4 {
+            sender.send(event(seq)).expect("send");
+        }
+        let (first, s) = next_event(state(receiver, 2)).await.expect("an event");
+        assert!(id_of(&first).contains("\"3\""), "{first:?}");
+        let (second, _) = next_event(s).await.expect("an event");
+        assert!(id_of(&second).contains("\"4\""), "{second:?}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_further_behind_than_its_queue_is_ended() {
+        let (sender, receiver) = broadcast::channel(2);
+        for seq in 1..=5 {
+            sender.send(event(seq)).expect("send");
+        }
+        assert!(next_event(state(receiver, 0)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_channel_goes() {
+        let (sender, receiver) = broadcast::channel(2);
+        drop(sender);
+        assert!(next_event(state(receiver, 0)).await.is_none());
     }
 }

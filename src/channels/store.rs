@@ -27,7 +27,8 @@ pub struct ChannelRow {
     pub created_at: DateTime<Utc>,
 }
 
-const SELECT_CHANNEL: &str = "SELECT c.channel_id, c.user_id, c.view_id, v.view_name, c.job_id, c.last_seq,
+const SELECT_CHANNEL: &str =
+    "SELECT c.channel_id, c.user_id, c.view_id, v.view_name, c.job_id, c.last_seq,
         c.pruned_through, c.created_at
  FROM tinydevcrm.channels c JOIN tinydevcrm.views v USING (view_id)";
 

@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// Whether to fsync; off is only for throwaway test clusters.
     pub durable: bool,
+    /// A fixed port (a restart keeps its clients' address); a free one when `None`.
+    pub port: Option<u16>,
 }
 
 impl ClusterOptions {
@@ -48,6 +50,7 @@ impl ClusterOptions {
             bin_dir: None,
             settings: Vec::new(),
             durable: true,
+            port: None,
         }
     }
 }
@@ -154,7 +157,10 @@ impl LocalCluster {
 
         let socket_dir = data_dir.join("run");
         make_private_dir(&socket_dir, owner)?;
-        let port = free_port()?;
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let log_path = data_dir.join("postgres.log");
         let log = OpenOptions::new()
             .create(true)

@@ -97,7 +97,7 @@ impl Schedule {
         translated[5] = day_of_week(&fields[5])?;
         // Each field alone first, so the error names the field that is wrong.
         for (i, field) in FIELDS.iter().enumerate() {
-            let mut probe = vec!["*"; 6];
+            let mut probe = ["*"; 6];
             probe[0] = "0";
             probe[i] = translated[i].as_str();
             cron::Schedule::from_str(&probe.join(" ")).map_err(|e| ScheduleError::Field {
@@ -106,13 +106,12 @@ impl Schedule {
                 reason: e.to_string(),
             })?;
         }
-        let cron = cron::Schedule::from_str(&translated.join(" ")).map_err(|e| {
-            ScheduleError::Field {
+        let cron =
+            cron::Schedule::from_str(&translated.join(" ")).map_err(|e| ScheduleError::Field {
                 field: "day-of-month",
                 value: fields[3].clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let schedule = Self {
             cron,
             tz,

@@ -66,7 +66,13 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if listener.is_none() {
             listener = listen(&pool).await;
         }
-        let claimed = match claim(&pool, &config, &worker).await {
+        // Claim no more than this process can start now: the other processes take the rest.
+        let first = match Arc::clone(&slots).acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return,
+        };
+        let room = i64::try_from(slots.available_permits() + 1).unwrap_or(1);
+        let claimed = match claim(&pool, config.batch.min(room), &config, &worker).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduler: claiming due jobs failed; retrying");
@@ -74,9 +80,16 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
                 continue;
             }
         };
-        let full = claimed.len() as i64 >= config.batch;
+        let full = claimed.len() as i64 >= config.batch.min(room);
+        let mut first = Some(first);
         for (job, claim) in claimed {
-            let permit = Arc::clone(&slots).acquire_owned().await;
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => match Arc::clone(&slots).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
             let pool = pool.clone();
             let config = config.clone();
             tokio::spawn(async move {
@@ -84,6 +97,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
                 execute(&pool, &config, job, claim).await;
             });
         }
+        drop(first);
         if full {
             continue;
         }
@@ -136,12 +150,13 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 /// Claims due ticks in one transaction and returns the ones to run now.
 async fn claim(
     pool: &PgPool,
+    limit: i64,
     config: &SchedulerConfig,
     worker: &str,
 ) -> Result<Vec<(DueJob, Claim)>, sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    let due = store::lock_due(&mut tx, now, config.batch).await?;
+    let due = store::lock_due(&mut tx, now, limit).await?;
     if due.is_empty() {
         tx.rollback().await?;
         return Ok(Vec::new());
@@ -205,7 +220,16 @@ async fn execute(pool: &PgPool, config: &SchedulerConfig, job: DueJob, claim: Cl
     let outcome = attempt_all(pool, config, &job, claim.run_id, started_at).await;
     metrics::counter!("tdc_job_runs_total", "status" => outcome.status).increment(1);
     tracing::info!(job_id = %job.job_id, run_id = %claim.run_id, status = outcome.status, lag_ms, "job run");
-    if let Err(e) = store::finish_run(pool, job.job_id, claim.run_id, lease_until, &outcome).await
+    let queued = job.overlap == "queue";
+    if let Err(e) = store::finish_run(
+        pool,
+        job.job_id,
+        claim.run_id,
+        lease_until,
+        queued,
+        &outcome,
+    )
+    .await
     {
         tracing::error!(job_id = %job.job_id, error = %e, "recording a job run failed; its lease will expire");
     }

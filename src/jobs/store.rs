@@ -42,7 +42,8 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const SELECT_JOB: &str = "SELECT j.job_id, j.user_id, j.view_id, v.view_name, j.crontab_def, j.timezone, j.overlap,
+const SELECT_JOB: &str =
+    "SELECT j.job_id, j.user_id, j.view_id, v.view_name, j.crontab_def, j.timezone, j.overlap,
         j.retries, j.enabled, j.next_run_at, j.lease_until, j.created_at, j.updated_at
  FROM tinydevcrm.jobs j JOIN tinydevcrm.views v USING (view_id)";
 
@@ -125,7 +126,11 @@ pub async fn find(pool: &PgPool, user_id: Uuid, job_id: Uuid) -> Result<JobRow, 
 }
 
 /// Locks a user's job for an update.
-pub async fn lock(conn: &mut PgConnection, user_id: Uuid, job_id: Uuid) -> Result<JobRow, ApiError> {
+pub async fn lock(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    job_id: Uuid,
+) -> Result<JobRow, ApiError> {
     sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
         "{SELECT_JOB} WHERE j.user_id = $1 AND j.job_id = $2 FOR UPDATE OF j"
     )))
@@ -393,13 +398,14 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// Records the end of a run and releases the job's lease (if it is still this run's), then
-/// wakes the schedulers (a queued tick may be waiting).
+/// Records the end of a run and releases the job's lease (if it is still this run's); for a
+/// `queue` job, wakes the schedulers (its next tick may be waiting for the lease).
 pub async fn finish_run(
     pool: &PgPool,
     job_id: Uuid,
     run_id: Uuid,
     lease_until: DateTime<Utc>,
+    queued: bool,
     outcome: &RunOutcome,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -426,7 +432,9 @@ pub async fn finish_run(
     .bind(lease_until)
     .execute(&mut *tx)
     .await?;
-    wake_schedulers(&mut tx).await?;
+    if queued {
+        wake_schedulers(&mut tx).await?;
+    }
     tx.commit().await
 }
 

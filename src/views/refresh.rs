@@ -82,8 +82,15 @@ pub async fn refresh_view(
     if !view.volatile && !reads_views && view.refreshed_changes == Some(changes) {
         let skipped = record("skipped", None, None);
         let mut conn = pool.acquire().await?;
-        store::record_refresh(&mut conn, view.view_id, refresh_id, job_run_id, &skipped, None)
-            .await?;
+        store::record_refresh(
+            &mut conn,
+            view.view_id,
+            refresh_id,
+            job_run_id,
+            &skipped,
+            None,
+        )
+        .await?;
         return Ok(skipped);
     }
 
@@ -99,8 +106,15 @@ pub async fn refresh_view(
         // after it): back to the service role to write the history and the events.
         sqlx::query("RESET ROLE").execute(&mut *tx).await?;
         let done = record("refreshed", rows, None);
-        store::record_refresh(&mut tx, view.view_id, refresh_id, job_run_id, &done, Some(changes))
-            .await?;
+        store::record_refresh(
+            &mut tx,
+            view.view_id,
+            refresh_id,
+            job_run_id,
+            &done,
+            Some(changes),
+        )
+        .await?;
         let event = RefreshEvent {
             view_name: view.view_name.clone(),
             job_id: trigger.job.map(|(job, _)| job),
@@ -121,8 +135,15 @@ pub async fn refresh_view(
             let error = tenant_sql_error(e);
             let failed = record("failed", None, Some(error.to_string()));
             let mut conn = pool.acquire().await?;
-            store::record_refresh(&mut conn, view.view_id, refresh_id, job_run_id, &failed, None)
-                .await?;
+            store::record_refresh(
+                &mut conn,
+                view.view_id,
+                refresh_id,
+                job_run_id,
+                &failed,
+                None,
+            )
+            .await?;
             Err(error)
         }
     }

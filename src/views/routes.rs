@@ -10,9 +10,13 @@ use super::sandbox;
 use super::store::{self, RefreshRecord, ViewRow};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
+use crate::channels::routes::ChannelBody;
+use crate::channels::store as channels_store;
 use crate::db::ident::{ColumnIdent, Ident};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
+use crate::jobs::routes::JobBody;
+use crate::jobs::store as jobs_store;
 use crate::tables::name::table_name;
 use crate::tables::store::{self as tables_store, ColumnInfo};
 
@@ -49,10 +53,10 @@ pub struct ViewBody {
     pub last_refresh: Option<RefreshRecord>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
-    /// Jobs that refresh it (with the jobs feature).
-    pub jobs: Vec<serde_json::Value>,
-    /// Channels that watch it (with the channels feature).
-    pub channels: Vec<serde_json::Value>,
+    /// Jobs that refresh it.
+    pub jobs: Vec<JobBody>,
+    /// Channels that watch it.
+    pub channels: Vec<ChannelBody>,
 }
 
 /// A view in a listing.
@@ -88,6 +92,16 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
     let row_count = tables_store::row_count(&mut tx, tenant, &name).await?;
     tx.commit().await?;
     let last_refresh = store::last_refresh(&state.pool, view.view_id).await?;
+    let jobs = jobs_store::list(&state.pool, view.user_id, Some(view.view_id))
+        .await?
+        .into_iter()
+        .map(|j| JobBody::new(j, None))
+        .collect();
+    let channels = channels_store::list(&state.pool, view.user_id, Some(view.view_id))
+        .await?
+        .into_iter()
+        .map(ChannelBody::from)
+        .collect();
     Ok(ViewBody {
         view_name: view.view_name,
         sql_query: view.sql_query,
@@ -98,8 +112,8 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
         base_relations: view.base_relations,
         last_refresh,
         created_at: view.created_at,
-        jobs: Vec::new(),
-        channels: Vec::new(),
+        jobs,
+        channels,
     })
 }
 

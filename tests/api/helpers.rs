@@ -127,6 +127,24 @@ pub async fn fresh_database() -> PgConnectOptions {
     }
 }
 
+/// A `DATABASE_URL` for a test database, for `serve` processes started by a test.
+pub fn database_url(options: &PgConnectOptions) -> String {
+    let database = options.get_database().expect("database set");
+    match cluster() {
+        TestCluster::Managed { cluster, password } => format!(
+            "postgres://{}:{password}@127.0.0.1:{}/{database}",
+            options.get_username(),
+            cluster.port()
+        ),
+        TestCluster::External(_) => {
+            let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+            let base = url.split('?').next().unwrap_or(&url);
+            let (server, _) = base.rsplit_once('/').expect("a URL with a database");
+            format!("{server}/{database}")
+        }
+    }
+}
+
 /// Superuser access to a test database, for assertions about roles and schemas.
 pub async fn superuser(options: &PgConnectOptions) -> PgConnection {
     let database = options.get_database().expect("database set").to_owned();

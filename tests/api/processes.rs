@@ -1,0 +1,234 @@
+//! Real `serve` processes on one database, and a PostgreSQL restart under a live stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Row;
+use tinydevcrm::db::local_cluster::{ClusterOptions, LocalCluster};
+use uuid::Uuid;
+
+use crate::helpers::{
+    database_url, spawn_app_on, spawn_app_with, superuser, temp_dir, test_settings,
+};
+
+/// A `serve` process, killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(database_url: &str, log: &std::path::Path) -> Serve {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("JWT_SECRET", "a-test-secret-that-is-long-enough-0123456789")
+        .env("TDC_BIND", "127.0.0.1:0")
+        .env("TDC_STREAM_BIND", "")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start serve");
+    Serve(child)
+}
+
+#[tokio::test]
+async fn each_tick_runs_exactly_once_across_three_serve_processes() {
+    // The API app runs no scheduler: only the three processes do.
+    let api = spawn_app_with(|s| s.scheduler = false).await;
+    let user = api.signed_up_user().await;
+    let a = &user.access;
+    let res = api
+        .create_table(
+            a,
+            crate::realtime::walkthrough_file(),
+            "sometable",
+            Some(crate::realtime::WALKTHROUGH_COLUMNS),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for v in 0..10 {
+        api.created(
+            a,
+            "/views/create/",
+            json!({"view_name": format!("v{v}"), "sql_query": "SELECT count(*) AS n FROM sometable"}),
+        )
+        .await;
+    }
+    for j in 0..100 {
+        api.created(
+            a,
+            "/jobs/create/",
+            json!({"view_name": format!("v{}", j % 10), "crontab_def": "* * * * * *"}),
+        )
+        .await;
+    }
+    let url = database_url(&api.db);
+    let logs = temp_dir("tdc-serve-logs");
+    let started = Utc::now();
+    let processes: Vec<Serve> = (0..3)
+        .map(|i| serve(&url, &logs.join(format!("serve-{i}.log"))))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(23)).await;
+    let stopped = Utc::now();
+    drop(processes);
+
+    let window = (
+        started + chrono::Duration::seconds(3),
+        stopped - chrono::Duration::seconds(2),
+    );
+    let mut admin = superuser(&api.db).await;
+    let rows = sqlx::query(
+        "SELECT r.job_id, r.scheduled_for, r.status, r.worker, r.error, r.started_at, r.claimed_at,
+                (SELECT count(*) FROM tinydevcrm.view_refreshes f WHERE f.job_run_id = r.run_id) AS refreshes
+         FROM tinydevcrm.job_runs r WHERE r.scheduled_for BETWEEN $1 AND $2",
+    )
+    .bind(window.0)
+    .bind(window.1)
+    .fetch_all(&mut admin)
+    .await
+    .expect("runs");
+    let stats: Vec<(String, i64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT status, count(*), avg(extract(epoch FROM started_at - scheduled_for))::float8,
+                max(extract(epoch FROM started_at - scheduled_for))::float8, max(duration_ms)::float8
+         FROM tinydevcrm.job_runs WHERE scheduled_for BETWEEN $1 AND $2 GROUP BY status",
+    )
+    .bind(window.0)
+    .bind(window.1)
+    .fetch_all(&mut admin)
+    .await
+    .expect("stats");
+    eprintln!("runs by status (count, mean lag s, max lag s, max duration ms): {stats:?}");
+    let mut ticks: BTreeMap<Uuid, Vec<DateTime<Utc>>> = BTreeMap::new();
+    let mut workers = BTreeSet::new();
+    for row in &rows {
+        let status: String = row.get("status");
+        let refreshes: i64 = row.get("refreshes");
+        assert_ne!(status, "running", "a run inside the window did not finish");
+        let error: Option<String> = row.get("error");
+        let claimed: DateTime<Utc> = row.get("claimed_at");
+        let scheduled: DateTime<Utc> = row.get("scheduled_for");
+        // A tick that found the job's previous run still going is recorded as skipped and
+        // does no work (overlap = skip); every other run refreshed its view exactly once.
+        let expected = i64::from(error.as_deref() != Some("the previous run was still running"));
+        assert_eq!(
+            refreshes, expected,
+            "a run refreshed its view {refreshes} times: {status} {error:?} scheduled {scheduled} claimed {claimed}"
+        );
+        ticks
+            .entry(row.get("job_id"))
+            .or_default()
+            .push(row.get("scheduled_for"));
+        workers.insert(row.get::<String, _>("worker"));
+    }
+    let first = DateTime::from_timestamp(window.0.timestamp() + 1, 0).expect("second");
+    let last = DateTime::from_timestamp(window.1.timestamp(), 0).expect("second");
+    let expected: Vec<DateTime<Utc>> = (0..=(last - first).num_seconds())
+        .map(|s| first + chrono::Duration::seconds(s))
+        .collect();
+    assert!(expected.len() >= 15, "window too short: {window:?}");
+    assert_eq!(ticks.len(), 100, "every job ran");
+    for (job, mut got) in ticks {
+        got.sort();
+        let unique: BTreeSet<_> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "job {job} ran a tick twice");
+        let got: Vec<_> = got
+            .into_iter()
+            .filter(|t| *t >= first && *t <= last)
+            .collect();
+        assert_eq!(got, expected, "job {job} missed ticks");
+    }
+    assert!(
+        workers.len() >= 2,
+        "only {workers:?} ran jobs; the processes did not share the work"
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test]
+async fn no_event_is_lost_when_postgresql_restarts_during_a_stream() {
+    let dir = temp_dir("tdc-restart");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut options = ClusterOptions::new(&dir);
+    options.durable = false;
+    options.port = Some(port);
+    let start = |options: ClusterOptions| {
+        std::thread::spawn(move || LocalCluster::start(&options).expect("start cluster"))
+            .join()
+            .expect("start thread")
+    };
+    let cluster = start(options.clone());
+    let password = Uuid::new_v4().simple().to_string();
+    cluster
+        .ensure_service_role(&password)
+        .await
+        .expect("service role");
+    cluster.ensure_database("tdc").await.expect("database");
+    let app = spawn_app_on(cluster.service_options("tdc", &password), test_settings()).await;
+    let user = app.user_with_view().await;
+    let a = user.access.clone();
+    let channel = app
+        .created(&a, "/channels/create/", json!({"view_name": "someview"}))
+        .await;
+    let cid = channel["channel_id"].as_str().expect("id").to_owned();
+    let mut stream = app.listen(&a, &cid).await;
+
+    // Refreshes go on, as fast as they can, while PostgreSQL stops and starts again.
+    let client = app.client.clone();
+    let refresh_url = app.url("/views/someview/refresh/");
+    let token = a.clone();
+    let refresher = tokio::spawn(async move {
+        let mut succeeded = 0u32;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+        while tokio::time::Instant::now() < deadline {
+            let res = client
+                .post(&refresh_url)
+                .header("Authorization", format!("Bearer {token}"))
+                .send()
+                .await;
+            if res.is_ok_and(|r| r.status() == StatusCode::OK) {
+                succeeded += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        succeeded
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .expect("stop");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cluster = start(options);
+    let succeeded = refresher.await.expect("refresher");
+    assert!(succeeded > 10, "too few refreshes: {succeeded}");
+    // Every refresh that answered 200 committed: its event arrives, in order, once.
+    for seq in 1..=i64::from(succeeded) {
+        assert_eq!(
+            stream.expect_event(Duration::from_secs(15)).await.seq(),
+            seq
+        );
+    }
+    assert!(matches!(
+        stream.next(Duration::from_millis(500)).await,
+        crate::sse::Next::Timeout
+    ));
+    drop(app);
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .expect("stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,131 @@
+//! A small Server-Sent Events client over reqwest, for the channel tests.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::TestApp;
+
+/// One event as received.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn seq(&self) -> i64 {
+        self.id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .expect("numeric event id")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).expect("JSON data")
+    }
+}
+
+/// An open stream.
+pub struct SseStream {
+    res: reqwest::Response,
+    buf: String,
+    pub comments: usize,
+    pub retry: Option<String>,
+}
+
+/// What `next` saw.
+#[derive(Debug)]
+pub enum Next {
+    Event(SseEvent),
+    /// The server ended the stream.
+    End,
+    /// Nothing within the timeout.
+    Timeout,
+}
+
+impl SseStream {
+    /// Opens `path` with the given extra headers; panics unless it is a 200 event stream.
+    pub async fn open(app: &TestApp, path: &str, headers: &[(&str, String)]) -> Self {
+        let res = Self::request(app, path, headers).await;
+        assert_eq!(res.status(), StatusCode::OK, "listen failed");
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            res,
+            buf: String::new(),
+            comments: 0,
+            retry: None,
+        }
+    }
+
+    /// The raw answer (for error cases).
+    pub async fn request(
+        app: &TestApp,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> reqwest::Response {
+        let mut req = app.client.get(app.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        req.send().await.expect("listen request")
+    }
+
+    pub fn headers(&self) -> &reqwest::header::HeaderMap {
+        self.res.headers()
+    }
+
+    /// The next event (comments and retry lines are counted, not returned).
+    pub async fn next(&mut self, timeout: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut has_data = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if has_data {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        has_data = true;
+                    } else if let Some(v) = line.strip_prefix("retry:") {
+                        self.retry = Some(v.trim().to_owned());
+                    }
+                }
+                if has_data {
+                    return Next::Event(event);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.res.chunk()).await {
+                Err(_) => return Next::Timeout,
+                Ok(Ok(Some(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Ok(None)) | Ok(Err(_)) => return Next::End,
+            }
+        }
+    }
+
+    /// The next event, which must come within `timeout`.
+    pub async fn expect_event(&mut self, timeout: Duration) -> SseEvent {
+        match self.next(timeout).await {
+            Next::Event(e) => e,
+            other => panic!("expected an event within {timeout:?}, got {other:?}"),
+        }
+    }
+}
