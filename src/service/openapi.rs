@@ -11,7 +11,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::routes as auth;
+use crate::channels::events::RefreshEvent;
+use crate::channels::routes as channels;
 use crate::error::Problem;
+use crate::jobs::routes as jobs;
 use crate::service::{health, metrics};
 use crate::tables::routes as tables;
 use crate::views::routes as views;
@@ -25,10 +28,12 @@ use crate::views::routes as views;
         health::health, metrics::render,
         tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows, tables::add_rows,
         views::create_view, views::list_views, views::describe_view, views::refresh_view, views::list_view_rows, views::delete_view,
+        jobs::create_job, jobs::list_jobs, jobs::describe_job, jobs::update_job, jobs::delete_job, jobs::list_runs,
+        channels::create_channel, channels::list_channels, channels::describe_channel, channels::delete_channel, channels::listen,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, RefreshEvent)),
     modifiers(&JwtSecurity),
-    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "service", description = "health, metrics"))
+    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
 

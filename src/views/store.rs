@@ -287,18 +287,25 @@ pub async fn drop_view(
     .await
 }
 
-/// Forgets registry rows whose materialized view no longer exists (after a cascading drop).
+/// Forgets registry rows whose materialized view no longer exists (after a cascading drop);
+/// their jobs and channels go with them, and every process ends those channels' streams.
 pub async fn forget_dropped(
     conn: &mut PgConnection,
     user_id: Uuid,
     schema: &Ident,
 ) -> Result<(), ApiError> {
     sqlx::query(
-        "DELETE FROM tinydevcrm.views v WHERE v.user_id = $1 AND NOT EXISTS (
-             SELECT 1 FROM pg_catalog.pg_matviews m WHERE m.schemaname = $2 AND m.matviewname = v.view_name)",
+        "WITH gone AS (
+             DELETE FROM tinydevcrm.views v WHERE v.user_id = $1 AND NOT EXISTS (
+                 SELECT 1 FROM pg_catalog.pg_matviews m WHERE m.schemaname = $2 AND m.matviewname = v.view_name)
+             RETURNING v.view_id
+         )
+         SELECT pg_notify($3, c.channel_id::text || ' deleted')
+         FROM tinydevcrm.channels c JOIN gone USING (view_id)",
     )
     .bind(user_id)
     .bind(schema.as_str())
+    .bind(crate::channels::events::NOTIFY_CHANNEL)
     .execute(conn)
     .await?;
     Ok(())

@@ -1014,8 +1014,12 @@ async fn deleting_a_channel_ends_its_streams_and_deleting_a_view_takes_its_jobs_
     let channel = app
         .created(a, "/channels/create/", json!({"job_id": job["job_id"]}))
         .await;
+    let mut watching = app
+        .listen(a, channel["channel_id"].as_str().expect("id"))
+        .await;
     let res = app.delete_as(a, "/views/someview/").await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(matches!(watching.next(5 * SECOND).await, Next::End));
     let jobs: Value = app.get_as(a, "/jobs/").await.json().await.expect("json");
     assert_eq!(jobs, json!([]));
     let res = app

@@ -41,6 +41,11 @@ async fn the_openapi_document_describes_the_auth_routes() {
         "/auth/tokens/refresh/",
         "/auth/tokens/blacklist/",
         "/health",
+        "/jobs/create/",
+        "/jobs/{id}/",
+        "/jobs/{id}/runs/",
+        "/channels/create/",
+        "/channels/{id}/listen/",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
