@@ -1112,3 +1112,66 @@ async fn a_client_that_reads_nothing_delays_no_one_and_loses_nothing() {
         Next::Timeout
     ));
 }
+
+#[tokio::test]
+async fn run_history_is_pruned_by_count_and_by_age() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let job = app
+        .created(
+            a,
+            "/jobs/create/",
+            json!({"view_name": "someview", "crontab_def": "* * * * * *"}),
+        )
+        .await;
+    let id = job["job_id"].as_str().expect("id").to_owned();
+    app.wait_for_runs(a, &id, 15 * SECOND, |runs| finished(runs).len() >= 5)
+        .await;
+    let pause = app
+        .patch_as(a, &format!("/jobs/{id}/"), &json!({"paused": true}))
+        .await;
+    assert_eq!(pause.status(), StatusCode::OK);
+    let runs = app
+        .wait_for_runs(a, &id, 5 * SECOND, |runs| {
+            runs.iter().all(|r| r["status"] != "running")
+        })
+        .await;
+    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 2)
+        .await
+        .expect("prune by count");
+    let kept = app.runs(a, &id).await;
+    assert_eq!(kept.len(), 2);
+    // The newest two are the ones kept.
+    assert_eq!(kept[..], runs[..2]);
+    let mut admin = superuser(&app.db).await;
+    sqlx::query("UPDATE tinydevcrm.job_runs SET finished_at = now() - interval '31 days'")
+        .execute(&mut admin)
+        .await
+        .expect("age runs");
+    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 1000)
+        .await
+        .expect("prune by age");
+    assert!(app.runs(a, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn idle_streams_get_heartbeat_comments() {
+    let app = spawn_app_with(|s| s.sse_heartbeat = SECOND).await;
+    let user = app.user_with_view().await;
+    let channel = app
+        .created(
+            &user.access,
+            "/channels/create/",
+            json!({"view_name": "someview"}),
+        )
+        .await;
+    let mut stream = app
+        .listen(&user.access, channel["channel_id"].as_str().expect("id"))
+        .await;
+    assert!(matches!(
+        stream.next(Duration::from_millis(2500)).await,
+        Next::Timeout
+    ));
+    assert!(stream.comments >= 2, "{} heartbeats", stream.comments);
+}
