@@ -232,3 +232,108 @@ async fn no_event_is_lost_when_postgresql_restarts_during_a_stream() {
         .expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test]
+async fn listeners_that_never_read_do_not_grow_the_server() {
+    use tokio::io::AsyncWriteExt;
+
+    // A real serve process, so its memory is its own.
+    let api = spawn_app_with(|s| s.scheduler = false).await;
+    let user = api.user_with_view().await;
+    let a = user.access.clone();
+    let channel = api
+        .created(&a, "/channels/create/", json!({"view_name": "someview"}))
+        .await;
+    let cid = channel["channel_id"].as_str().expect("id").to_owned();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let logs = temp_dir("tdc-serve-logs");
+    let log = std::fs::File::create(logs.join("serve.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url(&api.db))
+        .env(
+            "JWT_SECRET",
+            String::from_utf8(api.settings.jwt_secret.clone()).expect("utf8 secret"),
+        )
+        .env("TDC_BIND", format!("127.0.0.1:{port}"))
+        .env("TDC_STREAM_BIND", "")
+        .env("TDC_SCHEDULER", "false")
+        .env("TDC_SSE_QUEUE", "16")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    let serve_process = Serve(child);
+    let pid = serve_process.0.id();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 50 listeners that read nothing, each with a tiny receive window.
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(2048).expect("rcvbuf");
+        let mut stream = socket
+            .connect(format!("127.0.0.1:{port}").parse().expect("addr"))
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                format!(
+                    "GET /channels/{cid}/listen/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("request");
+        stalled.push(stream);
+    }
+    // And one that reads: it must get every event promptly.
+    let mut reader = crate::sse::SseStream::open_url(
+        &client,
+        &format!("{base}/channels/{cid}/listen/"),
+        &[("Authorization", format!("Bearer {a}"))],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    for seq in 1..=300 {
+        let res = client
+            .post(format!("{base}/views/someview/refresh/"))
+            .header("Authorization", format!("Bearer {a}"))
+            .send()
+            .await
+            .expect("refresh");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(reader.expect_event(Duration::from_secs(5)).await.seq(), seq);
+    }
+    let after = rss_kib(pid);
+    // 300 events x 50 stalled listeners would be ~5 MB if each kept its own backlog; what
+    // cannot be written waits in the kernel's socket buffers or is dropped with the queue.
+    assert!(
+        after.saturating_sub(before) < 4096,
+        "serve grew from {before} KiB to {after} KiB"
+    );
+    drop(stalled);
+    drop(serve_process);
+    let _ = std::fs::remove_dir_all(&logs);
+}

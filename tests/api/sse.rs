@@ -48,7 +48,16 @@ pub enum Next {
 impl SseStream {
     /// Opens `path` with the given extra headers; panics unless it is a 200 event stream.
     pub async fn open(app: &TestApp, path: &str, headers: &[(&str, String)]) -> Self {
-        let res = Self::request(app, path, headers).await;
+        Self::open_url(&app.client, &app.url(path), headers).await
+    }
+
+    /// [`Self::open`] on any server.
+    pub async fn open_url(client: &reqwest::Client, url: &str, headers: &[(&str, String)]) -> Self {
+        let mut req = client.get(url);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let res = req.send().await.expect("listen request");
         assert_eq!(res.status(), StatusCode::OK, "listen failed");
         let content_type = res
             .headers()
