@@ -81,6 +81,9 @@ pub fn build_server_on(
     let workers = settings.workers;
     let hub = Hub::new(pool.clone(), settings.sse_queue);
     let mut tasks = vec![hub.spawn(), spawn_janitor(pool.clone(), &settings)];
+    if settings.close_streams_on_signal {
+        tasks.push(spawn_stream_closer(Arc::clone(&hub)));
+    }
     if settings.scheduler {
         tasks.push(jobs::scheduler::spawn(
             pool.clone(),
@@ -135,6 +138,27 @@ pub fn build_server_on(
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+/// At SIGINT or SIGTERM (which actix also receives, to stop accepting and drain), ends the SSE
+/// streams: they never end by themselves, and would hold the drain for its whole timeout.
+fn spawn_stream_closer(hub: Arc<Hub>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        tracing::info!("shutting down: ending SSE streams");
+        hub.close_all();
+    })
 }
 
 /// Deletes run history and channel events past their retention, once a minute.

@@ -215,6 +215,9 @@ pub struct Settings {
     pub sse_heartbeat: Duration,
     /// Per-channel queue length of the hub.
     pub sse_queue: usize,
+    /// End SSE streams at SIGINT/SIGTERM (`serve`; off in tests, where a signal handler would
+    /// swallow Ctrl-C).
+    pub close_streams_on_signal: bool,
 }
 
 impl Settings {
@@ -245,6 +248,7 @@ impl Settings {
             event_retention: chrono::Duration::hours(args.event_retention_hours),
             sse_heartbeat: Duration::from_secs(args.sse_heartbeat_secs.max(1)),
             sse_queue: args.sse_queue,
+            close_streams_on_signal: true,
         }
     }
 
@@ -275,6 +279,7 @@ impl Settings {
             event_retention: chrono::Duration::hours(168),
             sse_heartbeat: Duration::from_secs(15),
             sse_queue: 256,
+            close_streams_on_signal: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! channel from its last broadcast event: nothing is lost.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ pub struct Hub {
     pool: PgPool,
     capacity: usize,
     slots: Mutex<HashMap<Uuid, Slot>>,
+    closed: AtomicBool,
 }
 
 /// Rows read per query when catching up.
@@ -51,6 +53,7 @@ impl Hub {
             pool,
             capacity: capacity.max(1),
             slots: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -65,12 +68,23 @@ impl Hub {
         channel_id: Uuid,
         stored_last_seq: i64,
     ) -> broadcast::Receiver<Arc<HubEvent>> {
+        if self.closed.load(Ordering::SeqCst) {
+            // Shutting down: a receiver whose sender is gone ends its stream at once.
+            return broadcast::channel(1).1;
+        }
         let mut slots = self.slots();
         let slot = slots.entry(channel_id).or_insert_with(|| Slot {
             sender: broadcast::channel(self.capacity).0,
             last_seq: stored_last_seq,
         });
         slot.sender.subscribe()
+    }
+
+    /// Ends every stream of this process (at shutdown, so the HTTP server drains at once;
+    /// clients reconnect elsewhere and resume with `Last-Event-ID`).
+    pub fn close_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.slots().clear();
     }
 
     /// Channels with a slot in this process (for metrics and tests).
