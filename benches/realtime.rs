@@ -768,6 +768,10 @@ async fn sched(opts: &Opts) -> Res<()> {
     let to = from + chrono::Duration::seconds(secs);
     eprintln!("  window {from} .. {to} ({enabled} enabled jobs); raw timer runs alongside");
     let timer = raw_timer(every, spread, from, to).await;
+    // The timer tasks end with the window, but there may be none (--every-second 0).
+    if let Ok(left) = (to - Utc::now()).to_std() {
+        tokio::time::sleep(left).await;
+    }
     // Let the window's last runs finish and record their start.
     tokio::time::sleep(Duration::from_secs(5)).await;
 

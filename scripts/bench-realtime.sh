@@ -160,7 +160,7 @@ for r in (x for x in rs if x["kind"] == "sched"):
     a = r["lag_all"]
     t = {k: (nan if v is None else v) for k, v in r["raw_timer"].items()}
     print(f"{r['label']:<40} {a['n']:>7,} {a['p50_ms']:>7.1f} {a['p99_ms']:>8.1f} {a['max_ms']:>8.1f} | "
-          f"{t['p50_ms']:>7.2f} {t['p99_ms']:>7.2f} {t['max_ms']:>8.2f} | {r['ratio_p50']:>6} {r['ratio_p99']:>6}")
+          f"{t['p50_ms']:>7.2f} {t['p99_ms']:>7.2f} {t['max_ms']:>8.2f} | {str(r['ratio_p50']):>6} {str(r['ratio_p99']):>6}")
     print(f"{'':<40} expected {r['expected_runs']:,}, statuses {r['statuses']}; every-second jobs only: "
           f"p50 {r['lag_probe']['p50_ms']} p99 {r['lag_probe']['p99_ms']} max {r['lag_probe']['max_ms']} (n={r['lag_probe']['n']})")
 print("external reference: pg_cron, published 11-98 ms")
