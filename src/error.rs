@@ -59,6 +59,24 @@ impl ApiError {
         }
     }
 
+    /// A 409 when a tenant already has `max` of something (`what`, plural).
+    pub fn check_quota(count: i64, max: i64, code: &'static str, what: &str) -> Result<(), Self> {
+        if count >= max {
+            return Err(Self::Conflict {
+                code,
+                detail: format!("a tenant may have at most {max} {what}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The id in a path; anything that is not a UUID is simply not found (`what`: "job").
+    pub fn id_in_path(raw: &str, what: &str) -> Result<uuid::Uuid, Self> {
+        uuid::Uuid::parse_str(raw.trim()).map_err(|_| Self::NotFound {
+            detail: format!("no {what} {raw:?}"),
+        })
+    }
+
     /// A 401 with a machine-readable `code`.
     pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
         Self::Unauthorized {

@@ -89,14 +89,6 @@ pub async fn after(
     .await
 }
 
-/// The last sequence number given out and the last one pruned by retention.
-pub async fn bounds(pool: &PgPool, channel_id: Uuid) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT last_seq, pruned_through FROM tinydevcrm.channels WHERE channel_id = $1")
-        .bind(channel_id)
-        .fetch_optional(pool)
-        .await
-}
-
 /// Deletes events older than `keep`, remembering per channel the highest seq deleted.
 pub async fn prune(pool: &PgPool, keep: chrono::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - keep;

@@ -87,11 +87,6 @@ impl Hub {
         self.slots().clear();
     }
 
-    /// Channels with a slot in this process (for metrics and tests).
-    pub fn watched(&self) -> usize {
-        self.slots().len()
-    }
-
     /// Starts the listener task on the current runtime.
     pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let hub = Arc::clone(self);

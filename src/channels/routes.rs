@@ -21,7 +21,7 @@ use super::store::{self, ChannelRow};
 use crate::app::AppState;
 use crate::auth::extract::{AuthUser, authenticate, bearer_token};
 use crate::error::{ApiError, Problem};
-use crate::tables::name::table_name;
+use crate::views::routes::lookup_name;
 
 /// The body of `POST /channels/create/`: a job (its view is watched) or a view.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -64,9 +64,7 @@ impl From<ChannelRow> for ChannelBody {
 }
 
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound {
-        detail: format!("no channel {raw:?}"),
-    })
+    ApiError::id_in_path(raw, "channel")
 }
 
 /// Create a channel that gets an event at every refresh of a view.
@@ -90,9 +88,7 @@ pub async fn create_channel(
             (job.view_id, Some(job.job_id))
         }
         (None, Some(view)) => {
-            let name = table_name(view.trim()).map_err(|_| ApiError::NotFound {
-                detail: format!("no view named {view:?}"),
-            })?;
+            let name = lookup_name(view.trim())?;
             let view = crate::views::store::find(&state.pool, user.user_id, &name).await?;
             (view.view_id, None)
         }
@@ -103,15 +99,12 @@ pub async fn create_channel(
             ));
         }
     };
-    if store::count(&state.pool, user.user_id).await? >= state.settings.max_channels_per_tenant {
-        return Err(ApiError::Conflict {
-            code: "too_many_channels",
-            detail: format!(
-                "a tenant may have at most {} channels",
-                state.settings.max_channels_per_tenant
-            ),
-        });
-    }
+    ApiError::check_quota(
+        store::count(&state.pool, user.user_id).await?,
+        state.settings.max_channels_per_tenant,
+        "too_many_channels",
+        "channels",
+    )?;
     let channel = store::create(&state.pool, user.user_id, view_id, job_id).await?;
     Ok(HttpResponse::Created().json(ChannelBody::from(channel)))
 }

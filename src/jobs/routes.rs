@@ -11,7 +11,7 @@ use super::store::{self, JobRow, NewJob, RunRow};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::tables::name::table_name;
+use crate::views::routes::lookup_name;
 
 /// What a job does when a tick comes while its previous run is still going.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
@@ -138,11 +138,9 @@ fn check_retries(retries: i32) -> Result<i32, ApiError> {
     }
 }
 
-/// A job id from the path; anything that is not a UUID is simply not found.
+/// A job id from the path or a body.
 pub fn job_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::NotFound {
-        detail: format!("no job {raw:?}"),
-    })
+    ApiError::id_in_path(raw, "job")
 }
 
 /// Create a cron job that refreshes a view.
@@ -158,19 +156,14 @@ pub async fn create_job(
     let timezone = body.timezone.unwrap_or_else(|| "UTC".to_owned());
     let schedule = Schedule::parse(&body.crontab_def, &timezone).map_err(bad_schedule)?;
     let retries = check_retries(body.retries.unwrap_or(0))?;
-    let name = table_name(body.view_name.trim()).map_err(|_| ApiError::NotFound {
-        detail: format!("no view named {:?}", body.view_name),
-    })?;
+    let name = lookup_name(body.view_name.trim())?;
     let view = crate::views::store::find(&state.pool, user.user_id, &name).await?;
-    if store::count(&state.pool, user.user_id).await? >= state.settings.max_jobs_per_tenant {
-        return Err(ApiError::Conflict {
-            code: "too_many_jobs",
-            detail: format!(
-                "a tenant may have at most {} jobs",
-                state.settings.max_jobs_per_tenant
-            ),
-        });
-    }
+    ApiError::check_quota(
+        store::count(&state.pool, user.user_id).await?,
+        state.settings.max_jobs_per_tenant,
+        "too_many_jobs",
+        "jobs",
+    )?;
     let enabled = body.enabled.unwrap_or(true);
     let job = store::create(
         &state.pool,

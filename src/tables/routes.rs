@@ -218,15 +218,12 @@ pub async fn create_table(
     };
 
     let tenant = user.tenant.clone();
-    if store::count(&state.pool, user.user_id).await? >= settings.max_tables_per_tenant {
-        return Err(ApiError::Conflict {
-            code: "too_many_tables",
-            detail: format!(
-                "a tenant may have at most {} tables",
-                settings.max_tables_per_tenant
-            ),
-        });
-    }
+    ApiError::check_quota(
+        store::count(&state.pool, user.user_id).await?,
+        settings.max_tables_per_tenant,
+        "too_many_tables",
+        "tables",
+    )?;
 
     let path: PathBuf = file.to_path_buf();
     let plan_path = path.clone();

@@ -78,7 +78,8 @@ fn slot(state: &AppState, tenant: &Ident) -> Result<tokio::sync::OwnedSemaphoreP
         })
 }
 
-fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
+/// A view name from a path or body; one that cannot exist is simply not found.
+pub fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
     table_name(raw).map_err(|_| ApiError::NotFound {
         detail: format!("no view named {raw:?}"),
     })
