@@ -262,8 +262,7 @@ pub async fn update_job(
         // A resumed job starts from the next tick: the paused ones are not made up for.
         job.next_run_at = schedule.next_after(Utc::now());
     }
-    store::update(&mut tx, &job).await?;
-    let job = store::lock(&mut tx, user.user_id, id).await?;
+    store::update(&mut tx, &mut job).await?;
     tx.commit().await?;
     let last = store::last_run(&state.pool, job.job_id).await?;
     Ok(HttpResponse::Ok().json(JobBody::new(job, last)))

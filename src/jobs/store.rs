@@ -166,12 +166,12 @@ pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
     )
 }
 
-/// Writes a locked job's new settings and wakes the schedulers.
-pub async fn update(conn: &mut PgConnection, job: &JobRow) -> Result<(), ApiError> {
-    sqlx::query(
+/// Writes a locked job's new settings (and its new `updated_at`) and wakes the schedulers.
+pub async fn update(conn: &mut PgConnection, job: &mut JobRow) -> Result<(), ApiError> {
+    job.updated_at = sqlx::query_scalar(
         "UPDATE tinydevcrm.jobs SET crontab_def = $2, timezone = $3, overlap = $4, retries = $5,
              enabled = $6, next_run_at = $7, updated_at = now()
-         WHERE job_id = $1",
+         WHERE job_id = $1 RETURNING updated_at",
     )
     .bind(job.job_id)
     .bind(&job.crontab_def)
@@ -180,7 +180,7 @@ pub async fn update(conn: &mut PgConnection, job: &JobRow) -> Result<(), ApiErro
     .bind(job.retries)
     .bind(job.enabled)
     .bind(job.next_run_at)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     wake_schedulers(conn).await?;
     Ok(())
