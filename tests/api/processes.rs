@@ -25,7 +25,8 @@ impl Drop for Serve {
     }
 }
 
-fn serve(database_url: &str, log: &std::path::Path) -> Serve {
+/// `tinydevcrm serve` on a test database, logging to `log`; `env` adds or overrides variables.
+fn serve(database_url: &str, log: &std::path::Path, env: &[(&str, String)]) -> Serve {
     let log = std::fs::File::create(log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
         .arg("serve")
@@ -34,6 +35,7 @@ fn serve(database_url: &str, log: &std::path::Path) -> Serve {
         .env("TDC_BIND", "127.0.0.1:0")
         .env("TDC_STREAM_BIND", "")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -76,7 +78,7 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     let url = database_url(&api.db);
     let logs = temp_dir("tdc-serve-logs");
     let processes: Vec<Serve> = (0..3)
-        .map(|i| serve(&url, &logs.join(format!("serve-{i}.log"))))
+        .map(|i| serve(&url, &logs.join(format!("serve-{i}.log")), &[]))
         .collect();
     // The window starts once the schedulers work (debug processes on a loaded machine take a
     // while to start; ticks missed before that are caught up once, by design).
@@ -276,25 +278,19 @@ async fn listeners_that_never_read_do_not_grow_the_server() {
         l.local_addr().expect("addr").port()
     };
     let logs = temp_dir("tdc-serve-logs");
-    let log = std::fs::File::create(logs.join("serve.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
-        .arg("serve")
-        .env("DATABASE_URL", database_url(&api.db))
-        .env(
-            "JWT_SECRET",
-            String::from_utf8(api.settings.jwt_secret.clone()).expect("utf8 secret"),
-        )
-        .env("TDC_BIND", format!("127.0.0.1:{port}"))
-        .env("TDC_STREAM_BIND", "")
-        .env("TDC_SCHEDULER", "false")
-        .env("TDC_SSE_QUEUE", "16")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("serve");
-    let serve_process = Serve(child);
+    let serve_process = serve(
+        &database_url(&api.db),
+        &logs.join("serve.log"),
+        &[
+            (
+                "JWT_SECRET",
+                String::from_utf8(api.settings.jwt_secret.clone()).expect("utf8 secret"),
+            ),
+            ("TDC_BIND", format!("127.0.0.1:{port}")),
+            ("TDC_SCHEDULER", "false".to_owned()),
+            ("TDC_SSE_QUEUE", "16".to_owned()),
+        ],
+    );
     let pid = serve_process.0.id();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");

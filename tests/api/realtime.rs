@@ -85,6 +85,16 @@ impl TestApp {
         body
     }
 
+    /// Creates a job on `view` that runs every second, with extra `options`; its id.
+    pub async fn every_second_job(&self, access: &str, view: &str, options: Value) -> String {
+        let mut body = json!({"view_name": view, "crontab_def": "* * * * * *"});
+        if let (Some(body), Some(options)) = (body.as_object_mut(), options.as_object()) {
+            body.extend(options.clone());
+        }
+        let job = self.created(access, "/jobs/create/", body).await;
+        job["job_id"].as_str().expect("job_id").to_owned()
+    }
+
     pub async fn refresh_view(&self, access: &str, view: &str) -> Value {
         let res = self
             .post_as(access, &format!("/views/{view}/refresh/"), &json!({}))
@@ -423,14 +433,7 @@ async fn runs_are_recorded_and_paginated() {
     let app = spawn_app().await;
     let user = app.user_with_view().await;
     let a = &user.access;
-    let job = app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "someview", "crontab_def": "* * * * * *"}),
-        )
-        .await;
-    let id = job["job_id"].as_str().expect("id").to_owned();
+    let id = app.every_second_job(a, "someview", json!({})).await;
     app.wait_for_runs(a, &id, 15 * SECOND, |runs| finished(runs).len() >= 4)
         .await;
     let page: Value = app
@@ -510,14 +513,7 @@ async fn overlap_skip_records_skipped_ticks_while_a_slow_run_goes_on() {
     let app = spawn_app().await;
     let user = app.user_with_view().await;
     let a = &user.access;
-    let job = app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "someview", "crontab_def": "* * * * * *"}),
-        )
-        .await;
-    let id = job["job_id"].as_str().expect("id").to_owned();
+    let id = app.every_second_job(a, "someview", json!({})).await;
     app.wait_for_runs(a, &id, 10 * SECOND, |runs| !finished(runs).is_empty())
         .await;
     hold_table_lock(&app, &user, Duration::from_millis(3500)).await;
@@ -550,14 +546,9 @@ async fn overlap_queue_runs_the_tick_after_the_slow_run() {
     let app = spawn_app().await;
     let user = app.user_with_view().await;
     let a = &user.access;
-    let job = app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "someview", "crontab_def": "* * * * * *", "overlap": "queue"}),
-        )
+    let id = app
+        .every_second_job(a, "someview", json!({"overlap": "queue"}))
         .await;
-    let id = job["job_id"].as_str().expect("id").to_owned();
     app.wait_for_runs(a, &id, 10 * SECOND, |runs| !finished(runs).is_empty())
         .await;
     hold_table_lock(&app, &user, Duration::from_millis(3000)).await;
@@ -590,14 +581,7 @@ async fn after_downtime_a_job_runs_once_not_once_per_missed_tick() {
     let mut settings = paused_app.settings.clone();
     let user = paused_app.user_with_view().await;
     let a = &user.access;
-    let job = paused_app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "someview", "crontab_def": "* * * * * *"}),
-        )
-        .await;
-    let id = job["job_id"].as_str().expect("id").to_owned();
+    let id = paused_app.every_second_job(a, "someview", json!({})).await;
     // Thirty ticks were missed while no scheduler ran.
     let missed_since = Utc::now() - chrono::Duration::seconds(30);
     let missed_since = DateTime::from_timestamp(missed_since.timestamp(), 0).expect("whole second");
@@ -650,14 +634,9 @@ async fn failed_runs_are_retried_with_backoff() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let job = app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "fragile", "crontab_def": "* * * * * *", "retries": 2}),
-        )
+    let id = app
+        .every_second_job(a, "fragile", json!({"retries": 2}))
         .await;
-    let id = job["job_id"].as_str().expect("id").to_owned();
     let runs = app
         .wait_for_runs(a, &id, 15 * SECOND, |runs| {
             runs.iter().any(|r| r["status"] == "failed")
@@ -872,23 +851,19 @@ async fn a_listener_on_one_process_gets_events_of_a_job_run_by_another() {
     let mut settings = listener_app.settings.clone();
     settings.scheduler = true;
     let runner = spawn_app_on(listener_app.db.clone(), settings).await;
-    let job = listener_app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "someview", "crontab_def": "* * * * * *"}),
-        )
+    let job_id = listener_app
+        .every_second_job(a, "someview", json!({}))
         .await;
     let channel = listener_app
-        .created(a, "/channels/create/", json!({"job_id": job["job_id"]}))
+        .created(a, "/channels/create/", json!({"job_id": job_id}))
         .await;
     let cid = channel["channel_id"].as_str().expect("id").to_owned();
     let mut stream = listener_app.listen(a, &cid).await;
     let event = stream.expect_event(5 * SECOND).await;
-    assert_eq!(event.json()["job_id"], job["job_id"]);
+    assert_eq!(event.json()["job_id"], job_id.as_str());
     // Only the runner has a scheduler: it ran the job.
     let run_id = event.json()["run_id"].as_str().expect("run").to_owned();
-    let runs = runner.runs(a, job["job_id"].as_str().expect("id")).await;
+    let runs = runner.runs(a, &job_id).await;
     assert!(runs.iter().any(|r| r["run_id"] == run_id.as_str()));
 }
 
@@ -1118,14 +1093,7 @@ async fn run_history_is_pruned_by_count_and_by_age() {
     let app = spawn_app().await;
     let user = app.user_with_view().await;
     let a = &user.access;
-    let job = app
-        .created(
-            a,
-            "/jobs/create/",
-            json!({"view_name": "someview", "crontab_def": "* * * * * *"}),
-        )
-        .await;
-    let id = job["job_id"].as_str().expect("id").to_owned();
+    let id = app.every_second_job(a, "someview", json!({})).await;
     app.wait_for_runs(a, &id, 15 * SECOND, |runs| finished(runs).len() >= 5)
         .await;
     let pause = app
