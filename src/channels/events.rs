@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
+
+use crate::db::tenant::ServiceTx;
 use uuid::Uuid;
 
 /// The `NOTIFY` channel; payloads are `"<channel_id> <seq>"`.
@@ -33,7 +35,7 @@ pub struct RefreshEvent {
 /// they commit, and the `NOTIFY` is delivered at commit, never before. Returns how many
 /// channels were told.
 pub async fn append(
-    conn: &mut PgConnection,
+    conn: &mut ServiceTx,
     view_id: Uuid,
     event: &RefreshEvent,
 ) -> Result<u64, sqlx::Error> {
@@ -57,7 +59,7 @@ pub async fn append(
     .bind(view_id)
     .bind(data)
     .bind(NOTIFY_CHANNEL)
-    .fetch_all(conn)
+    .fetch_all(&mut **conn)
     .await?;
     Ok(told.len() as u64)
 }
