@@ -105,8 +105,9 @@ pub enum Rotation {
 }
 
 /// Atomically replaces the session's current refresh token, or revokes the session (ending its
-/// open streams on every process) when the presented token is not the current one. Of two racing uses of one token exactly one matches
-/// the compare-and-set; the other revokes the session.
+/// open streams on every process) when the presented token is not the current one. Of two
+/// racing uses of one token exactly one matches the compare-and-set; the other revokes the
+/// session.
 pub async fn rotate_refresh(
     pool: &PgPool,
     session_id: Uuid,
