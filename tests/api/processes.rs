@@ -117,7 +117,8 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     .fetch_all(&mut admin)
     .await
     .expect("runs");
-    let stats: Vec<(String, i64, f64, f64, f64)> = sqlx::query_as(
+    // Skipped runs never start: their lags are NULL.
+    let stats: Vec<(String, i64, Option<f64>, Option<f64>, Option<f64>)> = sqlx::query_as(
         "SELECT status, count(*), avg(extract(epoch FROM started_at - scheduled_for))::float8,
                 max(extract(epoch FROM started_at - scheduled_for))::float8, max(duration_ms)::float8
          FROM tinydevcrm.job_runs WHERE scheduled_for BETWEEN $1 AND $2 GROUP BY status",
@@ -349,4 +350,85 @@ async fn listeners_that_never_read_do_not_grow_the_server() {
     drop(stalled);
     drop(serve_process);
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test]
+async fn deep_and_long_view_expressions_never_make_serve_exit() {
+    // Arrange: a real serve process (an abort would end it, not this test) and a user.
+    let api = spawn_app_with(|s| s.scheduler = false).await;
+    let user = api.signed_up_user().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let logs = temp_dir("tdc-serve-logs");
+    let mut serve_process = serve(
+        &database_url(&api.db),
+        &logs.join("serve.log"),
+        &[
+            (
+                "JWT_SECRET",
+                String::from_utf8(api.settings.jwt_secret.clone()).expect("utf8 secret"),
+            ),
+            ("TDC_BIND", format!("127.0.0.1:{port}")),
+            ("TDC_SCHEDULER", "false".to_owned()),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let terms = |n: usize, op: &str| vec!["1"; n].join(op);
+    let attacks = [
+        format!("SELECT {} AS x", terms(40_000, "+")),
+        format!("SELECT {} AS x", terms(3_900, "+")),
+        format!("SELECT 1 AS x WHERE {}", terms(30_000, " = 1 AND 1")),
+        format!("SELECT {}1{} AS x", "(".repeat(20_000), ")".repeat(20_000)),
+        format!("SELECT {}1{} AS x", "(".repeat(200_000), ")".repeat(200_000)),
+        format!("SELECT {}1 AS x", "NOT ".repeat(20_000)),
+        format!("SELECT {}1{} AS x", "(SELECT ".repeat(5_000), ")".repeat(5_000)),
+    ];
+
+    for sql in attacks {
+        // Act
+        let res = client
+            .post(format!("{base}/views/create/"))
+            .header("Authorization", format!("JWT {}", user.access))
+            .json(&json!({"view_name": "deep", "sql_query": sql}))
+            .send()
+            .await
+            .expect("the server answered");
+
+        // Assert: a clear answer (or a body over the JSON limit), and the process is still
+        // there and serving.
+        let status = res.status();
+        assert!(
+            [StatusCode::BAD_REQUEST, StatusCode::CREATED, StatusCode::PAYLOAD_TOO_LARGE]
+                .contains(&status),
+            "{status}"
+        );
+        if status == StatusCode::CREATED {
+            let deleted = client
+                .delete(format!("{base}/views/deep/"))
+                .header("Authorization", format!("JWT {}", user.access))
+                .send()
+                .await
+                .expect("delete");
+            assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        }
+        assert!(
+            serve_process.0.try_wait().expect("status").is_none(),
+            "serve exited"
+        );
+        let health = client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("health");
+        assert_eq!(health.status(), StatusCode::OK);
+    }
 }
