@@ -153,7 +153,9 @@ fn push_filter(query: &mut QueryBuilder<Postgres>, column: &Column, filter: &Fil
     }
 }
 
-/// Builds `SELECT ctid, to_json(row) FROM relation ...` for a request.
+/// Builds `SELECT t.ctid, to_json(x.*) FROM relation t, LATERAL (SELECT ...) x ...` for a
+/// request. User columns may carry any name, the aliases `t` and `x` included, so every
+/// reference is qualified: a bare `x` would resolve to a column named `x` first.
 fn build(
     relation: &Relation,
     query: &RowsQuery,
@@ -166,7 +168,7 @@ fn build(
             .map(|c| c.column_name.clone())
             .collect(),
     };
-    let mut sql = QueryBuilder::new("SELECT t.ctid::text, to_json(x)::text FROM ");
+    let mut sql = QueryBuilder::new("SELECT t.ctid::text, to_json(x.*)::text FROM ");
     sql.push(&relation.schema)
         .push(".")
         .push(&relation.name)
