@@ -39,6 +39,9 @@ pub enum IngestError {
     /// A column type cannot be stored.
     #[error("{0}")]
     UnsupportedType(String),
+    /// A column name PostgreSQL reserves.
+    #[error("{0}")]
+    InvalidColumnName(String),
     /// A row of a JSON body is malformed.
     #[error("row {row}: {reason}")]
     InvalidRow {
@@ -150,6 +153,7 @@ pub fn plan(path: &Path, declared: Option<&[DeclaredColumn]>) -> Result<Plan, In
                     field.name()
                 )));
             }
+            check_not_system_column(field.name())?;
         }
         let columns = match declared {
             None => schema
@@ -178,6 +182,21 @@ pub fn plan(path: &Path, declared: Option<&[DeclaredColumn]>) -> Result<Plan, In
         }
         Ok(Plan { columns, rows })
     })
+}
+
+/// Names of PostgreSQL's system columns: a table column cannot take them.
+const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
+
+/// Refuses system column names, in any case: quoting would keep `"CTID"` apart from `ctid`,
+/// but the same name unquoted in a view's SQL would silently mean the system column.
+fn check_not_system_column(name: &str) -> Result<(), IngestError> {
+    if SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        return Err(IngestError::InvalidColumnName(format!(
+            "column {name:?} has the name of a PostgreSQL system column ({}); rename it in the file",
+            SYSTEM_COLUMNS.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn plan_declared(

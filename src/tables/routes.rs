@@ -26,6 +26,7 @@ impl From<IngestError> for ApiError {
         let code = match &e {
             IngestError::InvalidParquet(_) => "invalid_parquet",
             IngestError::ColumnMismatch(_) => "column_mismatch",
+            IngestError::InvalidColumnName(_) => "invalid_column_name",
             IngestError::UnsupportedType(_) => "unsupported_type",
             IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
         };

@@ -140,3 +140,37 @@ async fn columns_named_like_the_aliases_of_the_rows_statement_read_filter_order_
         json!([{"x": 10, "t": 11, "r": 12, "row": 13}])
     );
 }
+
+#[tokio::test]
+async fn system_column_names_in_any_case_are_refused_naming_the_column() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for name in [
+        "ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", "CTID", "XMin", "TableOid",
+    ] {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from(vec![1]))),
+            (name, Arc::new(Int64Array::from(vec![2]))),
+        ];
+        let declared = format!(
+            r#"[{{"column_name":"id","column_type":"bigint"}},{{"column_name":"{name}","column_type":"bigint"}}]"#
+        );
+        for declared in [None, Some(declared.as_str())] {
+            // Act
+            let res = app
+                .create_table(&user.access, file(columns.clone()), "sys", declared)
+                .await;
+
+            // Assert
+            let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_column_name").await;
+            let detail = body["detail"].as_str().expect("detail");
+            assert!(
+                detail.contains(&format!("{name:?}")) && detail.contains("rename"),
+                "{detail}"
+            );
+        }
+    }
+    let res = app.get_as(&user.access, "/tables/sys/").await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
