@@ -174,3 +174,163 @@ async fn system_column_names_in_any_case_are_refused_naming_the_column() {
     let res = app.get_as(&user.access, "/tables/sys/").await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn filtering_or_ordering_a_json_view_column_is_a_400_naming_it() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    create_view(
+        &app,
+        &user,
+        "jsonview",
+        r#"SELECT to_json("SomeString") AS doc, to_jsonb("SomeString") AS docb, "SomeNumber" AS n FROM sometable"#,
+    )
+    .await;
+
+    // Act + Assert: json has no equality or ordering operator.
+    for query in [
+        "doc=eq.%22s1%22",
+        "doc=neq.%22s1%22",
+        "doc=gt.%22s1%22",
+        "doc=in.(1,2)",
+        "order=doc",
+        "order=n,doc.desc",
+    ] {
+        for format in ["json", "csv", "parquet"] {
+            let res = app
+                .get_as(
+                    &user.access,
+                    &format!("/views/jsonview/rows/?{query}&format={format}"),
+                )
+                .await;
+            let body = assert_problem(res, StatusCode::BAD_REQUEST, "unsupported_operation").await;
+            let detail = body["detail"].as_str().expect("detail");
+            assert!(
+                detail.contains("\"doc\"") && detail.contains("jsonb"),
+                "{query}: {detail}"
+            );
+        }
+    }
+    // What json does support, and jsonb, still work.
+    for query in [
+        "doc=like.*s1*",
+        "doc=is.null",
+        "docb=eq.%22s1%22",
+        "order=docb",
+    ] {
+        let res = app
+            .get_as(&user.access, &format!("/views/jsonview/rows/?{query}"))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn ordering_by_a_type_without_an_ordering_operator_is_a_400_naming_the_column() {
+    // Arrange: point has no default ordering (and no equality) operator.
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    create_view(
+        &app,
+        &user,
+        "pointview",
+        r#"SELECT ('(' || "SomeNumber" || ',1)')::point AS p, "SomeNumber" AS n FROM sometable"#,
+    )
+    .await;
+
+    // Act
+    let res = app
+        .get_as(&user.access, "/views/pointview/rows/?order=p")
+        .await;
+
+    // Assert
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "unsupported_operation").await;
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(detail.contains("\"p\""), "{detail}");
+    // Equality on its text still works, as for every type the API does not know.
+    let res = app
+        .get_as(&user.access, "/views/pointview/rows/?p=eq.(1,1)")
+        .await;
+    assert_eq!(ok_json(res).await["rows"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_parquet_export_of_values_arrow_cannot_hold_is_a_400_naming_column_row_and_value() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let cases = [
+        (
+            "infts",
+            "SELECT 'infinity'::timestamptz AS at",
+            "at",
+            "infinity",
+        ),
+        (
+            "ninfts",
+            "SELECT n, CASE WHEN n = 3 THEN '-infinity'::timestamp ELSE now()::timestamp END AS at FROM generate_series(1, 5) AS n",
+            "at",
+            "-infinity",
+        ),
+        ("infdate", "SELECT 'infinity'::date AS d", "d", "infinity"),
+        (
+            "fardate",
+            "SELECT '294277-01-01'::date AS d",
+            "d",
+            "294277-01-01",
+        ),
+        ("nannum", "SELECT 'NaN'::numeric(10,2) AS n", "n", "NaN"),
+        ("midnight", "SELECT '24:00'::time AS t", "t", "24:00:00"),
+    ];
+    for (view, sql, column, value) in cases {
+        create_view(&app, &user, view, sql).await;
+
+        // Act
+        let res = app
+            .get_as(&user.access, &format!("/views/{view}/rows/?format=parquet"))
+            .await;
+
+        // Assert
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "unrepresentable_value").await;
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains(&format!("{column:?}"))
+                && detail.contains(value)
+                && detail.contains("row ")
+                && detail.contains("format=csv"),
+            "{view}: {detail}"
+        );
+        if view == "ninfts" {
+            assert!(detail.contains("row 3"), "{detail}");
+        }
+        // CSV and JSON carry the same values as text.
+        for format in ["csv", "json"] {
+            let res = app
+                .get_as(
+                    &user.access,
+                    &format!("/views/{view}/rows/?format={format}"),
+                )
+                .await;
+            assert_eq!(res.status(), StatusCode::OK, "{view} as {format}");
+            assert!(res.text().await.expect("text").contains(value), "{view}");
+        }
+    }
+    // Special floats are values Parquet has.
+    create_view(
+        &app,
+        &user,
+        "floats",
+        "SELECT 'NaN'::float8 AS f, '-Infinity'::real AS g",
+    )
+    .await;
+    let res = app
+        .get_as(&user.access, "/views/floats/rows/?format=parquet")
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Filtering the value out makes the Parquet export work.
+    let res = app
+        .get_as(&user.access, "/views/ninfts/rows/?format=parquet&n=neq.3")
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
