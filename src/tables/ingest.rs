@@ -42,6 +42,16 @@ pub enum IngestError {
     /// A column name PostgreSQL reserves.
     #[error("{0}")]
     InvalidColumnName(String),
+    /// The body is not JSON at all.
+    #[error("the body is not valid JSON at line {line} column {column}: {reason}")]
+    InvalidJson {
+        /// 1-based line of the syntax error.
+        line: usize,
+        /// 1-based column of the syntax error.
+        column: usize,
+        /// What the parser expected.
+        reason: String,
+    },
     /// A row of a JSON body is malformed.
     #[error("row {row}: {reason}")]
     InvalidRow {
@@ -670,6 +680,22 @@ fn json_decode_type(pg: PgType) -> DataType {
     }
 }
 
+/// A JSON syntax error at its place in the body; `line` overrides the parser's line for NDJSON,
+/// which is parsed one line at a time.
+fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> IngestError {
+    // serde_json's message ends with its own "at line L column C"; keep only the reason.
+    let text = e.to_string();
+    let reason = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(reason, _)| reason)
+        .to_owned();
+    IngestError::InvalidJson {
+        line: line.unwrap_or_else(|| e.line()),
+        column: e.column(),
+        reason,
+    }
+}
+
 /// Rows sent as JSON (an array of objects, or NDJSON): checked against the table's columns
 /// (unknown keys refused, missing keys null) and decoded into record batches for the same
 /// conversion and COPY path as Parquet.
@@ -684,12 +710,7 @@ pub fn json_rows(
             .lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| IngestError::InvalidRow {
-                    row: i + 1,
-                    reason: format!("not JSON: {e}"),
-                })
-            })
+            .map(|(i, line)| serde_json::from_str(line).map_err(|e| invalid_json(&e, Some(i + 1))))
             .collect::<Result<_, _>>()?
     } else {
         match serde_json::from_slice(body) {
@@ -700,9 +721,10 @@ pub fn json_rows(
                     "the body must be a JSON array of row objects".to_owned(),
                 ));
             }
+            Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid_json(&e, None)),
             Err(e) => {
                 return Err(IngestError::ColumnMismatch(format!(
-                    "the body is not valid JSON: {e}"
+                    "the body is not a JSON array of row objects: {e}"
                 )));
             }
         }

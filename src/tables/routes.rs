@@ -27,6 +27,7 @@ impl From<IngestError> for ApiError {
             IngestError::InvalidParquet(_) => "invalid_parquet",
             IngestError::ColumnMismatch(_) => "column_mismatch",
             IngestError::InvalidColumnName(_) => "invalid_column_name",
+            IngestError::InvalidJson { .. } => "invalid_json",
             IngestError::UnsupportedType(_) => "unsupported_type",
             IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
         };

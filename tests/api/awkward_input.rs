@@ -334,3 +334,42 @@ async fn a_parquet_export_of_values_arrow_cannot_hold_is_a_400_naming_column_row
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_invalid_json_with_line_and_column() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let columns: Vec<(&str, ArrayRef)> = vec![("id", Arc::new(Int64Array::from(vec![1])))];
+    let res = app
+        .create_table(&user.access, file(columns), "t1", None)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    for (content_type, body, position) in [
+        (
+            "application/json",
+            "[{\"id\": 1},\n {\"id\": }]",
+            "line 2 column 9",
+        ),
+        ("application/json", "{\"id\": ", "line 1 column 7"),
+        (
+            "application/x-ndjson",
+            "{\"id\": 1}\n{\"id\": 2\n",
+            "line 2 column 8",
+        ),
+        (
+            "application/x-ndjson",
+            "{\"id\": 1}\n\nnot json\n",
+            "line 3 column 2",
+        ),
+    ] {
+        // Act
+        let res = post_rows(&app, &user, "/tables/t1/rows/", content_type, body).await;
+
+        // Assert
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains(position), "{body:?}: {detail}");
+    }
+}
