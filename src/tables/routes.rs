@@ -453,8 +453,9 @@ pub enum Mode {
 /// Query of `POST /tables/{name}/rows/`.
 #[derive(Debug, Deserialize)]
 pub struct RowsQueryString {
-    /// `append` or `replace`.
-    pub mode: Option<Mode>,
+    /// `append` or `replace`; kept as text so an unknown mode is `invalid_mode`, not the
+    /// query extractor's generic 400.
+    pub mode: Option<String>,
 }
 
 /// What an ingest of more rows did.
@@ -476,7 +477,9 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
         "replace" => Ok(Mode::Replace),
         other => Err(ApiError::bad_request(
             "invalid_mode",
-            format!("mode {other:?} is not append or replace"),
+            format!(
+                "mode {other:?} is not an upload mode; use mode=append (the default) or mode=replace"
+            ),
         )),
     }
 }
@@ -525,7 +528,10 @@ pub async fn add_rows(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut mode = query.mode.unwrap_or(Mode::Append);
+    let mut mode = match query.mode.as_deref() {
+        Some(text) => parse_mode(text)?,
+        None => Mode::Append,
+    };
 
     enum Source {
         File(tempfile::TempPath, Plan),

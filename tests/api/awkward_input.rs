@@ -373,3 +373,44 @@ async fn a_body_that_is_not_json_is_invalid_json_with_line_and_column() {
         assert!(detail.contains(position), "{body:?}: {detail}");
     }
 }
+
+#[tokio::test]
+async fn an_unknown_upload_mode_is_invalid_mode_listing_the_modes() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let columns: Vec<(&str, ArrayRef)> = vec![("id", Arc::new(Int64Array::from(vec![1])))];
+    let res = app
+        .create_table(&user.access, file(columns), "t1", None)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    for mode in ["sideways", "APPEND", ""] {
+        // Act
+        let res = post_rows(
+            &app,
+            &user,
+            &format!("/tables/t1/rows/?mode={mode}"),
+            "application/json",
+            r#"[{"id": 2}]"#,
+        )
+        .await;
+
+        // Assert
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_mode").await;
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("mode") && detail.contains("append") && detail.contains("replace"),
+            "{detail}"
+        );
+    }
+    let res = post_rows(
+        &app,
+        &user,
+        "/tables/t1/rows/?mode=replace",
+        "application/json",
+        r#"[{"id": 2}]"#,
+    )
+    .await;
+    assert_eq!(ok_json(res).await["row_count"], 1);
+}
