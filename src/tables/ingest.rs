@@ -595,11 +595,89 @@ fn convert_column(
             Ok(Arc::new(texts))
         }
         PgType::Text | PgType::Varchar(None) => Ok(Arc::new(strings(array, column, row_offset)?)),
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => {
+            check_integral(array, column, row_offset)?;
+            cast_to(array, &column.pg.arrow_target(&source), column, row_offset)
+        }
         other => {
             let target = other.arrow_target(&source);
             cast_to(array, &target, column, row_offset)
         }
     }
+}
+
+/// Arrow casts floats and decimals to integers by truncating (1.9 becomes 1): refuse any value
+/// with a fraction instead, naming it.
+fn check_integral(
+    array: &ArrayRef,
+    column: &ColumnPlan,
+    row_offset: usize,
+) -> Result<(), IngestError> {
+    let source = value_type(array.data_type());
+    let is_float = matches!(
+        source,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    let is_fractional_decimal = matches!(
+        source,
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s)
+            if *s > 0
+    );
+    if !is_float && !is_fractional_decimal {
+        return Ok(());
+    }
+    let cast = |target: &DataType| {
+        cast_with_options(array, target, &CastOptions::default()).map_err(|e| {
+            invalid(
+                column,
+                row_offset,
+                0,
+                format!("cannot convert to {}: {e}", column.pg),
+            )
+        })
+    };
+    // The text says what the file holds (1.9 for a float32, not 1.899999976158142).
+    let texts = cast(&DataType::Utf8)?;
+    let texts = texts
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| invalid(column, row_offset, 0, "cannot convert to text"))?;
+    let floats = if is_float {
+        Some(cast(&DataType::Float64)?)
+    } else {
+        None
+    };
+    let floats = floats
+        .as_ref()
+        .and_then(|f| f.as_any().downcast_ref::<arrow::array::Float64Array>());
+    for i in 0..texts.len() {
+        if texts.is_null(i) {
+            continue;
+        }
+        let fractional = match floats {
+            Some(floats) => floats.value(i).fract() != 0.0,
+            None => texts
+                .value(i)
+                .split_once('.')
+                .is_some_and(|(_, decimals)| decimals.bytes().any(|b| b != b'0')),
+        };
+        if fractional {
+            return Err(invalid(
+                column,
+                row_offset,
+                i,
+                format!(
+                    "{} is not an integer; a {} column takes whole numbers only",
+                    texts.value(i),
+                    column.pg
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Nested values (lists, structs, maps) as JSON text, one per row.
@@ -696,6 +774,30 @@ fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> IngestError {
     }
 }
 
+/// An integer column's JSON value as a JSON integer. The Arrow decoder would truncate `1.9` to
+/// 1, so fractions are refused here; a number that is integral (`2.0`, `1e3`) or a string
+/// holding one is that integer. Range is checked by the decoder.
+fn json_integer(value: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let number = match value {
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => return Ok(value.clone()),
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(text) => {
+            let text = text.trim();
+            if let Ok(n) = text.parse::<i64>() {
+                return Ok(serde_json::Value::from(n));
+            }
+            text.parse::<f64>().ok()
+        }
+        other => return Ok(other.clone()),
+    };
+    match number {
+        // Integral and well inside the i64 range, so the conversion is exact.
+        #[expect(clippy::cast_possible_truncation, reason = "integral, range checked")]
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(serde_json::Value::from(f as i64)),
+        _ => Err(format!("{value} is not an integer")),
+    }
+}
+
 /// Rows sent as JSON (an array of objects, or NDJSON): checked against the table's columns
 /// (unknown keys refused, missing keys null) and decoded into record batches for the same
 /// conversion and COPY path as Parquet.
@@ -781,6 +883,13 @@ pub fn json_rows(
             let Some(value) = object.get_mut(name) else {
                 continue;
             };
+            if matches!(pg, PgType::Int2 | PgType::Int4 | PgType::Int8) {
+                *value = json_integer(value).map_err(|reason| IngestError::InvalidValue {
+                    column: name.clone(),
+                    row: i + 1,
+                    reason: format!("{reason} for a {pg} column"),
+                })?;
+            }
             // Text-like columns take any JSON value as its text; jsonb keeps its structure.
             let textual = json_decode_type(*pg) == DataType::Utf8;
             let needs_text = !value.is_null() && (!value.is_string() || *pg == PgType::Jsonb);

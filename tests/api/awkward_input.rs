@@ -414,3 +414,109 @@ async fn an_unknown_upload_mode_is_invalid_mode_listing_the_modes() {
     .await;
     assert_eq!(ok_json(res).await["row_count"], 1);
 }
+
+#[tokio::test]
+async fn a_fraction_written_to_an_integer_column_is_refused_naming_row_column_and_value() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("s", Arc::new(Int64Array::from(vec![1]))),
+        ("i", Arc::new(Int64Array::from(vec![1]))),
+        ("b", Arc::new(Int64Array::from(vec![1]))),
+    ];
+    let declared = r#"[{"column_name":"s","column_type":"smallint"},{"column_name":"i","column_type":"integer"},{"column_name":"b","column_type":"bigint"}]"#;
+    let res = app
+        .create_table(&user.access, file(columns), "ints", Some(declared))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    for (column, ty) in [("s", "smallint"), ("i", "integer"), ("b", "bigint")] {
+        for value in ["1.9", "-0.5", "\"1.9\"", "\" 7.25 \""] {
+            let array = format!(r#"[{{"{column}": 2}}, {{"{column}": {value}}}]"#);
+            let ndjson = format!("{{\"{column}\": 2}}\n{{\"{column}\": {value}}}\n");
+            for (content_type, body) in [
+                ("application/json", array),
+                ("application/x-ndjson", ndjson),
+            ] {
+                // Act
+                let res = post_rows(&app, &user, "/tables/ints/rows/", content_type, &body).await;
+
+                // Assert
+                let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_value").await;
+                let detail = problem["detail"].as_str().expect("detail");
+                let shown = value.trim_matches('"');
+                assert!(
+                    detail.contains(&format!("{column:?}"))
+                        && detail.contains("row 2")
+                        && detail.contains(shown)
+                        && detail.contains(ty),
+                    "{body}: {detail}"
+                );
+            }
+        }
+        // An integral value written with a fraction part is the integer.
+        let res = post_rows(
+            &app,
+            &user,
+            "/tables/ints/rows/",
+            "application/json",
+            &format!(r#"[{{"{column}": 2.0}}, {{"{column}": "3"}}]"#),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    }
+    assert_eq!(
+        app.column_texts("ints", &user.access, "b").await,
+        vec![
+            Some("1".to_owned()),
+            None,
+            None,
+            None,
+            None,
+            Some("2".to_owned()),
+            Some("3".to_owned())
+        ]
+    );
+
+    // Parquet: floats and decimals declared as integers.
+    let floats: Vec<(&str, ArrayRef)> = vec![
+        ("s", Arc::new(Float32Array::from(vec![1.0, 1.9]))),
+        ("i", Arc::new(Float64Array::from(vec![1.0, 2.0]))),
+        ("b", Arc::new(Float64Array::from(vec![3.0, 4.0]))),
+    ];
+    let decimals: Vec<(&str, ArrayRef)> = vec![
+        ("s", Arc::new(Int64Array::from(vec![1, 2]))),
+        ("i", Arc::new(Int64Array::from(vec![1, 2]))),
+        (
+            "b",
+            Arc::new(
+                Decimal128Array::from(vec![300, 190])
+                    .with_precision_and_scale(10, 2)
+                    .expect("decimal"),
+            ),
+        ),
+    ];
+    for (columns, column, value) in [(floats, "s", "1.9"), (decimals, "b", "1.90")] {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(file(columns)).file_name("more.parquet"),
+        );
+        let res = app
+            .client
+            .post(app.url("/tables/ints/rows/"))
+            .header("Authorization", format!("Bearer {}", user.access))
+            .multipart(form)
+            .send()
+            .await
+            .expect("request");
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_value").await;
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains(&format!("{column:?}"))
+                && detail.contains("row 2")
+                && detail.contains(value),
+            "{detail}"
+        );
+    }
+}
