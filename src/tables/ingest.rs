@@ -794,6 +794,9 @@ fn json_integer(value: &serde_json::Value) -> Result<serde_json::Value, String> 
         // Integral and well inside the i64 range, so the conversion is exact.
         #[expect(clippy::cast_possible_truncation, reason = "integral, range checked")]
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(serde_json::Value::from(f as i64)),
+        Some(f) if f.fract() == 0.0 => Err(format!(
+            "{value} is written as a floating-point number too large to be exact; write it as an integer"
+        )),
         _ => Err(format!("{value} is not an integer")),
     }
 }

@@ -173,6 +173,15 @@ async fn system_column_names_in_any_case_are_refused_naming_the_column() {
     }
     let res = app.get_as(&user.access, "/tables/sys/").await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    // A view cannot have one either; PostgreSQL's refusal is the client's error.
+    let res = app
+        .post_as(
+            &user.access,
+            "/views/create/",
+            &json!({"view_name": "sysview", "sql_query": "SELECT 1 AS ctid"}),
+        )
+        .await;
+    assert!(res.status().is_client_error(), "{:?}", res.text().await);
 }
 
 #[tokio::test]
