@@ -811,7 +811,15 @@ pub fn json_rows(
 ) -> Result<(Plan, Vec<RecordBatch>), IngestError> {
     let rows: Vec<serde_json::Value> = if ndjson {
         std::str::from_utf8(body)
-            .map_err(|_| IngestError::InvalidParquet("the body is not UTF-8".to_owned()))?
+            .map_err(|e| {
+                let valid = &body[..e.valid_up_to()];
+                let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                IngestError::InvalidJson {
+                    line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+                    column: valid.len() - line_start + 1,
+                    reason: "the bytes there are not UTF-8".to_owned(),
+                }
+            })?
             .lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())

@@ -381,6 +381,19 @@ async fn a_body_that_is_not_json_is_invalid_json_with_line_and_column() {
         let detail = problem["detail"].as_str().expect("detail");
         assert!(detail.contains(position), "{body:?}: {detail}");
     }
+    // Bytes that are not UTF-8 are placed the same way.
+    let res = app
+        .client
+        .post(app.url("/tables/t1/rows/"))
+        .header("Authorization", format!("Bearer {}", user.access))
+        .header("Content-Type", "application/x-ndjson")
+        .body(b"{\"id\": 1}\n{\"id\": \xff}\n".to_vec())
+        .send()
+        .await
+        .expect("request");
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(detail.contains("line 2 column 8"), "{detail}");
 }
 
 #[tokio::test]
