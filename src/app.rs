@@ -79,7 +79,11 @@ pub fn build_server_on(
 ) -> std::io::Result<Server> {
     password::warm_up();
     let workers = settings.workers;
-    let hub = Hub::new(pool.clone(), settings.sse_queue);
+    let hub = Hub::new(
+        pool.clone(),
+        settings.sse_queue,
+        settings.sse_session_recheck,
+    );
     let mut tasks = vec![hub.spawn(), spawn_janitor(pool.clone(), &settings)];
     if settings.close_streams_on_signal {
         tasks.push(spawn_stream_closer(Arc::clone(&hub)));

@@ -159,6 +159,10 @@ pub struct ServeArgs {
     /// Events a listener may fall behind before it is disconnected (it then replays).
     #[arg(long, env = "TDC_SSE_QUEUE", default_value_t = 256)]
     pub sse_queue: usize,
+    /// Seconds between re-checks of the sessions of open SSE streams against the database: the
+    /// backstop for a revocation whose notification was missed (the hub was reconnecting).
+    #[arg(long, env = "TDC_SSE_SESSION_RECHECK_SECS", default_value_t = 30)]
+    pub sse_session_recheck_secs: u64,
 }
 
 /// The shortest accepted JWT secret.
@@ -215,6 +219,9 @@ pub struct Settings {
     pub sse_heartbeat: Duration,
     /// Per-channel queue length of the hub.
     pub sse_queue: usize,
+    /// Interval at which the hub re-checks the sessions of open streams (a revoked or expired
+    /// session's streams end even if its revocation notice was missed).
+    pub sse_session_recheck: Duration,
     /// End SSE streams at SIGINT/SIGTERM (`serve`; off in tests, where a signal handler would
     /// swallow Ctrl-C).
     pub close_streams_on_signal: bool,
@@ -248,6 +255,7 @@ impl Settings {
             event_retention: chrono::Duration::hours(args.event_retention_hours),
             sse_heartbeat: Duration::from_secs(args.sse_heartbeat_secs.max(1)),
             sse_queue: args.sse_queue,
+            sse_session_recheck: Duration::from_secs(args.sse_session_recheck_secs.max(1)),
             close_streams_on_signal: true,
         }
     }
@@ -279,6 +287,7 @@ impl Settings {
             event_retention: chrono::Duration::hours(168),
             sse_heartbeat: Duration::from_secs(15),
             sse_queue: 256,
+            sse_session_recheck: Duration::from_secs(30),
             close_streams_on_signal: false,
         }
     }

@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use uuid::Uuid;
 
-use super::jwt::TokenType;
+use super::jwt::{Claims, TokenType};
 use super::store;
 use crate::app::AppState;
 use crate::db::ident::Ident;
@@ -29,6 +29,12 @@ pub struct AuthUser {
 /// Checks an access token and its session: the caller, or 401.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let claims = state.jwt.verify(token, TokenType::Access)?;
+    authenticate_claims(state, claims).await
+}
+
+/// Checks the session of already verified access-token claims: the caller, or 401. Split from
+/// [`authenticate`] for the listen stream, which registers with the hub between the two.
+pub async fn authenticate_claims(state: &AppState, claims: Claims) -> Result<AuthUser, ApiError> {
     let tenant = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
         .await?
         .ok_or_else(|| {

@@ -256,7 +256,8 @@ pub async fn refresh_tokens(
     }
 }
 
-/// Log out: revoke the session of a refresh token, with every access token minted in it.
+/// Log out: revoke the session of a refresh token, with every access token minted in it; its
+/// open SSE streams end on every process.
 #[utoipa::path(post, path = "/auth/tokens/blacklist/", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, description = "the session is revoked"), (status = 401, body = Problem)))]
 pub async fn blacklist_token(

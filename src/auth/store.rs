@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::channels::events::NOTIFY_CHANNEL;
 use crate::error::{ApiError, ResultExt};
 
 /// An account row.
@@ -103,9 +104,10 @@ pub enum Rotation {
     Dead,
 }
 
-/// Atomically replaces the session's current refresh token, or revokes the session when the
-/// presented token is not the current one. Of two racing uses of one token exactly one matches
-/// the compare-and-set; the other revokes the session.
+/// Atomically replaces the session's current refresh token, or revokes the session (ending its
+/// open streams on every process) when the presented token is not the current one. Of two
+/// racing uses of one token exactly one matches the compare-and-set; the other revokes the
+/// session.
 pub async fn rotate_refresh(
     pool: &PgPool,
     session_id: Uuid,
@@ -131,16 +133,24 @@ pub async fn rotate_refresh(
     if rotated == 1 {
         return Ok(Rotation::Rotated);
     }
-    let revoked = sqlx::query(
-        "UPDATE tinydevcrm.sessions
-         SET revoked_at = now(), revoked_reason = 'refresh_reuse'
-         WHERE session_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()",
+    // One statement: the notice that ends the session's streams on every process (the hub
+    // parses `session <id> revoked`) is delivered when the revocation commits, never before.
+    let revoked = sqlx::query_scalar::<_, Uuid>(
+        "WITH revoked AS (
+             UPDATE tinydevcrm.sessions
+             SET revoked_at = now(), revoked_reason = 'refresh_reuse'
+             WHERE session_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+             RETURNING session_id
+         )
+         SELECT session_id FROM revoked,
+             LATERAL pg_notify($3, 'session ' || session_id::text || ' revoked')",
     )
     .bind(session_id)
     .bind(user_id)
-    .execute(pool)
+    .bind(NOTIFY_CHANNEL)
+    .fetch_all(pool)
     .await?
-    .rows_affected();
+    .len();
     Ok(if revoked == 1 {
         Rotation::ReuseDetected
     } else {
@@ -148,22 +158,30 @@ pub async fn rotate_refresh(
     })
 }
 
-/// Revokes a session (logout); returns whether it existed.
+/// Revokes a session (logout) and ends its open streams on every process; returns whether it
+/// existed.
 pub async fn revoke_session(
     pool: &PgPool,
     session_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, ApiError> {
-    let found = sqlx::query(
-        "UPDATE tinydevcrm.sessions
-         SET revoked_at = COALESCE(revoked_at, now()), revoked_reason = COALESCE(revoked_reason, 'logout')
-         WHERE session_id = $1 AND user_id = $2",
+    let found = sqlx::query_scalar::<_, Uuid>(
+        "WITH revoked AS (
+             UPDATE tinydevcrm.sessions
+             SET revoked_at = COALESCE(revoked_at, now()),
+                 revoked_reason = COALESCE(revoked_reason, 'logout')
+             WHERE session_id = $1 AND user_id = $2
+             RETURNING session_id
+         )
+         SELECT session_id FROM revoked,
+             LATERAL pg_notify($3, 'session ' || session_id::text || ' revoked')",
     )
     .bind(session_id)
     .bind(user_id)
-    .execute(pool)
+    .bind(NOTIFY_CHANNEL)
+    .fetch_all(pool)
     .await?
-    .rows_affected();
+    .len();
     Ok(found == 1)
 }
 

@@ -3,10 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
+
+use crate::db::tenant::ServiceTx;
 use uuid::Uuid;
 
-/// The `NOTIFY` channel; payloads are `"<channel_id> <seq>"`.
+/// The `NOTIFY` channel. Payloads: `"<channel_id> <seq>"` (a new event), `"<channel_id>
+/// deleted"` (the channel's streams end) and `"session <session_id> revoked"` (the session's
+/// streams end; sent by `auth::store` in the revoking statement).
 pub const NOTIFY_CHANNEL: &str = "tdc_events";
 
 /// What one refresh tells every channel watching its view (`channel_id` is added per channel).
@@ -33,7 +37,7 @@ pub struct RefreshEvent {
 /// they commit, and the `NOTIFY` is delivered at commit, never before. Returns how many
 /// channels were told.
 pub async fn append(
-    conn: &mut PgConnection,
+    conn: &mut ServiceTx,
     view_id: Uuid,
     event: &RefreshEvent,
 ) -> Result<u64, sqlx::Error> {
@@ -57,7 +61,7 @@ pub async fn append(
     .bind(view_id)
     .bind(data)
     .bind(NOTIFY_CHANNEL)
-    .fetch_all(conn)
+    .fetch_all(&mut **conn)
     .await?;
     Ok(told.len() as u64)
 }

@@ -4,6 +4,14 @@
 //! coalesced notification costs nothing but latency. After the listener's connection drops
 //! (a killed backend, a PostgreSQL restart), the hub reconnects and re-reads every watched
 //! channel from its last broadcast event: nothing is lost.
+//!
+//! The hub also ends streams whose session is revoked. Every stream registers the session of
+//! its access token ([`Hub::watch_session`]); a revocation (logout, refresh-token reuse) sends
+//! `"session <id> revoked"` on the same `NOTIFY` channel in the revoking transaction, and every
+//! process ends that session's streams at once. A notification sent while the listener was
+//! reconnecting is lost, so the hub also re-checks the sessions of its open streams against
+//! `tinydevcrm.sessions` after every reconnect and every `recheck` interval: a missed
+//! revocation (or a session that expired) ends its streams within that interval at worst.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +21,7 @@ use std::time::Duration;
 use bytestring::ByteString;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::events::{self, NOTIFY_CHANNEL};
@@ -33,13 +41,68 @@ struct Slot {
     last_seq: i64,
 }
 
+/// Why a session's streams end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Logged out, revoked for refresh-token reuse, or gone.
+    Revoked,
+    /// Past its `expires_at` (found by the periodic re-check).
+    Expired,
+}
+
+/// The streams of one session in this process: they all watch one value, set once when the
+/// session ends.
+#[derive(Debug)]
+struct SessionEntry {
+    sender: watch::Sender<Option<SessionEnd>>,
+    streams: usize,
+}
+
 /// Live events of the channels this process streams.
 #[derive(Debug)]
 pub struct Hub {
     pool: PgPool,
     capacity: usize,
+    recheck: Duration,
     slots: Mutex<HashMap<Uuid, Slot>>,
+    sessions: Mutex<HashMap<Uuid, SessionEntry>>,
     closed: AtomicBool,
+}
+
+/// A stream's registration with the hub under its session: tells the stream when the session
+/// ends, and unregisters when the stream goes.
+#[derive(Debug)]
+pub struct SessionWatch {
+    hub: Arc<Hub>,
+    session_id: Uuid,
+    receiver: watch::Receiver<Option<SessionEnd>>,
+}
+
+impl SessionWatch {
+    /// Whether (and why) the session has ended.
+    pub fn ended(&self) -> Option<SessionEnd> {
+        *self.receiver.borrow()
+    }
+
+    /// Resolves when the session's state changes (check [`Self::ended`] then). Cancel-safe;
+    /// never resolves once the hub is gone (the stream then ends with the hub's other ways).
+    pub async fn changed(&mut self) {
+        if self.receiver.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for SessionWatch {
+    fn drop(&mut self) {
+        let mut sessions = self.hub.sessions();
+        if let Some(entry) = sessions.get_mut(&self.session_id) {
+            entry.streams = entry.streams.saturating_sub(1);
+            if entry.streams == 0 {
+                sessions.remove(&self.session_id);
+            }
+        }
+    }
 }
 
 /// Rows read per query when catching up.
@@ -48,17 +111,93 @@ const PAGE: i64 = 500;
 impl Hub {
     /// A hub whose per-channel queues hold `capacity` events (a listener further behind is
     /// disconnected and replays from the table when it reconnects).
-    pub fn new(pool: PgPool, capacity: usize) -> Arc<Self> {
+    /// `recheck` is how often the sessions of open streams are re-read from the database.
+    pub fn new(pool: PgPool, capacity: usize, recheck: Duration) -> Arc<Self> {
         Arc::new(Self {
             pool,
             capacity: capacity.max(1),
+            recheck: recheck.max(Duration::from_millis(100)),
             slots: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Slot>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a stream of `session_id`. Register before checking that the session is live,
+    /// so that a revocation committed after the check cannot slip between the two.
+    pub fn watch_session(self: &Arc<Self>, session_id: Uuid) -> SessionWatch {
+        let mut sessions = self.sessions();
+        let entry = sessions.entry(session_id).or_insert_with(|| SessionEntry {
+            sender: watch::channel(None).0,
+            streams: 0,
+        });
+        entry.streams += 1;
+        SessionWatch {
+            hub: Arc::clone(self),
+            session_id,
+            receiver: entry.sender.subscribe(),
+        }
+    }
+
+    /// Ends every stream of a session in this process.
+    pub fn end_session(&self, session_id: Uuid, why: SessionEnd) {
+        if let Some(entry) = self.sessions().get(&session_id) {
+            if entry.sender.borrow().is_none() {
+                metrics::counter!("tdc_sse_sessions_ended_total").increment(1);
+            }
+            entry.sender.send_replace(Some(why));
+        }
+    }
+
+    /// Re-reads the sessions of open streams and ends those revoked, deleted or expired: the
+    /// backstop for revocation notices lost while the listener was away.
+    pub async fn recheck_sessions(&self) -> Result<(), sqlx::Error> {
+        let live: Vec<Uuid> = self
+            .sessions()
+            .iter()
+            .filter(|(_, entry)| entry.sender.borrow().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let ended: Vec<(Uuid, bool)> = sqlx::query_as(
+            "SELECT ids.id, (s.session_id IS NOT NULL AND s.revoked_at IS NULL) AS expired
+             FROM unnest($1::uuid[]) AS ids(id)
+             LEFT JOIN tinydevcrm.sessions s ON s.session_id = ids.id
+             WHERE s.session_id IS NULL OR s.revoked_at IS NOT NULL OR s.expires_at <= now()",
+        )
+        .bind(&live)
+        .fetch_all(&self.pool)
+        .await?;
+        for (session_id, expired) in ended {
+            let why = if expired {
+                SessionEnd::Expired
+            } else {
+                SessionEnd::Revoked
+            };
+            self.end_session(session_id, why);
+        }
+        Ok(())
+    }
+
+    async fn recheck_loop(&self) {
+        let mut tick = tokio::time::interval(self.recheck);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.recheck_sessions().await {
+                tracing::warn!(error = %e, "hub: re-checking stream sessions failed");
+            }
+        }
     }
 
     /// Live events of a channel from now on. `stored_last_seq` is the channel's `last_seq` as
@@ -87,10 +226,13 @@ impl Hub {
         self.slots().clear();
     }
 
-    /// Starts the listener task on the current runtime.
+    /// Starts the listener and the session re-check on the current runtime (one task:
+    /// aborting it stops both).
     pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let hub = Arc::clone(self);
-        tokio::spawn(async move { hub.run().await })
+        tokio::spawn(async move {
+            tokio::join!(hub.run(), hub.recheck_loop());
+        })
     }
 
     async fn run(&self) {
@@ -110,6 +252,10 @@ impl Hub {
                 tracing::warn!(error = %e, "hub: catching up failed; reconnecting");
                 tokio::time::sleep(backoff).await;
                 continue;
+            }
+            // Revocations announced while nobody listened are in the sessions table.
+            if let Err(e) = self.recheck_sessions().await {
+                tracing::warn!(error = %e, "hub: re-checking stream sessions failed");
             }
             backoff = Duration::from_millis(100);
             loop {
@@ -142,6 +288,16 @@ impl Hub {
 
     async fn on_notification(&self, payload: &str) -> Result<(), sqlx::Error> {
         let mut parts = payload.split(' ');
+        if payload.starts_with("session ") {
+            parts.next();
+            if let (Some(session_id), Some("revoked")) = (
+                parts.next().and_then(|s| Uuid::parse_str(s).ok()),
+                parts.next(),
+            ) {
+                self.end_session(session_id, SessionEnd::Revoked);
+            }
+            return Ok(());
+        }
         let Some(channel_id) = parts.next().and_then(|c| Uuid::parse_str(c).ok()) else {
             return Ok(());
         };

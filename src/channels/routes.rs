@@ -16,10 +16,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::events;
-use super::hub::HubEvent;
+use super::hub::{HubEvent, SessionEnd, SessionWatch};
 use super::store::{self, ChannelRow};
 use crate::app::AppState;
-use crate::auth::extract::{AuthUser, authenticate, bearer_token};
+use crate::auth::extract::{AuthUser, authenticate_claims, bearer_token};
+use crate::auth::jwt::TokenType;
 use crate::error::{ApiError, Problem};
 use crate::views::routes::lookup_name;
 
@@ -159,8 +160,9 @@ pub struct QueryToken(pub String);
 ///
 /// Sends `Last-Event-ID`'s missed events first (a `reset` event when they were deleted by
 /// retention), then live ones; heartbeat comments; ends when the access token expires
-/// (`token_expired` event) or when the client is too slow for its queue (it reconnects with
-/// `Last-Event-ID` and replays).
+/// (`token_expired` event), when its session is revoked by logout or refresh-token reuse on any
+/// process (`revoked` event, within a second) or found expired (`session_expired` event), or
+/// when the client is too slow for its queue (it reconnects with `Last-Event-ID` and replays).
 #[utoipa::path(get, path = "/channels/{id}/listen/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id"),
         ("access_token" = Option<String>, Query, description = "for EventSource, which cannot send headers"),
@@ -178,7 +180,17 @@ pub async fn listen(
         (Err(_), Some(QueryToken(token))) => token.clone(),
         (Err(e), None) => return Err(e),
     };
-    let user = authenticate(&state, &token).await?;
+    let claims = state.jwt.verify(&token, TokenType::Access)?;
+    // Registered before the session is checked: a revocation committed after the check is
+    // announced to this registration, one committed before it fails the check.
+    let session = state.hub.watch_session(claims.sid);
+    let user = authenticate_claims(&state, claims).await?;
+    if session.ended().is_some() {
+        return Err(ApiError::unauthorized(
+            "token_revoked",
+            "the session of this token has been revoked",
+        ));
+    }
     let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
     let last_event_id = match req.headers().get("last-event-id") {
         None => None,
@@ -230,6 +242,7 @@ pub async fn listen(
             sent: cursor,
             receiver,
             expires: Box::pin(tokio::time::sleep(token_left)),
+            session,
             done: false,
             _gauge: StreamGauge,
         },
@@ -269,6 +282,8 @@ struct Listening {
     sent: i64,
     receiver: broadcast::Receiver<Arc<HubEvent>>,
     expires: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The access token's session: its revocation ends the stream.
+    session: SessionWatch,
     done: bool,
     _gauge: StreamGauge,
 }
@@ -281,13 +296,35 @@ fn refresh_event(event: &HubEvent) -> sse::Event {
     )
 }
 
+/// The last event of a stream whose session ended; the client must log in again rather than
+/// reconnect with the same token.
+fn session_ended_event(why: SessionEnd) -> sse::Event {
+    let (name, data) = match why {
+        SessionEnd::Revoked => (
+            "revoked",
+            "{\"code\":\"token_revoked\",\"detail\":\"the session of this stream was revoked (logout or refresh-token reuse); log in again\"}",
+        ),
+        SessionEnd::Expired => (
+            "session_expired",
+            "{\"code\":\"token_revoked\",\"detail\":\"the session of this stream expired; log in again\"}",
+        ),
+    };
+    sse::Event::Data(sse::Data::new(data).event(name))
+}
+
 /// The stream's state machine: replay from the table, then live from the hub (skipping what
-/// the replay already sent), until the token expires, the channel goes, or the client lags.
+/// the replay already sent), until the token expires, the session is revoked, the channel goes,
+/// or the client lags. A revoked session wins over anything still queued: nothing is sent after
+/// the hub learns of the revocation.
 async fn next_event(mut s: Listening) -> Option<(sse::Event, Listening)> {
     if s.done {
         return None;
     }
     loop {
+        if let Some(why) = s.session.ended() {
+            s.done = true;
+            return Some((session_ended_event(why), s));
+        }
         if let Some(out) = s.backlog.pop_front() {
             return Some(match out {
                 Outgoing::Event(event) => {
@@ -323,6 +360,8 @@ async fn next_event(mut s: Listening) -> Option<(sse::Event, Listening)> {
             }
         }
         tokio::select! {
+            biased;
+            () = s.session.changed() => {}
             () = &mut s.expires => {
                 s.done = true;
                 let data = sse::Data::new("{\"detail\":\"the access token expired; reconnect with a fresh one and Last-Event-ID\"}")
@@ -362,18 +401,33 @@ mod tests {
         })
     }
 
+    fn lazy_pool() -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("lazy pool")
+    }
+
     fn state(receiver: broadcast::Receiver<Arc<HubEvent>>, sent: i64) -> Listening {
+        let hub = super::super::hub::Hub::new(lazy_pool(), 16, Duration::from_secs(3600));
+        state_in(&hub, Uuid::nil(), receiver, sent)
+    }
+
+    fn state_in(
+        hub: &Arc<super::super::hub::Hub>,
+        session_id: Uuid,
+        receiver: broadcast::Receiver<Arc<HubEvent>>,
+        sent: i64,
+    ) -> Listening {
         Listening {
             // Never used: nothing is replayed in these tests.
-            pool: sqlx::postgres::PgPoolOptions::new()
-                .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-                .expect("lazy pool"),
+            pool: lazy_pool(),
             channel_id: Uuid::nil(),
             backlog: VecDeque::new(),
             replaying: false,
             sent,
             receiver,
             expires: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            session: hub.watch_session(session_id),
             done: false,
             _gauge: StreamGauge,
         }
@@ -409,5 +463,37 @@ mod tests {
         let (sender, receiver) = broadcast::channel(2);
         drop(sender);
         assert!(next_event(state(receiver, 0)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_ends_its_stream_before_anything_queued_and_spares_other_sessions() {
+        let hub = super::super::hub::Hub::new(lazy_pool(), 16, Duration::from_secs(3600));
+        let (revoked, kept) = (Uuid::new_v4(), Uuid::new_v4());
+        let (sender, receiver) = broadcast::channel(16);
+        let mine = state_in(&hub, revoked, receiver, 0);
+        let other = state_in(&hub, kept, sender.subscribe(), 0);
+        hub.end_session(revoked, SessionEnd::Revoked);
+        sender.send(event(1)).expect("send");
+        let (last, mine) = next_event(mine).await.expect("a final event");
+        assert!(format!("{last:?}").contains("revoked"), "{last:?}");
+        assert!(next_event(mine).await.is_none());
+        let (first, _) = next_event(other).await.expect("an event");
+        assert!(id_of(&first).contains("\"1\""), "{first:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_waiting_for_events_wakes_up_when_its_session_is_revoked() {
+        let hub = super::super::hub::Hub::new(lazy_pool(), 16, Duration::from_secs(3600));
+        let session = Uuid::new_v4();
+        let (_sender, receiver) = broadcast::channel(16);
+        let waiting = tokio::spawn(next_event(state_in(&hub, session, receiver, 0)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hub.end_session(session, SessionEnd::Expired);
+        let (last, _) = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken within a second")
+            .expect("joined")
+            .expect("a final event");
+        assert!(format!("{last:?}").contains("session_expired"), "{last:?}");
     }
 }

@@ -8,6 +8,15 @@ DECLARE
 BEGIN
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
     EXECUTE 'REVOKE ALL ON SCHEMA public FROM PUBLIC';
+    -- Catalogs: every role may read them by default, which would show a tenant the names,
+    -- sizes and view definitions of the others. Only the service role reads them now. (The
+    -- shared catalogs' grants are cluster-wide: this is meant for a cluster of our own.)
+    EXECUTE 'REVOKE SELECT ON ALL TABLES IN SCHEMA pg_catalog FROM PUBLIC';
+    EXECUTE 'REVOKE SELECT ON ALL TABLES IN SCHEMA information_schema FROM PUBLIC';
+    EXECUTE 'REVOKE USAGE ON SCHEMA information_schema FROM PUBLIC';
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA pg_catalog TO %I', owner_role);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA information_schema TO %I', owner_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA information_schema TO %I', owner_role);
     -- Functions that let SQL change its own role or settings, read other objects' definitions or
     -- data, reach the file system through large objects, signal other sessions, or hold locks
     -- that outlive a transaction on a pooled connection.

@@ -324,6 +324,16 @@ impl LocalCluster {
     /// Creates `database` owned by the service role when missing, and applies the privilege
     /// hardening of `harden.sql` (idempotent).
     pub async fn ensure_database(&self, database: &str) -> Result<(), ClusterError> {
+        self.ensure_database_hardened(database, true).await
+    }
+
+    /// [`Self::ensure_database`], optionally without the hardening: what a managed PostgreSQL
+    /// whose administrator never ran `harden.sql` looks like (tests run the attacks on both).
+    pub async fn ensure_database_hardened(
+        &self,
+        database: &str,
+        harden: bool,
+    ) -> Result<(), ClusterError> {
         let mut conn = PgConnection::connect_with(&self.superuser_options("postgres")).await?;
         let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(database)
@@ -343,9 +353,11 @@ impl LocalCluster {
                 .await?;
         }
         conn.close().await?;
-        let mut conn = PgConnection::connect_with(&self.superuser_options(database)).await?;
-        sqlx::raw_sql(HARDEN_SQL).execute(&mut conn).await?;
-        conn.close().await?;
+        if harden {
+            let mut conn = PgConnection::connect_with(&self.superuser_options(database)).await?;
+            sqlx::raw_sql(HARDEN_SQL).execute(&mut conn).await?;
+            conn.close().await?;
+        }
         Ok(())
     }
 

@@ -58,6 +58,70 @@ pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, 
     Ok(name)
 }
 
+/// A transaction whose statements run as a tenant's role. Tenant SQL runs only on this; the
+/// way back to the service role is [`TenantTx::into_service`], which consumes it.
+#[derive(Debug)]
+pub struct TenantTx(Transaction<'static, Postgres>);
+
+/// A transaction that runs as the service role: registry writes, run records and events take
+/// this, so they cannot be handed a connection that is still a tenant.
+#[derive(Debug)]
+pub struct ServiceTx(Transaction<'static, Postgres>);
+
+impl std::ops::Deref for TenantTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TenantTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}
+
+impl std::ops::Deref for ServiceTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServiceTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}
+
+impl TenantTx {
+    /// Back to the service role in the same transaction, once the tenant's statements are done.
+    pub async fn into_service(mut self) -> Result<ServiceTx, sqlx::Error> {
+        sqlx::query("RESET ROLE").execute(&mut *self.0).await?;
+        sqlx::query("SELECT set_config('search_path', 'public', true)")
+            .execute(&mut *self.0)
+            .await?;
+        Ok(ServiceTx(self.0))
+    }
+
+    /// Commits the tenant's statements.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.0.commit().await
+    }
+}
+
+impl ServiceTx {
+    /// A service-role transaction on a pooled connection.
+    pub async fn begin(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Self(pool.begin().await?))
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.0.commit().await
+    }
+}
+
 /// Begins a transaction that runs as the tenant role, with the tenant's schema as search path
 /// and a statement timeout. Settings are made before the role switch (the tenant may not call
 /// `set_config`) and end with the transaction, so the pooled connection comes back clean.
@@ -65,7 +129,7 @@ pub async fn begin_as(
     pool: &PgPool,
     tenant: &Ident,
     statement_timeout: Duration,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+) -> Result<TenantTx, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true),
@@ -81,7 +145,7 @@ pub async fn begin_as(
     let mut role = QueryBuilder::new("SET LOCAL ROLE ");
     role.push(tenant);
     role.build().execute(&mut *tx).await?;
-    Ok(tx)
+    Ok(TenantTx(tx))
 }
 
 /// Per-tenant slots for heavy work (creating and refreshing views): beyond the limit a tenant

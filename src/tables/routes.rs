@@ -244,7 +244,7 @@ pub async fn create_table(
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     store::create_table(&mut tx, &tenant, &name, &plan).await?;
     copy_file(&mut tx, &tenant, &name, plan, path).await?;
-    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    let mut tx = tx.into_service().await?;
     let row = store::register(&mut tx, user.user_id, &name).await?;
     tx.commit().await?;
     drop(file);
@@ -394,7 +394,7 @@ pub async fn delete_table(
     )
     .await?;
     store::drop_table(&mut tx, &tenant, &name, query.cascade).await?;
-    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    let mut tx = tx.into_service().await?;
     store::unregister(&mut tx, row.table_id).await?;
     crate::views::store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
     tx.commit().await?;
@@ -606,7 +606,7 @@ pub async fn add_rows(
         }
     };
     let row_count = store::row_count(&mut tx, &tenant, &name).await?;
-    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    let mut tx = tx.into_service().await?;
     store::bump_change_count(&mut tx, row.table_id).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(RowsWritten {

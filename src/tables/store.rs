@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::ingest::Plan;
 use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::tenant::ServiceTx;
 use crate::error::{ApiError, ResultExt};
 
 /// A registry row.
@@ -111,9 +112,9 @@ pub fn copy_statement(schema: &Ident, name: &Ident, plan: &Plan) -> Result<Strin
     Ok(copy.sql().as_str().to_owned())
 }
 
-/// Registers a new table (after `RESET ROLE`); a duplicate name is a 409.
+/// Registers a new table, as the service role; a duplicate name is a 409.
 pub async fn register(
-    conn: &mut PgConnection,
+    conn: &mut ServiceTx,
     user_id: Uuid,
     name: &Ident,
 ) -> Result<TableRow, ApiError> {
@@ -124,7 +125,7 @@ pub async fn register(
     .bind(Uuid::new_v4())
     .bind(user_id)
     .bind(name.as_str())
-    .fetch_one(conn)
+    .fetch_one(&mut **conn)
     .await
     .on_constraint("tables_user_id_table_name_key", || table_exists(name))
 }
@@ -236,10 +237,10 @@ pub async fn drop_relation(
 }
 
 /// Removes the registry row.
-pub async fn unregister(conn: &mut PgConnection, table_id: Uuid) -> Result<(), ApiError> {
+pub async fn unregister(conn: &mut ServiceTx, table_id: Uuid) -> Result<(), ApiError> {
     sqlx::query("DELETE FROM tinydevcrm.tables WHERE table_id = $1")
         .bind(table_id)
-        .execute(conn)
+        .execute(&mut **conn)
         .await?;
     Ok(())
 }
@@ -258,12 +259,12 @@ pub async fn delete_all_rows(
 }
 
 /// Records that the table's rows changed (views use the counter to skip needless refreshes).
-pub async fn bump_change_count(conn: &mut PgConnection, table_id: Uuid) -> Result<(), ApiError> {
+pub async fn bump_change_count(conn: &mut ServiceTx, table_id: Uuid) -> Result<(), ApiError> {
     sqlx::query(
         "UPDATE tinydevcrm.tables SET change_count = change_count + 1, updated_at = now() WHERE table_id = $1",
     )
     .bind(table_id)
-    .execute(conn)
+    .execute(&mut **conn)
     .await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! as the tenant role with limits, read through the shared rows API.
 
 pub mod refresh;
+pub mod resolved;
 pub mod routes;
 pub mod sandbox;
 pub mod store;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::store::{self, RefreshRecord, ViewRow};
 use crate::channels::events::{self, RefreshEvent};
 use crate::db::ident::Ident;
-use crate::db::tenant;
+use crate::db::tenant::{self, ServiceTx};
 use crate::error::ApiError;
 
 /// Maps a PostgreSQL error in tenant SQL to a 400 that quotes PostgreSQL (message and
@@ -81,9 +81,9 @@ pub async fn refresh_view(
 
     if !view.volatile && !reads_views && view.refreshed_changes == Some(changes) {
         let skipped = record("skipped", None, None);
-        let mut conn = pool.acquire().await?;
+        let mut tx = ServiceTx::begin(pool).await?;
         store::record_refresh(
-            &mut conn,
+            &mut tx,
             view.view_id,
             refresh_id,
             job_run_id,
@@ -91,6 +91,7 @@ pub async fn refresh_view(
             None,
         )
         .await?;
+        tx.commit().await?;
         return Ok(skipped);
     }
 
@@ -104,7 +105,7 @@ pub async fn refresh_view(
             .ok();
         // The tenant SQL is done (REFRESH is security-restricted; nothing of the tenant's runs
         // after it): back to the service role to write the history and the events.
-        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+        let mut tx = tx.into_service().await?;
         let done = record("refreshed", rows, None);
         store::record_refresh(
             &mut tx,
@@ -134,16 +135,10 @@ pub async fn refresh_view(
         Err(e) => {
             let error = tenant_sql_error(e);
             let failed = record("failed", None, Some(error.to_string()));
-            let mut conn = pool.acquire().await?;
-            store::record_refresh(
-                &mut conn,
-                view.view_id,
-                refresh_id,
-                job_run_id,
-                &failed,
-                None,
-            )
-            .await?;
+            let mut tx = ServiceTx::begin(pool).await?;
+            store::record_refresh(&mut tx, view.view_id, refresh_id, job_run_id, &failed, None)
+                .await?;
+            tx.commit().await?;
             Err(error)
         }
     }

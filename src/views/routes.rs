@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error};
-use super::sandbox;
 use super::store::{self, RefreshRecord, ViewRow};
+use super::{resolved, sandbox};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::channels::routes::ChannelBody;
@@ -134,8 +134,10 @@ pub async fn create_view(
     if own.contains(name.as_str()) {
         return Err(store::name_taken(&name));
     }
-    let checked = sandbox::check(&body.sql_query, tenant.as_str(), &own)
-        .map_err(|rejected| ApiError::bad_request("sql_rejected", rejected.0))?;
+    let checked =
+        sandbox::check_on_own_stack(body.sql_query.clone(), tenant.as_str().to_owned(), own)
+            .await
+            .map_err(|rejected| ApiError::bad_request("sql_rejected", rejected.0))?;
     let unique_key = match &body.unique_key {
         Some(columns) if columns.is_empty() => {
             return Err(ApiError::bad_request(
@@ -166,16 +168,20 @@ pub async fn create_view(
             .await
             .map_err(tenant_sql_error)?;
     }
-    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
-    let relations: Vec<String> = checked.relations.iter().cloned().collect();
+    let mut tx = tx.into_service().await?;
+    // Nothing of the query has run yet: decide on what PostgreSQL resolved it to. A refusal
+    // drops the transaction, and the view with it.
+    let resolved = resolved::check(&mut tx, &tenant, &name, sandbox::ALLOWED_FUNCTIONS)
+        .await?
+        .map_err(|refused| ApiError::bad_request("sql_rejected", refused.0))?;
     let view = store::register(
         &mut tx,
         user.user_id,
         &name,
         &checked.sql,
         body.unique_key.as_deref(),
-        checked.volatile,
-        &relations,
+        checked.volatile || resolved.volatile,
+        &resolved.relations,
     )
     .await?;
     tx.commit().await?;
@@ -183,7 +189,7 @@ pub async fn create_view(
     if let Err(e) = run_refresh(&state.pool, timeout, &tenant, &view, Trigger::default()).await {
         let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
         store::drop_view(&mut tx, &tenant, &name, true).await?;
-        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+        let mut tx = tx.into_service().await?;
         store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
         tx.commit().await?;
         return Err(e);
@@ -300,7 +306,7 @@ pub async fn delete_view(
     )
     .await?;
     store::drop_view(&mut tx, &tenant, &name, query.cascade).await?;
-    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    let mut tx = tx.into_service().await?;
     store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())

@@ -1,7 +1,11 @@
-//! The first layer of the tenant SQL sandbox: parse the view's SQL (PostgreSQL dialect), allow
-//! exactly one read-only SELECT over the tenant's own relations with functions from an
-//! allow-list, and re-serialise the checked AST (the text PostgreSQL runs is ours, not the
-//! user's). The other layers are the tenant role, revoked privileges and timeouts.
+//! The first layer of the tenant SQL sandbox: bound the size of the view's SQL, then parse it
+//! (PostgreSQL dialect) and allow exactly one read-only SELECT over the tenant's own relations
+//! with functions from an allow-list, for fast errors that point at the problem.
+//!
+//! This layer does not decide: a second parser can read text differently from PostgreSQL. The
+//! user's own text is what runs, created `WITH NO DATA`, and `views::resolved` decides on what
+//! PostgreSQL resolved it to. The other layers are the tenant role, revoked privileges and
+//! timeouts.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
@@ -12,10 +16,24 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// Longest accepted view SQL, in bytes.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+/// Most tokens (words, literals, operators, punctuation) in a view's SQL: every level of an
+/// expression tree has at least one, so this bounds the depth of every walk over it.
+pub const MAX_SQL_TOKENS: usize = 8_000;
+/// Deepest nesting of brackets.
+pub const MAX_SQL_NESTING: usize = 40;
+/// Stack of the thread that parses and walks the SQL: room for [`MAX_SQL_TOKENS`] levels of
+/// recursion at several kilobytes each (unoptimised builds included). Reserved address space
+/// only; pages are touched as the walk goes deeper.
+const CHECK_STACK_BYTES: usize = 256 * 1024 * 1024;
 
 /// Functions a view may call: aggregates, window, date/time, math, string, regular expression,
-/// JSON, array and conditional functions. Everything else is refused.
-const ALLOWED_FUNCTIONS: &[&str] = &[
+/// JSON, array and conditional functions. Everything else is refused. PostgreSQL's resolution
+/// is checked against the same names (`views::resolved`), and also allows the cast functions.
+pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // aggregates
     "count",
     "sum",
@@ -99,6 +117,7 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "date_add",
     "date_subtract",
     "extract",
+    "overlaps",
     // math
     "abs",
     "ceil",
@@ -183,6 +202,7 @@ const ALLOWED_FUNCTIONS: &[&str] = &[
     "array_to_string",
     "overlay",
     "gen_random_uuid",
+    "similar_to_escape",
     // regular expressions
     "regexp_match",
     "regexp_matches",
@@ -275,7 +295,7 @@ const VOLATILE_FUNCTIONS: &[&str] = &[
 /// A checked view query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedQuery {
-    /// The re-serialised statement that PostgreSQL will run.
+    /// The user's own statement, without a trailing semicolon: what PostgreSQL will resolve.
     pub sql: String,
     /// The tenant relations it reads (folded names).
     pub relations: BTreeSet<String>,
@@ -410,18 +430,88 @@ fn check_body(body: &SetExpr) -> ControlFlow<Rejected> {
     }
 }
 
-/// Casts to the object-identifier types (`regclass`, `regproc`, ...) look into the catalogs.
+/// Casts to the object-identifier types (`regclass`, `regproc`, ...) look into the catalogs,
+/// whatever the quoting or schema of the type's name.
 fn check_type(data_type: &DataType) -> ControlFlow<Rejected> {
-    let name = data_type.to_string().to_lowercase();
-    if name.starts_with("reg") || name.starts_with("pg_") {
+    let name = data_type.to_string().to_lowercase().replace(['"', ' '], "");
+    let refused = name
+        .split(['.', '('])
+        .any(|part| part.starts_with("reg") || part.starts_with("pg_") || part.starts_with("xml"));
+    if refused {
         return ControlFlow::Break(Rejected(format!("the type {name} is not allowed")));
     }
     ControlFlow::Continue(())
 }
 
+/// Refuses SQL too long, too many tokens or too deeply nested for the walks after it, without
+/// recursing: the tokenizer is a loop.
+fn check_size(sql: &str) -> Result<(), Rejected> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Rejected(format!(
+            "the query is {} bytes long; at most {MAX_SQL_BYTES} are allowed",
+            sql.len()
+        )));
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Rejected(format!("the query does not parse: {e}")))?;
+    let mut count = 0usize;
+    let mut depth = 0usize;
+    for token in &tokens {
+        match token {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket | Token::LBrace => depth += 1,
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        count += 1;
+        if depth > MAX_SQL_NESTING {
+            return Err(Rejected(format!(
+                "the query nests brackets more than {MAX_SQL_NESTING} deep; use WITH to name the inner parts"
+            )));
+        }
+    }
+    if count > MAX_SQL_TOKENS {
+        return Err(Rejected(format!(
+            "the query has {count} tokens; at most {MAX_SQL_TOKENS} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check`] on a thread of its own with a stack sized for the largest accepted query, so no
+/// query can overflow the stack of a server thread (which would abort the process).
+pub async fn check_on_own_stack(
+    sql: String,
+    schema: String,
+    own: HashSet<String>,
+) -> Result<CheckedQuery, Rejected> {
+    check_size(&sql)?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sql-check".to_owned())
+        .stack_size(CHECK_STACK_BYTES)
+        .spawn(move || {
+            let _ = done.send(check(&sql, &schema, &own));
+        })
+        .map_err(|e| {
+            Rejected(format!(
+                "the query could not be checked now ({e}); try again"
+            ))
+        })?;
+    result
+        .await
+        .map_err(|_| Rejected("the query could not be checked; try again".to_owned()))?
+}
+
 /// Checks `sql` for the tenant whose schema is `schema` and whose tables and views are `own`.
+/// Deep queries need a deep stack: the server calls [`check_on_own_stack`].
 pub fn check(sql: &str, schema: &str, own: &HashSet<String>) -> Result<CheckedQuery, Rejected> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+    check_size(sql)?;
+    let statements = Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(MAX_SQL_NESTING * 2)
+        .try_with_sql(sql)
+        .and_then(|mut parser| parser.parse_statements())
         .map_err(|e| Rejected(format!("the query does not parse: {e}")))?;
     let [statement] = statements.as_slice() else {
         return Err(Rejected(format!(
@@ -443,10 +533,18 @@ pub fn check(sql: &str, schema: &str, own: &HashSet<String>) -> Result<CheckedQu
         return Err(rejected);
     }
     Ok(CheckedQuery {
-        sql: statement.to_string(),
+        sql: without_trailing_semicolons(sql).to_owned(),
         relations: checker.relations,
         volatile: checker.volatile,
     })
+}
+
+fn without_trailing_semicolons(sql: &str) -> &str {
+    let mut sql = sql.trim_end();
+    while let Some(shorter) = sql.strip_suffix(';') {
+        sql = shorter.trim_end();
+    }
+    sql
 }
 
 #[cfg(test)]
@@ -520,6 +618,59 @@ mod tests {
         for (sql, why) in cases {
             let message = refused(sql);
             assert!(message.contains(why), "{sql}: {message}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    fn own() -> HashSet<String> {
+        std::iter::once("calls".to_owned()).collect()
+    }
+
+    async fn checked(sql: String) -> Result<CheckedQuery, Rejected> {
+        check_on_own_stack(sql, "t_abc".to_owned(), own()).await
+    }
+
+    #[tokio::test]
+    async fn the_longest_flat_chain_allowed_is_walked_without_overflowing() {
+        let terms = MAX_SQL_TOKENS / 2 - 4;
+        let sql = format!("SELECT {} AS x FROM calls", vec!["1"; terms].join("+"));
+
+        let result = checked(sql).await;
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn longer_chains_deeper_nesting_and_bigger_texts_are_refused_before_parsing() {
+        let chain = format!("SELECT {}", vec!["1"; MAX_SQL_TOKENS].join("+"));
+        let nesting = format!("SELECT {}1{}", "(".repeat(100), ")".repeat(100));
+        let huge = format!("SELECT '{}'", "a".repeat(MAX_SQL_BYTES));
+        for (sql, why) in [(chain, "tokens"), (nesting, "nests"), (huge, "bytes long")] {
+            let refused = checked(sql).await.expect_err("refused");
+            assert!(refused.0.contains(why), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_user_text_runs_without_its_trailing_semicolons() {
+        let q = check("SELECT 1 FROM calls ; ;\n", "t_abc", &own()).expect("allowed");
+        assert_eq!(q.sql, "SELECT 1 FROM calls");
+    }
+
+    #[test]
+    fn quoted_and_qualified_spellings_of_catalog_types_are_refused() {
+        for sql in [
+            r#"SELECT 'pg_class'::"regclass""#,
+            r#"SELECT CAST('x' AS "pg_catalog"."regtype")"#,
+            "SELECT 'x'::pg_catalog.regnamespace",
+            "SELECT '<a/>'::xml",
+        ] {
+            let refused = check(sql, "t_abc", &own()).expect_err(sql);
+            assert!(refused.0.contains("type"), "{sql}: {refused}");
         }
     }
 }

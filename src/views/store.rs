@@ -7,6 +7,7 @@ use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::tenant::ServiceTx;
 use crate::error::{ApiError, ResultExt};
 
 /// A registry row.
@@ -85,7 +86,11 @@ pub async fn relation_names(pool: &PgPool, user_id: Uuid) -> Result<HashSet<Stri
     Ok(names.into_iter().collect())
 }
 
-/// `CREATE MATERIALIZED VIEW ... WITH NO DATA` from checked SQL, run as the tenant.
+/// `CREATE MATERIALIZED VIEW ... WITH NO DATA` from the tenant's own text, run as the tenant.
+/// Nothing of the query runs: PostgreSQL only parses and resolves it, and `views::resolved`
+/// then decides on what it resolved to. The line breaks keep a trailing `--` comment from
+/// swallowing `WITH NO DATA`; any other way of escaping the clause is a syntax error, and the
+/// check verifies that the view is unpopulated.
 pub async fn create_view(
     conn: &mut PgConnection,
     schema: &Ident,
@@ -93,13 +98,12 @@ pub async fn create_view(
     checked_sql: &str,
 ) -> Result<(), sqlx::Error> {
     let mut ddl = QueryBuilder::new("CREATE MATERIALIZED VIEW ");
-    // The SQL is the sandbox's re-serialisation of a parsed and checked SELECT.
     ddl.push(schema)
         .push(".")
         .push(name)
-        .push(" AS ")
+        .push(" AS\n")
         .push(checked_sql)
-        .push(" WITH NO DATA");
+        .push("\nWITH NO DATA");
     ddl.build().execute(conn).await?;
     Ok(())
 }
@@ -140,9 +144,9 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Registers a view (after `RESET ROLE`).
+/// Registers a view, as the service role.
 pub async fn register(
-    conn: &mut PgConnection,
+    conn: &mut ServiceTx,
     user_id: Uuid,
     name: &Ident,
     sql_query: &str,
@@ -171,7 +175,7 @@ pub async fn register(
         .push(COLUMNS);
     query
         .build_query_as::<ViewRow>()
-        .fetch_one(conn)
+        .fetch_one(&mut **conn)
         .await
         .on_constraint("views_user_id_view_name_key", || name_taken(name))
 }
@@ -220,7 +224,7 @@ pub struct RefreshRecord {
 /// Appends to the refresh history, and remembers the base changes a success saw, inside the
 /// caller's transaction (as the service role).
 pub async fn record_refresh(
-    conn: &mut PgConnection,
+    conn: &mut ServiceTx,
     view_id: Uuid,
     refresh_id: Uuid,
     job_run_id: Option<Uuid>,
@@ -240,13 +244,13 @@ pub async fn record_refresh(
     .bind(record.duration_ms)
     .bind(&record.error)
     .bind(job_run_id)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
     if let Some(changes) = changes {
         sqlx::query("UPDATE tinydevcrm.views SET refreshed_changes = $2 WHERE view_id = $1")
             .bind(view_id)
             .bind(changes)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await?;
     }
     Ok(())
@@ -290,7 +294,7 @@ pub async fn drop_view(
 /// Forgets registry rows whose materialized view no longer exists (after a cascading drop);
 /// their jobs and channels go with them, and every process ends those channels' streams.
 pub async fn forget_dropped(
-    conn: &mut PgConnection,
+    conn: &mut ServiceTx,
     user_id: Uuid,
     schema: &Ident,
 ) -> Result<(), ApiError> {
@@ -306,7 +310,7 @@ pub async fn forget_dropped(
     .bind(user_id)
     .bind(schema.as_str())
     .bind(crate::channels::events::NOTIFY_CHANNEL)
-    .execute(conn)
+    .execute(&mut **conn)
     .await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_problem, parquet_bytes, spawn_app_with};
+use crate::helpers::{Setup, TestApp, TestUser, assert_problem, parquet_bytes, spawn_app_in};
 
 struct Scene {
     app: TestApp,
@@ -29,7 +29,11 @@ fn numbers(n: i64) -> Vec<u8> {
 }
 
 async fn scene(timeout: Duration) -> Scene {
-    let app = spawn_app_with(|s| {
+    scene_in(Setup::Hardened, timeout).await
+}
+
+async fn scene_in(setup: Setup, timeout: Duration) -> Scene {
+    let app = spawn_app_in(setup, |s| {
         s.tenant_statement_timeout = timeout;
         s.tenant_concurrent_queries = 2;
     })
@@ -75,8 +79,9 @@ impl Scene {
             .expect("request")
     }
 
-    /// Nothing leaked or changed: the victim still has its 100 rows, every pooled connection is
-    /// the service role again, the attacker has no view, the server answers.
+    /// Nothing leaked or changed: the victim still has its 100 rows with their values, every
+    /// pooled connection is the service role again, the attacker has no view, the server
+    /// answers.
     async fn assert_unharmed(&self) {
         let body: Value = self
             .app
@@ -86,6 +91,27 @@ impl Scene {
             .await
             .expect("json");
         assert_eq!(body["row_count"], 100, "the victim's table changed");
+        let rows: Value = self
+            .app
+            .get_as(
+                &self.victim.access,
+                "/tables/secret/rows/?limit=1000&order=n.asc",
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let values: Vec<i64> = rows["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["n"].as_i64().expect("n"))
+            .collect();
+        assert_eq!(
+            values,
+            (0..100).collect::<Vec<_>>(),
+            "the victim's rows changed"
+        );
         for _ in 0..5 {
             let role: String = sqlx::query_scalar("SELECT current_user::text")
                 .fetch_one(&self.app.pool)
@@ -106,8 +132,8 @@ impl Scene {
 }
 
 /// An attack the sandbox must refuse (400 `sql_rejected`), naming what is not allowed.
-async fn refused(sql_for: impl Fn(&str) -> String, why: &str) {
-    let scene = scene(Duration::from_secs(5)).await;
+async fn refused(setup: Setup, sql_for: impl Fn(&str) -> String, why: &str) {
+    let scene = scene_in(setup, Duration::from_secs(5)).await;
     let sql = sql_for(&scene.victim_schema);
 
     let res = scene.create_view(&sql).await;
@@ -143,9 +169,18 @@ const LIMITS: &[&str] = &["query_timeout", "resource_limit_exceeded"];
 macro_rules! refused {
     ($($name:ident: $sql:expr => $why:expr;)*) => {
         $(
-            #[tokio::test]
-            async fn $name() {
-                refused($sql, $why).await;
+            mod $name {
+                use super::*;
+
+                #[tokio::test]
+                async fn on_a_hardened_database() {
+                    refused(Setup::Hardened, $sql, $why).await;
+                }
+
+                #[tokio::test]
+                async fn on_a_plain_database() {
+                    refused(Setup::Plain, $sql, $why).await;
+                }
             }
         )*
     };
@@ -315,4 +350,315 @@ async fn fifty_concurrent_heavy_refreshes_from_one_tenant_get_429_and_others_are
         .await
         .expect("query");
     assert_eq!(role, "tinydevcrm");
+}
+
+/// The attacker's tenant (role and schema name).
+async fn attacker_tenant(scene: &Scene) -> tinydevcrm::db::ident::Ident {
+    let me: Value = scene
+        .app
+        .me(&scene.attacker.access)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = uuid::Uuid::parse_str(me["id"].as_str().expect("id")).expect("uuid");
+    tinydevcrm::db::tenant::tenant_name(id)
+}
+
+/// `sql` judged by PostgreSQL's resolution alone, with no parser in front of it, the way the
+/// service creates views: `Ok` when the check would let it run, `Err` with PostgreSQL's error
+/// or the check's refusal otherwise. Nothing is kept.
+async fn resolved_alone(scene: &Scene, sql: &str) -> Result<(), String> {
+    use tinydevcrm::db::ident::Ident;
+    use tinydevcrm::views::{resolved, sandbox, store};
+    let tenant = attacker_tenant(scene).await;
+    let name = Ident::new("probe".to_owned()).expect("name");
+    let mut tx = tinydevcrm::db::tenant::begin_as(&scene.app.pool, &tenant, Duration::from_secs(5))
+        .await
+        .expect("begin");
+    if let Err(e) = store::create_view(&mut tx, &tenant, &name, sql).await {
+        return Err(format!("PostgreSQL: {e}"));
+    }
+    let mut tx = tx.into_service().await.expect("back to the service role");
+    resolved::check(&mut tx, &tenant, &name, sandbox::ALLOWED_FUNCTIONS)
+        .await
+        .expect("the check runs")
+        .map(|_| ())
+        .map_err(|refused| refused.0)
+}
+
+/// Every spelling of a class is refused by the API, and by PostgreSQL's resolution alone
+/// (so no parser differential can let one through); nothing leaks or changes.
+async fn class_refused(setup: Setup, spellings: &[&str]) {
+    let scene = scene_in(setup, Duration::from_secs(5)).await;
+    for spelling in spellings {
+        let sql = spelling.replace("{v}", &scene.victim_schema);
+
+        let res = scene.create_view(&sql).await;
+
+        let status = res.status();
+        let body: Value = res.json().await.expect("problem JSON");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}: {body}");
+        let code = body["code"].as_str().unwrap_or_default();
+        assert!(
+            code == "sql_rejected" || code == "invalid_sql",
+            "{sql}: {body}"
+        );
+        let alone = resolved_alone(&scene, &sql).await;
+        assert!(
+            alone.is_err(),
+            "PostgreSQL's resolution alone let through {sql}"
+        );
+    }
+    scene.assert_unharmed().await;
+}
+
+/// Spellings that are harmless must keep working: the checks refuse a class, not a look.
+async fn class_allowed(setup: Setup, spellings: &[(&str, Value)]) {
+    let scene = scene_in(setup, Duration::from_secs(5)).await;
+    for (sql, first_row) in spellings {
+        let res = scene.create_view(sql).await;
+
+        let status = res.status();
+        let body: Value = res.json().await.expect("JSON");
+        assert_eq!(status, StatusCode::CREATED, "{sql}: {body}");
+        let rows: Value = scene
+            .app
+            .get_as(&scene.attacker.access, "/views/attack/rows/?limit=1")
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(&rows["rows"][0], first_row, "{sql}");
+        let deleted = scene
+            .app
+            .client
+            .delete(scene.app.url("/views/attack/"))
+            .header("Authorization", format!("JWT {}", scene.attacker.access))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    }
+    scene.assert_unharmed().await;
+}
+
+macro_rules! classes {
+    ($($name:ident: $check:ident($spellings:expr);)*) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test]
+                async fn on_a_hardened_database() {
+                    $check(Setup::Hardened, $spellings).await;
+                }
+
+                #[tokio::test]
+                async fn on_a_plain_database() {
+                    $check(Setup::Plain, $spellings).await;
+                }
+            }
+        )*
+    };
+}
+
+const CATALOG_READS: &[&str] = &[
+    "SELECT relname::text FROM pg_class",
+    "SELECT relname::text FROM pg_catalog.pg_class",
+    r#"SELECT relname::text FROM "pg_catalog"."pg_class""#,
+    "SELECT relname::text FROM PG_CATALOG.PG_CLASS",
+    "TABLE pg_class",
+    "SELECT nspname::text FROM ONLY pg_catalog.pg_namespace",
+    "SELECT s.n, c.relname::text FROM (WITH pg_class AS (SELECT 1 AS n) SELECT n FROM pg_class) s, pg_class c",
+    "(WITH pg_class AS (SELECT 'x'::text AS relname) SELECT relname FROM pg_class) UNION ALL SELECT relname::text FROM pg_class",
+    "WITH x AS (SELECT relname::text FROM pg_class) SELECT * FROM x",
+    "WITH mine AS (SELECT 1 AS n) SELECT n FROM mine UNION SELECT relpages FROM pg_class",
+    "SELECT n FROM mine WHERE EXISTS (SELECT 1 FROM pg_class)",
+    "SELECT (SELECT count(*) FROM pg_class)",
+    "SELECT n, c.relname::text FROM mine, LATERAL (SELECT relname FROM pg_class LIMIT 1) c",
+    r#"SELECT 1 UNION SELECT 1 FROM "pg_class""#,
+    r#"SELECT 1 FROM mine AS "pg_class" UNION SELECT 1 FROM "pg_class""#,
+    "SELECT definition FROM pg_matviews",
+    "SELECT definition FROM pg_catalog.pg_views",
+    "SELECT statement FROM pg_prepared_statements",
+    "SELECT query FROM pg_stat_activity",
+    "SELECT table_name::text FROM information_schema.tables",
+    r#"SELECT column_name::text FROM "information_schema"."columns""#,
+    "SELECT name, setting FROM pg_settings",
+    "SELECT reltuples FROM pg_class WHERE relname = 'secret'",
+    "SELECT n_live_tup FROM pg_stat_user_tables",
+    "SELECT ev_action::text FROM pg_rewrite",
+    "VALUES ((SELECT max(relname::text) FROM pg_class))",
+    "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r, pg_class WHERE n < 2) SELECT * FROM r",
+];
+
+const OTHER_TENANTS: &[&str] = &[
+    "SELECT * FROM {v}.secret",
+    r#"SELECT * FROM "{v}"."secret""#,
+    r#"SELECT * FROM "{v}".secret AS mine"#,
+    "WITH s AS (SELECT * FROM {v}.secret) SELECT * FROM s",
+    "SELECT n FROM mine UNION SELECT n FROM {v}.secret",
+    "SELECT n FROM mine EXCEPT (SELECT n FROM {v}.secret ORDER BY 1)",
+    "SELECT (SELECT max(n) FROM {v}.secret)",
+    r#"SELECT * FROM mine WHERE n IN (SELECT n FROM "{v}".secret)"#,
+    "SELECT * FROM mine, LATERAL (SELECT n AS m FROM {v}.secret) s",
+];
+
+const FUNCTIONS: &[&str] = &[
+    "SELECT current_setting('server_version')",
+    "SELECT pg_catalog.current_setting('data_directory')",
+    r#"SELECT "current_setting"('is_superuser')"#,
+    r#"SELECT "pg_catalog"."current_setting"('port')"#,
+    "SELECT version()",
+    "SELECT format('%s', current_setting('port'))",
+    "SELECT count(current_setting('port')) FROM mine",
+    "SELECT n FROM mine ORDER BY current_setting('port')",
+    "WITH c AS (SELECT current_setting('port') AS p) SELECT p FROM c",
+    "SELECT 1 UNION SELECT length(current_setting('port'))",
+    "SELECT 'x' UNION SELECT \"current_setting\"('port')",
+    "SELECT n FROM mine WHERE n::text = ANY (SELECT current_setting('port'))",
+    "SELECT count(*) FILTER (WHERE current_setting('port') = '1') FROM mine",
+    "SELECT set_config('role', 'postgres', true)",
+    "SELECT txid_current()",
+    "SELECT pg_backend_pid()",
+    "SELECT inet_server_port()",
+    "SELECT to_regclass('pg_class')::text",
+    "SELECT pg_typeof(1)::text",
+    "SELECT pg_sleep(0)",
+    "SELECT obj_description(1259)",
+    "SELECT has_table_privilege('pg_class', 'select')",
+    "SELECT pg_get_viewdef('pg_roles')",
+    "SELECT query_to_xml('select 1', true, false, '')::text",
+    "SELECT current_database()",
+    "SELECT pg_stat_get_backend_activity(1)",
+    "SELECT row_number() OVER (ORDER BY current_setting('port')) FROM mine",
+];
+
+const CATALOG_TYPES: &[&str] = &[
+    "SELECT 'pg_class'::regclass",
+    r#"SELECT 'pg_class'::"regclass""#,
+    "SELECT 'pg_class'::pg_catalog.regclass",
+    r#"SELECT CAST('pg_class' AS "pg_catalog"."regclass")"#,
+    "SELECT regclass 'pg_class'",
+    "SELECT '{pg_class}'::regclass[]",
+    "SELECT 1259::oid::regclass::text",
+    "SELECT g::oid::regclass::text FROM generate_series(16384, 16500) g",
+    "SELECT n::oid::regtype::text FROM mine",
+    "SELECT 'public'::regnamespace::text",
+    "SELECT 'now'::regproc::text",
+    "SELECT 'english'::regconfig::text",
+    "SELECT 1 UNION SELECT 'pg_class'::regclass::oid::int",
+    "SELECT '<a/>'::xml::text",
+    "SELECT xmlelement(name a)::text",
+    "SELECT x FROM XMLTABLE('/a' PASSING '<a>1</a>'::xml COLUMNS x int PATH '.')",
+];
+
+/// Text that a re-printer could unquote: literals and names that look like SQL. Run as the
+/// user wrote them, they stay literals and names.
+fn harmless_lookalikes() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "SELECT $$'; SELECT current_setting('port'); --$$ AS t",
+            json!({"t": "'; SELECT current_setting('port'); --"}),
+        ),
+        (
+            r#"SELECT 1 AS "a""; SELECT current_setting('port'); --""#,
+            json!({r#"a"; SELECT current_setting('port'); --"#: 1}),
+        ),
+        (
+            "SELECT E'\\'; SELECT 1; --' AS t",
+            json!({"t": "'; SELECT 1; --"}),
+        ),
+        (
+            "WITH pg_class AS (SELECT 7 AS relname) SELECT relname FROM pg_class",
+            json!({"relname": 7}),
+        ),
+        (
+            r#"SELECT n AS "pg_class" FROM mine AS "pg_namespace" WHERE n = 3 UNION ALL SELECT 4 ORDER BY 1"#,
+            json!({"pg_class": 3}),
+        ),
+        (
+            "SELECT n FROM mine WHERE n = 5 -- a trailing comment",
+            json!({"n": 5}),
+        ),
+        ("SELECT count(*)::int AS c FROM mine;", json!({"c": 10})),
+    ]
+}
+
+async fn lookalikes_allowed(setup: Setup, _: ()) {
+    class_allowed(setup, &harmless_lookalikes()).await;
+}
+
+classes! {
+    every_spelling_of_a_catalog_read_is_refused: class_refused(CATALOG_READS);
+    every_spelling_of_another_tenants_relation_is_refused: class_refused(OTHER_TENANTS);
+    every_spelling_of_a_forbidden_function_is_refused: class_refused(FUNCTIONS);
+    every_spelling_of_a_catalog_type_is_refused: class_refused(CATALOG_TYPES);
+    lookalike_literals_and_names_stay_literals_and_names: lookalikes_allowed(());
+}
+
+/// Expressions long, deep or wide: each is answered with a 4xx or works, and the server keeps
+/// serving (a stack overflow would abort the whole test process).
+async fn deep_expressions_are_answered(setup: Setup, _: ()) {
+    let scene = scene_in(setup, Duration::from_secs(5)).await;
+    let chain = |terms: usize, op: &str| {
+        format!(
+            "SELECT {} AS x",
+            std::iter::repeat_n("1", terms).collect::<Vec<_>>().join(op)
+        )
+    };
+    let nested = |depth: usize, open: &str, close: &str| {
+        format!("SELECT {}1{} AS x", open.repeat(depth), close.repeat(depth))
+    };
+    let attacks = [
+        chain(40_000, "+"),
+        chain(20_000, " AND "),
+        chain(3_900, "+"),
+        chain(3_900, " || "),
+        format!("SELECT 1 AS x WHERE 1 IN ({})", vec!["1"; 3_000].join(",")),
+        nested(5_000, "(", ")"),
+        nested(60, "(", ")"),
+        nested(5_000, "ARRAY[", "]"),
+        nested(3_000, "NOT ", ""),
+        nested(3_000, "- ", ""),
+        nested(35, "(SELECT ", ")"),
+        nested(2_000, "(SELECT ", ")"),
+        nested(2_000, "CASE WHEN true THEN ", " END"),
+        format!("SELECT 1 AS x {}", "UNION ALL SELECT 1 ".repeat(2_000)),
+        format!(
+            "WITH {} SELECT 1 AS x",
+            (0..1_500)
+                .map(|i| format!("c{i} AS (SELECT 1)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ];
+    for sql in &attacks {
+        let res = scene.create_view(sql).await;
+
+        let status = res.status();
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::BAD_REQUEST,
+            "{}...: {status}",
+            &sql[..60]
+        );
+        if status == StatusCode::CREATED {
+            let deleted = scene
+                .app
+                .client
+                .delete(scene.app.url("/views/attack/"))
+                .header("Authorization", format!("JWT {}", scene.attacker.access))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        }
+        assert_eq!(scene.app.get("/health").await.status(), StatusCode::OK);
+    }
+    scene.assert_unharmed().await;
+}
+
+classes! {
+    deep_long_and_wide_expressions_never_stop_the_service: deep_expressions_are_answered(());
 }

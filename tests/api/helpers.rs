@@ -100,11 +100,36 @@ rm -rf "$2""#;
 
 /// Creates a fresh, migrated-later database and returns the service role's options for it.
 pub async fn fresh_database() -> PgConnectOptions {
+    fresh_database_hardened(true).await
+}
+
+/// How the database of a test is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// `harden.sql` applied, as on a cluster of our own.
+    Hardened,
+    /// Not hardened, the service role a plain `CREATEROLE` owner: a managed PostgreSQL.
+    Plain,
+}
+
+/// An app on a fresh database set up as `setup` says, with adjusted settings.
+pub async fn spawn_app_in(setup: Setup, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    adjust(&mut settings);
+    spawn_app_on(
+        fresh_database_hardened(setup == Setup::Hardened).await,
+        settings,
+    )
+    .await
+}
+
+/// [`fresh_database`], with or without `harden.sql` (a `DATABASE_URL` database never is).
+pub async fn fresh_database_hardened(harden: bool) -> PgConnectOptions {
     let name = format!("test_{}", Uuid::new_v4().simple());
     match cluster() {
         TestCluster::Managed { cluster, password } => {
             cluster
-                .ensure_database(&name)
+                .ensure_database_hardened(&name, harden)
                 .await
                 .expect("create test database");
             cluster.service_options(&name, password)

@@ -10,6 +10,7 @@ mod helpers;
 mod parquet_corpus;
 mod processes;
 mod realtime;
+mod revocation;
 mod rows;
 mod service;
 mod sse;
