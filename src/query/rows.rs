@@ -35,7 +35,13 @@ type OutputColumns = Vec<(String, Option<PgType>)>;
 struct Column {
     ident: ColumnIdent,
     pg: Option<PgType>,
+    /// The catalog's type name (`json`, `point`, ...), for error messages.
+    type_name: String,
 }
+
+/// Columns a statement filters or orders on, by name and catalog type: when PostgreSQL finds
+/// no operator for one of them, the error names it.
+type Compared = Vec<(String, String)>;
 
 impl Relation {
     fn column(&self, name: &str) -> Result<Column, ApiError> {
@@ -54,8 +60,26 @@ impl Relation {
                 ApiError::Internal(anyhow::anyhow!("BUG: catalog column name: {e}"))
             })?,
             pg: PgType::parse(&info.column_type).ok(),
+            type_name: info.column_type.clone(),
         })
     }
+}
+
+/// `json` (unlike `jsonb`) has no equality or ordering operator; saying so up front beats
+/// PostgreSQL's "operator does not exist: json = jsonb".
+fn refuse_json(column: &Column, what: &str) -> Result<(), ApiError> {
+    if column.type_name == "json" {
+        return Err(ApiError::bad_request(
+            "unsupported_operation",
+            format!(
+                "column {:?} is of type json, which PostgreSQL cannot {what}; use like, ilike or is on it, or cast it to jsonb in the view (SELECT {}::jsonb AS {} ...)",
+                column.ident.as_str(),
+                column.ident,
+                column.ident
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the value goes out as text (exact numerics, and everything Parquet cannot type).
@@ -153,11 +177,14 @@ fn push_filter(query: &mut QueryBuilder<Postgres>, column: &Column, filter: &Fil
     }
 }
 
-/// Builds `SELECT ctid, to_json(row) FROM relation ...` for a request.
+/// Builds `SELECT t.ctid, to_json(x.*) FROM relation t, LATERAL (SELECT ...) x ...` for a
+/// request. User columns may carry any name, the aliases `t` and `x` included, so every
+/// reference is qualified: a bare `x` would resolve to a column named `x` first.
 fn build(
     relation: &Relation,
     query: &RowsQuery,
-) -> Result<(QueryBuilder<Postgres>, OutputColumns), ApiError> {
+) -> Result<(QueryBuilder<Postgres>, OutputColumns, Compared), ApiError> {
+    let mut compared = Compared::new();
     let selected: Vec<String> = match &query.select {
         Some(names) => names.clone(),
         None => relation
@@ -166,7 +193,7 @@ fn build(
             .map(|c| c.column_name.clone())
             .collect(),
     };
-    let mut sql = QueryBuilder::new("SELECT t.ctid::text, to_json(x)::text FROM ");
+    let mut sql = QueryBuilder::new("SELECT t.ctid::text, to_json(x.*)::text FROM ");
     sql.push(&relation.schema)
         .push(".")
         .push(&relation.name)
@@ -187,6 +214,13 @@ fn build(
     sql.push(") x WHERE true");
     for filter in &query.filters {
         let column = relation.column(&filter.column)?;
+        if !matches!(
+            filter.op,
+            Op::Like(_) | Op::Ilike(_) | Op::IsNull | Op::IsNotNull
+        ) {
+            refuse_json(&column, "compare")?;
+        }
+        compared.push((filter.column.clone(), column.type_name.clone()));
         sql.push(" AND ");
         push_filter(&mut sql, &column, filter);
     }
@@ -204,6 +238,8 @@ fn build(
     sql.push(" ORDER BY ");
     for order in &query.order {
         let column = relation.column(&order.column)?;
+        refuse_json(&column, "order")?;
+        compared.push((order.column.clone(), column.type_name.clone()));
         sql.push("t.")
             .push(&column.ident)
             .push(if order.desc { " DESC" } else { " ASC" });
@@ -229,10 +265,37 @@ fn build(
     if offset > 0 {
         sql.push(" OFFSET ").push_bind(offset);
     }
-    Ok((sql, out))
+    Ok((sql, out, compared))
 }
 
-fn query_error(e: sqlx::Error) -> ApiError {
+/// Maps a failure of the rows statement: a type without the operator a filter or order needs
+/// (`point` has no ordering, say) is the client's 400 naming the column, data errors are 400s
+/// as everywhere, the rest is a 500.
+fn query_error(e: sqlx::Error, compared: &[(String, String)]) -> ApiError {
+    if let sqlx::Error::Database(db) = &e
+        // undefined_function (no such operator), indeterminate_datatype, ambiguous_function
+        && matches!(db.code().as_deref(), Some("42883" | "42P18" | "42725"))
+    {
+        let message = db.message();
+        let mut named: Vec<&(String, String)> = compared
+            .iter()
+            .filter(|(_, type_name)| message.contains(type_name.as_str()))
+            .collect();
+        if named.is_empty() {
+            named = compared.iter().collect();
+        }
+        let columns = named
+            .iter()
+            .map(|(name, type_name)| format!("{name:?} ({type_name})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return ApiError::bad_request(
+            "unsupported_operation",
+            format!(
+                "column {columns} cannot be filtered or ordered that way (PostgreSQL: {message}); use like, ilike or is, or cast the column to a comparable type in the view"
+            ),
+        );
+    }
     tenant::classify_error(e, "invalid_filter").unwrap_or_else(ApiError::from)
 }
 
@@ -262,9 +325,9 @@ pub async fn respond(
     relation: Relation,
     query: RowsQuery,
 ) -> Result<HttpResponse, ApiError> {
-    let (sql, columns) = build(&relation, &query)?;
+    let (sql, columns, compared) = build(&relation, &query)?;
     match query.format {
-        Format::Json => json_page(pool, statement_timeout, &relation, sql, &query).await,
+        Format::Json => json_page(pool, statement_timeout, &relation, sql, &query, &compared).await,
         Format::Csv | Format::Parquet => {
             export(
                 pool.clone(),
@@ -272,6 +335,7 @@ pub async fn respond(
                 relation,
                 sql,
                 columns,
+                compared,
                 query.format,
             )
             .await
@@ -285,9 +349,14 @@ async fn json_page(
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
     query: &RowsQuery,
+    compared: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
     let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
-    let rows = sql.build().fetch_all(&mut *tx).await.map_err(query_error)?;
+    let rows = sql
+        .build()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| query_error(e, compared))?;
     tx.commit().await?;
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     let more = rows.len() > limit;
@@ -351,6 +420,7 @@ async fn export(
     relation: Relation,
     sql: QueryBuilder<Postgres>,
     columns: Vec<(String, Option<PgType>)>,
+    compared: Compared,
     format: Format,
 ) -> Result<HttpResponse, ApiError> {
     let (sender, mut receiver) = mpsc::channel::<Result<Bytes, ApiError>>(8);
@@ -358,9 +428,21 @@ async fn export(
     tokio::spawn(async move {
         let result = match format {
             Format::Csv => {
-                write_csv(&pool, statement_timeout, &relation, sql, &columns, &sender).await
+                let out = Output {
+                    columns: &columns,
+                    compared: &compared,
+                    sender: &sender,
+                };
+                write_csv(&pool, statement_timeout, &relation, sql, out).await
             }
-            _ => write_parquet(&pool, statement_timeout, &relation, sql, &columns, &sender).await,
+            _ => {
+                let out = Output {
+                    columns: &columns,
+                    compared: &compared,
+                    sender: &sender,
+                };
+                write_parquet(&pool, statement_timeout, &relation, sql, out).await
+            }
         };
         if let Err(e) = result {
             let _ = sender.send(Err(e)).await;
@@ -399,6 +481,82 @@ async fn export(
         .streaming(body))
 }
 
+/// Rows per record batch of a Parquet export.
+const PARQUET_BATCH_ROWS: usize = 8192;
+
+/// Decodes one batch of JSON rows and appends it to the Parquet file; a value Arrow cannot hold
+/// (an infinite timestamp, a year past 9999, `NaN` numeric, `24:00`) is a 400 naming it.
+fn write_batch(
+    decoder: &mut arrow::json::reader::Decoder,
+    writer: &mut parquet::arrow::ArrowWriter<std::fs::File>,
+    lines: &[String],
+    rows_before: usize,
+    columns: &[(String, Option<PgType>)],
+) -> Result<(), ApiError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let decoded = lines
+        .iter()
+        .try_for_each(|line| decoder.decode(line.as_bytes()).map(|_| ()))
+        .and_then(|()| decoder.flush());
+    match decoded {
+        Ok(Some(batch)) => writer.write(&batch).map_err(anyhow::Error::from)?,
+        Ok(None) => {}
+        Err(e) => {
+            return Err(
+                unrepresentable(lines, rows_before, columns).unwrap_or_else(|| {
+                    ApiError::Internal(anyhow::Error::from(e).context("decoding a Parquet export"))
+                }),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The first value of `lines` that its column's Arrow type cannot hold, as a 400; found by
+/// decoding value by value, which is slow but only runs once a batch has failed.
+fn unrepresentable(
+    lines: &[String],
+    rows_before: usize,
+    columns: &[(String, Option<PgType>)],
+) -> Option<ApiError> {
+    for (i, line) in lines.iter().enumerate() {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).ok()?;
+        for (name, pg) in columns {
+            let data_type = arrow_type(*pg);
+            let value = object.get(name).filter(|v| !v.is_null());
+            let (Some(pg), Some(value)) = (pg, value) else {
+                continue;
+            };
+            if data_type == DataType::Utf8 {
+                continue;
+            }
+            let field = Field::new(name, data_type.clone(), true);
+            let mut one = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(vec![field])))
+                .build_decoder()
+                .ok()?;
+            let mut single = serde_json::Map::new();
+            single.insert(name.clone(), value.clone());
+            let line = serde_json::Value::Object(single).to_string();
+            if one
+                .decode(line.as_bytes())
+                .and_then(|_| one.flush())
+                .is_err()
+            {
+                return Some(ApiError::bad_request(
+                    "unrepresentable_value",
+                    format!(
+                        "column {name:?}, row {} of the export: the {pg} value {value} has no Parquet equivalent ({data_type}); export with format=csv or format=json, which carry it as text, or filter the row out",
+                        rows_before + i + 1
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn json_to_csv_field(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::Null => String::new(),
@@ -407,14 +565,25 @@ fn json_to_csv_field(value: &serde_json::Value) -> String {
     }
 }
 
+/// Where an export goes and what it holds.
+struct Output<'a> {
+    columns: &'a [(String, Option<PgType>)],
+    compared: &'a [(String, String)],
+    sender: &'a mpsc::Sender<Result<Bytes, ApiError>>,
+}
+
 async fn write_csv(
     pool: &PgPool,
     statement_timeout: std::time::Duration,
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
-    columns: &[(String, Option<PgType>)],
-    sender: &mpsc::Sender<Result<Bytes, ApiError>>,
+    out: Output<'_>,
 ) -> Result<(), ApiError> {
+    let Output {
+        columns,
+        compared,
+        sender,
+    } = out;
     let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer
@@ -423,7 +592,7 @@ async fn write_csv(
     let mut rows = sql.build().fetch(&mut *tx);
     let mut started = false;
     while let Some(row) = rows.next().await {
-        let row = row.map_err(query_error)?;
+        let row = row.map_err(|e| query_error(e, compared))?;
         let object: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(row.try_get::<&str, _>(1)?).map_err(anyhow::Error::from)?;
         writer
@@ -455,9 +624,13 @@ async fn write_parquet(
     statement_timeout: std::time::Duration,
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
-    columns: &[(String, Option<PgType>)],
-    sender: &mpsc::Sender<Result<Bytes, ApiError>>,
+    out: Output<'_>,
 ) -> Result<(), ApiError> {
+    let Output {
+        columns,
+        compared,
+        sender,
+    } = out;
     let schema = Arc::new(Schema::new(
         columns
             .iter()
@@ -465,7 +638,7 @@ async fn write_parquet(
             .collect::<Vec<_>>(),
     ));
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(8192)
+        .with_batch_size(PARQUET_BATCH_ROWS)
         .build_decoder()
         .map_err(anyhow::Error::from)?;
     let file = tempfile::tempfile().map_err(anyhow::Error::from)?;
@@ -473,26 +646,22 @@ async fn write_parquet(
         parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(anyhow::Error::from)?;
     let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
     let mut rows = sql.build().fetch(&mut *tx);
-    let mut pending = 0usize;
+    // The rows of the batch being built: the whole file is written before the first byte goes
+    // out, so a value Parquet cannot hold is still a 400, and these lines say which one it was.
+    let mut lines: Vec<String> = Vec::with_capacity(PARQUET_BATCH_ROWS);
+    let mut rows_before = 0usize;
     while let Some(row) = rows.next().await {
-        let row = row.map_err(query_error)?;
-        let line: &str = row.try_get(1)?;
-        decoder
-            .decode(line.as_bytes())
-            .map_err(anyhow::Error::from)?;
-        pending += 1;
-        if pending == 8192 {
-            pending = 0;
-            if let Some(batch) = decoder.flush().map_err(anyhow::Error::from)? {
-                writer.write(&batch).map_err(anyhow::Error::from)?;
-            }
+        let row = row.map_err(|e| query_error(e, compared))?;
+        lines.push(row.try_get::<String, _>(1)?);
+        if lines.len() == PARQUET_BATCH_ROWS {
+            write_batch(&mut decoder, &mut writer, &lines, rows_before, columns)?;
+            rows_before += lines.len();
+            lines.clear();
         }
     }
     drop(rows);
     tx.commit().await?;
-    if let Some(batch) = decoder.flush().map_err(anyhow::Error::from)? {
-        writer.write(&batch).map_err(anyhow::Error::from)?;
-    }
+    write_batch(&mut decoder, &mut writer, &lines, rows_before, columns)?;
     let mut file = writer.into_inner().map_err(anyhow::Error::from)?;
     // Stream the finished file back in chunks.
     let mut file = tokio::task::spawn_blocking(move || {

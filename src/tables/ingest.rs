@@ -39,6 +39,19 @@ pub enum IngestError {
     /// A column type cannot be stored.
     #[error("{0}")]
     UnsupportedType(String),
+    /// A column name PostgreSQL reserves.
+    #[error("{0}")]
+    InvalidColumnName(String),
+    /// The body is not JSON at all.
+    #[error("the body is not valid JSON at line {line} column {column}: {reason}")]
+    InvalidJson {
+        /// 1-based line of the syntax error.
+        line: usize,
+        /// 1-based column of the syntax error.
+        column: usize,
+        /// What the parser expected.
+        reason: String,
+    },
     /// A row of a JSON body is malformed.
     #[error("row {row}: {reason}")]
     InvalidRow {
@@ -150,6 +163,7 @@ pub fn plan(path: &Path, declared: Option<&[DeclaredColumn]>) -> Result<Plan, In
                     field.name()
                 )));
             }
+            check_not_system_column(field.name())?;
         }
         let columns = match declared {
             None => schema
@@ -178,6 +192,21 @@ pub fn plan(path: &Path, declared: Option<&[DeclaredColumn]>) -> Result<Plan, In
         }
         Ok(Plan { columns, rows })
     })
+}
+
+/// Names of PostgreSQL's system columns: a table column cannot take them.
+const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
+
+/// Refuses system column names, in any case: quoting would keep `"CTID"` apart from `ctid`,
+/// but the same name unquoted in a view's SQL would silently mean the system column.
+fn check_not_system_column(name: &str) -> Result<(), IngestError> {
+    if SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        return Err(IngestError::InvalidColumnName(format!(
+            "column {name:?} has the name of a PostgreSQL system column ({}); rename it in the file",
+            SYSTEM_COLUMNS.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn plan_declared(
@@ -566,11 +595,89 @@ fn convert_column(
             Ok(Arc::new(texts))
         }
         PgType::Text | PgType::Varchar(None) => Ok(Arc::new(strings(array, column, row_offset)?)),
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => {
+            check_integral(array, column, row_offset)?;
+            cast_to(array, &column.pg.arrow_target(&source), column, row_offset)
+        }
         other => {
             let target = other.arrow_target(&source);
             cast_to(array, &target, column, row_offset)
         }
     }
+}
+
+/// Arrow casts floats and decimals to integers by truncating (1.9 becomes 1): refuse any value
+/// with a fraction instead, naming it.
+fn check_integral(
+    array: &ArrayRef,
+    column: &ColumnPlan,
+    row_offset: usize,
+) -> Result<(), IngestError> {
+    let source = value_type(array.data_type());
+    let is_float = matches!(
+        source,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    let is_fractional_decimal = matches!(
+        source,
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s)
+            if *s > 0
+    );
+    if !is_float && !is_fractional_decimal {
+        return Ok(());
+    }
+    let cast = |target: &DataType| {
+        cast_with_options(array, target, &CastOptions::default()).map_err(|e| {
+            invalid(
+                column,
+                row_offset,
+                0,
+                format!("cannot convert to {}: {e}", column.pg),
+            )
+        })
+    };
+    // The text says what the file holds (1.9 for a float32, not 1.899999976158142).
+    let texts = cast(&DataType::Utf8)?;
+    let texts = texts
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| invalid(column, row_offset, 0, "cannot convert to text"))?;
+    let floats = if is_float {
+        Some(cast(&DataType::Float64)?)
+    } else {
+        None
+    };
+    let floats = floats
+        .as_ref()
+        .and_then(|f| f.as_any().downcast_ref::<arrow::array::Float64Array>());
+    for i in 0..texts.len() {
+        if texts.is_null(i) {
+            continue;
+        }
+        let fractional = match floats {
+            Some(floats) => floats.value(i).fract() != 0.0,
+            None => texts
+                .value(i)
+                .split_once('.')
+                .is_some_and(|(_, decimals)| decimals.bytes().any(|b| b != b'0')),
+        };
+        if fractional {
+            return Err(invalid(
+                column,
+                row_offset,
+                i,
+                format!(
+                    "{} is not an integer; a {} column takes whole numbers only",
+                    texts.value(i),
+                    column.pg
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Nested values (lists, structs, maps) as JSON text, one per row.
@@ -651,6 +758,49 @@ fn json_decode_type(pg: PgType) -> DataType {
     }
 }
 
+/// A JSON syntax error at its place in the body; `line` overrides the parser's line for NDJSON,
+/// which is parsed one line at a time.
+fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> IngestError {
+    // serde_json's message ends with its own "at line L column C"; keep only the reason.
+    let text = e.to_string();
+    let reason = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(reason, _)| reason)
+        .to_owned();
+    IngestError::InvalidJson {
+        line: line.unwrap_or_else(|| e.line()),
+        column: e.column(),
+        reason,
+    }
+}
+
+/// An integer column's JSON value as a JSON integer. The Arrow decoder would truncate `1.9` to
+/// 1, so fractions are refused here; a number that is integral (`2.0`, `1e3`) or a string
+/// holding one is that integer. Range is checked by the decoder.
+fn json_integer(value: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let number = match value {
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => return Ok(value.clone()),
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(text) => {
+            let text = text.trim();
+            if let Ok(n) = text.parse::<i64>() {
+                return Ok(serde_json::Value::from(n));
+            }
+            text.parse::<f64>().ok()
+        }
+        other => return Ok(other.clone()),
+    };
+    match number {
+        // Integral and well inside the i64 range, so the conversion is exact.
+        #[expect(clippy::cast_possible_truncation, reason = "integral, range checked")]
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(serde_json::Value::from(f as i64)),
+        Some(f) if f.fract() == 0.0 => Err(format!(
+            "{value} is written as a floating-point number too large to be exact; write it as an integer"
+        )),
+        _ => Err(format!("{value} is not an integer")),
+    }
+}
+
 /// Rows sent as JSON (an array of objects, or NDJSON): checked against the table's columns
 /// (unknown keys refused, missing keys null) and decoded into record batches for the same
 /// conversion and COPY path as Parquet.
@@ -661,16 +811,19 @@ pub fn json_rows(
 ) -> Result<(Plan, Vec<RecordBatch>), IngestError> {
     let rows: Vec<serde_json::Value> = if ndjson {
         std::str::from_utf8(body)
-            .map_err(|_| IngestError::InvalidParquet("the body is not UTF-8".to_owned()))?
+            .map_err(|e| {
+                let valid = &body[..e.valid_up_to()];
+                let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                IngestError::InvalidJson {
+                    line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+                    column: valid.len() - line_start + 1,
+                    reason: "the bytes there are not UTF-8".to_owned(),
+                }
+            })?
             .lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| IngestError::InvalidRow {
-                    row: i + 1,
-                    reason: format!("not JSON: {e}"),
-                })
-            })
+            .map(|(i, line)| serde_json::from_str(line).map_err(|e| invalid_json(&e, Some(i + 1))))
             .collect::<Result<_, _>>()?
     } else {
         match serde_json::from_slice(body) {
@@ -681,9 +834,10 @@ pub fn json_rows(
                     "the body must be a JSON array of row objects".to_owned(),
                 ));
             }
+            Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid_json(&e, None)),
             Err(e) => {
                 return Err(IngestError::ColumnMismatch(format!(
-                    "the body is not valid JSON: {e}"
+                    "the body is not a JSON array of row objects: {e}"
                 )));
             }
         }
@@ -740,6 +894,13 @@ pub fn json_rows(
             let Some(value) = object.get_mut(name) else {
                 continue;
             };
+            if matches!(pg, PgType::Int2 | PgType::Int4 | PgType::Int8) {
+                *value = json_integer(value).map_err(|reason| IngestError::InvalidValue {
+                    column: name.clone(),
+                    row: i + 1,
+                    reason: format!("{reason} for a {pg} column"),
+                })?;
+            }
             // Text-like columns take any JSON value as its text; jsonb keeps its structure.
             let textual = json_decode_type(*pg) == DataType::Utf8;
             let needs_text = !value.is_null() && (!value.is_string() || *pg == PgType::Jsonb);

@@ -26,6 +26,8 @@ impl From<IngestError> for ApiError {
         let code = match &e {
             IngestError::InvalidParquet(_) => "invalid_parquet",
             IngestError::ColumnMismatch(_) => "column_mismatch",
+            IngestError::InvalidColumnName(_) => "invalid_column_name",
+            IngestError::InvalidJson { .. } => "invalid_json",
             IngestError::UnsupportedType(_) => "unsupported_type",
             IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
         };
@@ -451,8 +453,9 @@ pub enum Mode {
 /// Query of `POST /tables/{name}/rows/`.
 #[derive(Debug, Deserialize)]
 pub struct RowsQueryString {
-    /// `append` or `replace`.
-    pub mode: Option<Mode>,
+    /// `append` or `replace`; kept as text so an unknown mode is `invalid_mode`, not the
+    /// query extractor's generic 400.
+    pub mode: Option<String>,
 }
 
 /// What an ingest of more rows did.
@@ -474,7 +477,9 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
         "replace" => Ok(Mode::Replace),
         other => Err(ApiError::bad_request(
             "invalid_mode",
-            format!("mode {other:?} is not append or replace"),
+            format!(
+                "mode {other:?} is not an upload mode; use mode=append (the default) or mode=replace"
+            ),
         )),
     }
 }
@@ -523,7 +528,10 @@ pub async fn add_rows(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut mode = query.mode.unwrap_or(Mode::Append);
+    let mut mode = match query.mode.as_deref() {
+        Some(text) => parse_mode(text)?,
+        None => Mode::Append,
+    };
 
     enum Source {
         File(tempfile::TempPath, Plan),

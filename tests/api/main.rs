@@ -4,6 +4,7 @@
 
 mod attacks;
 mod auth;
+mod awkward_input;
 mod cluster;
 mod helpers;
 mod parquet_corpus;

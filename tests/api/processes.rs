@@ -432,3 +432,60 @@ async fn deep_and_long_view_expressions_never_make_serve_exit() {
         assert_eq!(health.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn query_tokens_in_any_spelling_never_reach_the_log() {
+    // Arrange: a real serve process, whose log is the one operators read.
+    let api = spawn_app_with(|s| s.scheduler = false).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let logs = temp_dir("tdc-serve-logs");
+    let log = logs.join("serve.log");
+    let serve_process = serve(
+        &database_url(&api.db),
+        &log,
+        &[
+            ("TDC_BIND", format!("127.0.0.1:{port}")),
+            ("TDC_SCHEDULER", "false".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listen = format!("{base}/channels/{}/listen/", Uuid::new_v4());
+    let spellings = [
+        "access_token",
+        "ACCESS_TOKEN",
+        "Access_Token",
+        "%61ccess_token",
+        "ACCESS%5FTOKEN",
+        "access%5ftoken",
+    ];
+
+    // Act: each request fails authentication, which logs its URI.
+    for (i, key) in spellings.iter().enumerate() {
+        let res = client
+            .get(format!("{listen}?{key}=secret-{i}-xyz&probe=visible-{i}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{key}");
+    }
+    drop(serve_process);
+
+    // Assert: the URIs were logged, the tokens were not.
+    let text = std::fs::read_to_string(&log).expect("log");
+    for (i, key) in spellings.iter().enumerate() {
+        assert!(text.contains(&format!("visible-{i}")), "{key}: {text}");
+        assert!(!text.contains(&format!("secret-{i}")), "{key}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
