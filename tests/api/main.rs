@@ -8,6 +8,7 @@ mod cluster;
 mod helpers;
 mod parquet_corpus;
 mod processes;
+mod quotas;
 mod realtime;
 mod rows;
 mod service;
