@@ -87,9 +87,23 @@ pub async fn check_locked(
 /// Bytes the tenant's tables and materialized views take now, indexes and TOAST included, as
 /// PostgreSQL measures them; in a transaction that writes, its own uncommitted rows count.
 /// Run as the service role (tenants may not read the catalogs).
+///
+/// Measuring a relation takes a share lock on it until the transaction ends. A relation that
+/// another transaction holds (or waits for) exclusively, a view in the middle of a plain
+/// refresh, is counted at its last recorded size (`relpages`) instead: two refreshes that each
+/// hold their own view and then measured the other's would deadlock.
 pub async fn storage_bytes(conn: &mut PgConnection, tenant: &Ident) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint
+        "WITH busy AS (
+             SELECT l.relation FROM pg_catalog.pg_locks l
+              WHERE l.mode = 'AccessExclusiveLock' AND l.relation IS NOT NULL
+                AND l.pid <> pg_catalog.pg_backend_pid()
+                AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                   WHERE d.datname = pg_catalog.current_database()))
+         SELECT coalesce(sum(CASE WHEN c.oid IN (SELECT relation FROM busy)
+                                  THEN c.relpages::bigint
+                                       * pg_catalog.current_setting('block_size')::bigint
+                                  ELSE pg_catalog.pg_total_relation_size(c.oid) END), 0)::bigint
            FROM pg_catalog.pg_class c
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
