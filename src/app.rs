@@ -16,7 +16,12 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::auth::{self, jwt::JwtKeys, password, throttle::LoginThrottle};
+use crate::auth::{
+    self,
+    jwt::JwtKeys,
+    password,
+    throttle::{LoginLimits, LoginThrottle},
+};
 use crate::channels::hub::Hub;
 use crate::channels::routes::QueryToken;
 use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
@@ -93,6 +98,7 @@ pub fn build_server_on(
             pool.clone(),
             SchedulerConfig {
                 statement_timeout: settings.tenant_statement_timeout,
+                storage_quota: settings.tenant_storage_bytes,
                 concurrency: settings.scheduler_concurrency,
                 batch: 256,
                 retry_backoff: settings.retry_backoff,
@@ -105,10 +111,13 @@ pub fn build_server_on(
         background: Background(tasks),
         pool,
         jwt: JwtKeys::new(&settings.jwt_secret),
-        login_throttle: LoginThrottle::new(
-            settings.login_per_ip_per_minute,
-            settings.login_per_account_per_minute,
-        ),
+        login_throttle: LoginThrottle::new(LoginLimits {
+            per_ip_per_minute: settings.login_per_ip_per_minute,
+            per_account_per_minute: settings.login_per_account_per_minute,
+            free_failures: settings.login_free_failures,
+            backoff_base: settings.login_backoff,
+            backoff_max: settings.login_backoff_max,
+        }),
         metrics: service::metrics::handle(),
         tenant_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_queries),
         settings: Arc::new(settings),

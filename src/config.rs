@@ -97,9 +97,21 @@ pub struct ServeArgs {
     /// Token requests allowed per client IP per minute.
     #[arg(long, env = "TDC_LOGIN_PER_IP_PER_MINUTE", default_value = "30")]
     pub login_per_ip_per_minute: NonZeroU32,
-    /// Token requests allowed per account (e-mail) per minute.
-    #[arg(long, env = "TDC_LOGIN_PER_ACCOUNT_PER_MINUTE", default_value = "10")]
+    /// Token requests allowed per account (e-mail) per minute from all addresses together: a
+    /// ceiling against distributed guessing, well above what one address gets through its
+    /// backoff.
+    #[arg(long, env = "TDC_LOGIN_PER_ACCOUNT_PER_MINUTE", default_value = "100")]
     pub login_per_account_per_minute: NonZeroU32,
+    /// Consecutive failed logins of one account from one address before each further attempt
+    /// must wait.
+    #[arg(long, env = "TDC_LOGIN_FREE_FAILURES", default_value_t = 5)]
+    pub login_free_failures: u32,
+    /// The first wait after the free failures, in seconds; it doubles with every failure.
+    #[arg(long, env = "TDC_LOGIN_BACKOFF_SECS", default_value_t = 1)]
+    pub login_backoff_secs: u64,
+    /// The longest wait between attempts of one account from one address, in seconds.
+    #[arg(long, env = "TDC_LOGIN_BACKOFF_MAX_SECS", default_value_t = 900)]
+    pub login_backoff_max_secs: u64,
     /// Take the client IP for throttling from the right-most `X-Forwarded-For` entry (only
     /// behind a proxy that appends it).
     #[arg(long, env = "TDC_TRUST_FORWARDED_FOR", default_value_t = false)]
@@ -113,9 +125,13 @@ pub struct ServeArgs {
     /// Most columns a table may have.
     #[arg(long, env = "TDC_MAX_COLUMNS", default_value_t = 1000)]
     pub max_columns: usize,
-    /// Most tables a tenant may have.
+    /// Most tables and views (together) a tenant may have.
     #[arg(long, env = "TDC_MAX_TABLES_PER_TENANT", default_value_t = 1000)]
     pub max_tables_per_tenant: i64,
+    /// Storage a tenant's tables and views may take, in bytes (as PostgreSQL measures it,
+    /// indexes and TOAST included).
+    #[arg(long, env = "TDC_TENANT_STORAGE_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub tenant_storage_bytes: u64,
     /// Statement timeout of every statement run as a tenant, in seconds.
     #[arg(long, env = "TDC_TENANT_STATEMENT_TIMEOUT_SECS", default_value_t = 300)]
     pub tenant_statement_timeout_secs: u64,
@@ -181,8 +197,14 @@ pub struct Settings {
     pub json_limit_bytes: usize,
     /// Token requests allowed per client IP per minute.
     pub login_per_ip_per_minute: NonZeroU32,
-    /// Token requests allowed per account per minute.
+    /// Token requests allowed per account per minute, from all addresses together.
     pub login_per_account_per_minute: NonZeroU32,
+    /// Failed logins of one account from one address before the backoff starts.
+    pub login_free_failures: u32,
+    /// The first backoff wait (doubling per failure).
+    pub login_backoff: Duration,
+    /// The longest backoff wait.
+    pub login_backoff_max: Duration,
     /// Whether the client IP comes from proxy headers.
     pub trust_forwarded_for: bool,
     /// Largest accepted upload, in bytes.
@@ -191,8 +213,10 @@ pub struct Settings {
     pub rows_body_limit_bytes: usize,
     /// Most columns a table may have.
     pub max_columns: usize,
-    /// Most tables a tenant may have.
+    /// Most tables and views a tenant may have.
     pub max_tables_per_tenant: i64,
+    /// Bytes a tenant's tables and views may take.
+    pub tenant_storage_bytes: u64,
     /// Statement timeout of tenant statements.
     pub tenant_statement_timeout: Duration,
     /// Heavy statements one tenant may run at once.
@@ -237,11 +261,15 @@ impl Settings {
             json_limit_bytes: args.json_limit_bytes,
             login_per_ip_per_minute: args.login_per_ip_per_minute,
             login_per_account_per_minute: args.login_per_account_per_minute,
+            login_free_failures: args.login_free_failures,
+            login_backoff: Duration::from_secs(args.login_backoff_secs),
+            login_backoff_max: Duration::from_secs(args.login_backoff_max_secs),
             trust_forwarded_for: args.trust_forwarded_for,
             upload_limit_bytes: args.upload_limit_bytes,
             rows_body_limit_bytes: args.rows_body_limit_bytes,
             max_columns: args.max_columns,
             max_tables_per_tenant: args.max_tables_per_tenant,
+            tenant_storage_bytes: args.tenant_storage_bytes,
             tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
             tenant_concurrent_queries: args.tenant_concurrent_queries,
             workers: args.workers,
@@ -268,12 +296,16 @@ impl Settings {
             refresh_token_ttl: Duration::from_secs(86_400),
             json_limit_bytes: 256 * 1024,
             login_per_ip_per_minute: NonZeroU32::MIN.saturating_add(29),
-            login_per_account_per_minute: NonZeroU32::MIN.saturating_add(9),
+            login_per_account_per_minute: NonZeroU32::MIN.saturating_add(99),
+            login_free_failures: 5,
+            login_backoff: Duration::from_secs(1),
+            login_backoff_max: Duration::from_secs(900),
             trust_forwarded_for: false,
             upload_limit_bytes: 1024 * 1024 * 1024,
             rows_body_limit_bytes: 16 * 1024 * 1024,
             max_columns: 1000,
             max_tables_per_tenant: 1000,
+            tenant_storage_bytes: 10 * 1024 * 1024 * 1024,
             tenant_statement_timeout: Duration::from_secs(300),
             tenant_concurrent_queries: 4,
             workers: None,

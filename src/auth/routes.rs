@@ -14,7 +14,7 @@ use super::jwt::TokenType;
 use super::password;
 use super::store::{self, Rotation, User};
 use crate::app::AppState;
-use crate::db::tenant;
+use crate::db::{quota, tenant};
 use crate::error::{ApiError, Problem};
 
 /// E-mail and password, for registration and login.
@@ -48,6 +48,19 @@ impl From<User> for UserBody {
             created_at: user.created_at,
         }
     }
+}
+
+/// The caller's account with its storage use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeBody {
+    /// The account.
+    #[serde(flatten)]
+    pub user: UserBody,
+    /// Bytes the caller's tables and views take now (indexes and TOAST included).
+    pub storage_bytes: i64,
+    /// Bytes they may take (`TDC_TENANT_STORAGE_BYTES`); uploads and refreshes beyond it fail
+    /// with 409 `storage_quota_exceeded`.
+    pub storage_quota_bytes: u64,
 }
 
 /// A refresh token and an access token.
@@ -177,9 +190,8 @@ pub async fn obtain_tokens(
     state: web::Data<AppState>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .login_throttle
-        .check_ip(client_ip(&req, state.settings.trust_forwarded_for))?;
+    let ip = client_ip(&req, state.settings.trust_forwarded_for);
+    state.login_throttle.check_ip(ip)?;
     let Credentials {
         primary_email,
         password: pw,
@@ -187,8 +199,9 @@ pub async fn obtain_tokens(
     // A malformed e-mail cannot match an account: answer like any failed login (after the same
     // work), without sending it to the database or using it as a throttle key.
     let email = normalise_email(&primary_email).ok();
-    if let Some(email) = &email {
-        state.login_throttle.check_account(&email.to_lowercase())?;
+    let throttle_key = email.as_ref().map(|email| email.to_lowercase());
+    if let Some(key) = &throttle_key {
+        state.login_throttle.check_account(key, ip)?;
     }
     let user = match &email {
         Some(email) => store::find_user_by_email(&state.pool, email).await?,
@@ -196,7 +209,12 @@ pub async fn obtain_tokens(
     };
     let matched = password::verify(pw, user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match user {
-        Some(user) if matched => user,
+        Some(user) if matched => {
+            if let Some(key) = &throttle_key {
+                state.login_throttle.succeeded(key, ip);
+            }
+            user
+        }
         _ => {
             return Err(ApiError::unauthorized(
                 "invalid_credentials",
@@ -277,13 +295,20 @@ pub async fn blacklist_token(
 
 /// The caller's account.
 #[utoipa::path(get, path = "/auth/users/me/", tag = "auth",
-    responses((status = 200, body = UserBody), (status = 401, body = Problem)),
+    responses((status = 200, body = MeBody), (status = 401, body = Problem)),
     security(("jwt" = [])))]
 pub async fn get_me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let tenant = user.tenant;
     let user = store::find_user(&state.pool, user.user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("token_revoked", "the account no longer exists"))?;
-    Ok(HttpResponse::Ok().json(UserBody::from(user)))
+    let mut conn = state.pool.acquire().await?;
+    let storage_bytes = quota::storage_bytes(&mut conn, &tenant).await?;
+    Ok(HttpResponse::Ok().json(MeBody {
+        user: UserBody::from(user),
+        storage_bytes,
+        storage_quota_bytes: state.settings.tenant_storage_bytes,
+    }))
 }
 
 #[cfg(test)]

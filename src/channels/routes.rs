@@ -100,13 +100,14 @@ pub async fn create_channel(
             ));
         }
     };
-    ApiError::check_quota(
-        store::count(&state.pool, user.user_id).await?,
+    let channel = store::create(
+        &state.pool,
+        user.user_id,
+        view_id,
+        job_id,
         state.settings.max_channels_per_tenant,
-        "too_many_channels",
-        "channels",
-    )?;
-    let channel = store::create(&state.pool, user.user_id, view_id, job_id).await?;
+    )
+    .await?;
     Ok(HttpResponse::Created().json(ChannelBody::from(channel)))
 }
 

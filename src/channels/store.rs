@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::db::quota::{self, Counted};
 use crate::error::ApiError;
 
 /// A channel as stored, with its view's name.
@@ -32,14 +33,18 @@ const SELECT_CHANNEL: &str =
         c.pruned_through, c.created_at
  FROM tinydevcrm.channels c JOIN tinydevcrm.views v USING (view_id)";
 
-/// Creates a channel on a view.
+/// Creates a channel on a view; 409 `too_many_channels` when the user already has
+/// `max_channels` (checked atomically with the insert).
 pub async fn create(
     pool: &PgPool,
     user_id: Uuid,
     view_id: Uuid,
     job_id: Option<Uuid>,
+    max_channels: i64,
 ) -> Result<ChannelRow, ApiError> {
     let channel_id = Uuid::new_v4();
+    let mut tx = pool.begin().await?;
+    quota::check_locked(&mut tx, user_id, Counted::Channels, max_channels).await?;
     sqlx::query(
         "INSERT INTO tinydevcrm.channels (channel_id, user_id, view_id, job_id) VALUES ($1, $2, $3, $4)",
     )
@@ -47,8 +52,9 @@ pub async fn create(
     .bind(user_id)
     .bind(view_id)
     .bind(job_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     find(pool, user_id, channel_id).await
 }
 
@@ -80,16 +86,6 @@ pub async fn list(
     .bind(view_id)
     .fetch_all(pool)
     .await?)
-}
-
-/// How many channels a user has.
-pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.channels WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 /// Deletes a user's channel and its events; every process ends the channel's open streams.

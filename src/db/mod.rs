@@ -3,6 +3,7 @@
 
 pub mod ident;
 pub mod local_cluster;
+pub mod quota;
 pub mod tenant;
 
 use std::time::Duration;

@@ -108,6 +108,18 @@ impl TenantTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.0.commit().await
     }
+
+    /// The storage of `tenant` measured as the service role, in the middle of this tenant
+    /// transaction (between two `COPY` segments): nothing of the tenant's runs while the role
+    /// is switched, and the tenant role is back before this returns.
+    pub async fn storage_bytes(&mut self, tenant: &Ident) -> Result<i64, sqlx::Error> {
+        sqlx::query("RESET ROLE").execute(&mut *self.0).await?;
+        let used = super::quota::storage_bytes(&mut self.0, tenant).await?;
+        let mut role = QueryBuilder::new("SET LOCAL ROLE ");
+        role.push(tenant);
+        role.build().execute(&mut *self.0).await?;
+        Ok(used)
+    }
 }
 
 impl ServiceTx {

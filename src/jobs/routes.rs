@@ -158,12 +158,6 @@ pub async fn create_job(
     let retries = check_retries(body.retries.unwrap_or(0))?;
     let name = lookup_name(body.view_name.trim())?;
     let view = crate::views::store::find(&state.pool, user.user_id, &name).await?;
-    ApiError::check_quota(
-        store::count(&state.pool, user.user_id).await?,
-        state.settings.max_jobs_per_tenant,
-        "too_many_jobs",
-        "jobs",
-    )?;
     let enabled = body.enabled.unwrap_or(true);
     let job = store::create(
         &state.pool,
@@ -177,6 +171,7 @@ pub async fn create_job(
             enabled,
             next_run_at: enabled.then(|| schedule.next_after(Utc::now())).flatten(),
         },
+        state.settings.max_jobs_per_tenant,
     )
     .await?;
     tracing::info!(job_id = %job.job_id, view = %job.view_name, "created a job");

@@ -30,6 +30,8 @@ use crate::views::refresh::{Trigger, refresh_view};
 pub struct SchedulerConfig {
     /// Statement timeout of a refresh.
     pub statement_timeout: Duration,
+    /// Storage a tenant's tables and views may take; a refresh beyond it fails.
+    pub storage_quota: u64,
     /// Runs one process executes at once.
     pub concurrency: usize,
     /// Most ticks claimed per transaction.
@@ -252,6 +254,7 @@ async fn attempt_all(
                 refresh_view(
                     pool,
                     config.statement_timeout,
+                    config.storage_quota,
                     &tenant,
                     &view,
                     Trigger {

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::db::quota::{self, Counted};
 use crate::error::ApiError;
 
 /// The `NOTIFY` channel that wakes schedulers when jobs change or a run ends.
@@ -74,9 +75,11 @@ pub struct NewJob<'a> {
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
-/// Inserts a job and wakes the schedulers.
-pub async fn create(pool: &PgPool, job: &NewJob<'_>) -> Result<JobRow, ApiError> {
+/// Inserts a job and wakes the schedulers; 409 `too_many_jobs` when the user already has
+/// `max_jobs` (checked atomically with the insert).
+pub async fn create(pool: &PgPool, job: &NewJob<'_>, max_jobs: i64) -> Result<JobRow, ApiError> {
     let mut tx = pool.begin().await?;
+    quota::check_locked(&mut tx, job.user_id, Counted::Jobs, max_jobs).await?;
     let job_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO tinydevcrm.jobs (job_id, user_id, view_id, crontab_def, timezone, overlap, retries, enabled, next_run_at)
@@ -154,16 +157,6 @@ pub async fn list(
     .bind(view_id)
     .fetch_all(pool)
     .await?)
-}
-
-/// How many jobs a user has.
-pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.jobs WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 /// Writes a locked job's new settings (and its new `updated_at`) and wakes the schedulers.

@@ -18,6 +18,7 @@ use super::store::{self, ColumnInfo};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::db::ident::Ident;
+use crate::db::quota::{self, Counted};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
 
@@ -220,11 +221,12 @@ pub async fn create_table(
     };
 
     let tenant = user.tenant.clone();
-    ApiError::check_quota(
-        store::count(&state.pool, user.user_id).await?,
+    // Early and unlocked, to spare the upload when the tenant is already full; the check that
+    // holds under concurrency is the locked one before registering.
+    quota::check(
+        quota::count(&state.pool, user.user_id, Counted::Relations).await?,
         settings.max_tables_per_tenant,
-        "too_many_tables",
-        "tables",
+        Counted::Relations,
     )?;
 
     let path: PathBuf = file.to_path_buf();
@@ -243,8 +245,23 @@ pub async fn create_table(
 
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     store::create_table(&mut tx, &tenant, &name, &plan).await?;
-    copy_file(&mut tx, &tenant, &name, plan, path).await?;
+    copy_file(
+        &mut tx,
+        &tenant,
+        &name,
+        plan,
+        path,
+        settings.tenant_storage_bytes,
+    )
+    .await?;
     let mut tx = tx.into_service().await?;
+    quota::check_locked(
+        &mut tx,
+        user.user_id,
+        Counted::Relations,
+        settings.max_tables_per_tenant,
+    )
+    .await?;
     let row = store::register(&mut tx, user.user_id, &name).await?;
     tx.commit().await?;
     drop(file);
@@ -253,53 +270,98 @@ pub async fn create_table(
     Ok(HttpResponse::Created().json(body))
 }
 
-/// Streams the file through the binary COPY encoder into the table.
+/// Streams the file through the binary COPY encoder into the table, within the tenant's
+/// storage quota.
 async fn copy_file(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut tenant::TenantTx,
     schema: &Ident,
     name: &Ident,
     plan: Plan,
     path: PathBuf,
+    storage_quota: u64,
 ) -> Result<u64, ApiError> {
     let statement = store::copy_statement(schema, name, &plan)?;
-    copy_from(conn, &statement, move |sender| {
+    copy_from(conn, schema, storage_quota, &statement, move |sender| {
         ingest::encode_file(path, plan, sender)
     })
     .await
 }
 
+/// Binary COPY's fixed header (signature, no flags, no extension) and trailer, as pgpq writes
+/// them: a long stream is cut into several COPY statements at batch boundaries, each framed so.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const COPY_TRAILER: &[u8] = b"\xff\xff";
+
+/// COPY data between two storage measurements: an eighth of the quota, within 1 to 64 MiB, so
+/// a file that inflates far beyond its size is stopped soon after it crosses the quota.
+fn measure_every(storage_quota: u64) -> usize {
+    usize::try_from((storage_quota / 8).clamp(1 << 20, 64 << 20)).unwrap_or(64 << 20)
+}
+
 /// Runs `COPY ... FROM STDIN` fed by `produce`, which runs on a blocking thread and sends binary
-/// COPY chunks (or the error that stopped it) through a bounded channel.
+/// COPY chunks (or the error that stopped it) through a bounded channel. `conn` runs as the
+/// tenant `schema`; the tenant's storage is measured every [`measure_every`] bytes and at the
+/// end, and above `storage_quota` the copy stops with 409 `storage_quota_exceeded` (the caller's
+/// transaction then rolls everything back).
 async fn copy_from(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut tenant::TenantTx,
+    schema: &Ident,
+    storage_quota: u64,
     statement: &str,
     produce: impl FnOnce(mpsc::Sender<Result<bytes::Bytes, IngestError>>) + Send + 'static,
 ) -> Result<u64, ApiError> {
     let (sender, mut receiver) = mpsc::channel(4);
     let producer = tokio::task::spawn_blocking(move || produce(sender));
-    let mut copy = conn.copy_in_raw(statement).await?;
-    let mut failure = None;
-    while let Some(chunk) = receiver.recv().await {
-        match chunk {
-            Ok(bytes) => {
-                if let Err(e) = copy.send(bytes).await {
-                    failure = Some(copy_error(e));
-                    break;
-                }
-            }
-            Err(e) => {
-                failure = Some(ApiError::from(e));
-                break;
-            }
-        }
-    }
+    let result = copy_segments(conn, schema, storage_quota, statement, &mut receiver).await;
     drop(receiver);
     let _ = producer.await;
-    if let Some(failure) = failure {
-        let _ = copy.abort("upload refused").await;
-        return Err(failure);
+    result
+}
+
+async fn copy_segments(
+    conn: &mut tenant::TenantTx,
+    schema: &Ident,
+    storage_quota: u64,
+    statement: &str,
+    receiver: &mut mpsc::Receiver<Result<bytes::Bytes, IngestError>>,
+) -> Result<u64, ApiError> {
+    let every = measure_every(storage_quota);
+    let mut written = 0;
+    let mut since_measured = 0;
+    let mut copy = conn.copy_in_raw(statement).await?;
+    while let Some(chunk) = receiver.recv().await {
+        let bytes = match chunk {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = copy.abort("upload refused").await;
+                return Err(ApiError::from(e));
+            }
+        };
+        if since_measured >= every {
+            if let Err(e) = copy.send(COPY_TRAILER).await {
+                let _ = copy.abort("upload refused").await;
+                return Err(copy_error(e));
+            }
+            written += copy.finish().await.map_err(copy_error)?;
+            since_measured = 0;
+            let used = conn.storage_bytes(schema).await?;
+            quota::check_storage(used, storage_quota)?;
+            copy = conn.copy_in_raw(statement).await?;
+            if let Err(e) = copy.send(COPY_HEADER).await {
+                let _ = copy.abort("upload refused").await;
+                return Err(copy_error(e));
+            }
+        }
+        since_measured += bytes.len();
+        if let Err(e) = copy.send(bytes).await {
+            let _ = copy.abort("upload refused").await;
+            return Err(copy_error(e));
+        }
     }
-    copy.finish().await.map_err(copy_error)
+    written += copy.finish().await.map_err(copy_error)?;
+    let used = conn.storage_bytes(schema).await?;
+    quota::check_storage(used, storage_quota)?;
+    Ok(written)
 }
 
 /// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).
@@ -588,20 +650,37 @@ pub async fn add_rows(
     }
     let written = match source {
         Source::File(file, plan) => {
-            let written = copy_file(&mut tx, &tenant, &name, plan, file.to_path_buf()).await?;
+            let written = copy_file(
+                &mut tx,
+                &tenant,
+                &name,
+                plan,
+                file.to_path_buf(),
+                settings.tenant_storage_bytes,
+            )
+            .await?;
             drop(file);
             written
         }
         Source::Json(plan, batches) => {
             let statement = store::copy_statement(&tenant, &name, &plan)?;
             let positions: Vec<usize> = (0..plan.columns.len()).collect();
-            copy_from(&mut tx, &statement, move |sender| {
-                if let Err(e) =
-                    ingest::encode_batches(batches.into_iter().map(Ok), &plan, &positions, &sender)
-                {
-                    let _ = sender.blocking_send(Err(e));
-                }
-            })
+            copy_from(
+                &mut tx,
+                &tenant,
+                settings.tenant_storage_bytes,
+                &statement,
+                move |sender| {
+                    if let Err(e) = ingest::encode_batches(
+                        batches.into_iter().map(Ok),
+                        &plan,
+                        &positions,
+                        &sender,
+                    ) {
+                        let _ = sender.blocking_send(Err(e));
+                    }
+                },
+            )
             .await?
         }
     };

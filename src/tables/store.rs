@@ -51,16 +51,6 @@ pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<TableRow>, ApiErro
     .await?)
 }
 
-/// How many tables a user has.
-pub async fn count(pool: &PgPool, user_id: Uuid) -> Result<i64, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.tables WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 fn column_idents(plan: &Plan) -> Result<Vec<ColumnIdent>, ApiError> {
     plan.columns
         .iter()

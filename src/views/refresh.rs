@@ -48,7 +48,8 @@ pub struct Trigger {
 
 /// Refreshes `view`: skipped when it is not volatile, reads only tables, and none of them
 /// changed since the last successful refresh; otherwise `REFRESH` (concurrently when it has a
-/// unique key) as the tenant. A failure leaves the previous contents readable.
+/// unique key) as the tenant. A failure leaves the previous contents readable; so does a
+/// refresh that takes the tenant's storage over `storage_quota` (409 `storage_quota_exceeded`).
 ///
 /// A successful refresh, its history row and one event per watching channel commit in one
 /// transaction: an event is never announced for a refresh that did not commit, and a committed
@@ -56,6 +57,7 @@ pub struct Trigger {
 pub async fn refresh_view(
     pool: &PgPool,
     statement_timeout: Duration,
+    storage_quota: u64,
     tenant: &Ident,
     view: &ViewRow,
     trigger: Trigger,
@@ -106,6 +108,10 @@ pub async fn refresh_view(
         // The tenant SQL is done (REFRESH is security-restricted; nothing of the tenant's runs
         // after it): back to the service role to write the history and the events.
         let mut tx = tx.into_service().await?;
+        let used = crate::db::quota::storage_bytes(&mut tx, tenant).await?;
+        if let Err(over) = crate::db::quota::check_storage(used, storage_quota) {
+            return Ok(Err(over)); // rolls the refresh back
+        }
         let done = record("refreshed", rows, None);
         store::record_refresh(
             &mut tx,
@@ -127,13 +133,12 @@ pub async fn refresh_view(
         };
         events::append(&mut tx, view.view_id, &event).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(done)
+        Ok::<_, sqlx::Error>(Ok(done))
     }
     .await;
-    match outcome {
+    match outcome.map_err(tenant_sql_error).and_then(|done| done) {
         Ok(done) => Ok(done),
-        Err(e) => {
-            let error = tenant_sql_error(e);
+        Err(error) => {
             let failed = record("failed", None, Some(error.to_string()));
             let mut tx = ServiceTx::begin(pool).await?;
             store::record_refresh(&mut tx, view.view_id, refresh_id, job_run_id, &failed, None)

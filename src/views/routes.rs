@@ -13,6 +13,7 @@ use crate::auth::extract::AuthUser;
 use crate::channels::routes::ChannelBody;
 use crate::channels::store as channels_store;
 use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::quota::{self, Counted};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
 use crate::jobs::routes::JobBody;
@@ -174,6 +175,13 @@ pub async fn create_view(
     let resolved = resolved::check(&mut tx, &tenant, &name, sandbox::ALLOWED_FUNCTIONS)
         .await?
         .map_err(|refused| ApiError::bad_request("sql_rejected", refused.0))?;
+    quota::check_locked(
+        &mut tx,
+        user.user_id,
+        Counted::Relations,
+        state.settings.max_tables_per_tenant,
+    )
+    .await?;
     let view = store::register(
         &mut tx,
         user.user_id,
@@ -186,7 +194,16 @@ pub async fn create_view(
     .await?;
     tx.commit().await?;
     // The first fill is a refresh like any other; if it fails, the empty view goes again.
-    if let Err(e) = run_refresh(&state.pool, timeout, &tenant, &view, Trigger::default()).await {
+    if let Err(e) = run_refresh(
+        &state.pool,
+        timeout,
+        state.settings.tenant_storage_bytes,
+        &tenant,
+        &view,
+        Trigger::default(),
+    )
+    .await
+    {
         let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
         store::drop_view(&mut tx, &tenant, &name, true).await?;
         let mut tx = tx.into_service().await?;
@@ -246,6 +263,7 @@ pub async fn refresh_view(
     let record = run_refresh(
         &state.pool,
         state.settings.tenant_statement_timeout,
+        state.settings.tenant_storage_bytes,
         &tenant,
         &view,
         Trigger::default(),

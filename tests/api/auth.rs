@@ -822,6 +822,138 @@ async fn too_many_attempts_from_one_address_are_throttled() {
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
 }
 
+/// `POST /auth/tokens/obtain/` from the client address `ip` (behind a trusted proxy).
+async fn obtain_from(app: &TestApp, ip: &str, email: &str, password: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/auth/tokens/obtain/"))
+        .header("X-Forwarded-For", ip)
+        .json(&json!({"primary_email": email, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
+fn retry_after(res: &reqwest::Response) -> u64 {
+    res.headers()
+        .get("retry-after")
+        .expect("Retry-After header")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds")
+}
+
+#[tokio::test]
+async fn an_attacker_at_one_address_cannot_lock_the_owner_out_of_their_account() {
+    // Arrange
+    let app = spawn_app_with(|s| s.trust_forwarded_for = true).await;
+    let (email, password) = ("victim@example.com", "the owner's password");
+    assert_eq!(
+        app.register(email, password).await.status(),
+        StatusCode::CREATED
+    );
+
+    // Act: far more guesses than any per-account limit allowed before.
+    let mut refused = 0;
+    for i in 0..40 {
+        let res = obtain_from(&app, "203.0.113.7", email, &format!("guess number {i}")).await;
+        assert_ne!(res.status(), StatusCode::OK);
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    let owner = obtain_from(&app, "198.51.100.2", email, password).await;
+
+    // Assert
+    assert!(refused >= 30, "the attacker was slowed: {refused} refusals");
+    assert_eq!(owner.status(), StatusCode::OK, "the owner logs in at once");
+}
+
+#[tokio::test]
+async fn the_attackers_own_address_waits_longer_after_every_failure() {
+    // Arrange
+    let app = spawn_app_with(|s| {
+        s.trust_forwarded_for = true;
+        s.login_free_failures = 2;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    for _ in 0..2 {
+        let res = obtain_from(&app, "203.0.113.7", &user.email, "a wrong guess").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Act: each wait, waited out, then one more wrong guess.
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let res = obtain_from(&app, "203.0.113.7", &user.email, "a wrong guess").await;
+        let wait = retry_after(&res);
+        assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+        waits.push(wait);
+        tokio::time::sleep(Duration::from_millis(wait * 1000 + 100)).await;
+        let res = obtain_from(&app, "203.0.113.7", &user.email, "a wrong guess").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Assert
+    assert_eq!(waits, [1, 2, 4], "Retry-After doubles");
+    let elsewhere = obtain_from(&app, "198.51.100.2", &user.email, &user.password).await;
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_owner_logs_in_after_a_few_typos_once_the_backoff_has_passed() {
+    // Arrange: the default five free failures, then one second.
+    let app = spawn_app_with(|s| s.trust_forwarded_for = true).await;
+    let user = app.signed_up_user().await;
+    for _ in 0..5 {
+        let res = obtain_from(&app, "192.0.2.10", &user.email, "a typo").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Act
+    let too_soon = obtain_from(&app, "192.0.2.10", &user.email, &user.password).await;
+    let wait = retry_after(&too_soon);
+    tokio::time::sleep(Duration::from_millis(wait * 1000 + 100)).await;
+    let after_the_wait = obtain_from(&app, "192.0.2.10", &user.email, &user.password).await;
+
+    // Assert
+    assert_problem(too_soon, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert_eq!(wait, 1);
+    assert_eq!(after_the_wait.status(), StatusCode::OK);
+    // The success cleared the failures: a new typo costs no wait.
+    let typo = obtain_from(&app, "192.0.2.10", &user.email, "a typo").await;
+    assert_eq!(typo.status(), StatusCode::UNAUTHORIZED);
+    let res = obtain_from(&app, "192.0.2.10", &user.email, &user.password).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn parallel_guesses_from_one_address_do_not_all_pass_before_the_first_fails() {
+    let app = spawn_app_with(|s| {
+        s.trust_forwarded_for = true;
+        s.login_free_failures = 2;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+
+    let guesses = (0..10).map(|i| {
+        let (app, email) = (&app, &user.email);
+        async move { obtain_from(app, "203.0.113.7", email, &format!("guess {i}")).await }
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, 2, "{statuses:?}");
+}
+
 #[tokio::test]
 async fn a_correctly_signed_token_with_another_hmac_algorithm_is_rejected() {
     let app = spawn_app().await;

@@ -9,6 +9,7 @@ mod cluster;
 mod helpers;
 mod parquet_corpus;
 mod processes;
+mod quotas;
 mod realtime;
 mod revocation;
 mod rows;
