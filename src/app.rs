@@ -43,6 +43,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Per-tenant limits on heavy statements.
     pub tenant_slots: db::tenant::TenantSlots,
+    /// Per-tenant limits on reads and exports in progress.
+    pub read_slots: db::tenant::TenantSlots,
+    /// `/health`'s own database connection.
+    pub health: service::health::Probe,
     /// Live channel events of this process.
     pub hub: Arc<Hub>,
     /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
@@ -90,6 +94,7 @@ pub fn build_server_on(
             SchedulerConfig {
                 statement_timeout: settings.tenant_statement_timeout,
                 concurrency: settings.scheduler_concurrency,
+                tenant_concurrency: settings.scheduler_tenant_concurrency,
                 batch: 256,
                 retry_backoff: settings.retry_backoff,
                 max_sleep: std::time::Duration::from_secs(30),
@@ -99,6 +104,7 @@ pub fn build_server_on(
     let state = web::Data::new(AppState {
         hub,
         background: Background(tasks),
+        health: service::health::Probe::new(&pool),
         pool,
         jwt: JwtKeys::new(&settings.jwt_secret),
         login_throttle: LoginThrottle::new(
@@ -107,6 +113,7 @@ pub fn build_server_on(
         ),
         metrics: service::metrics::handle(),
         tenant_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_queries),
+        read_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_reads),
         settings: Arc::new(settings),
     });
     let json_config = web::JsonConfig::default()

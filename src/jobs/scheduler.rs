@@ -10,6 +10,7 @@
 //! The loop sleeps until the earliest `next_run_at` and wakes early on `LISTEN tdc_jobs`
 //! (sent when jobs change and when runs end).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct SchedulerConfig {
     pub statement_timeout: Duration,
     /// Runs one process executes at once.
     pub concurrency: usize,
+    /// Runs one tenant may have in progress at once, across every process.
+    pub tenant_concurrency: i64,
     /// Most ticks claimed per transaction.
     pub batch: i64,
     /// First retry delay; doubles per attempt.
@@ -72,7 +75,8 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             Err(_) => return,
         };
         let room = i64::try_from(slots.available_permits() + 1).unwrap_or(1);
-        let claimed = match claim(&pool, config.batch.min(room), &config, &worker).await {
+        let (claimed, picked) = match claim(&pool, config.batch.min(room), &config, &worker).await
+        {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduler: claiming due jobs failed; retrying");
@@ -80,7 +84,8 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
                 continue;
             }
         };
-        let full = claimed.len() as i64 >= config.batch.min(room);
+        // Skipped ticks fill a batch too: there may be more due jobs behind them.
+        let full = picked >= config.batch.min(room);
         let mut first = Some(first);
         for (job, claim) in claimed {
             let permit = match first.take() {
@@ -101,7 +106,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if full {
             continue;
         }
-        let wait = match store::next_due(&pool).await {
+        let wait = match store::next_due(&pool, config.tenant_concurrency).await {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             Ok(None) => config.max_sleep,
             Err(e) => {
@@ -147,20 +152,40 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
     }
 }
 
-/// Claims due ticks in one transaction and returns the ones to run now.
+/// Claims due ticks in one transaction and returns the ones to run now, with the number of
+/// jobs picked (run, skipped or held back).
+///
+/// Fairness between tenants: jobs are picked in turns across tenants ([`store::pick_due`]),
+/// and a tenant never has more than `tenant_concurrency` runs in progress across all
+/// processes: its claims are serialised by an advisory lock, under which its live leases are
+/// counted. A tick beyond the limit follows the job's overlap rule: `skip` records it as
+/// skipped, `queue` leaves it due until one of the tenant's runs ends.
 async fn claim(
     pool: &PgPool,
     limit: i64,
     config: &SchedulerConfig,
     worker: &str,
-) -> Result<Vec<(DueJob, Claim)>, sqlx::Error> {
+) -> Result<(Vec<(DueJob, Claim)>, i64), sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    let due = store::lock_due(&mut tx, now, limit).await?;
-    if due.is_empty() {
+    let picked = store::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
+    if picked.is_empty() {
         tx.rollback().await?;
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
+    let picked_count = i64::try_from(picked.len()).unwrap_or(i64::MAX);
+    let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
+    users.sort_unstable();
+    users.dedup();
+    store::lock_tenants(&mut tx, &users).await?;
+    let mut running: HashMap<Uuid, i64> = store::running_per_tenant(&mut tx, now, &users)
+        .await?
+        .into_iter()
+        .collect();
+    let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
+    let mut due = store::lock_due(&mut tx, now, &ids).await?;
+    // Decide in the order picked: each tenant's earliest ticks get its free run slots.
+    due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
     let mut claims = Vec::with_capacity(due.len());
     let mut jobs = Vec::with_capacity(due.len());
     for job in due {
@@ -174,24 +199,38 @@ async fn claim(
         };
         let scheduled_for = job.next_run_at;
         let next_run_at = schedule.next_after(now.max(scheduled_for));
-        let running = job.lease_until.is_some_and(|lease| lease > now);
-        let lease_until = (!running).then(|| now + lease_length(config, job.retries));
+        let leased = job.lease_until.is_some_and(|lease| lease >= now);
+        let in_progress = running.entry(job.user_id).or_insert(0);
+        let (lease_until, skip_reason) = if leased {
+            (None, "the previous run was still running")
+        } else if *in_progress >= config.tenant_concurrency {
+            if job.overlap == "queue" {
+                // Stays due: it runs when one of its tenant's runs ends.
+                continue;
+            }
+            (None, "the tenant's limit of runs in progress was reached")
+        } else {
+            *in_progress += 1;
+            (Some(now + lease_length(config, job.retries)), "")
+        };
         claims.push(Claim {
             job_id: job.job_id,
             scheduled_for,
             next_run_at,
             lease_until,
+            skip_reason,
             run_id: Uuid::now_v7(),
         });
         jobs.push(job);
     }
     let inserted = store::record_claims(&mut tx, &claims, now, worker).await?;
     tx.commit().await?;
-    Ok(jobs
+    let runs = jobs
         .into_iter()
         .zip(claims)
         .filter(|(_, c)| c.lease_until.is_some() && inserted.contains(&c.run_id))
-        .collect())
+        .collect();
+    Ok((runs, picked_count))
 }
 
 /// The longest a run may take: every attempt at the statement timeout, the backoffs between

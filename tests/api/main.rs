@@ -5,6 +5,7 @@
 mod attacks;
 mod auth;
 mod cluster;
+mod fairness;
 mod helpers;
 mod parquet_corpus;
 mod processes;

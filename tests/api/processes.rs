@@ -78,7 +78,15 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     let url = database_url(&api.db);
     let logs = temp_dir("tdc-serve-logs");
     let processes: Vec<Serve> = (0..3)
-        .map(|i| serve(&url, &logs.join(format!("serve-{i}.log")), &[]))
+        // One tenant owns all hundred jobs here: lift its cap of runs in progress, which has
+        // its own test (tests/api/fairness.rs), so that every tick does work.
+        .map(|i| {
+            serve(
+                &url,
+                &logs.join(format!("serve-{i}.log")),
+                &[("TDC_SCHEDULER_TENANT_CONCURRENCY", "1000".to_owned())],
+            )
+        })
         .collect();
     // The window starts once the schedulers work (debug processes on a loaded machine take a
     // while to start; ticks missed before that are caught up once, by design).
