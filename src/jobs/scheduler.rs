@@ -75,8 +75,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             Err(_) => return,
         };
         let room = i64::try_from(slots.available_permits() + 1).unwrap_or(1);
-        let (claimed, picked) = match claim(&pool, config.batch.min(room), &config, &worker).await
-        {
+        let claimed = match claim(&pool, config.batch.min(room), &config, &worker).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduler: claiming due jobs failed; retrying");
@@ -85,9 +84,9 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             }
         };
         // Skipped ticks fill a batch too: there may be more due jobs behind them.
-        let full = picked >= config.batch.min(room);
+        let full = claimed.picked >= config.batch.min(room);
         let mut first = Some(first);
-        for (job, claim) in claimed {
+        for (job, claim) in claimed.runs {
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => match Arc::clone(&slots).acquire_owned().await {
@@ -104,6 +103,12 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         }
         drop(first);
         if full {
+            continue;
+        }
+        if claimed.contended {
+            // Another process is claiming for some tenant right now; look again once it
+            // has committed.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
         let wait = match store::next_due(&pool, config.tenant_concurrency).await {
@@ -152,37 +157,45 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
     }
 }
 
-/// Claims due ticks in one transaction and returns the ones to run now, with the number of
-/// jobs picked (run, skipped or held back).
+/// Claims due ticks in one transaction and returns the ones to run now.
 ///
 /// Fairness between tenants: jobs are picked in turns across tenants ([`store::pick_due`]),
 /// and a tenant never has more than `tenant_concurrency` runs in progress across all
-/// processes: its claims are serialised by an advisory lock, under which its live leases are
-/// counted. A tick beyond the limit follows the job's overlap rule: `skip` records it as
+/// processes: one claim at a time holds a tenant's advisory lock and counts its live leases
+/// under it (a tenant another process is claiming is left to that process). A tick beyond the limit follows the job's overlap rule: `skip` records it as
 /// skipped, `queue` leaves it due until one of the tenant's runs ends.
 async fn claim(
     pool: &PgPool,
     limit: i64,
     config: &SchedulerConfig,
     worker: &str,
-) -> Result<(Vec<(DueJob, Claim)>, i64), sqlx::Error> {
+) -> Result<Claimed, sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
     let picked = store::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
     if picked.is_empty() {
         tx.rollback().await?;
-        return Ok((Vec::new(), 0));
+        return Ok(Claimed {
+            runs: Vec::new(),
+            picked: 0,
+            contended: false,
+        });
     }
-    let picked_count = i64::try_from(picked.len()).unwrap_or(i64::MAX);
     let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
     users.sort_unstable();
     users.dedup();
-    store::lock_tenants(&mut tx, &users).await?;
+    let users = store::lock_tenants(&mut tx, &users).await?;
     let mut running: HashMap<Uuid, i64> = store::running_per_tenant(&mut tx, now, &users)
         .await?
         .into_iter()
         .collect();
-    let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
+    let ids: Vec<Uuid> = picked
+        .iter()
+        .filter(|(_, user)| users.contains(user))
+        .map(|(job, _)| *job)
+        .collect();
+    let contended = ids.len() < picked.len();
+    let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
     let mut due = store::lock_due(&mut tx, now, &ids).await?;
     // Decide in the order picked: each tenant's earliest ticks get its free run slots.
     due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
@@ -230,7 +243,21 @@ async fn claim(
         .zip(claims)
         .filter(|(_, c)| c.lease_until.is_some() && inserted.contains(&c.run_id))
         .collect();
-    Ok((runs, picked_count))
+    Ok(Claimed {
+        runs,
+        picked: picked_count,
+        contended,
+    })
+}
+
+/// What one claim got.
+struct Claimed {
+    /// The ticks to run now.
+    runs: Vec<(DueJob, Claim)>,
+    /// Jobs picked for tenants this claim held (run, skipped or held back).
+    picked: i64,
+    /// Some picked jobs were left because another process was claiming for their tenant.
+    contended: bool,
 }
 
 /// The longest a run may take: every attempt at the statement timeout, the backoffs between

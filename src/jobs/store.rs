@@ -311,20 +311,22 @@ pub async fn pick_due(
     .await
 }
 
-/// Serialises claims per tenant across processes until the transaction ends, so the count of
-/// a tenant's runs in progress read next cannot be raced by another claim. Locks are taken
-/// in one order (by key) so two claims never wait for each other in a cycle.
-pub async fn lock_tenants(conn: &mut PgConnection, users: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k) FROM (
-             SELECT DISTINCT hashtextextended('tdc_jobs_tenant:' || u::text, 0) AS k
-             FROM unnest($1::uuid[]) AS u
-         ) keys ORDER BY k",
+/// Takes, until the transaction ends, the claim lock of each of `users` that no other claim
+/// holds, and returns those users: one claim at a time per tenant across processes, so the
+/// count of its runs in progress read next (in a later statement, with a newer snapshot)
+/// cannot be raced. A tenant another process is claiming is left to that process: nobody
+/// waits, so claims of different tenants go on in parallel and never deadlock.
+pub async fn lock_tenants(
+    conn: &mut PgConnection,
+    users: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT u FROM unnest($1::uuid[]) AS u
+         WHERE pg_try_advisory_xact_lock(hashtextextended('tdc_jobs_tenant:' || u::text, 0))",
     )
     .bind(users)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_all(conn)
+    .await
 }
 
 /// Runs in progress (live leases) of each of `users`.
