@@ -108,7 +108,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if claimed.contended {
             // Another process is claiming for some tenant right now; look again once it
             // has committed.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let wait = match store::next_due(&pool, config.tenant_concurrency).await {

@@ -26,7 +26,10 @@ fn big_file() -> Vec<u8> {
     let filler = "the quick brown fox jumps over the lazy dog ".repeat(5);
     let n = 40_000i64;
     let batch = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
         (
             "note",
             Arc::new(StringArray::from_iter_values(
@@ -76,9 +79,10 @@ impl TestApp {
                 head.push(byte[0]);
             }
         };
-        tokio::time::timeout(10 * SECOND, read_status)
+        // Generous: an export is written in full before its status line, on a shared machine.
+        tokio::time::timeout(30 * SECOND, read_status)
             .await
-            .expect("a status line within 10 s");
+            .expect("a status line within 30 s");
         let line = String::from_utf8_lossy(&head).into_owned();
         let status = line
             .split(' ')
@@ -90,14 +94,22 @@ impl TestApp {
 }
 
 /// Asserts that `request` answers `expected` within [`BOUNDED`].
-async fn answers_quickly(what: &str, expected: StatusCode, request: impl Future<Output = reqwest::Response>) {
+async fn answers_quickly(
+    what: &str,
+    expected: StatusCode,
+    request: impl Future<Output = reqwest::Response>,
+) {
     let start = Instant::now();
     let res = tokio::time::timeout(BOUNDED, request)
         .await
         .unwrap_or_else(|_| panic!("{what} took longer than {BOUNDED:?}"));
     assert_eq!(res.status(), expected, "{what}");
     let _ = res.bytes().await;
-    assert!(start.elapsed() < BOUNDED, "{what} took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < BOUNDED,
+        "{what} took {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -123,7 +135,9 @@ async fn unread_exports_take_their_tenants_read_slots_and_no_one_elses_connectio
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429]);
     let res = app.get_as(&a.access, "/tables/big/rows/?limit=1").await;
     assert_eq!(
-        res.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("1")
     );
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
@@ -145,7 +159,11 @@ async fn unread_exports_take_their_tenants_read_slots_and_no_one_elses_connectio
         .await
         .expect("B's export");
     assert_eq!(csv.lines().count(), 40_001);
-    assert!(start.elapsed() < 5 * SECOND, "B's export took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < 5 * SECOND,
+        "B's export took {:?}",
+        start.elapsed()
+    );
     drop(sockets);
 }
 
@@ -157,9 +175,13 @@ async fn an_export_whose_client_stops_reading_is_ended_and_gives_its_slot_back()
     })
     .await;
     let a = app.user_with_big_table().await;
-    let (mut stalled, status) = app.unread_get(&a.access, "/tables/big/rows/?format=csv").await;
+    let (mut stalled, status) = app
+        .unread_get(&a.access, "/tables/big/rows/?format=csv")
+        .await;
     assert_eq!(status, 200);
-    let (_other, status) = app.unread_get(&a.access, "/tables/big/rows/?format=csv").await;
+    let (_other, status) = app
+        .unread_get(&a.access, "/tables/big/rows/?format=csv")
+        .await;
     assert_eq!(status, 200);
     let res = app.get_as(&a.access, "/tables/big/rows/?limit=1").await;
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
@@ -182,7 +204,10 @@ async fn an_export_whose_client_stops_reading_is_ended_and_gives_its_slot_back()
         !text.ends_with("\r\n0\r\n\r\n"),
         "the stalled export ended like a complete one ({read:?})"
     );
-    assert!(!text.contains("00039999 the quick"), "the whole file was sent");
+    assert!(
+        !text.contains("00039999 the quick"),
+        "the whole file was sent"
+    );
 }
 
 #[tokio::test]
@@ -231,10 +256,10 @@ async fn schema_of(app: &TestApp, user: &TestUser) -> String {
 
 #[tokio::test]
 async fn a_tenant_with_unread_exports_and_slow_jobs_leaves_another_its_reads_and_its_ticks() {
-    // Arrange. One process with few run slots and a small pool: before per-tenant limits, A's
-    // slow runs took every run slot and A's unread exports every connection.
+    // Arrange. One process with 3 run slots and the tests' pool of 5: before per-tenant
+    // limits, A's slow runs took every run slot and A's unread exports every connection.
     let app = spawn_app_with(|s| {
-        s.scheduler_concurrency = 4;
+        s.scheduler_concurrency = 3;
         s.scheduler_tenant_concurrency = 2;
         s.tenant_concurrent_reads = 3;
     })
@@ -292,6 +317,7 @@ async fn a_tenant_with_unread_exports_and_slow_jobs_leaves_another_its_reads_and
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let window_end = Utc::now();
+    let mut check = superuser(&app.db).await;
     let res = app.get_as(&a.access, "/tables/big/rows/?limit=1").await;
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
 
@@ -305,39 +331,41 @@ async fn a_tenant_with_unread_exports_and_slow_jobs_leaves_another_its_reads_and
         .collect();
     let expected = (last - first).num_seconds() + 1;
     assert!(expected >= 5, "window too short");
-    assert_eq!(ticks.len() as i64, expected, "B's job missed ticks: {runs:#?}");
+    assert_eq!(
+        ticks.len() as i64,
+        expected,
+        "B's job missed ticks: {runs:#?}"
+    );
     for run in ticks {
         assert_eq!(run["status"], "succeeded", "{run}");
         let lag = time(&run["started_at"]) - time(&run["scheduled_for"]);
-        assert!(lag < chrono::Duration::milliseconds(1500), "B's run started late: {run}");
+        assert!(
+            lag < chrono::Duration::milliseconds(1500),
+            "B's run started late: {run}"
+        );
     }
-    // A never had more than its 2 runs in progress; its other ticks were skipped by the cap.
+    // A never had more than its 2 runs in progress (from each run's claim to its end); its
+    // other ticks were skipped by the cap.
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT r.claimed_at, coalesce(r.finished_at, now()) FROM tinydevcrm.job_runs r
+         JOIN tinydevcrm.jobs j USING (job_id)
+         WHERE j.user_id = (SELECT user_id FROM tinydevcrm.jobs WHERE job_id = $1::uuid)
+           AND r.status <> 'skipped'",
+    )
+    .bind(&a_jobs[0])
+    .fetch_all(&mut check)
+    .await
+    .expect("A's runs");
+    for (start, _) in &spans {
+        let at_once = spans
+            .iter()
+            .filter(|(s, e)| s <= start && start < e)
+            .count();
+        assert!(at_once <= 2, "A had {at_once} runs at once: {spans:#?}");
+    }
     let mut a_runs = Vec::new();
     for job in &a_jobs {
         a_runs.extend(app.runs(&a.access, job).await);
-    }
-    let now = Utc::now();
-    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = a_runs
-        .iter()
-        .filter(|r| r["status"] != "skipped")
-        .map(|r| {
-            let end = if r["finished_at"].is_null() {
-                now
-            } else {
-                time(&r["finished_at"])
-            };
-            // A run in progress shows no start yet: it was claimed at its tick.
-            let start = if r["started_at"].is_null() {
-                time(&r["scheduled_for"])
-            } else {
-                time(&r["started_at"])
-            };
-            (start, end)
-        })
-        .collect();
-    for (start, _) in &spans {
-        let at_once = spans.iter().filter(|(s, e)| s <= start && start < e).count();
-        assert!(at_once <= 2, "A had {at_once} runs at once: {a_runs:#?}");
     }
     assert!(
         a_runs.iter().any(|r| r["status"] == "skipped"
