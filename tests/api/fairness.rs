@@ -378,3 +378,62 @@ async fn a_tenant_with_unread_exports_and_slow_jobs_leaves_another_its_reads_and
         .expect("commit");
     drop(sockets);
 }
+
+#[tokio::test]
+async fn a_queue_tick_beyond_the_tenants_cap_waits_for_one_of_its_runs_to_end() {
+    // Arrange: three `queue` jobs of one tenant whose refreshes wait on a lock; the cap is 2.
+    let app = spawn_app_with(|s| s.scheduler_tenant_concurrency = 2).await;
+    let a = app.user_with_view().await;
+    for v in 0..3 {
+        app.created(
+            &a.access,
+            "/views/create/",
+            json!({"view_name": format!("q{v}"), "sql_query": "SELECT count(*) AS n, now() AS at FROM sometable"}),
+        )
+        .await;
+    }
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {}.sometable IN ACCESS EXCLUSIVE MODE",
+        schema_of(&app, &a).await
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("lock");
+    let mut jobs = Vec::new();
+    for v in 0..3 {
+        jobs.push(
+            app.every_second_job(&a.access, &format!("q{v}"), json!({"overlap": "queue"}))
+                .await,
+        );
+    }
+
+    // Act and assert: two runs go, the third job's tick waits (not skipped)...
+    tokio::time::sleep(3 * SECOND).await;
+    let mut all = Vec::new();
+    for job in &jobs {
+        all.push(app.runs(&a.access, job).await);
+    }
+    let running = all
+        .iter()
+        .flatten()
+        .filter(|r| r["status"] == "running")
+        .count();
+    assert_eq!(running, 2, "{all:#?}");
+    assert!(
+        all.iter().flatten().all(|r| r["status"] != "skipped"),
+        "{all:#?}"
+    );
+    assert_eq!(all.iter().filter(|runs| runs.is_empty()).count(), 1);
+    // ...and runs once the tenant's runs end.
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut admin)
+        .await
+        .expect("commit");
+    for job in &jobs {
+        app.wait_for_runs(&a.access, job, 10 * SECOND, |runs| {
+            runs.iter().any(|r| r["status"] == "succeeded")
+        })
+        .await;
+    }
+}
