@@ -116,6 +116,13 @@ pub fn build_server_on(
         read_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_reads),
         settings: Arc::new(settings),
     });
+    // Connect /health's own connection now rather than on the first check, whose deadline
+    // a slow connection set-up (password hashing, a new backend) on a busy host could miss.
+    let warm = state.clone();
+    tokio::spawn(async move {
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), warm.health.warm_up()).await;
+    });
     let json_config = web::JsonConfig::default()
         .limit(state.settings.json_limit_bytes)
         .error_handler(error::json_error);

@@ -40,6 +40,14 @@ impl Probe {
         }
     }
 
+    /// Opens the probe's connection ahead of the first check; a failure is left for the
+    /// checks to report.
+    pub async fn warm_up(&self) {
+        if let Err(e) = self.ping().await {
+            tracing::debug!(error = %e, "health probe: no connection yet");
+        }
+    }
+
     /// Pings the database on the probe's connection. A kept connection that fails (the
     /// database restarted, say) is dropped and the ping is tried once on a new one.
     async fn ping(&self) -> Result<(), sqlx::Error> {
