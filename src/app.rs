@@ -48,6 +48,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Per-tenant limits on heavy statements.
     pub tenant_slots: db::tenant::TenantSlots,
+    /// Per-tenant limits on reads and exports in progress.
+    pub read_slots: db::tenant::TenantSlots,
+    /// `/health`'s own database connection.
+    pub health: service::health::Probe,
     /// Live channel events of this process.
     pub hub: Arc<Hub>,
     /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
@@ -100,6 +104,7 @@ pub fn build_server_on(
                 statement_timeout: settings.tenant_statement_timeout,
                 storage_quota: settings.tenant_storage_bytes,
                 concurrency: settings.scheduler_concurrency,
+                tenant_concurrency: settings.scheduler_tenant_concurrency,
                 batch: 256,
                 retry_backoff: settings.retry_backoff,
                 max_sleep: std::time::Duration::from_secs(30),
@@ -109,6 +114,7 @@ pub fn build_server_on(
     let state = web::Data::new(AppState {
         hub,
         background: Background(tasks),
+        health: service::health::Probe::new(&pool),
         pool,
         jwt: JwtKeys::new(&settings.jwt_secret),
         login_throttle: LoginThrottle::new(LoginLimits {
@@ -120,7 +126,15 @@ pub fn build_server_on(
         }),
         metrics: service::metrics::handle(),
         tenant_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_queries),
+        read_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_reads),
         settings: Arc::new(settings),
+    });
+    // Connect /health's own connection now rather than on the first check, whose deadline
+    // a slow connection set-up (password hashing, a new backend) on a busy host could miss.
+    let warm = state.clone();
+    tokio::spawn(async move {
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), warm.health.warm_up()).await;
     });
     let json_config = web::JsonConfig::default()
         .limit(state.settings.json_limit_bytes)

@@ -138,6 +138,15 @@ pub struct ServeArgs {
     /// Heavy statements (view creation and refresh) one tenant may run at once (429 beyond).
     #[arg(long, env = "TDC_TENANT_CONCURRENT_QUERIES", default_value_t = 4)]
     pub tenant_concurrent_queries: usize,
+    /// Row reads and exports one tenant may have in progress at once, per process (429 beyond).
+    #[arg(long, env = "TDC_TENANT_CONCURRENT_READS", default_value_t = 4)]
+    pub tenant_concurrent_reads: usize,
+    /// Largest CSV/Parquet export, in bytes (it is written to a temporary file before it is sent).
+    #[arg(long, env = "TDC_EXPORT_SPOOL_LIMIT_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub export_spool_limit_bytes: u64,
+    /// Seconds an export waits for a client that reads nothing before it ends the download.
+    #[arg(long, env = "TDC_EXPORT_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub export_write_timeout_secs: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TDC_WORKERS")]
     pub workers: Option<usize>,
@@ -157,6 +166,9 @@ pub struct ServeArgs {
     /// Job runs one process executes at once.
     #[arg(long, env = "TDC_SCHEDULER_CONCURRENCY", default_value_t = 8)]
     pub scheduler_concurrency: usize,
+    /// Job runs one tenant may have in progress at once, across every process.
+    #[arg(long, env = "TDC_SCHEDULER_TENANT_CONCURRENCY", default_value_t = 2)]
+    pub scheduler_tenant_concurrency: i64,
     /// First retry delay of a failed job run, in milliseconds (doubles per attempt).
     #[arg(long, env = "TDC_RETRY_BACKOFF_MS", default_value_t = 1000)]
     pub retry_backoff_ms: u64,
@@ -221,6 +233,12 @@ pub struct Settings {
     pub tenant_statement_timeout: Duration,
     /// Heavy statements one tenant may run at once.
     pub tenant_concurrent_queries: usize,
+    /// Reads and exports one tenant may have in progress at once (per process).
+    pub tenant_concurrent_reads: usize,
+    /// Largest export file.
+    pub export_spool_limit_bytes: u64,
+    /// How long an export waits for a client that reads nothing.
+    pub export_write_stall: Duration,
     /// HTTP worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Most jobs a tenant may have.
@@ -231,6 +249,8 @@ pub struct Settings {
     pub scheduler: bool,
     /// Job runs one process executes at once.
     pub scheduler_concurrency: usize,
+    /// Job runs one tenant may have in progress at once, across processes.
+    pub scheduler_tenant_concurrency: i64,
     /// First retry delay of a failed run.
     pub retry_backoff: Duration,
     /// Runs kept per job.
@@ -272,11 +292,15 @@ impl Settings {
             tenant_storage_bytes: args.tenant_storage_bytes,
             tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
             tenant_concurrent_queries: args.tenant_concurrent_queries,
+            tenant_concurrent_reads: args.tenant_concurrent_reads,
+            export_spool_limit_bytes: args.export_spool_limit_bytes,
+            export_write_stall: Duration::from_secs(args.export_write_timeout_secs.max(1)),
             workers: args.workers,
             max_jobs_per_tenant: args.max_jobs_per_tenant,
             max_channels_per_tenant: args.max_channels_per_tenant,
             scheduler: args.scheduler,
             scheduler_concurrency: args.scheduler_concurrency,
+            scheduler_tenant_concurrency: args.scheduler_tenant_concurrency.max(1),
             retry_backoff: Duration::from_millis(args.retry_backoff_ms),
             run_history_max: args.run_history_max,
             run_history_age: chrono::Duration::days(args.run_history_days),
@@ -308,11 +332,15 @@ impl Settings {
             tenant_storage_bytes: 10 * 1024 * 1024 * 1024,
             tenant_statement_timeout: Duration::from_secs(300),
             tenant_concurrent_queries: 4,
+            tenant_concurrent_reads: 4,
+            export_spool_limit_bytes: 1024 * 1024 * 1024,
+            export_write_stall: Duration::from_secs(30),
             workers: None,
             max_jobs_per_tenant: 1000,
             max_channels_per_tenant: 1000,
             scheduler: true,
             scheduler_concurrency: 8,
+            scheduler_tenant_concurrency: 2,
             retry_backoff: Duration::from_secs(1),
             run_history_max: 1000,
             run_history_age: chrono::Duration::days(30),

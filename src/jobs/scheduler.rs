@@ -10,6 +10,7 @@
 //! The loop sleeps until the earliest `next_run_at` and wakes early on `LISTEN tdc_jobs`
 //! (sent when jobs change and when runs end).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct SchedulerConfig {
     pub storage_quota: u64,
     /// Runs one process executes at once.
     pub concurrency: usize,
+    /// Runs one tenant may have in progress at once, across every process.
+    pub tenant_concurrency: i64,
     /// Most ticks claimed per transaction.
     pub batch: i64,
     /// First retry delay; doubles per attempt.
@@ -82,9 +85,10 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
                 continue;
             }
         };
-        let full = claimed.len() as i64 >= config.batch.min(room);
+        // Skipped ticks fill a batch too: there may be more due jobs behind them.
+        let full = claimed.picked >= config.batch.min(room);
         let mut first = Some(first);
-        for (job, claim) in claimed {
+        for (job, claim) in claimed.runs {
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => match Arc::clone(&slots).acquire_owned().await {
@@ -103,7 +107,13 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if full {
             continue;
         }
-        let wait = match store::next_due(&pool).await {
+        if claimed.contended {
+            // Another process is claiming for some tenant right now; look again once it
+            // has committed.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let wait = match store::next_due(&pool, config.tenant_concurrency).await {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             Ok(None) => config.max_sleep,
             Err(e) => {
@@ -150,19 +160,47 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 }
 
 /// Claims due ticks in one transaction and returns the ones to run now.
+///
+/// Fairness between tenants: jobs are picked in turns across tenants ([`store::pick_due`]),
+/// and a tenant never has more than `tenant_concurrency` runs in progress across all
+/// processes: one claim at a time holds a tenant's advisory lock and counts its live leases
+/// under it (a tenant another process is claiming is left to that process). A tick beyond the limit follows the job's overlap rule: `skip` records it as
+/// skipped, `queue` leaves it due until one of the tenant's runs ends.
 async fn claim(
     pool: &PgPool,
     limit: i64,
     config: &SchedulerConfig,
     worker: &str,
-) -> Result<Vec<(DueJob, Claim)>, sqlx::Error> {
+) -> Result<Claimed, sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    let due = store::lock_due(&mut tx, now, limit).await?;
-    if due.is_empty() {
+    let picked = store::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
+    if picked.is_empty() {
         tx.rollback().await?;
-        return Ok(Vec::new());
+        return Ok(Claimed {
+            runs: Vec::new(),
+            picked: 0,
+            contended: false,
+        });
     }
+    let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
+    users.sort_unstable();
+    users.dedup();
+    let users = store::lock_tenants(&mut tx, &users).await?;
+    let mut running: HashMap<Uuid, i64> = store::running_per_tenant(&mut tx, now, &users)
+        .await?
+        .into_iter()
+        .collect();
+    let ids: Vec<Uuid> = picked
+        .iter()
+        .filter(|(_, user)| users.contains(user))
+        .map(|(job, _)| *job)
+        .collect();
+    let contended = ids.len() < picked.len();
+    let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    let mut due = store::lock_due(&mut tx, now, &ids).await?;
+    // Decide in the order picked: each tenant's earliest ticks get its free run slots.
+    due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
     let mut claims = Vec::with_capacity(due.len());
     let mut jobs = Vec::with_capacity(due.len());
     for job in due {
@@ -176,24 +214,52 @@ async fn claim(
         };
         let scheduled_for = job.next_run_at;
         let next_run_at = schedule.next_after(now.max(scheduled_for));
-        let running = job.lease_until.is_some_and(|lease| lease > now);
-        let lease_until = (!running).then(|| now + lease_length(config, job.retries));
+        let leased = job.lease_until.is_some_and(|lease| lease >= now);
+        let in_progress = running.entry(job.user_id).or_insert(0);
+        let (lease_until, skip_reason) = if leased {
+            (None, "the previous run was still running")
+        } else if *in_progress >= config.tenant_concurrency {
+            if job.overlap == "queue" {
+                // Stays due: it runs when one of its tenant's runs ends.
+                continue;
+            }
+            (None, "the tenant's limit of runs in progress was reached")
+        } else {
+            *in_progress += 1;
+            (Some(now + lease_length(config, job.retries)), "")
+        };
         claims.push(Claim {
             job_id: job.job_id,
             scheduled_for,
             next_run_at,
             lease_until,
+            skip_reason,
             run_id: Uuid::now_v7(),
         });
         jobs.push(job);
     }
     let inserted = store::record_claims(&mut tx, &claims, now, worker).await?;
     tx.commit().await?;
-    Ok(jobs
+    let runs = jobs
         .into_iter()
         .zip(claims)
         .filter(|(_, c)| c.lease_until.is_some() && inserted.contains(&c.run_id))
-        .collect())
+        .collect();
+    Ok(Claimed {
+        runs,
+        picked: picked_count,
+        contended,
+    })
+}
+
+/// What one claim got.
+struct Claimed {
+    /// The ticks to run now.
+    runs: Vec<(DueJob, Claim)>,
+    /// Jobs picked for tenants this claim held (run, skipped or held back).
+    picked: i64,
+    /// Some picked jobs were left because another process was claiming for their tenant.
+    contended: bool,
 }
 
 /// The longest a run may take: every attempt at the statement timeout, the backoffs between

@@ -266,23 +266,95 @@ pub struct DueJob {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-/// Locks up to `limit` due jobs that no other process holds (`SKIP LOCKED`). A `queue` job
-/// whose previous run still holds its lease waits; a `skip` job is returned (its tick is
-/// recorded as skipped).
-pub async fn lock_due(
+/// Picks up to `limit` due jobs, taking turns between tenants: each tenant's due jobs are
+/// ranked by their tick and the first of every tenant comes before the second of any, so one
+/// tenant's hundred due jobs do not delay another's one. A `queue` job that its tenant's
+/// runs in progress (`tenant_cap`) would hold back is left out (it stays due); a `skip` one is
+/// picked so its tick can be recorded. Nothing is locked here: [`lock_due`] does that.
+pub async fn pick_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
+    tenant_cap: i64,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH running AS (
+             SELECT user_id, count(*) AS n FROM tinydevcrm.jobs
+             WHERE lease_until >= $1 GROUP BY user_id
+         ), due AS (
+             SELECT job_id, user_id, overlap, next_run_at,
+                    coalesce(lease_until >= $1, false) AS leased
+             FROM tinydevcrm.jobs
+             WHERE enabled AND next_run_at <= $1
+               AND (overlap = 'skip' OR lease_until IS NULL OR lease_until < $1)
+         ), ranked AS (
+             SELECT d.*, coalesce(r.n, 0) AS running,
+                    row_number() OVER (PARTITION BY d.user_id, d.leased
+                                       ORDER BY d.next_run_at, d.job_id) AS rank
+             FROM due d LEFT JOIN running r USING (user_id)
+         )
+         SELECT job_id, user_id FROM ranked
+         WHERE leased OR overlap = 'skip' OR rank <= $3 - running
+         ORDER BY running + rank, next_run_at, job_id LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .bind(tenant_cap)
+    .fetch_all(conn)
+    .await
+}
+
+/// Takes, until the transaction ends, the claim lock of each of `users` that no other claim
+/// holds, and returns those users: one claim at a time per tenant across processes, so the
+/// count of its runs in progress read next (in a later statement, with a newer snapshot)
+/// cannot be raced. A tenant another process is claiming is left to that process: nobody
+/// waits, so claims of different tenants go on in parallel and never deadlock.
+pub async fn lock_tenants(
+    conn: &mut PgConnection,
+    users: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT u FROM unnest($1::uuid[]) AS u
+         WHERE pg_try_advisory_xact_lock(hashtextextended('tdc_jobs_tenant:' || u::text, 0))",
+    )
+    .bind(users)
+    .fetch_all(conn)
+    .await
+}
+
+/// Runs in progress (live leases) of each of `users`.
+pub async fn running_per_tenant(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    users: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, count(*) FROM tinydevcrm.jobs
+         WHERE user_id = ANY($1) AND lease_until >= $2 GROUP BY user_id",
+    )
+    .bind(users)
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks those of `job_ids` that are still due and that no other process holds (`SKIP
+/// LOCKED`). A `queue` job whose previous run still holds its lease waits; a `skip` job is
+/// returned (its tick is recorded as skipped).
+pub async fn lock_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    job_ids: &[Uuid],
 ) -> Result<Vec<DueJob>, sqlx::Error> {
     sqlx::query_as::<_, DueJob>(
         "SELECT job_id, user_id, view_id, crontab_def, timezone, overlap, retries, next_run_at, lease_until
          FROM tinydevcrm.jobs
-         WHERE enabled AND next_run_at <= $1
+         WHERE job_id = ANY($2) AND enabled AND next_run_at <= $1
            AND (overlap = 'skip' OR lease_until IS NULL OR lease_until < $1)
-         ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+         FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
-    .bind(limit)
+    .bind(job_ids)
     .fetch_all(conn)
     .await
 }
@@ -298,6 +370,8 @@ pub struct Claim {
     pub next_run_at: Option<DateTime<Utc>>,
     /// The new lease when this tick runs; `None` when it is skipped.
     pub lease_until: Option<DateTime<Utc>>,
+    /// Why a skipped tick was skipped.
+    pub skip_reason: &'static str,
     /// The run row's id.
     pub run_id: Uuid,
 }
@@ -319,6 +393,7 @@ pub async fn record_claims(
     let leases: Vec<Option<DateTime<Utc>>> = claims.iter().map(|c| c.lease_until).collect();
     let ticks: Vec<DateTime<Utc>> = claims.iter().map(|c| c.scheduled_for).collect();
     let run_ids: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
+    let reasons: Vec<&str> = claims.iter().map(|c| c.skip_reason).collect();
     // A run whose process died left its lease to expire: its row says so now.
     sqlx::query(
         "UPDATE tinydevcrm.job_runs r SET status = 'failed', finished_at = $2,
@@ -348,10 +423,10 @@ pub async fn record_claims(
                 CASE WHEN u.lease_until IS NULL THEN $5 END,
                 CASE WHEN u.lease_until IS NULL THEN $5 END,
                 CASE WHEN u.lease_until IS NULL THEN 'skipped' ELSE 'running' END,
-                CASE WHEN u.lease_until IS NULL THEN 'the previous run was still running' END,
+                CASE WHEN u.lease_until IS NULL THEN u.reason END,
                 $6
-         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[])
-              AS u(run_id, job_id, scheduled_for, lease_until)
+         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $7::text[])
+              AS u(run_id, job_id, scheduled_for, lease_until, reason)
          ON CONFLICT (job_id, scheduled_for) DO NOTHING
          RETURNING run_id",
     )
@@ -361,6 +436,7 @@ pub async fn record_claims(
     .bind(&leases)
     .bind(now)
     .bind(worker)
+    .bind(&reasons)
     .fetch_all(&mut *conn)
     .await
 }
@@ -391,8 +467,9 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// Records the end of a run and releases the job's lease (if it is still this run's); for a
-/// `queue` job, wakes the schedulers (its next tick may be waiting for the lease).
+/// Records the end of a run and releases the job's lease (if it is still this run's); wakes
+/// the schedulers when a `queue` tick may be waiting: this job's own, or one of the tenant's
+/// held back by its limit of runs in progress.
 pub async fn finish_run(
     pool: &PgPool,
     job_id: Uuid,
@@ -425,20 +502,42 @@ pub async fn finish_run(
     .bind(lease_until)
     .execute(&mut *tx)
     .await?;
-    if queued {
-        wake_schedulers(&mut tx).await?;
-    }
+    sqlx::query(
+        "SELECT pg_notify($1, '') WHERE $2 OR EXISTS (
+             SELECT 1 FROM tinydevcrm.jobs w
+             WHERE w.user_id = (SELECT user_id FROM tinydevcrm.jobs WHERE job_id = $3)
+               AND w.enabled AND w.overlap = 'queue' AND w.next_run_at <= now())",
+    )
+    .bind(NOTIFY_CHANNEL)
+    .bind(queued)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 
 /// When the scheduler must look again: the earliest tick of an enabled job (a queued job
-/// behind a lease counts from the lease's end).
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+/// behind a lease counts from the lease's end, and one whose tenant has `tenant_cap` runs in
+/// progress from the first of their leases to end; a run that ends sooner wakes the
+/// schedulers).
+pub async fn next_due(
+    pool: &PgPool,
+    tenant_cap: i64,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT min(CASE WHEN overlap = 'queue' AND lease_until > next_run_at
-                         THEN lease_until ELSE next_run_at END)
-         FROM tinydevcrm.jobs WHERE enabled AND next_run_at IS NOT NULL",
+        "WITH running AS (
+             SELECT user_id, count(*) AS n, min(lease_until) AS first_end FROM tinydevcrm.jobs
+             WHERE lease_until >= now() GROUP BY user_id
+         )
+         SELECT min(CASE WHEN j.overlap = 'queue' AND j.lease_until > j.next_run_at
+                         THEN j.lease_until
+                         WHEN j.overlap = 'queue' AND r.n >= $1
+                         THEN greatest(j.next_run_at, r.first_end)
+                         ELSE j.next_run_at END)
+         FROM tinydevcrm.jobs j LEFT JOIN running r USING (user_id)
+         WHERE j.enabled AND j.next_run_at IS NOT NULL",
     )
+    .bind(tenant_cap)
     .fetch_one(pool)
     .await
 }

@@ -1,7 +1,9 @@
 //! Runs a rows request as the tenant and writes the answer: JSON (one page, with the cursor of
-//! the next one), or CSV/Parquet streamed as a file.
+//! the next one), or CSV/Parquet written to a temporary file and then streamed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
@@ -9,11 +11,12 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::params::{Cursor, Filter, Format, Op, Position, RowsQuery};
+use crate::config::Settings;
 use crate::db::ident::{ColumnIdent, Ident};
-use crate::db::tenant;
+use crate::db::tenant::{self, TenantSlots};
 use crate::error::ApiError;
 use crate::tables::store::ColumnInfo;
 use crate::tables::types::PgType;
@@ -299,15 +302,46 @@ fn query_error(e: sqlx::Error, compared: &[(String, String)]) -> ApiError {
     tenant::classify_error(e, "invalid_filter").unwrap_or_else(ApiError::from)
 }
 
+/// What bounds a rows request besides its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Statement timeout of the query.
+    pub statement_timeout: Duration,
+    /// Largest export file written before it is sent (`export_too_large` beyond).
+    pub spool_limit_bytes: u64,
+    /// How long an export waits for a client that reads nothing before it ends the stream.
+    pub write_stall: Duration,
+}
+
+impl ReadLimits {
+    /// The limits the settings give.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            statement_timeout: settings.tenant_statement_timeout,
+            spool_limit_bytes: settings.export_spool_limit_bytes,
+            write_stall: settings.export_write_stall,
+        }
+    }
+}
+
 /// Answers `GET .../rows/` on the tenant's relation `name` (a table or a view the caller has
-/// already been found to own): parses the parameters, reads the columns, runs as the tenant.
+/// already been found to own): takes one of the tenant's read slots (429 when all are busy),
+/// parses the parameters, reads the columns, runs as the tenant.
 pub async fn read(
     pool: &PgPool,
-    statement_timeout: std::time::Duration,
+    slots: &TenantSlots,
+    limits: ReadLimits,
     tenant: Ident,
     name: Ident,
     pairs: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
+    // A slot is per process and held until the answer is fully sent, so one tenant's slow
+    // or stalled downloads only ever queue behind each other.
+    let slot = slots
+        .try_acquire(&tenant)
+        .ok_or(ApiError::TooManyRequests {
+            retry_after_secs: 1,
+        })?;
     let query = RowsQuery::parse(pairs)?;
     let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
     let relation = Relation {
@@ -315,30 +349,28 @@ pub async fn read(
         name,
         columns,
     };
-    respond(pool, statement_timeout, relation, query).await
-}
-
-/// Answers a rows request on `relation` as its tenant.
-pub async fn respond(
-    pool: &PgPool,
-    statement_timeout: std::time::Duration,
-    relation: Relation,
-    query: RowsQuery,
-) -> Result<HttpResponse, ApiError> {
     let (sql, columns, compared) = build(&relation, &query)?;
     match query.format {
-        Format::Json => json_page(pool, statement_timeout, &relation, sql, &query, &compared).await,
+        Format::Json => {
+            json_page(
+                pool,
+                limits.statement_timeout,
+                &relation,
+                sql,
+                &query,
+                &compared,
+            )
+            .await
+        }
         Format::Csv | Format::Parquet => {
-            export(
-                pool.clone(),
-                statement_timeout,
+            let export_of = Export {
                 relation,
                 sql,
                 columns,
                 compared,
-                query.format,
-            )
-            .await
+                format: query.format,
+            };
+            export(pool, limits, export_of, slot).await
         }
     }
 }
@@ -413,72 +445,205 @@ fn arrow_type(pg: Option<PgType>) -> DataType {
     }
 }
 
-/// Streams a CSV or Parquet export; the first chunk is awaited so a bad filter is still a 400.
-async fn export(
-    pool: PgPool,
-    statement_timeout: std::time::Duration,
+/// Answers a CSV or Parquet export: the whole result is written to a temporary file first and
+/// the transaction ends before the first byte goes out, so a client that reads slowly or not at
+/// all holds a file and its tenant's read slot, never a pooled connection. Errors (a bad filter,
+/// a timeout, an export beyond the spool limit) are therefore still problem JSON.
+/// What an export reads and how it writes it.
+struct Export {
     relation: Relation,
     sql: QueryBuilder<Postgres>,
-    columns: Vec<(String, Option<PgType>)>,
+    columns: OutputColumns,
     compared: Compared,
     format: Format,
+}
+
+async fn export(
+    pool: &PgPool,
+    limits: ReadLimits,
+    export_of: Export,
+    slot: OwnedSemaphorePermit,
 ) -> Result<HttpResponse, ApiError> {
-    let (sender, mut receiver) = mpsc::channel::<Result<Bytes, ApiError>>(8);
-    let name = relation.name.as_str().to_owned();
-    tokio::spawn(async move {
-        let result = match format {
-            Format::Csv => {
-                let out = Output {
-                    columns: &columns,
-                    compared: &compared,
-                    sender: &sender,
-                };
-                write_csv(&pool, statement_timeout, &relation, sql, out).await
-            }
-            _ => {
-                let out = Output {
-                    columns: &columns,
-                    compared: &compared,
-                    sender: &sender,
-                };
-                write_parquet(&pool, statement_timeout, &relation, sql, out).await
-            }
-        };
-        if let Err(e) = result {
-            let _ = sender.send(Err(e)).await;
-        }
-    });
-    let first = match receiver.recv().await {
-        Some(Ok(bytes)) => bytes,
-        Some(Err(e)) => return Err(e),
-        None => Bytes::new(),
+    let Export {
+        relation,
+        sql,
+        columns,
+        compared,
+        format,
+    } = export_of;
+    let spool = Spool::new(limits.spool_limit_bytes)?;
+    let out = Output {
+        columns: &columns,
+        compared: &compared,
     };
+    let result = match format {
+        Format::Csv => spool_csv(pool, limits, &relation, sql, out, spool).await,
+        _ => spool_parquet(pool, limits, &relation, sql, out, spool).await,
+    };
+    let file = result.map_err(|e| match e {
+        SpoolError::TooLarge => ApiError::bad_request(
+            "export_too_large",
+            format!(
+                "the export is larger than {} bytes (TDC_EXPORT_SPOOL_LIMIT_BYTES); narrow it with filters, select or limit",
+                limits.spool_limit_bytes
+            ),
+        ),
+        SpoolError::Api(e) => e,
+    })?;
     let (content_type, extension) = match format {
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         _ => ("application/vnd.apache.parquet", "parquet"),
     };
-    let rest = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        match receiver.recv().await {
-            Some(Ok(bytes)) => Some((Ok::<_, actix_web::Error>(bytes), receiver)),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "an export failed after it started");
-                Some((
-                    Err(actix_web::error::ErrorInternalServerError("export failed")),
-                    receiver,
-                ))
-            }
-            None => None,
-        }
-    });
-    let body =
-        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(first) }).chain(rest);
     Ok(HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{name}.{extension}\""),
+            format!(
+                "attachment; filename=\"{}.{extension}\"",
+                relation.name.as_str()
+            ),
         ))
-        .streaming(body))
+        .streaming(send_file(file, slot, limits.write_stall)))
+}
+
+/// Why spooling an export stopped.
+enum SpoolError {
+    /// The file reached the spool limit.
+    TooLarge,
+    /// Anything else, already an answer.
+    Api(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for SpoolError {
+    fn from(e: E) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+/// The temporary file an export is written to, refusing writes beyond its limit.
+struct Spool {
+    file: std::fs::File,
+    written: u64,
+    limit: u64,
+    /// Set when a write was refused; the writers above wrap the I/O error in their own.
+    full: Arc<AtomicBool>,
+}
+
+impl Spool {
+    fn new(limit: u64) -> Result<Self, ApiError> {
+        Ok(Self {
+            file: tempfile::tempfile().map_err(anyhow::Error::from)?,
+            written: 0,
+            limit,
+            full: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl std::io::Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        if self.written.saturating_add(len) > self.limit {
+            self.full.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("the export reached the spool limit"));
+        }
+        let n = self.file.write(buf)?;
+        self.written += u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Maps a writer's failure: `TooLarge` when the spool refused the write.
+fn spool_error(full: &AtomicBool, e: impl Into<anyhow::Error>) -> SpoolError {
+    if full.load(Ordering::Relaxed) {
+        SpoolError::TooLarge
+    } else {
+        SpoolError::Api(ApiError::Internal(e.into()))
+    }
+}
+
+/// Streams a spooled export in chunks. A task reads the file ahead of the client; when the
+/// client has taken nothing for `stall`, the task gives up, the file and the tenant's slot are
+/// released, and the response ends with an error (the client sees a broken transfer, never a
+/// short file that looks complete).
+fn send_file(
+    mut file: std::fs::File,
+    slot: OwnedSemaphorePermit,
+    stall: Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let (sender, receiver) = mpsc::channel::<Bytes>(1);
+    let aborted = Arc::new(AtomicBool::new(false));
+    let abort = Arc::clone(&aborted);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut at_start = true;
+        loop {
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Seek};
+                if at_start {
+                    file.seek(std::io::SeekFrom::Start(0))?;
+                }
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = file.read(&mut buf)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>((buf, file))
+            })
+            .await;
+            at_start = false;
+            let chunk = match read {
+                Ok(Ok((chunk, back))) => {
+                    file = back;
+                    chunk
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading a spooled export failed");
+                    abort.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a spooled export failed");
+                    abort.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            if chunk.is_empty() {
+                return;
+            }
+            match tokio::time::timeout(stall, sender.send(Bytes::from(chunk))).await {
+                Ok(Ok(())) => {}
+                // The client went away.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(
+                        stall_secs = stall.as_secs(),
+                        "an export client read nothing for too long; ending its export"
+                    );
+                    abort.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(Some(receiver), move |receiver| {
+        let aborted = Arc::clone(&aborted);
+        async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Some(bytes) => Some((Ok(bytes), Some(receiver))),
+                None if aborted.load(Ordering::Relaxed) => Some((
+                    Err(actix_web::error::ErrorInternalServerError(
+                        "the export was ended",
+                    )),
+                    None,
+                )),
+                None => None,
+            }
+        }
+    })
 }
 
 /// Rows per record batch of a Parquet export.
@@ -488,11 +653,12 @@ const PARQUET_BATCH_ROWS: usize = 8192;
 /// (an infinite timestamp, a year past 9999, `NaN` numeric, `24:00`) is a 400 naming it.
 fn write_batch(
     decoder: &mut arrow::json::reader::Decoder,
-    writer: &mut parquet::arrow::ArrowWriter<std::fs::File>,
+    writer: &mut parquet::arrow::ArrowWriter<Spool>,
+    full: &AtomicBool,
     lines: &[String],
     rows_before: usize,
     columns: &[(String, Option<PgType>)],
-) -> Result<(), ApiError> {
+) -> Result<(), SpoolError> {
     if lines.is_empty() {
         return Ok(());
     }
@@ -501,14 +667,14 @@ fn write_batch(
         .try_for_each(|line| decoder.decode(line.as_bytes()).map(|_| ()))
         .and_then(|()| decoder.flush());
     match decoded {
-        Ok(Some(batch)) => writer.write(&batch).map_err(anyhow::Error::from)?,
+        Ok(Some(batch)) => writer.write(&batch).map_err(|e| spool_error(full, e))?,
         Ok(None) => {}
         Err(e) => {
-            return Err(
+            return Err(SpoolError::Api(
                 unrepresentable(lines, rows_before, columns).unwrap_or_else(|| {
                     ApiError::Internal(anyhow::Error::from(e).context("decoding a Parquet export"))
                 }),
-            );
+            ));
         }
     }
     Ok(())
@@ -557,6 +723,12 @@ fn unrepresentable(
     None
 }
 
+/// What an export holds: its columns, and those it filters or orders on.
+struct Output<'a> {
+    columns: &'a [(String, Option<PgType>)],
+    compared: &'a [(String, String)],
+}
+
 fn json_to_csv_field(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::Null => String::new(),
@@ -565,32 +737,22 @@ fn json_to_csv_field(value: &serde_json::Value) -> String {
     }
 }
 
-/// Where an export goes and what it holds.
-struct Output<'a> {
-    columns: &'a [(String, Option<PgType>)],
-    compared: &'a [(String, String)],
-    sender: &'a mpsc::Sender<Result<Bytes, ApiError>>,
-}
-
-async fn write_csv(
+async fn spool_csv(
     pool: &PgPool,
-    statement_timeout: std::time::Duration,
+    limits: ReadLimits,
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
     out: Output<'_>,
-) -> Result<(), ApiError> {
-    let Output {
-        columns,
-        compared,
-        sender,
-    } = out;
-    let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
-    let mut writer = csv::Writer::from_writer(Vec::new());
+    spool: Spool,
+) -> Result<std::fs::File, SpoolError> {
+    let Output { columns, compared } = out;
+    let full = Arc::clone(&spool.full);
+    let mut writer = csv::Writer::from_writer(spool);
     writer
         .write_record(columns.iter().map(|(name, _)| name.as_str()))
-        .map_err(anyhow::Error::from)?;
+        .map_err(|e| spool_error(&full, e))?;
+    let mut tx = tenant::begin_as(pool, &relation.schema, limits.statement_timeout).await?;
     let mut rows = sql.build().fetch(&mut *tx);
-    let mut started = false;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| query_error(e, compared))?;
         let object: serde_json::Map<String, serde_json::Value> =
@@ -599,38 +761,25 @@ async fn write_csv(
             .write_record(columns.iter().map(|(name, _)| {
                 json_to_csv_field(object.get(name).unwrap_or(&serde_json::Value::Null))
             }))
-            .map_err(anyhow::Error::from)?;
-        if !started || writer.get_ref().len() > 64 * 1024 {
-            started = true;
-            let chunk = std::mem::replace(&mut writer, csv::Writer::from_writer(Vec::new()))
-                .into_inner()
-                .map_err(|e| anyhow::anyhow!("writing the CSV: {e}"))?;
-            if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
-                return Ok(());
-            }
-        }
+            .map_err(|e| spool_error(&full, e))?;
     }
     drop(rows);
     tx.commit().await?;
-    let chunk = writer
+    let spool = writer
         .into_inner()
-        .map_err(|e| anyhow::anyhow!("finishing the CSV: {e}"))?;
-    let _ = sender.send(Ok(Bytes::from(chunk))).await;
-    Ok(())
+        .map_err(|e| spool_error(&full, anyhow::anyhow!("finishing the CSV: {e}")))?;
+    Ok(spool.file)
 }
 
-async fn write_parquet(
+async fn spool_parquet(
     pool: &PgPool,
-    statement_timeout: std::time::Duration,
+    limits: ReadLimits,
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
     out: Output<'_>,
-) -> Result<(), ApiError> {
-    let Output {
-        columns,
-        compared,
-        sender,
-    } = out;
+    spool: Spool,
+) -> Result<std::fs::File, SpoolError> {
+    let Output { columns, compared } = out;
     let schema = Arc::new(Schema::new(
         columns
             .iter()
@@ -641,53 +790,41 @@ async fn write_parquet(
         .with_batch_size(PARQUET_BATCH_ROWS)
         .build_decoder()
         .map_err(anyhow::Error::from)?;
-    let file = tempfile::tempfile().map_err(anyhow::Error::from)?;
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(anyhow::Error::from)?;
-    let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
+    let full = Arc::clone(&spool.full);
+    let mut writer = parquet::arrow::ArrowWriter::try_new(spool, schema, None)
+        .map_err(|e| spool_error(&full, e))?;
+    let mut tx = tenant::begin_as(pool, &relation.schema, limits.statement_timeout).await?;
     let mut rows = sql.build().fetch(&mut *tx);
-    // The rows of the batch being built: the whole file is written before the first byte goes
-    // out, so a value Parquet cannot hold is still a 400, and these lines say which one it was.
+    // The rows of the batch being built: a value Parquet cannot hold is a 400, and these lines
+    // say which one it was.
     let mut lines: Vec<String> = Vec::with_capacity(PARQUET_BATCH_ROWS);
     let mut rows_before = 0usize;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| query_error(e, compared))?;
         lines.push(row.try_get::<String, _>(1)?);
         if lines.len() == PARQUET_BATCH_ROWS {
-            write_batch(&mut decoder, &mut writer, &lines, rows_before, columns)?;
+            write_batch(
+                &mut decoder,
+                &mut writer,
+                &full,
+                &lines,
+                rows_before,
+                columns,
+            )?;
             rows_before += lines.len();
             lines.clear();
         }
     }
     drop(rows);
     tx.commit().await?;
-    write_batch(&mut decoder, &mut writer, &lines, rows_before, columns)?;
-    let mut file = writer.into_inner().map_err(anyhow::Error::from)?;
-    // Stream the finished file back in chunks.
-    let mut file = tokio::task::spawn_blocking(move || {
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(0)).map(|_| file)
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(anyhow::Error::from)?;
-    loop {
-        let (chunk, back) = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut buf = vec![0u8; 256 * 1024];
-            let n = file.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((buf, file))
-        })
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(anyhow::Error::from)?;
-        file = back;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        if sender.send(Ok(Bytes::from(chunk))).await.is_err() {
-            return Ok(());
-        }
-    }
+    write_batch(
+        &mut decoder,
+        &mut writer,
+        &full,
+        &lines,
+        rows_before,
+        columns,
+    )?;
+    let spool = writer.into_inner().map_err(|e| spool_error(&full, e))?;
+    Ok(spool.file)
 }

@@ -288,7 +288,8 @@ pub async fn list_view_rows(
     let tenant = user.tenant.clone();
     crate::query::rows::read(
         &state.pool,
-        state.settings.tenant_statement_timeout,
+        &state.read_slots,
+        crate::query::rows::ReadLimits::from_settings(&state.settings),
         tenant,
         name,
         &query,

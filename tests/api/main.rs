@@ -6,6 +6,7 @@ mod attacks;
 mod auth;
 mod awkward_input;
 mod cluster;
+mod fairness;
 mod helpers;
 mod parquet_corpus;
 mod processes;

@@ -78,7 +78,15 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     let url = database_url(&api.db);
     let logs = temp_dir("tdc-serve-logs");
     let processes: Vec<Serve> = (0..3)
-        .map(|i| serve(&url, &logs.join(format!("serve-{i}.log")), &[]))
+        // One tenant owns all hundred jobs here: lift its cap of runs in progress, which has
+        // its own test (tests/api/fairness.rs), so that every tick does work.
+        .map(|i| {
+            serve(
+                &url,
+                &logs.join(format!("serve-{i}.log")),
+                &[("TDC_SCHEDULER_TENANT_CONCURRENCY", "1000".to_owned())],
+            )
+        })
         .collect();
     // The window starts once the schedulers work (debug processes on a loaded machine take a
     // while to start; ticks missed before that are caught up once, by design).
@@ -388,9 +396,17 @@ async fn deep_and_long_view_expressions_never_make_serve_exit() {
         format!("SELECT {} AS x", terms(3_900, "+")),
         format!("SELECT 1 AS x WHERE {}", terms(30_000, " = 1 AND 1")),
         format!("SELECT {}1{} AS x", "(".repeat(20_000), ")".repeat(20_000)),
-        format!("SELECT {}1{} AS x", "(".repeat(200_000), ")".repeat(200_000)),
+        format!(
+            "SELECT {}1{} AS x",
+            "(".repeat(200_000),
+            ")".repeat(200_000)
+        ),
         format!("SELECT {}1 AS x", "NOT ".repeat(20_000)),
-        format!("SELECT {}1{} AS x", "(SELECT ".repeat(5_000), ")".repeat(5_000)),
+        format!(
+            "SELECT {}1{} AS x",
+            "(SELECT ".repeat(5_000),
+            ")".repeat(5_000)
+        ),
     ];
 
     for sql in attacks {
@@ -407,8 +423,12 @@ async fn deep_and_long_view_expressions_never_make_serve_exit() {
         // there and serving.
         let status = res.status();
         assert!(
-            [StatusCode::BAD_REQUEST, StatusCode::CREATED, StatusCode::PAYLOAD_TOO_LARGE]
-                .contains(&status),
+            [
+                StatusCode::BAD_REQUEST,
+                StatusCode::CREATED,
+                StatusCode::PAYLOAD_TOO_LARGE
+            ]
+            .contains(&status),
             "{status}"
         );
         if status == StatusCode::CREATED {
