@@ -147,6 +147,9 @@ pub struct ServeArgs {
     /// Seconds an export waits for a client that reads nothing before it ends the download.
     #[arg(long, env = "TDC_EXPORT_WRITE_TIMEOUT_SECS", default_value_t = 30)]
     pub export_write_timeout_secs: u64,
+    /// Largest JSON page of rows, in bytes (built in memory; 400 `response_too_large` beyond).
+    #[arg(long, env = "TDC_ROWS_RESPONSE_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub rows_response_limit_bytes: usize,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TDC_WORKERS")]
     pub workers: Option<usize>,
@@ -239,6 +242,8 @@ pub struct Settings {
     pub export_spool_limit_bytes: u64,
     /// How long an export waits for a client that reads nothing.
     pub export_write_stall: Duration,
+    /// Largest JSON page of rows, in bytes.
+    pub rows_response_limit_bytes: usize,
     /// HTTP worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Most jobs a tenant may have.
@@ -295,6 +300,7 @@ impl Settings {
             tenant_concurrent_reads: args.tenant_concurrent_reads,
             export_spool_limit_bytes: args.export_spool_limit_bytes,
             export_write_stall: Duration::from_secs(args.export_write_timeout_secs.max(1)),
+            rows_response_limit_bytes: args.rows_response_limit_bytes,
             workers: args.workers,
             max_jobs_per_tenant: args.max_jobs_per_tenant,
             max_channels_per_tenant: args.max_channels_per_tenant,
@@ -335,6 +341,7 @@ impl Settings {
             tenant_concurrent_reads: 4,
             export_spool_limit_bytes: 1024 * 1024 * 1024,
             export_write_stall: Duration::from_secs(30),
+            rows_response_limit_bytes: 64 * 1024 * 1024,
             workers: None,
             max_jobs_per_tenant: 1000,
             max_channels_per_tenant: 1000,

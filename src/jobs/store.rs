@@ -304,22 +304,25 @@ pub async fn pick_due(
     .await
 }
 
-/// Takes, until the transaction ends, the claim lock of each of `users` that no other claim
-/// holds, and returns those users: one claim at a time per tenant across processes, so the
+/// Takes, until the transaction ends, the claim lock of each of `users`, waiting for a claim
+/// of another process to commit: one claim at a time per tenant across processes, so the
 /// count of its runs in progress read next (in a later statement, with a newer snapshot)
-/// cannot be raced. A tenant another process is claiming is left to that process: nobody
-/// waits, so claims of different tenants go on in parallel and never deadlock.
+/// cannot be raced. Locks are taken in user id order, so two claims never deadlock; a claim
+/// holds them for a few short statements. Returns `users`.
 pub async fn lock_tenants(
     conn: &mut PgConnection,
     users: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT u FROM unnest($1::uuid[]) AS u
-         WHERE pg_try_advisory_xact_lock(hashtextextended('tdc_jobs_tenant:' || u::text, 0))",
+    let mut sorted = users.to_vec();
+    sorted.sort_unstable();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended('tdc_jobs_tenant:' || u::text, 0)))
+         FROM (SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u) ordered",
     )
-    .bind(users)
-    .fetch_all(conn)
-    .await
+    .bind(&sorted)
+    .execute(conn)
+    .await?;
+    Ok(sorted)
 }
 
 /// Runs in progress (live leases) of each of `users`.

@@ -311,6 +311,8 @@ pub struct ReadLimits {
     pub spool_limit_bytes: u64,
     /// How long an export waits for a client that reads nothing before it ends the stream.
     pub write_stall: Duration,
+    /// Largest JSON page, in bytes: a page is built in memory, so huge rows must not add up.
+    pub page_limit_bytes: usize,
 }
 
 impl ReadLimits {
@@ -320,6 +322,7 @@ impl ReadLimits {
             statement_timeout: settings.tenant_statement_timeout,
             spool_limit_bytes: settings.export_spool_limit_bytes,
             write_stall: settings.export_write_stall,
+            page_limit_bytes: settings.rows_response_limit_bytes,
         }
     }
 }
@@ -351,17 +354,7 @@ pub async fn read(
     };
     let (sql, columns, compared) = build(&relation, &query)?;
     match query.format {
-        Format::Json => {
-            json_page(
-                pool,
-                limits.statement_timeout,
-                &relation,
-                sql,
-                &query,
-                &compared,
-            )
-            .await
-        }
+        Format::Json => json_page(pool, limits, &relation, sql, &query, &compared).await,
         Format::Csv | Format::Parquet => {
             let export_of = Export {
                 relation,
@@ -377,18 +370,31 @@ pub async fn read(
 
 async fn json_page(
     pool: &PgPool,
-    statement_timeout: std::time::Duration,
+    limits: ReadLimits,
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
     query: &RowsQuery,
     compared: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = tenant::begin_as(pool, &relation.schema, statement_timeout).await?;
-    let rows = sql
-        .build()
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| query_error(e, compared))?;
+    let mut tx = tenant::begin_as(pool, &relation.schema, limits.statement_timeout).await?;
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    let mut stream = sql.build().fetch(&mut *tx);
+    while let Some(row) = stream.next().await {
+        let row = row.map_err(|e| query_error(e, compared))?;
+        bytes += row.try_get::<&str, _>(1)?.len();
+        if bytes > limits.page_limit_bytes {
+            return Err(ApiError::bad_request(
+                "response_too_large",
+                format!(
+                    "this page of rows is larger than {} bytes (TDC_ROWS_RESPONSE_LIMIT_BYTES); ask for fewer rows with limit, fewer columns with select, or export it with format=csv or format=parquet",
+                    limits.page_limit_bytes
+                ),
+            ));
+        }
+        rows.push(row);
+    }
+    drop(stream);
     tx.commit().await?;
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     let more = rows.len() > limit;
@@ -648,6 +654,8 @@ fn send_file(
 
 /// Rows per record batch of a Parquet export.
 const PARQUET_BATCH_ROWS: usize = 8192;
+/// Bytes of JSON rows after which a Parquet batch is written whatever its row count.
+const PARQUET_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// Decodes one batch of JSON rows and appends it to the Parquet file; a value Arrow cannot hold
 /// (an infinite timestamp, a year past 9999, `NaN` numeric, `24:00`) is a 400 naming it.
@@ -799,10 +807,14 @@ async fn spool_parquet(
     // say which one it was.
     let mut lines: Vec<String> = Vec::with_capacity(PARQUET_BATCH_ROWS);
     let mut rows_before = 0usize;
+    let mut line_bytes = 0usize;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| query_error(e, compared))?;
-        lines.push(row.try_get::<String, _>(1)?);
-        if lines.len() == PARQUET_BATCH_ROWS {
+        let line = row.try_get::<String, _>(1)?;
+        line_bytes += line.len();
+        lines.push(line);
+        // Huge rows make a batch early, so a batch never holds much more than this in memory.
+        if lines.len() == PARQUET_BATCH_ROWS || line_bytes >= PARQUET_BATCH_BYTES {
             write_batch(
                 &mut decoder,
                 &mut writer,
@@ -813,6 +825,7 @@ async fn spool_parquet(
             )?;
             rows_before += lines.len();
             lines.clear();
+            line_bytes = 0;
         }
     }
     drop(rows);

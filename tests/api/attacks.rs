@@ -890,3 +890,32 @@ async fn generated_queries_never_reach_outside(setup: Setup, _: ()) {
 classes! {
     a_fuzzed_grammar_of_queries_never_reaches_outside: generated_queries_never_reach_outside(());
 }
+
+#[tokio::test]
+async fn a_page_of_huge_rows_is_refused_instead_of_filling_the_servers_memory() {
+    // Arrange: pages of at most 1 MiB, and a view whose rows are 400 KiB each.
+    let app = crate::helpers::spawn_app_with(|s| s.rows_response_limit_bytes = 1024 * 1024).await;
+    let user = app.signed_up_user().await;
+    app.created(
+        &user.access,
+        "/views/create/",
+        json!({"view_name": "wide", "sql_query": "SELECT g, repeat('x', 400000) AS s FROM generate_series(1, 5) AS g"}),
+    )
+    .await;
+
+    // Act
+    let all = app.get_as(&user.access, "/views/wide/rows/?limit=5").await;
+    let one = app.get_as(&user.access, "/views/wide/rows/?limit=1").await;
+
+    // Assert: a clear 400 saying what to do; a page within the limit still reads.
+    let body = assert_problem(all, StatusCode::BAD_REQUEST, "response_too_large").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("format=csv")
+    );
+    assert_eq!(one.status(), StatusCode::OK);
+    let rows: Value = one.json().await.expect("json");
+    assert_eq!(rows["rows"][0]["s"].as_str().map(str::len), Some(400_000));
+}
