@@ -751,7 +751,7 @@ impl SqlGrammar {
     }
 
     /// A relation with column `n`.
-    fn from_item(&mut self, depth: usize, ctes: &[String]) -> String {
+    fn relation(&mut self, depth: usize, ctes: &[String]) -> String {
         if self.chance(10) {
             let atom = self.pick(&[
                 "VICTIM.secret",
@@ -788,7 +788,7 @@ impl SqlGrammar {
         use rand::Rng;
         match self.rng.random_range(0..10) {
             0..=4 => {
-                let from = self.from_item(depth, ctes);
+                let from = self.relation(depth, ctes);
                 let select = self.expr(0);
                 let filter = if self.chance(30) {
                     format!(" WHERE {} <> 'q'", self.expr(1))

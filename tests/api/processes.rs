@@ -126,7 +126,8 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     .await
     .expect("runs");
     // Skipped runs never start: their lags are NULL.
-    let stats: Vec<(String, i64, Option<f64>, Option<f64>, Option<f64>)> = sqlx::query_as(
+    type Stats = (String, i64, Option<f64>, Option<f64>, Option<f64>);
+    let stats: Vec<Stats> = sqlx::query_as(
         "SELECT status, count(*), avg(extract(epoch FROM started_at - scheduled_for))::float8,
                 max(extract(epoch FROM started_at - scheduled_for))::float8, max(duration_ms)::float8
          FROM tinydevcrm.job_runs WHERE scheduled_for BETWEEN $1 AND $2 GROUP BY status",
