@@ -44,6 +44,16 @@ fn serve(database_url: &str, log: &std::path::Path, env: &[(&str, String)]) -> S
     Serve(child)
 }
 
+/// Waits (up to 10 s) until a serve process answers on `base`.
+async fn wait_until_up(client: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     // The API app runs no scheduler: only the three processes do.
@@ -304,12 +314,7 @@ async fn listeners_that_never_read_do_not_grow_the_server() {
     let pid = serve_process.0.id();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_up(&client, &base).await;
     // 50 listeners that read nothing, each with a tiny receive window.
     let mut stalled = Vec::new();
     for _ in 0..50 {
@@ -385,12 +390,7 @@ async fn deep_and_long_view_expressions_never_make_serve_exit() {
     );
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_up(&client, &base).await;
     let terms = |n: usize, op: &str| vec!["1"; n].join(op);
     let attacks = [
         format!("SELECT {} AS x", terms(40_000, "+")),
@@ -475,12 +475,7 @@ async fn query_tokens_in_any_spelling_never_reach_the_log() {
     );
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_up(&client, &base).await;
     let listen = format!("{base}/channels/{}/listen/", Uuid::new_v4());
     let spellings = [
         "access_token",
