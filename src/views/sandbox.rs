@@ -460,6 +460,13 @@ fn check_size(sql: &str) -> Result<(), Rejected> {
     for token in &tokens {
         match token {
             Token::Whitespace(_) => continue,
+            // PostgreSQL ends an operator where `--` or `/*` starts a comment; sqlparser reads
+            // them as part of the operator, and would then check text PostgreSQL never sees.
+            Token::CustomBinaryOperator(op) if op.contains("--") || op.contains("/*") => {
+                return Err(Rejected(format!(
+                    "put a space between the operator and the comment in {op:?}"
+                )));
+            }
             Token::LParen | Token::LBracket | Token::LBrace => depth += 1,
             Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
             _ => {}
@@ -659,6 +666,18 @@ mod limits {
     fn the_user_text_runs_without_its_trailing_semicolons() {
         let q = check("SELECT 1 FROM calls ; ;\n", "t_abc", &own()).expect("allowed");
         assert_eq!(q.sql, "SELECT 1 FROM calls");
+    }
+
+    #[test]
+    fn an_operator_run_into_a_comment_is_refused_as_postgresql_reads_it_differently() {
+        for sql in [
+            "SELECT 1 |-- $$\n0 AS z, 'x'::regclass AS b\n--$$ AS z FROM calls",
+            "SELECT 1 <--x\n FROM calls",
+            "SELECT 1 #/* x */ 1 FROM calls",
+        ] {
+            let refused = check(sql, "t_abc", &own()).expect_err(sql);
+            assert!(refused.0.contains("comment"), "{sql}: {refused}");
+        }
     }
 
     #[test]

@@ -557,6 +557,10 @@ const CATALOG_TYPES: &[&str] = &[
     "SELECT '<a/>'::xml::text",
     "SELECT xmlelement(name a)::text",
     "SELECT x FROM XMLTABLE('/a' PASSING '<a>1</a>'::xml COLUMNS x int PATH '.')",
+    // An operator run into a comment: sqlparser reads `|--` as one operator and `$$...$$` as
+    // a string, PostgreSQL reads `|` and a comment, and the cast in between.
+    "SELECT 1 |-- $$\n0 AS z, 'pg_class'::regclass AS b\n--$$ AS z FROM mine",
+    "SELECT 1 <-- $$\n1 AS z, 1259::oid::\"regclass\"::text AS b\n--$$ AS z FROM mine",
 ];
 
 /// Text that a re-printer could unquote: literals and names that look like SQL. Run as the
