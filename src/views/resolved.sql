@@ -2,8 +2,10 @@
 -- means the view is allowed. $1: the view's _RETURN rule. $2..$5: ids read from its stored query
 -- tree (relations, functions, operators, types). $6: the tenant's schema. $7: the allowed
 -- function names. $8: the view. Dependencies PostgreSQL recorded (pg_depend) are added to the
--- ids read from the tree: a dependency on anything but these kinds is refused as well.
-WITH
+-- ids read from the tree: a dependency on anything but these kinds is refused as well. Types
+-- are followed into array elements, domain bases and composite columns: a value of a catalog's
+-- row type carries `reg*` columns whose output names any object by id.
+WITH RECURSIVE
 dep AS (
     SELECT refclassid, refobjid FROM pg_catalog.pg_depend
     WHERE classid = 'pg_catalog.pg_rewrite'::regclass AND objid = $1::int8::oid AND deptype = 'n'
@@ -23,12 +25,24 @@ op AS (
     SELECT unnest($4::int8[])::oid AS oid
     UNION SELECT refobjid FROM dep WHERE refclassid = 'pg_catalog.pg_operator'::regclass
 ),
-ty AS (
+ty0 AS (
     SELECT unnest($5::int8[])::oid AS oid
     UNION SELECT refobjid FROM dep WHERE refclassid = 'pg_catalog.pg_type'::regclass
     UNION SELECT a.atttypid FROM pg_catalog.pg_attribute a
           JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
           WHERE c.relnamespace = (SELECT oid FROM tenant) AND c.relname = $8 AND a.attnum > 0
+),
+ty AS (
+    SELECT oid FROM ty0
+    UNION
+    SELECT inner_type.oid
+    FROM ty JOIN pg_catalog.pg_type t ON t.oid = ty.oid,
+    LATERAL (
+        SELECT t.typelem WHERE t.typelem <> 0
+        UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+        UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                  WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid AND a.attnum > 0
+    ) AS inner_type(oid)
 )
 SELECT 'relation', COALESCE(c.relname::text, r.oid::text)
 FROM rel r LEFT JOIN pg_catalog.pg_class c ON c.oid = r.oid
@@ -55,7 +69,8 @@ FROM ty x JOIN pg_catalog.pg_type t ON t.oid = x.oid
 WHERE t.typnamespace IS DISTINCT FROM 'pg_catalog'::regnamespace
       AND t.typnamespace IS DISTINCT FROM (SELECT oid FROM tenant)
    OR (t.typnamespace = 'pg_catalog'::regnamespace
-       AND (t.typname ~ '^_?reg' OR t.typname IN ('xml', '_xml', 'pg_node_tree', 'aclitem', '_aclitem')))
+       AND (t.typname ~ '^_?reg' OR t.typname IN ('xml', '_xml', 'pg_node_tree', 'aclitem', '_aclitem')
+            OR t.typrelid <> 0))
 UNION ALL
 SELECT 'object', pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)
 FROM dep d

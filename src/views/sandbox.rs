@@ -434,9 +434,10 @@ fn check_body(body: &SetExpr) -> ControlFlow<Rejected> {
 /// whatever the quoting or schema of the type's name.
 fn check_type(data_type: &DataType) -> ControlFlow<Rejected> {
     let name = data_type.to_string().to_lowercase().replace(['"', ' '], "");
-    let refused = name
-        .split(['.', '('])
-        .any(|part| part.starts_with("reg") || part.starts_with("pg_") || part.starts_with("xml"));
+    let refused = name.split(['.', '(']).any(|part| {
+        let part = part.trim_start_matches('_');
+        part.starts_with("reg") || part.starts_with("pg_") || part.starts_with("xml")
+    });
     if refused {
         return ControlFlow::Break(Rejected(format!("the type {name} is not allowed")));
     }

@@ -557,6 +557,13 @@ const CATALOG_TYPES: &[&str] = &[
     "SELECT '<a/>'::xml::text",
     "SELECT xmlelement(name a)::text",
     "SELECT x FROM XMLTABLE('/a' PASSING '<a>1</a>'::xml COLUMNS x int PATH '.')",
+    // Catalog row types carry reg* columns: their text output names any relation by id.
+    r#"SELECT ('{"(a,b,c,' || g || ',1,1,1,1,t,1,1)"}')::_pg_sequences::text AS r FROM generate_series(16384, 16700) AS g"#,
+    "SELECT (array['(a,b,c,16384,1,1,1,1,t,1,1)'])::\"_pg_sequences\"::text AS r",
+    "SELECT '(a,b,c,16384,1,1,1,1,t,1,1)'::pg_catalog.pg_sequences::text AS r",
+    "SELECT NULL::pg_type::text AS r",
+    "WITH s AS (SELECT '(a,b,c,16384,1,1,1,1,t,1,1)'::pg_sequences AS x) SELECT x::text FROM s",
+    "SELECT 1 AS r UNION ALL SELECT length(('{\"(a,b,c,16384,1,1,1,1,t,1,1)\"}')::_pg_sequences::text)",
     // An operator run into a comment: sqlparser reads `|--` as one operator and `$$...$$` as
     // a string, PostgreSQL reads `|` and a comment, and the cast in between.
     "SELECT 1 |-- $$\n0 AS z, 'pg_class'::regclass AS b\n--$$ AS z FROM mine",
@@ -722,6 +729,8 @@ impl SqlGrammar {
                 "inet_server_port()::text",
                 "(SELECT max(table_name)::text FROM information_schema.tables)",
                 "(SELECT definition FROM pg_matviews LIMIT 1)",
+                "('(a,b,c,' || n || ',1,1,1,1,t,1,1)')::pg_sequences::text",
+                "(array['(a,b,c,' || n || ',1,1,1,1,t,1,1)'])::_pg_sequences::text",
             ]);
             let atom = atom.replace("VICTIM", &self.victim);
             return self.outside(atom);
