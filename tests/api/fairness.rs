@@ -356,10 +356,14 @@ async fn a_tenant_with_unread_exports_and_slow_jobs_leaves_another_its_reads_and
     .fetch_all(&mut check)
     .await
     .expect("A's runs");
+    // A run's claim is stamped by PostgreSQL when its row is inserted and its end by the
+    // scheduler before the finishing commit: under load the two clocks' moments can cross by a
+    // few milliseconds at a hand-over, which is not two runs at once.
+    let grace = chrono::Duration::milliseconds(100);
     for (start, _) in &spans {
         let at_once = spans
             .iter()
-            .filter(|(s, e)| s <= start && start < e)
+            .filter(|(s, e)| s <= start && *start + grace < *e)
             .count();
         assert!(at_once <= 2, "A had {at_once} runs at once: {spans:#?}");
     }
