@@ -84,6 +84,26 @@ impl SessionWatch {
         *self.receiver.borrow()
     }
 
+    /// Re-reads the session and ends its streams when it is revoked, gone or expired. Events
+    /// read straight from the table (a replay) do not wait behind the revocation's notice, so a
+    /// replay confirms the session before it sends what it read: a revocation that committed
+    /// before those events is then seen.
+    pub async fn confirm(&self) -> Result<(), sqlx::Error> {
+        let state: Option<(bool, bool)> = sqlx::query_as(
+            "SELECT revoked_at IS NULL, expires_at > now() FROM tinydevcrm.sessions
+             WHERE session_id = $1",
+        )
+        .bind(self.session_id)
+        .fetch_optional(&self.hub.pool)
+        .await?;
+        match state {
+            Some((true, true)) => {}
+            Some((true, false)) => self.hub.end_session(self.session_id, SessionEnd::Expired),
+            _ => self.hub.end_session(self.session_id, SessionEnd::Revoked),
+        }
+        Ok(())
+    }
+
     /// Resolves when the session's state changes (check [`Self::ended`] then). Cancel-safe;
     /// never resolves once the hub is gone (the stream then ends with the hub's other ways).
     pub async fn changed(&mut self) {

@@ -346,6 +346,12 @@ async fn next_event(mut s: Listening) -> Option<(sse::Event, Listening)> {
             match events::after(&s.pool, s.channel_id, s.sent, PAGE).await {
                 Ok(page) => {
                     s.replaying = page.len() as i64 == PAGE;
+                    if !page.is_empty()
+                        && let Err(e) = s.session.confirm().await
+                    {
+                        tracing::warn!(error = %e, "listen: checking the session failed; ending the stream");
+                        return None;
+                    }
                     s.backlog.extend(page.into_iter().map(|e| {
                         Outgoing::Event(Arc::new(HubEvent {
                             seq: e.seq,
