@@ -1030,6 +1030,23 @@ async fn a_client_that_reads_nothing_delays_no_one_and_loses_nothing() {
     )
     .await
     .expect("request");
+    // Its stream starts at the channel's newest event: wait for the headers, so no refresh
+    // below comes before it (under load the server may take a while to answer).
+    let mut received = Vec::new();
+    let mut head = [0u8; 1024];
+    while !String::from_utf8_lossy(&received).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(10 * SECOND, slow.read(&mut head))
+            .await
+            .expect("the slow client's headers")
+            .expect("read");
+        assert!(n > 0, "the server closed the slow client's stream");
+        received.extend_from_slice(&head[..n]);
+    }
+    let status = String::from_utf8_lossy(&received).to_lowercase();
+    assert!(
+        status.starts_with("http/1.1 200") && status.contains("text/event-stream"),
+        "{status}"
+    );
     let mut fast = app.listen(a, &cid).await;
     let total = 300;
     for seq in 1..=total {
@@ -1041,7 +1058,6 @@ async fn a_client_that_reads_nothing_delays_no_one_and_loses_nothing() {
     // stream was ended when it fell more than the queue behind (the lag path itself is
     // covered by a unit test of the stream); either way, what it got is in order with none
     // missing, and a reconnect with its last id replays the rest.
-    let mut received = Vec::new();
     let read_all = async {
         let mut buf = [0u8; 8192];
         loop {
