@@ -107,12 +107,6 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if full {
             continue;
         }
-        if claimed.contended {
-            // Another process is claiming for some tenant right now; look again once it
-            // has committed.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
         let wait = match store::next_due(&pool, config.tenant_concurrency).await {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             Ok(None) => config.max_sleep,
@@ -163,9 +157,10 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 ///
 /// Fairness between tenants: jobs are picked in turns across tenants ([`store::pick_due`]),
 /// and a tenant never has more than `tenant_concurrency` runs in progress across all
-/// processes: one claim at a time holds a tenant's advisory lock and counts its live leases
-/// under it (a tenant another process is claiming is left to that process). A tick beyond the limit follows the job's overlap rule: `skip` records it as
-/// skipped, `queue` leaves it due until one of the tenant's runs ends.
+/// processes: one claim at a time holds a tenant's advisory lock (waiting for another
+/// process's claim of that tenant to commit) and counts its live leases under it. A tick
+/// beyond the limit follows the job's overlap rule: `skip` records it as skipped, `queue`
+/// leaves it due until one of the tenant's runs ends.
 async fn claim(
     pool: &PgPool,
     limit: i64,
@@ -180,23 +175,17 @@ async fn claim(
         return Ok(Claimed {
             runs: Vec::new(),
             picked: 0,
-            contended: false,
         });
     }
     let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
     users.sort_unstable();
     users.dedup();
-    let users = store::lock_tenants(&mut tx, &users).await?;
+    store::lock_tenants(&mut tx, &users).await?;
     let mut running: HashMap<Uuid, i64> = store::running_per_tenant(&mut tx, now, &users)
         .await?
         .into_iter()
         .collect();
-    let ids: Vec<Uuid> = picked
-        .iter()
-        .filter(|(_, user)| users.contains(user))
-        .map(|(job, _)| *job)
-        .collect();
-    let contended = ids.len() < picked.len();
+    let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
     let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
     let mut due = store::lock_due(&mut tx, now, &ids).await?;
     // Decide in the order picked: each tenant's earliest ticks get its free run slots.
@@ -248,7 +237,6 @@ async fn claim(
     Ok(Claimed {
         runs,
         picked: picked_count,
-        contended,
     })
 }
 
@@ -258,8 +246,6 @@ struct Claimed {
     runs: Vec<(DueJob, Claim)>,
     /// Jobs picked for tenants this claim held (run, skipped or held back).
     picked: i64,
-    /// Some picked jobs were left because another process was claiming for their tenant.
-    contended: bool,
 }
 
 /// The longest a run may take: every attempt at the statement timeout, the backoffs between

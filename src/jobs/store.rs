@@ -304,25 +304,24 @@ pub async fn pick_due(
     .await
 }
 
-/// Takes, until the transaction ends, the claim lock of each of `users`, waiting for a claim
-/// of another process to commit: one claim at a time per tenant across processes, so the
-/// count of its runs in progress read next (in a later statement, with a newer snapshot)
-/// cannot be raced. Locks are taken in user id order, so two claims never deadlock; a claim
-/// holds them for a few short statements. Returns `users`.
-pub async fn lock_tenants(
-    conn: &mut PgConnection,
-    users: &[Uuid],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    let mut sorted = users.to_vec();
-    sorted.sort_unstable();
+/// Takes, until the transaction ends, the claim lock of each of `users` (sorted), waiting
+/// for a claim of another process to commit: one claim at a time per tenant across processes,
+/// so the count of its runs in progress read next (in a later statement, with a newer
+/// snapshot) cannot be raced. Locks are taken in the order given, so two claims never
+/// deadlock; a claim holds them for a few short statements.
+pub async fn lock_tenants(conn: &mut PgConnection, users: &[Uuid]) -> Result<(), sqlx::Error> {
+    debug_assert!(
+        users.is_sorted(),
+        "tenant claim locks are taken in id order"
+    );
     sqlx::query(
         "SELECT count(pg_advisory_xact_lock(hashtextextended('tdc_jobs_tenant:' || u::text, 0)))
          FROM (SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u) ordered",
     )
-    .bind(&sorted)
+    .bind(users)
     .execute(conn)
     .await?;
-    Ok(sorted)
+    Ok(())
 }
 
 /// Runs in progress (live leases) of each of `users`.

@@ -564,6 +564,9 @@ const CATALOG_TYPES: &[&str] = &[
     "SELECT NULL::pg_type::text AS r",
     "WITH s AS (SELECT '(a,b,c,16384,1,1,1,1,t,1,1)'::pg_sequences AS x) SELECT x::text FROM s",
     "SELECT 1 AS r UNION ALL SELECT length(('{\"(a,b,c,16384,1,1,1,1,t,1,1)\"}')::_pg_sequences::text)",
+    // A Unicode-escaped type name, which the parser layer reads as another name.
+    r#"SELECT 'pg_class'::U&"\0072egclass"::oid AS a"#,
+    r#"SELECT 1259::oid::U&"\0072eg\0063lass"::text AS a"#,
     // An operator run into a comment: sqlparser reads `|--` as one operator and `$$...$$` as
     // a string, PostgreSQL reads `|` and a comment, and the cast in between.
     "SELECT 1 |-- $$\n0 AS z, 'pg_class'::regclass AS b\n--$$ AS z FROM mine",
