@@ -1,4 +1,4 @@
-//! Wiring: the shared state, the HTTP server with its middleware, and the `serve` and `migrate`
+//! Wiring: the HTTP server with its middleware, and the `serve` and `migrate`
 //! commands (including the managed local PostgreSQL when `DATABASE_URL` is unset).
 
 use std::net::TcpListener;
@@ -11,7 +11,6 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{self, Next, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tracing_actix_web::{RequestId, TracingLogger};
@@ -23,52 +22,15 @@ use crate::auth::{
     throttle::{LoginLimits, LoginThrottle},
 };
 use crate::channels::hub::Hub;
-use crate::channels::routes::QueryToken;
 use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
 use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
 use crate::jobs::scheduler::SchedulerConfig;
+use crate::state::{AppState, Background};
 use crate::{channels, db, jobs, secrets, service, tables, views};
 
 /// The database name inside the managed cluster.
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
-
-/// State shared by every handler.
-#[derive(Debug)]
-pub struct AppState {
-    /// The service role's pool.
-    pub pool: PgPool,
-    /// Resolved settings.
-    pub settings: Arc<Settings>,
-    /// JWT keys and validation rules.
-    pub jwt: JwtKeys,
-    /// Login limiters.
-    pub login_throttle: LoginThrottle,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-    /// Per-tenant limits on heavy statements.
-    pub tenant_slots: db::tenant::TenantSlots,
-    /// Per-tenant limits on reads and exports in progress.
-    pub read_slots: db::tenant::TenantSlots,
-    /// `/health`'s own database connection.
-    pub health: service::health::Probe,
-    /// Live channel events of this process.
-    pub hub: Arc<Hub>,
-    /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
-    pub background: Background,
-}
-
-/// Background tasks that end with the server.
-#[derive(Debug, Default)]
-pub struct Background(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
 
 /// Builds the HTTP server on an already bound listener (port 0 in tests), and starts the
 /// background tasks (hub, scheduler, janitor) on the current runtime.
@@ -113,8 +75,8 @@ pub fn build_server_on(
     }
     let state = web::Data::new(AppState {
         hub,
-        background: Background(tasks),
-        health: service::health::Probe::new(&pool),
+        background: Background::new(tasks),
+        health: db::probe::Probe::new(&pool),
         pool,
         jwt: JwtKeys::new(&settings.jwt_secret),
         login_throttle: LoginThrottle::new(LoginLimits {
@@ -155,7 +117,7 @@ pub fn build_server_on(
             .wrap(from_fn(service::metrics::record))
             .wrap(from_fn(request_id_header))
             .wrap(TracingLogger::default())
-            .wrap(from_fn(strip_access_token))
+            .wrap(from_fn(auth::query_token::strip_access_token))
     })
     .shutdown_timeout(10);
     for listener in listeners {
@@ -207,54 +169,6 @@ fn spawn_janitor(pool: PgPool, settings: &Settings) -> tokio::task::JoinHandle<(
             }
         }
     })
-}
-
-/// Moves `?access_token=` out of the URI into a request extension before anything logs the
-/// URI, so tokens of browser `EventSource` clients never reach logs or metrics. The key is
-/// matched after percent-decoding and ASCII case folding (`ACCESS_TOKEN`, `%61ccess_token`):
-/// every such spelling is removed, and the first one is the token, as if spelled plainly.
-async fn strip_access_token(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some((rest, token)) = split_access_token(req.query_string()) {
-        let path = req.path().to_owned();
-        let with_rest = if rest.is_empty() {
-            path.clone()
-        } else {
-            format!("{path}?{rest}")
-        };
-        let mut parts = req.head().uri.clone().into_parts();
-        // The bare path is the fallback: a URI that still holds the token must not survive.
-        parts.path_and_query = with_rest.parse().ok().or_else(|| path.parse().ok());
-        if let Ok(uri) = actix_web::http::Uri::from_parts(parts) {
-            req.match_info_mut().get_mut().update(&uri);
-            req.head_mut().uri = uri;
-        }
-        if let Some(token) = token {
-            req.extensions_mut().insert(QueryToken(token));
-        }
-    }
-    next.call(req).await
-}
-
-/// Splits a query string into the rest (re-encoded) and the first access token, or `None`
-/// when it holds no access token under any spelling.
-fn split_access_token(query: &str) -> Option<(String, Option<String>)> {
-    if query.is_empty() {
-        return None;
-    }
-    let is_token_key = |k: &str| k.trim().eq_ignore_ascii_case("access_token");
-    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
-        // Unparseable (never seen in practice): keep no query rather than risk logging a token.
-        return Some((String::new(), None));
-    };
-    if !pairs.iter().any(|(k, _)| is_token_key(k)) {
-        return None;
-    }
-    let (tokens, rest): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|(k, _)| is_token_key(k));
-    let rest = serde_urlencoded::to_string(&rest).unwrap_or_default();
-    Some((rest, tokens.into_iter().next().map(|(_, v)| v)))
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
@@ -393,30 +307,5 @@ pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
 async fn stop_cluster(cluster: Option<LocalCluster>) {
     if let Some(cluster) = cluster {
         let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_access_token;
-
-    #[test]
-    fn access_tokens_are_found_in_every_spelling_and_only_they_are_removed() {
-        for query in [
-            "access_token=s&x=1",
-            "ACCESS_TOKEN=s&x=1",
-            "Access_Token=s&x=1",
-            "%61ccess_token=s&x=1",
-            "ACCESS%5FTOKEN=s&x=1",
-            "x=1&access_token=s&acCess_token=t",
-        ] {
-            assert_eq!(
-                split_access_token(query),
-                Some(("x=1".to_owned(), Some("s".to_owned()))),
-                "{query}"
-            );
-        }
-        assert_eq!(split_access_token("x=1&token=2"), None);
-        assert_eq!(split_access_token(""), None);
     }
 }

@@ -1,6 +1,7 @@
 //! tinydevcrm: a multi-tenant realtime data platform.
 //!
-//! - [`app`]: shared state, the HTTP server and its middleware, the `serve`/`migrate` commands
+//! - [`app`]: wiring: the HTTP server and its middleware, the `serve`/`migrate` commands
+//! - [`state`]: `AppState`, what handlers and background tasks share
 //! - [`auth`]: accounts, JWT sessions, the `AuthUser` extractor
 //! - [`tables`]: tenant tables from Parquet uploads, the sample generator
 //! - [`query`]: rows of a relation: filters, order, pagination, JSON/CSV/Parquet
@@ -21,6 +22,7 @@ pub mod jobs;
 pub mod query;
 pub mod secrets;
 pub mod service;
+pub mod state;
 pub mod tables;
 pub mod telemetry;
 pub mod views;

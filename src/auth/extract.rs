@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::jwt::{Claims, TokenType};
 use super::store;
-use crate::app::AppState;
 use crate::db::ident::Ident;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The caller, from a valid access token of a live session.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@
 pub mod extract;
 pub mod jwt;
 pub mod password;
+pub mod query_token;
 pub mod routes;
 pub mod store;
 pub mod throttle;

@@ -13,9 +13,9 @@ use super::extract::AuthUser;
 use super::jwt::TokenType;
 use super::password;
 use super::store::{self, Rotation, User};
-use crate::app::AppState;
 use crate::db::{quota, tenant};
 use crate::error::{ApiError, Problem};
+use crate::state::AppState;
 
 /// E-mail and password, for registration and login.
 #[derive(Debug, Deserialize, ToSchema)]

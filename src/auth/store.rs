@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::channels::events::NOTIFY_CHANNEL;
+use crate::db::notify::NOTIFY_CHANNEL;
 use crate::error::{ApiError, ResultExt};
 
 /// An account row.

@@ -5,13 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::db::notify::NOTIFY_CHANNEL;
 use crate::db::tenant::ServiceTx;
 use uuid::Uuid;
-
-/// The `NOTIFY` channel. Payloads: `"<channel_id> <seq>"` (a new event), `"<channel_id>
-/// deleted"` (the channel's streams end) and `"session <session_id> revoked"` (the session's
-/// streams end; sent by `auth::store` in the revoking statement).
-pub const NOTIFY_CHANNEL: &str = "tdc_events";
 
 /// What one refresh tells every channel watching its view (`channel_id` is added per channel).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

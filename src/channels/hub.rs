@@ -24,7 +24,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use super::events::{self, NOTIFY_CHANNEL};
+use super::events;
+use crate::db::notify::NOTIFY_CHANNEL;
 
 /// An event as broadcast: serialized once, shared by every listener.
 #[derive(Debug)]

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, Responder, web};
+use actix_web::{HttpRequest, HttpResponse, Responder, web};
 use actix_web_lab::sse;
 use bytestring::ByteString;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
@@ -17,12 +17,13 @@ use uuid::Uuid;
 
 use super::events;
 use super::hub::{HubEvent, SessionEnd, SessionWatch};
-use super::store::{self, ChannelRow};
-use crate::app::AppState;
-use crate::auth::extract::{AuthUser, authenticate_claims, bearer_token};
+use super::store::{self, ChannelBody};
+use crate::auth::extract::{AuthUser, authenticate_claims};
 use crate::auth::jwt::TokenType;
+use crate::auth::query_token::header_or_query_token;
 use crate::error::{ApiError, Problem};
-use crate::views::routes::lookup_name;
+use crate::state::AppState;
+use crate::views::store::lookup_name;
 
 /// The body of `POST /channels/create/`: a job (its view is watched) or a view.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,36 +33,6 @@ pub struct CreateChannel {
     pub job_id: Option<String>,
     /// Watch this view.
     pub view_name: Option<String>,
-}
-
-/// A channel as the API describes it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelBody {
-    /// The channel's public id.
-    pub channel_id: Uuid,
-    /// The watched view.
-    pub view_name: String,
-    /// The job it was created from, if any.
-    pub job_id: Option<Uuid>,
-    /// The id of the latest event (0 before the first).
-    pub last_event_id: i64,
-    /// Where to listen.
-    pub listen_url: String,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<ChannelRow> for ChannelBody {
-    fn from(c: ChannelRow) -> Self {
-        Self {
-            listen_url: format!("/channels/{}/listen/", c.channel_id),
-            channel_id: c.channel_id,
-            view_name: c.view_name,
-            job_id: c.job_id,
-            last_event_id: c.last_seq,
-            created_at: c.created_at,
-        }
-    }
 }
 
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -83,7 +54,7 @@ pub async fn create_channel(
             let job = crate::jobs::store::find(
                 &state.pool,
                 user.user_id,
-                crate::jobs::routes::job_id(job)?,
+                crate::jobs::store::job_id(job)?,
             )
             .await?;
             (job.view_id, Some(job.job_id))
@@ -152,11 +123,6 @@ pub async fn delete_channel(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The `?access_token=` of a listen URL, moved out of the URI before logging (see
-/// `app::strip_access_token`).
-#[derive(Debug, Clone)]
-pub struct QueryToken(pub String);
-
 /// Listen: `text/event-stream`, one `refresh` event per refresh of the watched view.
 ///
 /// Sends `Last-Event-ID`'s missed events first (a `reset` event when they were deleted by
@@ -176,11 +142,7 @@ pub async fn listen(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<impl Responder, ApiError> {
-    let token = match (bearer_token(&req), req.extensions().get::<QueryToken>()) {
-        (Ok(token), _) => token,
-        (Err(_), Some(QueryToken(token))) => token.clone(),
-        (Err(e), None) => return Err(e),
-    };
+    let token = header_or_query_token(&req)?;
     let claims = state.jwt.verify(&token, TokenType::Access)?;
     // Registered before the session is checked: a revocation committed after the check is
     // announced to this registration, one committed before it fails the check.

@@ -1,7 +1,9 @@
 //! SQL of the channel registry.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::PgPool;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db::quota::{self, Counted};
@@ -104,10 +106,40 @@ pub async fn delete(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<()
         });
     }
     sqlx::query("SELECT pg_notify($1, $2::text || ' deleted')")
-        .bind(super::events::NOTIFY_CHANNEL)
+        .bind(crate::db::notify::NOTIFY_CHANNEL)
         .bind(channel_id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A channel as the API describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelBody {
+    /// The channel's public id.
+    pub channel_id: Uuid,
+    /// The watched view.
+    pub view_name: String,
+    /// The job it was created from, if any.
+    pub job_id: Option<Uuid>,
+    /// The id of the latest event (0 before the first).
+    pub last_event_id: i64,
+    /// Where to listen.
+    pub listen_url: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ChannelRow> for ChannelBody {
+    fn from(c: ChannelRow) -> Self {
+        Self {
+            listen_url: format!("/channels/{}/listen/", c.channel_id),
+            channel_id: c.channel_id,
+            view_name: c.view_name,
+            job_id: c.job_id,
+            last_event_id: c.last_seq,
+            created_at: c.created_at,
+        }
+    }
 }

@@ -3,6 +3,8 @@
 
 pub mod ident;
 pub mod local_cluster;
+pub mod notify;
+pub mod probe;
 pub mod quota;
 pub mod tenant;
 

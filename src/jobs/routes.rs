@@ -4,14 +4,13 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::schedule::Schedule;
-use super::store::{self, JobRow, NewJob, RunRow};
-use crate::app::AppState;
+use super::store::{self, JobBody, NewJob, RunRow, job_id};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
-use crate::views::routes::lookup_name;
+use crate::state::AppState;
+use crate::views::store::lookup_name;
 
 /// What a job does when a tick comes while its previous run is still going.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
@@ -70,55 +69,6 @@ pub struct UpdateJob {
     pub retries: Option<i32>,
 }
 
-/// A job as the API describes it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobBody {
-    /// The job's id.
-    pub job_id: Uuid,
-    /// The view it refreshes.
-    pub view_name: String,
-    /// The crontab as given.
-    pub crontab_def: String,
-    /// IANA time zone.
-    pub timezone: String,
-    /// `skip` or `queue`.
-    pub overlap: String,
-    /// Extra attempts after a failure.
-    pub retries: i32,
-    /// Whether it runs.
-    pub enabled: bool,
-    /// `!enabled`.
-    pub paused: bool,
-    /// The next tick (`null` while paused).
-    pub next_run_at: Option<DateTime<Utc>>,
-    /// The latest run.
-    pub last_run: Option<RunRow>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl JobBody {
-    /// The description of a stored job.
-    pub fn new(job: JobRow, last_run: Option<RunRow>) -> Self {
-        Self {
-            job_id: job.job_id,
-            view_name: job.view_name,
-            crontab_def: job.crontab_def,
-            timezone: job.timezone,
-            overlap: job.overlap,
-            retries: job.retries,
-            enabled: job.enabled,
-            paused: !job.enabled,
-            next_run_at: job.next_run_at,
-            last_run,
-            created_at: job.created_at,
-            updated_at: job.updated_at,
-        }
-    }
-}
-
 fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {
     let code = match e {
         super::schedule::ScheduleError::TimeZone(_) => "invalid_timezone",
@@ -136,11 +86,6 @@ fn check_retries(retries: i32) -> Result<i32, ApiError> {
             format!("retries is {retries}; it must be between 0 and 10"),
         ))
     }
-}
-
-/// A job id from the path or a body.
-pub fn job_id(raw: &str) -> Result<Uuid, ApiError> {
-    ApiError::id_in_path(raw, "job")
 }
 
 /// Create a cron job that refreshes a view.

@@ -573,3 +573,57 @@ pub async fn prune_runs(
     .rows_affected();
     Ok(by_age + by_count)
 }
+
+/// A job id from the path or a body.
+pub fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+    ApiError::id_in_path(raw, "job")
+}
+
+/// A job as the API describes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobBody {
+    /// The job's id.
+    pub job_id: Uuid,
+    /// The view it refreshes.
+    pub view_name: String,
+    /// The crontab as given.
+    pub crontab_def: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// `skip` or `queue`.
+    pub overlap: String,
+    /// Extra attempts after a failure.
+    pub retries: i32,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// `!enabled`.
+    pub paused: bool,
+    /// The next tick (`null` while paused).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The latest run.
+    pub last_run: Option<RunRow>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JobBody {
+    /// The description of a stored job.
+    pub fn new(job: JobRow, last_run: Option<RunRow>) -> Self {
+        Self {
+            job_id: job.job_id,
+            view_name: job.view_name,
+            crontab_def: job.crontab_def,
+            timezone: job.timezone,
+            overlap: job.overlap,
+            retries: job.retries,
+            enabled: job.enabled,
+            paused: !job.enabled,
+            next_run_at: job.next_run_at,
+            last_run,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}

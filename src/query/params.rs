@@ -145,14 +145,7 @@ pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 10_000;
 
 const RESERVED_KEYS: &[&str] = &[
-    "select",
-    "order",
-    "limit",
-    "cursor",
-    "page",
-    "size",
-    "format",
-    "access_token",
+    "select", "order", "limit", "cursor", "page", "size", "format",
 ];
 
 fn bad(code: &'static str, detail: String) -> ApiError {
@@ -294,7 +287,6 @@ impl RowsQuery {
                         }
                     }
                 }
-                "access_token" => {}
                 column => query.filters.push(Filter {
                     column: column.to_owned(),
                     op: parse_op(column, value)?,

@@ -15,12 +15,12 @@ use utoipa::ToSchema;
 use super::ingest::{self, DeclaredColumn, IngestError, Plan};
 use super::name::table_name;
 use super::store::{self, ColumnInfo};
-use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::db::ident::Ident;
 use crate::db::quota::{self, Counted};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
+use crate::state::AppState;
 
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {

@@ -6,18 +6,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error};
-use super::store::{self, RefreshRecord, ViewRow};
+use super::store::{self, RefreshRecord, ViewRow, lookup_name};
 use super::{resolved, sandbox};
-use crate::app::AppState;
 use crate::auth::extract::AuthUser;
-use crate::channels::routes::ChannelBody;
 use crate::channels::store as channels_store;
+use crate::channels::store::ChannelBody;
 use crate::db::ident::{ColumnIdent, Ident};
 use crate::db::quota::{self, Counted};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
-use crate::jobs::routes::JobBody;
 use crate::jobs::store as jobs_store;
+use crate::jobs::store::JobBody;
+use crate::state::AppState;
 use crate::tables::name::table_name;
 use crate::tables::store::{self as tables_store, ColumnInfo};
 
@@ -77,13 +77,6 @@ fn slot(state: &AppState, tenant: &Ident) -> Result<tokio::sync::OwnedSemaphoreP
         .ok_or(ApiError::TooManyRequests {
             retry_after_secs: 1,
         })
-}
-
-/// A view name from a path or body; one that cannot exist is simply not found.
-pub fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
-    table_name(raw).map_err(|_| ApiError::NotFound {
-        detail: format!("no view named {raw:?}"),
-    })
 }
 
 async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<ViewBody, ApiError> {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::db::ident::{ColumnIdent, Ident};
 use crate::db::tenant::ServiceTx;
 use crate::error::{ApiError, ResultExt};
+use crate::tables::name::table_name;
 
 /// A registry row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -309,8 +310,15 @@ pub async fn forget_dropped(
     )
     .bind(user_id)
     .bind(schema.as_str())
-    .bind(crate::channels::events::NOTIFY_CHANNEL)
+    .bind(crate::db::notify::NOTIFY_CHANNEL)
     .execute(&mut **conn)
     .await?;
     Ok(())
+}
+
+/// A view name from a path or body; one that cannot exist is simply not found.
+pub fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
+    table_name(raw).map_err(|_| ApiError::NotFound {
+        detail: format!("no view named {raw:?}"),
+    })
 }

@@ -2,6 +2,7 @@
 //! per test. With `DATABASE_URL` unset, one managed cluster is started per test run through the
 //! same code as `serve`, and removed when the run ends.
 
+mod architecture;
 mod attacks;
 mod auth;
 mod awkward_input;

@@ -1,0 +1,57 @@
+//! What handlers and background tasks share: the pool, settings, keys, limiters and the hub.
+//! Below every route module and above the features' domain code, so no feature imports `app`.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::throttle::LoginThrottle;
+use crate::channels::hub::Hub;
+use crate::config::Settings;
+use crate::db;
+
+/// State shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// The service role's pool.
+    pub pool: PgPool,
+    /// Resolved settings.
+    pub settings: Arc<Settings>,
+    /// JWT keys and validation rules.
+    pub jwt: JwtKeys,
+    /// Login limiters.
+    pub login_throttle: LoginThrottle,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Per-tenant limits on heavy statements.
+    pub tenant_slots: db::tenant::TenantSlots,
+    /// Per-tenant limits on reads and exports in progress.
+    pub read_slots: db::tenant::TenantSlots,
+    /// `/health`'s own database connection.
+    pub health: db::probe::Probe,
+    /// Live channel events of this process.
+    pub hub: Arc<Hub>,
+    /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
+    pub background: Background,
+}
+
+/// Background tasks that end with the server.
+#[derive(Debug, Default)]
+pub struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Background {
+    /// Tasks to abort when the state is dropped.
+    pub fn new(tasks: Vec<tokio::task::JoinHandle<()>>) -> Self {
+        Self(tasks)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
