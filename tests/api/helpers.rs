@@ -218,6 +218,22 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_on(fresh_database().await, settings).await
 }
 
+/// With `TEST_LOG` set, the service's logs go to stderr (`LOG_FORMAT=json` for JSON lines), so
+/// one failing test's requests and job runs can be read; without it tests stay quiet.
+fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+            tinydevcrm::telemetry::init(if json {
+                tinydevcrm::config::LogFormat::Json
+            } else {
+                tinydevcrm::config::LogFormat::Pretty
+            });
+        }
+    });
+}
+
 /// An app on the given database (a second process on the same database, say).
 pub async fn spawn_app_on(db: PgConnectOptions, settings: Settings) -> TestApp {
     let pool = db::pool(db.clone(), 5);
@@ -237,6 +253,7 @@ pub fn spawn_app_without_database() -> TestApp {
 }
 
 fn start(db: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
+    init_test_logs();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let port = listener.local_addr().expect("address").port();
     let server = build_server(listener, pool.clone(), settings.clone()).expect("build server");
