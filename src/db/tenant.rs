@@ -46,6 +46,12 @@ pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, 
     }
     // REFRESH ... CONCURRENTLY builds its diff in temporary tables; tenant SQL itself is a
     // checked SELECT and cannot create any. The database name is quoted by the server.
+    // Every such grant rewrites the one `pg_database` row's ACL, and two at once fail with
+    // `tuple concurrently updated`; registrations take turns here (held to commit, which
+    // follows at once), while everything else in a sign-up stays concurrent.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tdc_provision_grant', 0))")
+        .execute(&mut *conn)
+        .await?;
     let grant_temp: String = sqlx::query_scalar(
         "SELECT format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), $1::text)",
     )

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tinydevcrm::auth::jwt::{Claims, JwtKeys, TokenType};
@@ -45,6 +46,43 @@ async fn register_answers_201_with_the_user_and_never_the_hash() {
     assert!(Uuid::parse_str(body["id"].as_str().expect("id")).is_ok());
     assert!(body.get("password").is_none() && body.get("password_hash").is_none());
     assert!(!body.to_string().contains("argon2"));
+}
+
+#[tokio::test]
+async fn sign_ups_sent_eight_at_a_time_all_succeed_and_each_gets_its_own_tenant() {
+    // Arrange: 64 different accounts.
+    let app = spawn_app().await;
+    let emails: Vec<String> = (0..64).map(|i| format!("crowd{i}@example.com")).collect();
+
+    // Act: register them eight at a time (every registration grants on the database object,
+    // which concurrent grants used to update at once: `tuple concurrently updated`, a 500).
+    let statuses: Vec<(String, StatusCode)> =
+        futures_util::stream::iter(emails.iter().map(|email| async {
+            (
+                email.clone(),
+                app.register(email, "test1234").await.status(),
+            )
+        }))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+
+    // Assert: every sign-up answered 201 and has its own tenant role with its grant.
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|(_, status)| *status != StatusCode::CREATED)
+        .collect();
+    assert!(failed.is_empty(), "sign-ups that failed: {failed:?}");
+    let mut admin = superuser(&app.db).await;
+    let (tenants, with_temp): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT r.rolname),
+                count(*) FILTER (WHERE has_database_privilege(r.rolname, current_database(), 'TEMPORARY'))
+         FROM tinydevcrm.users u JOIN pg_roles r ON r.rolname = u.tenant_role",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("count tenant roles");
+    assert_eq!((tenants, with_temp), (64, 64));
 }
 
 #[tokio::test]
