@@ -8,6 +8,8 @@ pub mod probe;
 pub mod quota;
 pub mod tenant;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -20,6 +22,17 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// to our `tinydevcrm` schema once it exists (the service role has the same name), and sqlx
 /// would then look for its migration table in a different schema on the second start.
 pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    pool_counting_role_leaks(options, max_connections, Arc::default())
+}
+
+/// [`pool`], counting in `role_leaks` each connection its release hook closed for coming back
+/// under another role (also counted in `tdc_pool_role_leaks_total`). The hook hides a leak from
+/// anyone who asks the pool afterwards, so tests assert on this count instead.
+pub fn pool_counting_role_leaks(
+    options: PgConnectOptions,
+    max_connections: u32,
+    role_leaks: Arc<AtomicU64>,
+) -> PgPool {
     let options = options.options([("search_path", "public")]);
     let service_role = options.get_username().to_owned();
     PgPoolOptions::new()
@@ -27,9 +40,12 @@ pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
         // (a role switch that outlived its transaction) is closed, never reused.
         .after_release(move |conn, _| {
             let service_role = service_role.clone();
+            let role_leaks = Arc::clone(&role_leaks);
             Box::pin(async move {
                 let current: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *conn).await?;
                 if current != service_role {
+                    role_leaks.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tdc_pool_role_leaks_total").increment(1);
                     tracing::error!(%current, "a pooled connection came back under another role; closing it");
                 }
                 Ok(current == service_role)

@@ -70,10 +70,15 @@ async fn scene_in(setup: Setup, timeout: Duration) -> Scene {
 impl Scene {
     /// Deletes the attacker's view `attack`, which must exist.
     async fn delete_attack_view(&self) {
+        self.delete_view("attack").await;
+    }
+
+    /// Deletes one of the attacker's views, which must exist.
+    async fn delete_view(&self, name: &str) {
         let deleted = self
             .app
             .client
-            .delete(self.app.url("/views/attack/"))
+            .delete(self.app.url(&format!("/views/{name}/")))
             .header("Authorization", format!("JWT {}", self.attacker.access))
             .send()
             .await
@@ -125,6 +130,13 @@ impl Scene {
             (0..100).collect::<Vec<_>>(),
             "the victim's rows changed"
         );
+        let expected: Vec<Value> = (0..100).map(|n| json!({ "n": n })).collect();
+        assert_eq!(
+            rows["rows"],
+            Value::Array(expected),
+            "the victim's rows changed (every column of every row is compared)"
+        );
+        self.app.assert_no_role_leaked();
         for _ in 0..5 {
             let role: String = sqlx::query_scalar("SELECT current_user::text")
                 .fetch_one(&self.app.pool)
@@ -144,6 +156,35 @@ impl Scene {
     }
 }
 
+/// A schema no tenant has: the same attack aimed at it must get the same answer, or the answer
+/// tells the attacker whether the victim's objects exist.
+const GHOST_SCHEMA: &str = "t_00000000000000000000000000000000";
+
+/// The answer to `spelling` aimed at the victim equals the answer aimed at [`GHOST_SCHEMA`]
+/// (with the names swapped back): the refusal reveals nothing about what the victim has.
+async fn assert_no_existence_oracle(scene: &Scene, spelling: &str, answer: &Value) {
+    if !spelling.contains("{v}") {
+        return;
+    }
+    let ghost_sql = spelling.replace("{v}", GHOST_SCHEMA);
+    let ghost: Value = scene
+        .create_view(&ghost_sql)
+        .await
+        .json()
+        .await
+        .expect("problem JSON");
+    let same = |v: &Value| {
+        v.to_string()
+            .replace(&scene.victim_schema, "{v}")
+            .replace(GHOST_SCHEMA, "{v}")
+    };
+    assert_eq!(
+        same(answer),
+        same(&ghost),
+        "the answer differs when the victim's schema does not exist: {spelling}"
+    );
+}
+
 /// An attack the sandbox must refuse (400 `sql_rejected`), naming what is not allowed.
 async fn refused(setup: Setup, sql_for: impl Fn(&str) -> String, why: &str) {
     let scene = scene_in(setup, Duration::from_secs(5)).await;
@@ -154,10 +195,22 @@ async fn refused(setup: Setup, sql_for: impl Fn(&str) -> String, why: &str) {
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "sql_rejected").await;
     let detail = body["detail"].as_str().expect("detail");
     assert!(detail.contains(why), "{sql}: {detail}");
-    assert!(
-        !detail.contains(&scene.victim_schema) || sql.contains(&scene.victim_schema),
-        "no leak of names"
-    );
+    let ghost = sql_for(GHOST_SCHEMA);
+    if ghost != sql {
+        let answer = scene
+            .create_view(&ghost)
+            .await
+            .json::<Value>()
+            .await
+            .expect("json");
+        assert_eq!(
+            answer["detail"]
+                .as_str()
+                .map(|d| d.replace(GHOST_SCHEMA, &scene.victim_schema)),
+            Some(detail.to_owned()),
+            "the answer differs when the victim's schema does not exist: {sql}"
+        );
+    }
     scene.assert_unharmed().await;
 }
 
@@ -313,6 +366,8 @@ async fn injection_through_view_and_column_names_goes_nowhere() {
         .await
         .expect("json");
     assert_eq!(body["row_count"], 100);
+    scene.delete_view("quoted").await;
+    scene.assert_unharmed().await;
 }
 
 #[tokio::test]
@@ -363,6 +418,8 @@ async fn fifty_concurrent_heavy_refreshes_from_one_tenant_get_429_and_others_are
         .await
         .expect("query");
     assert_eq!(role, "tinydevcrm");
+    scene.delete_view("heavy").await;
+    scene.assert_unharmed().await;
 }
 
 /// The attacker's tenant (role and schema name).
@@ -417,6 +474,7 @@ async fn class_refused(setup: Setup, spellings: &[&str]) {
             code == "sql_rejected" || code == "invalid_sql",
             "{sql}: {body}"
         );
+        assert_no_existence_oracle(&scene, spelling, &body).await;
         let alone = resolved_alone(&scene, &sql).await;
         assert!(
             alone.is_err(),

@@ -4,7 +4,8 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -196,6 +197,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub db: PgConnectOptions,
     pub settings: Settings,
+    /// Connections the server's pool closed for coming back under a tenant role.
+    pub role_leaks: Arc<AtomicU64>,
 }
 
 /// A registered user with a live session.
@@ -236,9 +239,10 @@ fn init_test_logs() {
 
 /// An app on the given database (a second process on the same database, say).
 pub async fn spawn_app_on(db: PgConnectOptions, settings: Settings) -> TestApp {
-    let pool = db::pool(db.clone(), 5);
+    let role_leaks = Arc::default();
+    let pool = db::pool_counting_role_leaks(db.clone(), 5, Arc::clone(&role_leaks));
     db::migrate(&pool).await.expect("migrate");
-    start(db, pool, settings)
+    start(db, pool, settings, role_leaks)
 }
 
 /// An app whose database does not answer.
@@ -249,10 +253,15 @@ pub fn spawn_app_without_database() -> TestApp {
         .username("nobody")
         .database("nothing");
     let pool = db::pool(db.clone(), 1);
-    start(db, pool, test_settings())
+    start(db, pool, test_settings(), Arc::default())
 }
 
-fn start(db: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
+fn start(
+    db: PgConnectOptions,
+    pool: PgPool,
+    settings: Settings,
+    role_leaks: Arc<AtomicU64>,
+) -> TestApp {
     init_test_logs();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let port = listener.local_addr().expect("address").port();
@@ -267,10 +276,21 @@ fn start(db: PgConnectOptions, pool: PgPool, settings: Settings) -> TestApp {
         pool,
         db,
         settings,
+        role_leaks,
     }
 }
 
 impl TestApp {
+    /// The server's pool never had to close a connection that came back as a tenant (its
+    /// release hook would hide such a leak from a `current_user` asked afterwards).
+    pub fn assert_no_role_leaked(&self) {
+        assert_eq!(
+            self.role_leaks.load(Ordering::Relaxed),
+            0,
+            "a pooled connection came back under a tenant role"
+        );
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

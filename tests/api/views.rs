@@ -257,6 +257,7 @@ async fn a_runaway_view_is_cancelled_by_the_timeout_and_leaves_nothing() {
         role, "tinydevcrm",
         "pooled connections are back to the service role"
     );
+    app.assert_no_role_leaked();
 }
 
 #[tokio::test]
