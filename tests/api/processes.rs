@@ -73,7 +73,9 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
         api.created(
             a,
             "/views/create/",
-            json!({"view_name": format!("v{v}"), "sql_query": "SELECT count(*) AS n FROM sometable"}),
+            // Reading the clock makes the view volatile: every run refreshes it for real
+            // instead of skipping a view whose tables did not change.
+            json!({"view_name": format!("v{v}"), "sql_query": "SELECT count(*) AS n, now() AS at FROM sometable"}),
         )
         .await;
     }
@@ -172,6 +174,18 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
             .push(row.get("scheduled_for"));
         workers.insert(row.get::<String, _>("worker"));
     }
+    // A scheduler that skipped every tick would pass the checks below: most ticks must have
+    // refreshed their view for real. (A tick is skipped when the job's previous run still
+    // goes; on a quiet machine there are none.)
+    let executed = rows
+        .iter()
+        .filter(|r| r.get::<String, _>("status") == "succeeded")
+        .count();
+    assert!(
+        executed * 10 >= rows.len() * 9,
+        "only {executed} of {} runs in the window refreshed their view: {stats:?}",
+        rows.len()
+    );
     let first = DateTime::from_timestamp(window.0.timestamp() + 1, 0).expect("second");
     let last = DateTime::from_timestamp(window.1.timestamp(), 0).expect("second");
     let expected: Vec<DateTime<Utc>> = (0..=(last - first).num_seconds())
@@ -285,7 +299,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn listeners_that_never_read_do_not_grow_the_server() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     // A real serve process, so its memory is its own.
     let api = spawn_app_with(|s| s.scheduler = false).await;
@@ -335,6 +349,11 @@ async fn listeners_that_never_read_do_not_grow_the_server() {
             )
             .await
             .expect("request");
+        let head = response_head(&mut stream).await;
+        assert!(
+            head.starts_with("http/1.1 200 ") && head.contains("content-type: text/event-stream"),
+            "a stalled listener was not let in: {head}"
+        );
         stalled.push(stream);
     }
     // And one that reads: it must get every event promptly.
@@ -363,6 +382,19 @@ async fn listeners_that_never_read_do_not_grow_the_server() {
         after.saturating_sub(before) < 4096,
         "serve grew from {before} KiB to {after} KiB"
     );
+    // Each stalled listener did get the stream: the first event waits in its socket.
+    for stream in &mut stalled {
+        let mut first = vec![0; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut first))
+            .await
+            .expect("bytes within 5 s")
+            .expect("read");
+        let first = String::from_utf8_lossy(&first[..n]);
+        assert!(
+            first.contains("event: refresh") && first.contains("id: 1\n"),
+            "a stalled listener's first bytes: {first:?}"
+        );
+    }
     drop(stalled);
     drop(serve_process);
     let _ = std::fs::remove_dir_all(&logs);
@@ -506,4 +538,20 @@ async fn query_tokens_in_any_spelling_never_reach_the_log() {
         assert!(!text.contains(&format!("secret-{i}")), "{key}: {text}");
     }
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Reads a raw HTTP response's status line and headers (lower-cased), leaving the body unread.
+async fn response_head(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .expect("response headers within 10 s")
+            .expect("read");
+        assert_eq!(n, 1, "the connection closed inside the headers: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
 }
