@@ -37,6 +37,7 @@ async fn events_until_end(
         match stream.next(limit.saturating_sub(since.elapsed())).await {
             Next::Event(event) => seen.push(event.event),
             Next::End => return seen,
+            Next::Broken(why) => panic!("the connection broke ({why}) after {seen:?}"),
             Next::Timeout => {
                 panic!("the stream was still open {limit:?} after the revocation; it sent {seen:?}")
             }

@@ -39,8 +39,10 @@ pub struct SseStream {
 #[derive(Debug)]
 pub enum Next {
     Event(SseEvent),
-    /// The server ended the stream.
+    /// The server ended the stream (a clean end of the chunked body).
     End,
+    /// The connection broke (reset, truncated body): not an end the server chose.
+    Broken(String),
     /// Nothing within the timeout.
     Timeout,
 }
@@ -125,7 +127,8 @@ impl SseStream {
             match tokio::time::timeout_at(deadline, self.res.chunk()).await {
                 Err(_) => return Next::Timeout,
                 Ok(Ok(Some(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
-                Ok(Ok(None)) | Ok(Err(_)) => return Next::End,
+                Ok(Ok(None)) => return Next::End,
+                Ok(Err(e)) => return Next::Broken(e.to_string()),
             }
         }
     }

@@ -584,8 +584,13 @@ async fn files_that_are_not_parquet_are_refused() {
     ];
     for (what, bytes) in cases {
         let res = app.create_table(&user.access, bytes, "t", None).await;
-        assert_problem(res, StatusCode::BAD_REQUEST, "invalid_parquet").await;
-        let _ = what;
+        let status = res.status();
+        let body: Value = res.json().await.expect("problem JSON");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_parquet")),
+            "{what}: {body}"
+        );
     }
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
     assert!(table_names(&app, &user.access).await.is_empty());
