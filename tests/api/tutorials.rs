@@ -318,6 +318,29 @@ async fn tutorial_sim_usage() {
             .expect("request");
         assert_eq!(res.status(), StatusCode::CREATED, "{name}");
     }
+    let hour_of_sim_1 = "/views/sim_usage_hourly/rows/?sim_card_id=eq.89440001&hour=gte.2020-02-01T10:00:00Z&hour=lt.2020-02-01T11:00:00Z";
+    let before: Value = app
+        .get_as(&user.access, hour_of_sim_1)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        before["rows"][0]["bytes_used"], "2400",
+        "4 x 100 + 1200 + 800"
+    );
+    // One more reading, so that the refresh (CONCURRENTLY: the view has a unique key) has
+    // something to change, and the change is read back.
+    let res = app
+        .client
+        .post(app.url("/tables/usage/rows/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .header("Content-Type", "application/x-ndjson")
+        .body("{\"date\": \"2020-02-01T10:30:00Z\", \"bytes_used\": 500, \"sim_card_id\": \"89440001\"}\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
     let res = app
         .client
         .post(app.url("/views/sim_usage_hourly/refresh/"))
@@ -326,6 +349,16 @@ async fn tutorial_sim_usage() {
         .await
         .expect("request");
     assert_eq!(res.status(), StatusCode::OK);
+    let refresh: Value = res.json().await.expect("json");
+    assert_eq!(refresh["status"], "refreshed");
+    let after: Value = app
+        .get_as(&user.access, hour_of_sim_1)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after["rows"].as_array().map(Vec::len), Some(1));
+    assert_eq!(after["rows"][0]["bytes_used"], "2900");
 
     let daily: Value = app
         .get_as(

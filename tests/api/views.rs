@@ -144,6 +144,14 @@ async fn a_view_reads_like_a_table_and_skips_refreshes_when_nothing_changed() {
             .sum()
     };
     assert_eq!(total, 6000);
+    let rows_before = app
+        .get_as(&user.access, "/views/calls_per_day/")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["row_count"]
+        .as_i64()
+        .expect("row_count");
 
     let skipped: Value = post(&app, &user, "/views/calls_per_day/refresh/")
         .await
@@ -176,6 +184,22 @@ async fn a_view_reads_like_a_table_and_skips_refreshes_when_nothing_changed() {
         .expect("json");
     assert_eq!(described["last_refresh"]["status"], "refreshed");
     assert_eq!(described["unique_key"], json!(["day"]));
+    // The refresh (CONCURRENTLY: the view has a unique key) changed the rows: the new day is
+    // there with its one record.
+    let new_day: Value = app
+        .get_as(
+            &user.access,
+            "/views/calls_per_day/rows/?day=gte.2030-01-01&day=lt.2030-01-02",
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        new_day["rows"],
+        json!([{"day": "2030-01-01T00:00:00+00:00", "records": 1}])
+    );
+    assert_eq!(described["row_count"], rows_before + 1);
 }
 
 #[tokio::test]
