@@ -1096,3 +1096,142 @@ async fn a_tenant_role_can_reach_nothing_outside_its_schema() {
         .expect("privilege check");
     assert!(own_schema, "the tenant owns its schema");
 }
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_never_escapes_the_per_address_limit() {
+    // Arrange: three logins per address per minute, once without and once behind a trusted
+    // proxy (which appends the address it saw as the right-most entry).
+    for trusted in [false, true] {
+        let app = spawn_app_with(|s| {
+            s.login_per_ip_per_minute = 3.try_into().expect("non-zero");
+            s.trust_forwarded_for = trusted;
+        })
+        .await;
+
+        // Act: the client invents a new address for each attempt; the proxy's entry stays.
+        let mut statuses = Vec::new();
+        for i in 0..4 {
+            let spoofed = format!("203.0.113.{i}, 198.51.100.7");
+            let res = obtain_from(
+                &app,
+                &spoofed,
+                &format!("guess-{i}@example.com"),
+                "pw123456",
+            )
+            .await;
+            statuses.push(res.status());
+        }
+
+        // Assert: the fourth attempt is throttled whatever the client wrote.
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::UNAUTHORIZED,
+                StatusCode::UNAUTHORIZED,
+                StatusCode::TOO_MANY_REQUESTS
+            ],
+            "trusted proxy: {trusted}"
+        );
+        // Behind a trusted proxy another client (another right-most entry) is still served;
+        // without one, the header means nothing and the peer address is throttled.
+        let other = obtain_from(&app, "198.51.100.8", "someone@example.com", "pw123456").await;
+        let expected = if trusted {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(other.status(), expected, "trusted proxy: {trusted}");
+    }
+}
+
+#[tokio::test]
+async fn logging_out_an_already_revoked_session_is_harmless_and_keeps_the_first_reason() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+
+    let first = app.blacklist(&user.refresh).await;
+    let second = app.blacklist(&user.refresh).await;
+
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::OK, "logout is idempotent");
+    let sid = claims_of(&app, &user.refresh, TokenType::Refresh).sid;
+    let mut admin = superuser(&app.db).await;
+    let (reason, revoked_at_is_first): (String, bool) = sqlx::query_as(
+        "SELECT revoked_reason, revoked_at < now() FROM tinydevcrm.sessions WHERE session_id = $1",
+    )
+    .bind(sid)
+    .fetch_one(&mut admin)
+    .await
+    .expect("the session row");
+    assert_eq!((reason.as_str(), revoked_at_is_first), ("logout", true));
+    assert_problem(
+        app.refresh(&user.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        app.me(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_refresh_slides_the_session_and_a_session_left_to_expire_is_dead() {
+    // Arrange: a session one second from its end (the clock moved in the database, not by
+    // sleeping).
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let sid = claims_of(&app, &user.refresh, TokenType::Refresh).sid;
+    let mut admin = superuser(&app.db).await;
+    sqlx::query("UPDATE tinydevcrm.sessions SET expires_at = now() + interval '1 second' WHERE session_id = $1")
+        .bind(sid)
+        .execute(&mut admin)
+        .await
+        .expect("age the session");
+
+    // Act: rotate.
+    let res = app.refresh(&user.refresh).await;
+
+    // Assert: the session now lives a whole refresh-token lifetime from now.
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.expect("json");
+    let slid: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT expires_at FROM tinydevcrm.sessions WHERE session_id = $1")
+            .bind(sid)
+            .fetch_one(&mut admin)
+            .await
+            .expect("expires_at");
+    let lifetime = chrono::Duration::from_std(app.settings.refresh_token_ttl).expect("ttl");
+    let left = slid - chrono::Utc::now();
+    assert!(
+        left > lifetime - chrono::Duration::seconds(30) && left <= lifetime,
+        "the session has {left} left after a refresh, not about {lifetime}"
+    );
+
+    // Act: let it expire (in the database), then use it.
+    sqlx::query("UPDATE tinydevcrm.sessions SET expires_at = now() - interval '1 second' WHERE session_id = $1")
+        .bind(sid)
+        .execute(&mut admin)
+        .await
+        .expect("expire the session");
+    let refresh = rotated["refresh"].as_str().expect("refresh");
+    let access = rotated["access"].as_str().expect("access");
+
+    // Assert: neither its refresh token nor its (unexpired) access token works.
+    assert_problem(
+        app.refresh(refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    assert_problem(
+        app.me(access).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+}
