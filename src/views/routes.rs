@@ -69,6 +69,22 @@ pub struct ViewSummary {
     pub created_at: DateTime<Utc>,
 }
 
+/// A failed unique index is the `unique_key` field's fault, not the SQL's: say so.
+fn unique_key_error(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42703") => {
+            ApiError::bad_request(
+                "invalid_unique_key",
+                format!(
+                    "unique_key: {}; list columns of the view's result",
+                    db.message()
+                ),
+            )
+        }
+        _ => tenant_sql_error(e),
+    }
+}
+
 /// A heavy-work slot of the tenant, or 429.
 fn slot(state: &AppState, tenant: &Ident) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     state
@@ -160,7 +176,7 @@ pub async fn create_view(
     if let Some(columns) = &unique_key {
         store::create_unique_index(&mut tx, &tenant, &name, columns)
             .await
-            .map_err(tenant_sql_error)?;
+            .map_err(unique_key_error)?;
     }
     let mut tx = tx.into_service().await?;
     // Nothing of the query has run yet: decide on what PostgreSQL resolved it to. A refusal

@@ -388,3 +388,185 @@ async fn a_table_cannot_take_the_name_of_a_view() {
         .expect("json");
     assert_eq!(rows["rows"], json!([{"one": 1}]));
 }
+
+/// The `status` of a refresh answer and the view's row count afterwards.
+async fn refresh_status(app: &TestApp, user: &TestUser, view: &str) -> String {
+    let res = post(app, user, &format!("/views/{view}/refresh/")).await;
+    assert_eq!(res.status(), StatusCode::OK, "refresh {view}");
+    let body: Value = res.json().await.expect("json");
+    body["status"].as_str().expect("status").to_owned()
+}
+
+#[tokio::test]
+async fn a_view_over_a_view_is_never_skipped_and_holds_its_base_view_until_cascade() {
+    // Arrange: a daily count over the calls, and a view reading that view.
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let daily = json!({"view_name": "daily", "sql_query":
+        "SELECT date_trunc('day', record_timestamp) AS day, count(*) AS records FROM calls GROUP BY 1"});
+    assert_eq!(
+        create_view(&app, &user, daily).await.status(),
+        StatusCode::CREATED
+    );
+    let busiest =
+        json!({"view_name": "busiest", "sql_query": "SELECT max(records) AS most FROM daily"});
+    assert_eq!(
+        create_view(&app, &user, busiest).await.status(),
+        StatusCode::CREATED
+    );
+
+    // Act + Assert: with nothing changed, the base view skips and the dependent one does not
+    // (a view's change counter is not tracked, so reading one always refreshes).
+    assert_eq!(refresh_status(&app, &user, "daily").await, "skipped");
+    assert_eq!(refresh_status(&app, &user, "busiest").await, "refreshed");
+    assert_eq!(refresh_status(&app, &user, "busiest").await, "refreshed");
+
+    // The dependent view sees what its base view holds after the base refreshes.
+    let more = json!([{"record_id": 6001, "record_type": "start", "record_timestamp": "2030-01-01T10:00:00Z", "call_id": 3001, "source": "11", "destination": "22"}]);
+    let res = app
+        .client
+        .post(app.url("/tables/calls/rows/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .json(&more)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let most = |rows: Value| rows["rows"][0]["most"].as_i64().expect("most");
+    let before = most(
+        app.get_as(&user.access, "/views/busiest/rows/")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    assert_eq!(refresh_status(&app, &user, "daily").await, "refreshed");
+    assert_eq!(refresh_status(&app, &user, "busiest").await, "refreshed");
+    let after = most(
+        app.get_as(&user.access, "/views/busiest/rows/")
+            .await
+            .json()
+            .await
+            .expect("json"),
+    );
+    assert_eq!(
+        after, before,
+        "one more call on a new day does not change the busiest day"
+    );
+    let days: Value = app
+        .get_as(&user.access, "/views/daily/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(days["row_count"].as_i64().expect("row_count") > 1);
+
+    // Deleting the base view is refused while the other reads it, and takes both with cascade.
+    assert_problem(
+        delete(&app, &user, "/views/daily/").await,
+        StatusCode::CONFLICT,
+        "view_has_dependents",
+    )
+    .await;
+    assert_eq!(
+        delete(&app, &user, "/views/daily/?cascade=true")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    for gone in ["/views/daily/", "/views/busiest/"] {
+        assert_eq!(
+            app.get_as(&user.access, gone).await.status(),
+            StatusCode::NOT_FOUND,
+            "{gone}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_manual_refresh_is_recorded_and_the_old_rows_stay_readable() {
+    // Arrange: a view keyed on SomeString, refreshed CONCURRENTLY, then a duplicate key in
+    // its table.
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let body = json!({"view_name": "by_string", "unique_key": ["s"],
+        "sql_query": "SELECT \"SomeString\" AS s, \"SomeNumber\" AS n FROM sometable"});
+    assert_eq!(
+        create_view(&app, &user, body).await.status(),
+        StatusCode::CREATED
+    );
+    let res = app
+        .client
+        .post(app.url("/tables/sometable/rows/"))
+        .header("Authorization", format!("JWT {}", user.access))
+        .json(&json!([{"SomeNumber": 99, "SomeString": "s1"}]))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Act
+    let res = post(&app, &user, "/views/by_string/refresh/").await;
+
+    // Assert: a client error naming the problem, the failure in the view's history, and the
+    // rows of the last good refresh still served.
+    let status = res.status();
+    let problem: Value = res.json().await.expect("problem JSON");
+    assert!(status.is_client_error(), "{status} {problem}");
+    assert!(
+        problem["code"].is_string() && problem["detail"].is_string(),
+        "{problem}"
+    );
+    let described: Value = app
+        .get_as(&user.access, "/views/by_string/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(described["last_refresh"]["status"], "failed", "{described}");
+    assert!(
+        described["last_refresh"]["error"].is_string(),
+        "{described}"
+    );
+    let rows: Value = app
+        .get_as(&user.access, "/views/by_string/rows/?order=n&limit=100")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ns: Vec<i64> = rows["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(ns, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_unique_key_that_is_empty_invalid_or_not_a_column_is_refused_and_leaves_nothing() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+
+    for (key, code) in [
+        (json!([]), "invalid_unique_key"),
+        (json!(["bad name!"]), "invalid_unique_key"),
+        (json!(["no_such_column"]), "invalid_unique_key"),
+    ] {
+        let body = json!({"view_name": "keyed", "unique_key": key,
+            "sql_query": "SELECT \"SomeString\" AS s FROM sometable"});
+        let res = create_view(&app, &user, body).await;
+        let status = res.status();
+        let problem: Value = res.json().await.expect("problem JSON");
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{key}: {problem}"
+        );
+        assert_eq!(
+            app.get_as(&user.access, "/views/keyed/").await.status(),
+            StatusCode::NOT_FOUND,
+            "{key}"
+        );
+    }
+}
