@@ -582,3 +582,39 @@ async fn bad_json_rows_are_refused_and_nothing_is_written() {
     .await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn a_bad_filter_on_a_csv_or_parquet_export_is_a_400_not_a_broken_download() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+
+    for format in ["csv", "parquet", "json"] {
+        for (query, code) in [
+            ("no_such_column=eq.1", "unknown_column"),
+            ("id=between.1", "invalid_filter"),
+            ("order=nowhere", "unknown_column"),
+        ] {
+            let res = app
+                .get_as(
+                    &user.access,
+                    &format!("/tables/things/rows/?format={format}&{query}"),
+                )
+                .await;
+            let status = res.status();
+            let content_type = res.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            let body: Value = res.json().await.expect("problem JSON, not a file");
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some(code)),
+                "{format} {query}: {body}"
+            );
+            assert!(
+                content_type.starts_with("application/problem+json"),
+                "{format} {query}: {content_type}"
+            );
+        }
+    }
+}
