@@ -7,6 +7,7 @@ mod attacks;
 mod auth;
 mod awkward_input;
 mod cluster;
+mod db;
 mod fairness;
 mod helpers;
 mod parquet_corpus;

@@ -1,0 +1,121 @@
+//! The database layer under the API: what a tenant transaction sets, and the pool's last line
+//! of defence against a connection that comes back as a tenant.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::Row;
+use tinydevcrm::db::ident::Ident;
+use tinydevcrm::db::tenant::begin_as;
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn tenant_of_new_user(app: &TestApp) -> Ident {
+    let user = app.signed_up_user().await;
+    let me: Value = app.me(&user.access).await.json().await.expect("json");
+    let id = uuid::Uuid::parse_str(me["id"].as_str().expect("id")).expect("uuid");
+    Ident::new(format!("t_{}", id.simple())).expect("a tenant name")
+}
+
+#[tokio::test]
+async fn a_tenant_transaction_runs_as_the_tenant_with_every_limit_and_leaves_nothing_behind() {
+    let app = spawn_app().await;
+    let tenant = tenant_of_new_user(&app).await;
+
+    let mut tx = begin_as(&app.pool, &tenant, Duration::from_millis(1500))
+        .await
+        .expect("begin");
+    let row = sqlx::query(
+        "SELECT current_user::text AS role, current_setting('search_path') AS path,
+                current_setting('statement_timeout') AS statement_timeout,
+                current_setting('lock_timeout') AS lock_timeout,
+                current_setting('work_mem') AS work_mem,
+                current_setting('idle_in_transaction_session_timeout') AS idle",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("settings");
+    let got: Vec<String> = [
+        "role",
+        "path",
+        "statement_timeout",
+        "lock_timeout",
+        "work_mem",
+        "idle",
+    ]
+    .iter()
+    .map(|c| row.get::<String, _>(*c))
+    .collect();
+    assert_eq!(
+        got,
+        [
+            tenant.as_str(),
+            tenant.as_str(),
+            "1500ms",
+            "10s",
+            "32MB",
+            "1min"
+        ]
+    );
+    tx.commit().await.expect("commit");
+
+    // Every pooled connection afterwards is the service role with the server's defaults.
+    for _ in 0..3 {
+        let row = sqlx::query(
+            "SELECT current_user::text AS role, current_setting('statement_timeout') AS statement_timeout,
+                    current_setting('work_mem') AS work_mem",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("settings");
+        assert_eq!(row.get::<String, _>("role"), "tinydevcrm");
+        assert_ne!(row.get::<String, _>("statement_timeout"), "1500ms");
+        assert_ne!(row.get::<String, _>("work_mem"), "32MB");
+    }
+    app.assert_no_role_leaked();
+}
+
+#[tokio::test]
+async fn a_connection_released_as_a_tenant_is_closed_by_the_pool_and_counted() {
+    let app = spawn_app().await;
+    let tenant = tenant_of_new_user(&app).await;
+    let mut conn = app.pool.acquire().await.expect("a connection");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("pid");
+
+    // A session-level role switch: what the transaction-scoped one must never become.
+    let mut set_role = sqlx::QueryBuilder::new("SET SESSION ROLE ");
+    set_role.push(&tenant);
+    set_role
+        .build()
+        .execute(&mut *conn)
+        .await
+        .expect("set role");
+    drop(conn);
+
+    // The release hook runs in the background: wait for its verdict.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.role_leaks.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hook never judged the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.role_leaks.load(Ordering::Relaxed), 1);
+    for _ in 0..5 {
+        let row = sqlx::query("SELECT current_user::text AS role, pg_backend_pid() AS pid")
+            .fetch_one(&app.pool)
+            .await
+            .expect("query");
+        assert_eq!(row.get::<String, _>("role"), "tinydevcrm");
+        assert_ne!(
+            row.get::<i32, _>("pid"),
+            pid,
+            "the tenant connection was reused"
+        );
+    }
+}
