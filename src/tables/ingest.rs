@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BinaryBuilder, RecordBatch, StringArray, StringBuilder};
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::{Bytes, BytesMut};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::LogicalType;
@@ -809,24 +809,28 @@ pub fn json_rows(
     ndjson: bool,
     table: &[(String, PgType)],
 ) -> Result<(Plan, Vec<RecordBatch>), IngestError> {
+    // JSON is UTF-8: say where it is not, for both shapes, before any parser reports it as a
+    // syntax error.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let valid = &body[..e.valid_up_to()];
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        IngestError::InvalidJson {
+            line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+            column: valid.len() - line_start + 1,
+            reason: format!(
+                "byte {} (counting from 0) is not UTF-8; send the body as UTF-8",
+                e.valid_up_to()
+            ),
+        }
+    })?;
     let rows: Vec<serde_json::Value> = if ndjson {
-        std::str::from_utf8(body)
-            .map_err(|e| {
-                let valid = &body[..e.valid_up_to()];
-                let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                IngestError::InvalidJson {
-                    line: valid.iter().filter(|b| **b == b'\n').count() + 1,
-                    column: valid.len() - line_start + 1,
-                    reason: "the bytes there are not UTF-8".to_owned(),
-                }
-            })?
-            .lines()
+        text.lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
             .map(|(i, line)| serde_json::from_str(line).map_err(|e| invalid_json(&e, Some(i + 1))))
             .collect::<Result<_, _>>()?
     } else {
-        match serde_json::from_slice(body) {
+        match serde_json::from_str(text) {
             Ok(serde_json::Value::Array(rows)) => rows,
             Ok(object @ serde_json::Value::Object(_)) => vec![object],
             Ok(_) => {
@@ -869,11 +873,15 @@ pub fn json_rows(
             .collect::<Result<Vec<_>, IngestError>>()?,
         rows: i64::try_from(rows.len()).unwrap_or(i64::MAX),
     };
-    let mut decoder = arrow::json::ReaderBuilder::new(schema)
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
         .with_batch_size(BATCH_ROWS)
         .build_decoder()
         .map_err(|e| IngestError::UnsupportedType(e.to_string()))?;
     let mut batches = Vec::new();
+    // The rows since the last flush (1-based number of the first): a value the decoder refuses
+    // only when flushing is traced back to its row through them.
+    let mut pending: Vec<String> = Vec::new();
+    let mut first_pending = 1;
     for (i, row) in rows.into_iter().enumerate() {
         let serde_json::Value::Object(mut object) = row else {
             return Err(IngestError::InvalidRow {
@@ -915,20 +923,48 @@ pub fn json_rows(
                 row: i + 1,
                 reason: e.to_string(),
             })?;
-        if decoder.len() >= BATCH_ROWS
-            && let Some(batch) = decoder.flush().map_err(|e| IngestError::InvalidRow {
-                row: i + 1,
-                reason: e.to_string(),
-            })?
-        {
-            batches.push(batch);
+        pending.push(line);
+        if decoder.len() >= BATCH_ROWS {
+            let flushed = decoder
+                .flush()
+                .map_err(|e| flush_error(&schema, &pending, first_pending, &e))?;
+            batches.extend(flushed);
+            pending.clear();
+            first_pending = i + 2;
         }
     }
-    if let Some(batch) = decoder.flush().map_err(|e| IngestError::InvalidRow {
-        row: plan.columns.len(),
-        reason: e.to_string(),
-    })? {
-        batches.push(batch);
-    }
+    let flushed = decoder
+        .flush()
+        .map_err(|e| flush_error(&schema, &pending, first_pending, &e))?;
+    batches.extend(flushed);
     Ok((plan, batches))
+}
+
+/// The decoder refuses some values (a date that is no date) only when it flushes a batch,
+/// without saying which row: decode the batch's rows one by one to name the first bad one.
+fn flush_error(
+    schema: &SchemaRef,
+    rows: &[String],
+    first_row: usize,
+    error: &arrow::error::ArrowError,
+) -> IngestError {
+    let alone = |line: &String| {
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
+        decoder.decode(line.as_bytes())?;
+        decoder.flush()
+    };
+    match rows
+        .iter()
+        .enumerate()
+        .find_map(|(i, line)| alone(line).err().map(|e| (i, e)))
+    {
+        Some((i, e)) => IngestError::InvalidRow {
+            row: first_row + i,
+            reason: e.to_string(),
+        },
+        None => IngestError::InvalidRow {
+            row: first_row,
+            reason: format!("in the batch of rows from here: {error}"),
+        },
+    }
 }

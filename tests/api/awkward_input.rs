@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Decimal128Array, Float32Array, Float64Array, Int64Array, RecordBatch,
+    ArrayRef, Decimal128Array, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::{Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -541,4 +541,108 @@ async fn a_fraction_written_to_an_integer_column_is_refused_naming_row_column_an
             "{detail}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_json_rows_body_that_is_not_utf8_is_invalid_json_naming_the_byte_offset() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from(vec![1]))),
+        ("name", Arc::new(StringArray::from(vec!["a"]))),
+    ];
+    let res = app
+        .create_table(&user.access, file(columns), "t1", None)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    for (content_type, body, offset) in [
+        (
+            "application/json",
+            b"[{\"id\": 1, \"name\": \"caf\xe9\"}]".to_vec(),
+            23,
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"id\": 1, \"name\": \"ok\"}\n{\"id\": 2, \"name\": \"\xff\"}\n".to_vec(),
+            43,
+        ),
+    ] {
+        // Act
+        let res = app
+            .client
+            .post(app.url("/tables/t1/rows/"))
+            .header("Authorization", format!("Bearer {}", user.access))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+
+        // Assert
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("UTF-8") && detail.contains(&format!("byte {offset}")),
+            "{content_type}: {detail}"
+        );
+    }
+    let rows: Value = ok_json(app.get_as(&user.access, "/tables/t1/rows/").await).await;
+    assert_eq!(
+        rows["rows"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was added"
+    );
+}
+
+#[tokio::test]
+async fn a_value_refused_in_the_last_partial_batch_names_its_row_not_the_column_count() {
+    // Arrange: a table with a timestamp column, and 1,500 rows whose 1,203rd has a date that
+    // is no date (the decoder finds it when the last, partial batch is flushed).
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from(vec![1]))),
+        ("name", Arc::new(StringArray::from(vec!["a"]))),
+        (
+            "at",
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![0]).with_timezone("UTC")),
+        ),
+    ];
+    let res = app
+        .create_table(&user.access, file(columns), "t1", None)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let rows: Vec<Value> = (1..=1500)
+        .map(|i| {
+            let at = if i == 1203 {
+                "not a date"
+            } else {
+                "2026-01-01T00:00:00Z"
+            };
+            json!({"id": i, "name": format!("n{i}"), "at": at})
+        })
+        .collect();
+
+    // Act
+    let res = app
+        .client
+        .post(app.url("/tables/t1/rows/"))
+        .header("Authorization", format!("Bearer {}", user.access))
+        .json(&rows)
+        .send()
+        .await
+        .expect("request");
+
+    // Assert
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_value").await;
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(detail.contains("row 1203"), "{detail}");
+    let rows: Value = ok_json(app.get_as(&user.access, "/tables/t1/rows/").await).await;
+    assert_eq!(
+        rows["rows"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was added"
+    );
 }
