@@ -6,15 +6,15 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use super::ingest::{self, DeclaredColumn, IngestError, Plan};
+use super::copy::{copy_batches, copy_file};
+use super::json_rows;
 use super::name::table_name;
+use super::plan::{self, DeclaredColumn, IngestError, Plan};
 use super::store::{self, ColumnInfo};
+use super::upload::{read_body, read_form, require_multipart};
 use crate::auth::extract::AuthUser;
 use crate::db::ident::Ident;
 use crate::db::quota::{self, Counted};
@@ -62,120 +62,6 @@ pub struct TableSummary {
     pub created_at: DateTime<Utc>,
     /// Last change of its rows.
     pub updated_at: DateTime<Utc>,
-}
-
-/// The parts of a create-table upload.
-/// A multipart form: the `file` part saved to a temporary file, the other parts as text.
-struct Form {
-    file: Option<tempfile::TempPath>,
-    fields: std::collections::HashMap<String, String>,
-}
-
-impl Form {
-    fn take_file(&mut self) -> Result<tempfile::TempPath, ApiError> {
-        self.file.take().ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_form",
-                "the form field file (the Parquet file) is missing",
-            )
-        })
-    }
-}
-
-const SMALL_FIELD_LIMIT: usize = 256 * 1024;
-
-async fn read_small_field(
-    field: &mut actix_multipart::Field,
-    name: &str,
-) -> Result<String, ApiError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
-        if bytes.len() + chunk.len() > SMALL_FIELD_LIMIT {
-            return Err(ApiError::PayloadTooLarge {
-                detail: format!("the form field {name} exceeds {SMALL_FIELD_LIMIT} bytes"),
-            });
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    String::from_utf8(bytes).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_form",
-            format!("the form field {name} is not UTF-8"),
-        )
-    })
-}
-
-fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
-    ApiError::bad_request("invalid_form", format!("malformed multipart body: {e}"))
-}
-
-/// Streams a multipart body: `file` to a temporary file (bounded by `limit`), the text fields
-/// named in `fields` into memory; any other part is refused.
-async fn read_form(mut payload: Multipart, limit: u64, fields: &[&str]) -> Result<Form, ApiError> {
-    let mut form = Form {
-        file: None,
-        fields: std::collections::HashMap::new(),
-    };
-    while let Some(mut field) = payload.try_next().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == "file" {
-            form.file = Some(save_file(&mut field, limit).await?);
-        } else if fields.contains(&name.as_str()) {
-            let text = read_small_field(&mut field, &name).await?;
-            form.fields.insert(name, text);
-        } else {
-            return Err(ApiError::bad_request(
-                "invalid_form",
-                format!(
-                    "unknown form field {name:?}; expected file and {}",
-                    fields.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(form)
-}
-
-/// Streams a file field to a temporary file, refusing it past `limit` bytes.
-async fn save_file(
-    field: &mut actix_multipart::Field,
-    limit: u64,
-) -> Result<tempfile::TempPath, ApiError> {
-    let temp = tempfile::NamedTempFile::new()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("creating a temporary file: {e}")))?;
-    let (std_file, path) = temp.into_parts();
-    let mut file = tokio::fs::File::from_std(std_file);
-    let mut written: u64 = 0;
-    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
-        written += chunk.len() as u64;
-        if written > limit {
-            return Err(ApiError::PayloadTooLarge {
-                detail: format!("the upload exceeds the limit of {limit} bytes"),
-            });
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the upload: {e}")))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the upload: {e}")))?;
-    Ok(path)
-}
-
-fn require_multipart(req: &HttpRequest) -> Result<(), ApiError> {
-    let is_multipart = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-    if is_multipart {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType {
-            detail: "expected Content-Type: multipart/form-data with the fields file, table_name and columns".to_owned(),
-        })
-    }
 }
 
 async fn on_blocking<T: Send + 'static>(
@@ -231,7 +117,7 @@ pub async fn create_table(
 
     let path: PathBuf = file.to_path_buf();
     let plan_path = path.clone();
-    let plan = on_blocking(move || ingest::plan(&plan_path, declared.as_deref())).await??;
+    let plan = on_blocking(move || plan::plan(&plan_path, declared.as_deref())).await??;
     if plan.columns.len() > settings.max_columns {
         return Err(ApiError::bad_request(
             "too_many_columns",
@@ -268,105 +154,6 @@ pub async fn create_table(
     tracing::info!(table = %name.as_str(), "created a table");
     let body = describe(&state, &tenant, &name, row).await?;
     Ok(HttpResponse::Created().json(body))
-}
-
-/// Streams the file through the binary COPY encoder into the table, within the tenant's
-/// storage quota.
-async fn copy_file(
-    conn: &mut tenant::TenantTx,
-    schema: &Ident,
-    name: &Ident,
-    plan: Plan,
-    path: PathBuf,
-    storage_quota: u64,
-) -> Result<u64, ApiError> {
-    let statement = store::copy_statement(schema, name, &plan)?;
-    copy_from(conn, schema, storage_quota, &statement, move |sender| {
-        ingest::encode_file(path, plan, sender)
-    })
-    .await
-}
-
-/// Binary COPY's fixed header (signature, no flags, no extension) and trailer, as pgpq writes
-/// them: a long stream is cut into several COPY statements at batch boundaries, each framed so.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-const COPY_TRAILER: &[u8] = b"\xff\xff";
-
-/// COPY data between two storage measurements: an eighth of the quota, within 1 to 64 MiB, so
-/// a file that inflates far beyond its size is stopped soon after it crosses the quota.
-fn measure_every(storage_quota: u64) -> usize {
-    usize::try_from((storage_quota / 8).clamp(1 << 20, 64 << 20)).unwrap_or(64 << 20)
-}
-
-/// Runs `COPY ... FROM STDIN` fed by `produce`, which runs on a blocking thread and sends binary
-/// COPY chunks (or the error that stopped it) through a bounded channel. `conn` runs as the
-/// tenant `schema`; the tenant's storage is measured every [`measure_every`] bytes and at the
-/// end, and above `storage_quota` the copy stops with 409 `storage_quota_exceeded` (the caller's
-/// transaction then rolls everything back).
-async fn copy_from(
-    conn: &mut tenant::TenantTx,
-    schema: &Ident,
-    storage_quota: u64,
-    statement: &str,
-    produce: impl FnOnce(mpsc::Sender<Result<bytes::Bytes, IngestError>>) + Send + 'static,
-) -> Result<u64, ApiError> {
-    let (sender, mut receiver) = mpsc::channel(4);
-    let producer = tokio::task::spawn_blocking(move || produce(sender));
-    let result = copy_segments(conn, schema, storage_quota, statement, &mut receiver).await;
-    drop(receiver);
-    let _ = producer.await;
-    result
-}
-
-async fn copy_segments(
-    conn: &mut tenant::TenantTx,
-    schema: &Ident,
-    storage_quota: u64,
-    statement: &str,
-    receiver: &mut mpsc::Receiver<Result<bytes::Bytes, IngestError>>,
-) -> Result<u64, ApiError> {
-    let every = measure_every(storage_quota);
-    let mut written = 0;
-    let mut since_measured = 0;
-    let mut copy = conn.copy_in_raw(statement).await?;
-    while let Some(chunk) = receiver.recv().await {
-        let bytes = match chunk {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let _ = copy.abort("upload refused").await;
-                return Err(ApiError::from(e));
-            }
-        };
-        if since_measured >= every {
-            if let Err(e) = copy.send(COPY_TRAILER).await {
-                let _ = copy.abort("upload refused").await;
-                return Err(copy_error(e));
-            }
-            written += copy.finish().await.map_err(copy_error)?;
-            since_measured = 0;
-            let used = conn.storage_bytes(schema).await?;
-            quota::check_storage(used, storage_quota)?;
-            copy = conn.copy_in_raw(statement).await?;
-            if let Err(e) = copy.send(COPY_HEADER).await {
-                let _ = copy.abort("upload refused").await;
-                return Err(copy_error(e));
-            }
-        }
-        since_measured += bytes.len();
-        if let Err(e) = copy.send(bytes).await {
-            let _ = copy.abort("upload refused").await;
-            return Err(copy_error(e));
-        }
-    }
-    written += copy.finish().await.map_err(copy_error)?;
-    let used = conn.storage_bytes(schema).await?;
-    quota::check_storage(used, storage_quota)?;
-    Ok(written)
-}
-
-/// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).
-fn copy_error(e: sqlx::Error) -> ApiError {
-    tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from)
 }
 
 async fn describe(
@@ -547,25 +334,6 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
     }
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload
-        .try_next()
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge {
-                detail: format!(
-                    "the body exceeds the limit of {limit} bytes; send large loads as Parquet"
-                ),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// Add rows to a table: a Parquet file (multipart `file`, optional `mode`), or a JSON array of
 /// row objects (`application/json`), or NDJSON (`application/x-ndjson`).
 #[utoipa::path(post, path = "/tables/{name}/rows/", tag = "tables",
@@ -615,7 +383,7 @@ pub async fn add_rows(
             })
             .collect();
         let plan_path = file.to_path_buf();
-        let plan = on_blocking(move || ingest::plan(&plan_path, Some(&declared))).await??;
+        let plan = on_blocking(move || plan::plan(&plan_path, Some(&declared))).await??;
         Source::File(file, plan)
     } else if content_type.starts_with("application/json")
         || content_type.starts_with("application/x-ndjson")
@@ -637,7 +405,7 @@ pub async fn add_rows(
             })
             .collect::<Result<_, _>>()?;
         let (plan, batches) =
-            on_blocking(move || ingest::json_rows(&body, ndjson, &table)).await??;
+            on_blocking(move || json_rows::json_rows(&body, ndjson, &table)).await??;
         Source::Json(plan, batches)
     } else {
         return Err(ApiError::UnsupportedMediaType {
@@ -664,23 +432,13 @@ pub async fn add_rows(
             written
         }
         Source::Json(plan, batches) => {
-            let statement = store::copy_statement(&tenant, &name, &plan)?;
-            let positions: Vec<usize> = (0..plan.columns.len()).collect();
-            copy_from(
+            copy_batches(
                 &mut tx,
                 &tenant,
+                &name,
+                plan,
+                batches,
                 settings.tenant_storage_bytes,
-                &statement,
-                move |sender| {
-                    if let Err(e) = ingest::encode_batches(
-                        batches.into_iter().map(Ok),
-                        &plan,
-                        &positions,
-                        &sender,
-                    ) {
-                        let _ = sender.blocking_send(Err(e));
-                    }
-                },
             )
             .await?
         }

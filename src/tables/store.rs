@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use super::ingest::Plan;
+use super::plan::Plan;
 use crate::db::ident::{ColumnIdent, Ident};
 use crate::db::tenant::ServiceTx;
 use crate::error::{ApiError, ResultExt};
