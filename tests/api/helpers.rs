@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -18,6 +19,8 @@ use tinydevcrm::db::{
     local_cluster::{ClusterOptions, LocalCluster},
 };
 use uuid::Uuid;
+
+use crate::sse::SseStream;
 
 /// Where test databases come from.
 enum TestCluster {
@@ -461,5 +464,137 @@ impl TestApp {
             .fetch_all(&mut admin)
             .await
             .expect("read column")
+    }
+}
+
+pub const WALKTHROUGH_COLUMNS: &str = r#"[{"column_name": "SomeNumber", "column_type":"int"},{"column_name":"SomeString","column_type":"varchar(256)"}]"#;
+
+/// The original walkthrough's file (written by pyarrow).
+pub fn walkthrough_file() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples/walkthrough.parquet"
+    ))
+    .expect("docs/examples/walkthrough.parquet")
+}
+
+impl TestApp {
+    pub async fn post_as(&self, access: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("Authorization", format!("Bearer {access}"))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch_as(&self, access: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(path))
+            .header("Authorization", format!("Bearer {access}"))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete_as(&self, access: &str, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .header("Authorization", format!("Bearer {access}"))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A user with table `sometable` (the walkthrough file) and view `someview` (volatile:
+    /// refreshed every time).
+    pub async fn user_with_view(&self) -> TestUser {
+        let user = self.signed_up_user().await;
+        let res = self
+            .create_table(
+                &user.access,
+                walkthrough_file(),
+                "sometable",
+                Some(WALKTHROUGH_COLUMNS),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let res = self
+            .post_as(
+                &user.access,
+                "/views/create/",
+                &json!({"view_name": "someview", "sql_query": "SELECT count(*) AS n, now() AS at FROM sometable"}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        user
+    }
+
+    pub async fn created(&self, access: &str, path: &str, body: Value) -> Value {
+        let res = self.post_as(access, path, &body).await;
+        let status = res.status();
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{path}: {body}");
+        body
+    }
+
+    /// Creates a job on `view` that runs every second, with extra `options`; its id.
+    pub async fn every_second_job(&self, access: &str, view: &str, options: Value) -> String {
+        let mut body = json!({"view_name": view, "crontab_def": "* * * * * *"});
+        if let (Some(body), Some(options)) = (body.as_object_mut(), options.as_object()) {
+            body.extend(options.clone());
+        }
+        let job = self.created(access, "/jobs/create/", body).await;
+        job["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    pub async fn refresh_view(&self, access: &str, view: &str) -> Value {
+        let res = self
+            .post_as(access, &format!("/views/{view}/refresh/"), &json!({}))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("json")
+    }
+
+    pub async fn runs(&self, access: &str, job_id: &str) -> Vec<Value> {
+        let res = self
+            .get_as(access, &format!("/jobs/{job_id}/runs/?limit=1000"))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.expect("json");
+        body["runs"].as_array().expect("runs").clone()
+    }
+
+    /// Waits until `done(runs)` holds (runs newest first), or panics after `limit`.
+    pub async fn wait_for_runs(
+        &self,
+        access: &str,
+        job_id: &str,
+        limit: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let runs = self.runs(access, job_id).await;
+            if done(&runs) {
+                return runs;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "runs did not reach the expected state within {limit:?}: {runs:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn listen(&self, access: &str, channel_id: &str) -> SseStream {
+        SseStream::open(
+            self,
+            &format!("/channels/{channel_id}/listen/"),
+            &[("Authorization", format!("Bearer {access}"))],
+        )
+        .await
     }
 }

@@ -63,9 +63,9 @@ async fn each_tick_runs_exactly_once_across_three_serve_processes() {
     let res = api
         .create_table(
             a,
-            crate::realtime::walkthrough_file(),
+            crate::helpers::walkthrough_file(),
             "sometable",
-            Some(crate::realtime::WALKTHROUGH_COLUMNS),
+            Some(crate::helpers::WALKTHROUGH_COLUMNS),
         )
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, assert_problem, parquet_bytes, spawn_app_with};
-use crate::realtime::{WALKTHROUGH_COLUMNS, walkthrough_file};
+use crate::helpers::{WALKTHROUGH_COLUMNS, walkthrough_file};
 
 /// A Parquet file of `rows` rows of one 200-character string, dictionary encoded: a few KB on
 /// the wire, about 230 bytes a row in PostgreSQL.

@@ -1,0 +1,453 @@
+//! Jobs and the scheduler, through the real HTTP API: CRUD, runs, overlap, catch-up, retries,
+//! pruning.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, TestUser, WALKTHROUGH_COLUMNS, assert_problem, spawn_app, spawn_app_on,
+    spawn_app_with, superuser, walkthrough_file,
+};
+
+fn url_encode(s: &str) -> String {
+    s.replace(':', "%3A").replace('+', "%2B")
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().expect("timestamp"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
+fn finished(runs: &[Value]) -> Vec<&Value> {
+    runs.iter().filter(|r| r["status"] != "running").collect()
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn job_crud_and_validation() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    for (crontab, field) in [
+        ("61 * * * *", "minute"),
+        ("* 25 * * *", "hour"),
+        ("* * 0 * *", "day-of-month"),
+        ("* * * 13 *", "month"),
+        ("* * * * 9", "day-of-week"),
+        ("60 * * * * *", "second"),
+    ] {
+        let res = app
+            .post_as(
+                a,
+                "/jobs/create/",
+                &json!({"view_name": "someview", "crontab_def": crontab}),
+            )
+            .await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_crontab").await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("detail")
+                .contains(&format!("the {field} field")),
+            "{crontab}: {body}"
+        );
+    }
+    for (body, code) in [
+        (
+            json!({"view_name": "someview", "crontab_def": "* * *"}),
+            "invalid_crontab",
+        ),
+        (
+            json!({"view_name": "someview", "crontab_def": "@sometimes"}),
+            "invalid_crontab",
+        ),
+        (
+            json!({"view_name": "someview", "crontab_def": "* * * * *", "timezone": "Mars/Base"}),
+            "invalid_timezone",
+        ),
+        (
+            json!({"view_name": "someview", "crontab_def": "* * * * *", "retries": 11}),
+            "invalid_retries",
+        ),
+        (
+            json!({"view_name": "someview", "crontab_def": "* * * * *", "overlap": "sometimes"}),
+            "invalid_body",
+        ),
+    ] {
+        let res = app.post_as(a, "/jobs/create/", &body).await;
+        assert_problem(res, StatusCode::BAD_REQUEST, code).await;
+    }
+    let res = app
+        .post_as(
+            a,
+            "/jobs/create/",
+            &json!({"view_name": "nosuchview", "crontab_def": "* * * * *"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+
+    // Daily at 09:00 in Paris: 07:00 or 08:00 UTC depending on the season.
+    let job = app
+        .created(
+            a,
+            "/jobs/create/",
+            json!({"view_name": "someview", "crontab_def": "0 9 * * *", "timezone": "Europe/Paris", "overlap": "queue", "retries": 2}),
+        )
+        .await;
+    let id = job["job_id"].as_str().expect("id").to_owned();
+    let next = time(&job["next_run_at"]);
+    let paris = next.with_timezone(&chrono_tz::Europe::Paris);
+    assert_eq!(paris.format("%H:%M:%S").to_string(), "09:00:00", "{next}");
+    assert!(next > Utc::now() && next < Utc::now() + chrono::Duration::days(1));
+    assert_eq!(job["overlap"], "queue");
+    assert_eq!(job["retries"], 2);
+    assert_eq!(job["paused"], false);
+
+    let listed: Value = app.get_as(a, "/jobs/").await.json().await.expect("json");
+    assert_eq!(listed.as_array().expect("list").len(), 1);
+    let described: Value = app
+        .get_as(a, &format!("/jobs/{id}/"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(described["next_run_at"], job["next_run_at"]);
+
+    // Pause, resume, new schedule.
+    let paused: Value = app
+        .patch_as(a, &format!("/jobs/{id}/"), &json!({"paused": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(paused["paused"], true);
+    assert!(paused["next_run_at"].is_null());
+    let hourly: Value = app
+        .patch_as(
+            a,
+            &format!("/jobs/{id}/"),
+            &json!({"paused": false, "crontab_def": "@hourly", "timezone": "UTC"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(hourly["paused"], false);
+    assert_eq!(hourly["crontab_def"], "@hourly");
+    let next = time(&hourly["next_run_at"]);
+    assert_eq!(next.format("%M:%S").to_string(), "00:00");
+    let res = app
+        .patch_as(
+            a,
+            &format!("/jobs/{id}/"),
+            &json!({"crontab_def": "* * * * 8"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_crontab").await;
+
+    // Another tenant sees nothing of it.
+    let other = app.signed_up_user().await;
+    for res in [
+        app.get_as(&other.access, &format!("/jobs/{id}/")).await,
+        app.get_as(&other.access, &format!("/jobs/{id}/runs/"))
+            .await,
+        app.patch_as(
+            &other.access,
+            &format!("/jobs/{id}/"),
+            &json!({"paused": true}),
+        )
+        .await,
+        app.delete_as(&other.access, &format!("/jobs/{id}/")).await,
+        app.post_as(&other.access, "/channels/create/", &json!({"job_id": id}))
+            .await,
+    ] {
+        assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    let theirs: Value = app
+        .get_as(&other.access, "/jobs/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(theirs, json!([]));
+    let res = app.get_as(a, "/jobs/not-a-uuid/").await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+
+    let res = app.delete_as(a, &format!("/jobs/{id}/")).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get_as(a, &format!("/jobs/{id}/")).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn runs_are_recorded_and_paginated() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let id = app.every_second_job(a, "someview", json!({})).await;
+    app.wait_for_runs(a, &id, 15 * SECOND, |runs| finished(runs).len() >= 4)
+        .await;
+    let page: Value = app
+        .get_as(a, &format!("/jobs/{id}/runs/?limit=2"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let first = page["runs"].as_array().expect("runs").clone();
+    assert_eq!(first.len(), 2);
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let cursor: String = url_encode(&cursor);
+    let res = app
+        .get_as(a, &format!("/jobs/{id}/runs/?limit=2&before={cursor}"))
+        .await;
+    let page: Value = res.json().await.expect("json");
+    let second = page["runs"].as_array().expect("runs").clone();
+    assert_eq!(second.len(), 2);
+    assert!(time(&second[0]["scheduled_for"]) < time(&first[1]["scheduled_for"]));
+    // Ticks are whole seconds, one second apart, newest first.
+    let all = app.runs(a, &id).await;
+    for pair in all.windows(2) {
+        let (newer, older) = (
+            time(&pair[0]["scheduled_for"]),
+            time(&pair[1]["scheduled_for"]),
+        );
+        assert!(newer > older);
+        assert_eq!(newer.timestamp_subsec_nanos(), 0);
+    }
+    for run in finished(&all) {
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert!(run["row_count"].is_i64() && run["duration_ms"].is_i64());
+    }
+    let res = app.get_as(a, &format!("/jobs/{id}/runs/?limit=0")).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_limit").await;
+}
+
+/// Holds an exclusive lock on the user's `sometable` for `hold`, so refreshes of views over it
+/// wait: a slow refresh without burning CPU.
+async fn hold_table_lock(app: &TestApp, user: &TestUser, hold: Duration) {
+    let me: Value = app.me(&user.access).await.json().await.expect("json");
+    let schema = format!(
+        "t_{}",
+        uuid::Uuid::parse_str(me["id"].as_str().expect("id"))
+            .expect("uuid")
+            .simple()
+    );
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {schema}.sometable IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("lock");
+    tokio::time::sleep(hold).await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut admin)
+        .await
+        .expect("commit");
+}
+
+/// Runs that did work never overlap in time.
+fn assert_no_overlap(runs: &[Value]) {
+    let mut worked: Vec<(DateTime<Utc>, DateTime<Utc>)> = runs
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| (time(&r["started_at"]), time(&r["finished_at"])))
+        .collect();
+    worked.sort();
+    for pair in worked.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "runs overlap: {pair:?}");
+    }
+}
+
+#[tokio::test]
+async fn overlap_skip_records_skipped_ticks_while_a_slow_run_goes_on() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let id = app.every_second_job(a, "someview", json!({})).await;
+    app.wait_for_runs(a, &id, 10 * SECOND, |runs| !finished(runs).is_empty())
+        .await;
+    hold_table_lock(&app, &user, Duration::from_millis(3500)).await;
+    let runs = app
+        .wait_for_runs(a, &id, 15 * SECOND, |runs| {
+            runs.iter().any(|r| {
+                r["status"] == "succeeded" && r["duration_ms"].as_i64().unwrap_or(0) >= 2500
+            }) && runs.iter().filter(|r| r["status"] == "skipped").count() >= 2
+        })
+        .await;
+    let slow = runs
+        .iter()
+        .find(|r| r["status"] == "succeeded" && r["duration_ms"].as_i64().unwrap_or(0) >= 2500)
+        .expect("slow run");
+    let (start, end) = (time(&slow["started_at"]), time(&slow["finished_at"]));
+    let skipped: Vec<&Value> = runs.iter().filter(|r| r["status"] == "skipped").collect();
+    for run in &skipped {
+        assert_eq!(run["error"], "the previous run was still running");
+        let tick = time(&run["scheduled_for"]);
+        assert!(
+            tick > start && tick < end,
+            "skipped outside the slow run: {run}"
+        );
+    }
+    assert_no_overlap(&runs);
+}
+
+#[tokio::test]
+async fn overlap_queue_runs_the_tick_after_the_slow_run() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let id = app
+        .every_second_job(a, "someview", json!({"overlap": "queue"}))
+        .await;
+    app.wait_for_runs(a, &id, 10 * SECOND, |runs| !finished(runs).is_empty())
+        .await;
+    hold_table_lock(&app, &user, Duration::from_millis(3000)).await;
+    let runs = app
+        .wait_for_runs(a, &id, 15 * SECOND, |runs| {
+            let slow = runs.iter().position(|r| {
+                r["status"] == "succeeded" && r["duration_ms"].as_i64().unwrap_or(0) >= 2000
+            });
+            // Newest first: at least two runs after the slow one.
+            slow.is_some_and(|i| i >= 2)
+        })
+        .await;
+    assert!(runs.iter().all(|r| r["status"] != "skipped"), "{runs:#?}");
+    let i = runs
+        .iter()
+        .position(|r| r["status"] == "succeeded" && r["duration_ms"].as_i64().unwrap_or(0) >= 2000)
+        .expect("slow run");
+    let slow_end = time(&runs[i]["finished_at"]);
+    // The queued tick came during the slow run and started right after it.
+    let queued = &runs[i - 1];
+    assert!(time(&queued["scheduled_for"]) < slow_end, "{queued}");
+    assert!(time(&queued["started_at"]) >= slow_end);
+    assert!(time(&queued["started_at"]) - slow_end < chrono::Duration::seconds(2));
+    assert_no_overlap(&runs);
+}
+
+#[tokio::test]
+async fn after_downtime_a_job_runs_once_not_once_per_missed_tick() {
+    let paused_app = crate::helpers::spawn_app_with(|s| s.scheduler = false).await;
+    let mut settings = paused_app.settings.clone();
+    let user = paused_app.user_with_view().await;
+    let a = &user.access;
+    let id = paused_app.every_second_job(a, "someview", json!({})).await;
+    // Thirty ticks were missed while no scheduler ran.
+    let missed_since = Utc::now() - chrono::Duration::seconds(30);
+    let missed_since = DateTime::from_timestamp(missed_since.timestamp(), 0).expect("whole second");
+    let mut admin = superuser(&paused_app.db).await;
+    sqlx::query("UPDATE tinydevcrm.jobs SET next_run_at = $1")
+        .bind(missed_since)
+        .execute(&mut admin)
+        .await
+        .expect("set next_run_at");
+    settings.scheduler = true;
+    let started = Utc::now();
+    let app = spawn_app_on(paused_app.db.clone(), settings).await;
+    let runs = app
+        .wait_for_runs(a, &id, 10 * SECOND, |runs| finished(runs).len() >= 3)
+        .await;
+    let old: Vec<&Value> = runs
+        .iter()
+        .filter(|r| time(&r["scheduled_for"]) < started - chrono::Duration::seconds(1))
+        .collect();
+    assert_eq!(old.len(), 1, "{runs:#?}");
+    assert_eq!(time(&old[0]["scheduled_for"]), missed_since);
+}
+
+#[tokio::test]
+async fn failed_runs_are_retried_with_backoff() {
+    let app = spawn_app_with(|s| s.retry_backoff = Duration::from_millis(100)).await;
+    let user = app.signed_up_user().await;
+    let a = &user.access;
+    let res = app
+        .create_table(
+            a,
+            walkthrough_file(),
+            "sometable",
+            Some(WALKTHROUGH_COLUMNS),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Fine while no row has SomeNumber = 42.
+    app.created(
+        a,
+        "/views/create/",
+        json!({"view_name": "fragile", "sql_query": "SELECT 1 / (\"SomeNumber\" - 42) AS x, now() AS at FROM sometable"}),
+    )
+    .await;
+    let res = app
+        .post_as(
+            a,
+            "/tables/sometable/rows/",
+            &json!([{"SomeNumber": 42, "SomeString": "boom"}]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let id = app
+        .every_second_job(a, "fragile", json!({"retries": 2}))
+        .await;
+    let runs = app
+        .wait_for_runs(a, &id, 15 * SECOND, |runs| {
+            runs.iter().any(|r| r["status"] == "failed")
+        })
+        .await;
+    let failed = runs
+        .iter()
+        .find(|r| r["status"] == "failed")
+        .expect("failed");
+    assert_eq!(failed["attempts"], 3);
+    assert!(
+        failed["error"]
+            .as_str()
+            .expect("error")
+            .contains("division by zero"),
+        "{failed}"
+    );
+    // 100 ms + 200 ms of backoff at least.
+    assert!(
+        failed["duration_ms"].as_i64().expect("ms") >= 300,
+        "{failed}"
+    );
+}
+
+#[tokio::test]
+async fn run_history_is_pruned_by_count_and_by_age() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let id = app.every_second_job(a, "someview", json!({})).await;
+    app.wait_for_runs(a, &id, 15 * SECOND, |runs| finished(runs).len() >= 5)
+        .await;
+    let pause = app
+        .patch_as(a, &format!("/jobs/{id}/"), &json!({"paused": true}))
+        .await;
+    assert_eq!(pause.status(), StatusCode::OK);
+    let runs = app
+        .wait_for_runs(a, &id, 5 * SECOND, |runs| {
+            runs.iter().all(|r| r["status"] != "running")
+        })
+        .await;
+    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 2)
+        .await
+        .expect("prune by count");
+    let kept = app.runs(a, &id).await;
+    assert_eq!(kept.len(), 2);
+    // The newest two are the ones kept.
+    assert_eq!(kept[..], runs[..2]);
+    let mut admin = superuser(&app.db).await;
+    sqlx::query("UPDATE tinydevcrm.job_runs SET finished_at = now() - interval '31 days'")
+        .execute(&mut admin)
+        .await
+        .expect("age runs");
+    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 1000)
+        .await
+        .expect("prune by age");
+    assert!(app.runs(a, &id).await.is_empty());
+}
