@@ -27,12 +27,13 @@ pub struct TableRow {
 
 /// A user's table by name; another user's table is simply not found.
 pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<TableRow, ApiError> {
-    sqlx::query_as::<_, TableRow>(
+    sqlx::query_as!(
+        TableRow,
         "SELECT table_id, table_name, change_count, created_at, updated_at
          FROM tinydevcrm.tables WHERE user_id = $1 AND table_name = $2",
+        user_id,
+        name.as_str(),
     )
-    .bind(user_id)
-    .bind(name.as_str())
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| ApiError::NotFound {
@@ -42,11 +43,12 @@ pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<TableRow
 
 /// A user's tables, by name.
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<TableRow>, ApiError> {
-    Ok(sqlx::query_as::<_, TableRow>(
+    Ok(sqlx::query_as!(
+        TableRow,
         "SELECT table_id, table_name, change_count, created_at, updated_at
          FROM tinydevcrm.tables WHERE user_id = $1 ORDER BY table_name",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(pool)
     .await?)
 }
@@ -108,13 +110,14 @@ pub async fn register(
     user_id: Uuid,
     name: &Ident,
 ) -> Result<TableRow, ApiError> {
-    sqlx::query_as::<_, TableRow>(
+    sqlx::query_as!(
+        TableRow,
         "INSERT INTO tinydevcrm.tables (table_id, user_id, table_name) VALUES ($1, $2, $3)
          RETURNING table_id, table_name, change_count, created_at, updated_at",
+        Uuid::new_v4(),
+        user_id,
+        name.as_str(),
     )
-    .bind(Uuid::new_v4())
-    .bind(user_id)
-    .bind(name.as_str())
     .fetch_one(&mut **conn)
     .await
     .on_constraint("tables_user_id_table_name_key", || table_exists(name))
@@ -143,29 +146,30 @@ pub async fn columns(
     schema: &Ident,
     name: &Ident,
 ) -> Result<Vec<ColumnInfo>, ApiError> {
-    Ok(sqlx::query_as::<_, ColumnInfo>(
-        "SELECT a.attname::text AS column_name, format_type(a.atttypid, a.atttypmod) AS column_type
+    Ok(sqlx::query_as!(
+        ColumnInfo,
+        r#"SELECT a.attname::text AS "column_name!", format_type(a.atttypid, a.atttypmod) AS "column_type!"
          FROM pg_catalog.pg_attribute a
          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum",
+         ORDER BY a.attnum"#,
+        schema.as_str(),
+        name.as_str(),
     )
-    .bind(schema.as_str())
-    .bind(name.as_str())
     .fetch_all(pool)
     .await?)
 }
 
 /// Bytes on disk of a tenant relation, indexes and TOAST included.
 pub async fn size_bytes(pool: &PgPool, schema: &Ident, name: &Ident) -> Result<i64, ApiError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COALESCE(pg_total_relation_size(c.oid), 0)
+    Ok(sqlx::query_scalar!(
+        r#"SELECT COALESCE(pg_total_relation_size(c.oid), 0) AS "bytes!"
          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = $1 AND c.relname = $2",
+         WHERE n.nspname = $1 AND c.relname = $2"#,
+        schema.as_str(),
+        name.as_str(),
     )
-    .bind(schema.as_str())
-    .bind(name.as_str())
     .fetch_optional(pool)
     .await?
     .unwrap_or(0))
@@ -228,10 +232,12 @@ pub async fn drop_relation(
 
 /// Removes the registry row.
 pub async fn unregister(conn: &mut ServiceTx, table_id: Uuid) -> Result<(), ApiError> {
-    sqlx::query("DELETE FROM tinydevcrm.tables WHERE table_id = $1")
-        .bind(table_id)
-        .execute(&mut **conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM tinydevcrm.tables WHERE table_id = $1",
+        table_id
+    )
+    .execute(&mut **conn)
+    .await?;
     Ok(())
 }
 
@@ -250,10 +256,10 @@ pub async fn delete_all_rows(
 
 /// Records that the table's rows changed (views use the counter to skip needless refreshes).
 pub async fn bump_change_count(conn: &mut ServiceTx, table_id: Uuid) -> Result<(), ApiError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tinydevcrm.tables SET change_count = change_count + 1, updated_at = now() WHERE table_id = $1",
+        table_id,
     )
-    .bind(table_id)
     .execute(&mut **conn)
     .await?;
     Ok(())
