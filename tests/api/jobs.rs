@@ -451,3 +451,136 @@ async fn run_history_is_pruned_by_count_and_by_age() {
         .expect("prune by age");
     assert!(app.runs(a, &id).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_run_left_behind_by_a_dead_process_is_closed_when_its_lease_ends_and_the_work_goes_on() {
+    // Arrange: a job whose tick was claimed by a process that died mid-run: a `running` run
+    // and a lease ending two seconds from now, and no scheduler anywhere yet.
+    let paused_app = crate::helpers::spawn_app_with(|s| s.scheduler = false).await;
+    let mut settings = paused_app.settings.clone();
+    let user = paused_app.user_with_view().await;
+    let a = &user.access;
+    let id = paused_app.every_second_job(a, "someview", json!({})).await;
+    let job_id = uuid::Uuid::parse_str(&id).expect("uuid");
+    let mut admin = superuser(&paused_app.db).await;
+    let dead_run = uuid::Uuid::new_v4();
+    sqlx::query(
+        "WITH lease AS (
+             UPDATE tinydevcrm.jobs SET lease_until = now() + interval '2 seconds'
+             WHERE job_id = $1 RETURNING job_id
+         )
+         INSERT INTO tinydevcrm.job_runs (run_id, job_id, scheduled_for, claimed_at, started_at, status, worker)
+         SELECT $2, job_id, date_trunc('second', now()), now(), now(), 'running', 'a-dead-process'
+         FROM lease",
+    )
+    .bind(job_id)
+    .bind(dead_run)
+    .execute(&mut admin)
+    .await
+    .expect("a run left behind");
+
+    // Act: another process starts scheduling.
+    settings.scheduler = true;
+    let app = spawn_app_on(paused_app.db.clone(), settings).await;
+
+    // Assert: ticks during the lease are skipped (the job is `skip` by default), the dead run
+    // is closed as failed once the lease ends, and later ticks run again.
+    let runs = app
+        .wait_for_runs(a, &id, 20 * SECOND, |runs| {
+            runs.iter()
+                .any(|r| r["run_id"] == dead_run.to_string() && r["status"] == "failed")
+                && runs.iter().any(|r| r["status"] == "succeeded")
+        })
+        .await;
+    let dead = runs
+        .iter()
+        .find(|r| r["run_id"] == dead_run.to_string())
+        .expect("the dead run");
+    assert_eq!(
+        dead["error"], "the serve process running it stopped before it finished",
+        "{dead}"
+    );
+    let succeeded: Vec<&Value> = runs.iter().filter(|r| r["status"] == "succeeded").collect();
+    assert!(
+        succeeded
+            .iter()
+            .all(|r| time(&r["started_at"])
+                >= time(&dead["finished_at"]) - chrono::Duration::seconds(1)),
+        "nothing ran while the dead run held the lease: {runs:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_hits_the_statement_timeout_is_timed_out_and_its_retry_succeeds() {
+    // Arrange: refreshes may take one second; the view's table is locked for three, and a
+    // retry waits three. The first attempt (within 1.2 s) times out before the lock goes; the
+    // retry (after 4 s at the earliest) finds it gone.
+    let app = spawn_app_with(|s| {
+        s.tenant_statement_timeout = SECOND;
+        s.retry_backoff = 3 * SECOND;
+    })
+    .await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let locker = {
+        let (app, user) = (&app, &user);
+        async move { hold_table_lock(app, user, 3 * SECOND).await }
+    };
+
+    // Act: a job that retries once, first ticking while the lock is held.
+    let id = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.every_second_job(a, "someview", json!({"retries": 1}))
+            .await
+    };
+    let ((), id) = tokio::join!(locker, id);
+
+    // Assert: a run whose first attempt timed out and whose second one (after the backoff,
+    // the lock gone) refreshed the view.
+    let runs = app
+        .wait_for_runs(a, &id, 20 * SECOND, |runs| {
+            runs.iter()
+                .any(|r| r["status"] == "succeeded" && r["attempts"] == 2)
+        })
+        .await;
+    let retried = runs
+        .iter()
+        .find(|r| r["status"] == "succeeded" && r["attempts"] == 2)
+        .expect("a retried run");
+    assert!(
+        retried["duration_ms"].as_i64().expect("ms") >= 4000,
+        "one second of timeout and three of backoff: {retried}"
+    );
+    assert!(retried["row_count"].is_number(), "{retried}");
+}
+
+#[tokio::test]
+async fn a_run_that_only_times_out_is_recorded_as_timed_out() {
+    // Arrange: refreshes may take one second; the table stays locked for four.
+    let app = spawn_app_with(|s| s.tenant_statement_timeout = SECOND).await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let locker = hold_table_lock(&app, &user, 4 * SECOND);
+    let id = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.every_second_job(a, "someview", json!({})).await
+    };
+    let ((), id) = tokio::join!(locker, id);
+
+    let runs = app
+        .wait_for_runs(a, &id, 10 * SECOND, |runs| {
+            runs.iter().any(|r| r["status"] == "timed_out")
+        })
+        .await;
+    let timed_out = runs
+        .iter()
+        .find(|r| r["status"] == "timed_out")
+        .expect("timed out");
+    assert_eq!(timed_out["attempts"], 1, "{timed_out}");
+    assert!(
+        timed_out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("statement timeout")),
+        "{timed_out}"
+    );
+}
