@@ -609,3 +609,115 @@ async fn idle_streams_get_heartbeat_comments() {
     ));
     assert!(stream.comments >= 2, "{} heartbeats", stream.comments);
 }
+
+#[tokio::test]
+async fn a_failed_run_sends_no_event() {
+    // Arrange: a view that fails while a row has SomeNumber = 42, a channel on it, a listener.
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let a = &user.access;
+    let res = app
+        .create_table(
+            a,
+            walkthrough_file(),
+            "sometable",
+            Some(WALKTHROUGH_COLUMNS),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    app.created(
+        a,
+        "/views/create/",
+        json!({"view_name": "fragile", "sql_query": "SELECT 1 / (\"SomeNumber\" - 42) AS x, now() AS at FROM sometable"}),
+    )
+    .await;
+    let channel = app
+        .created(a, "/channels/create/", json!({"view_name": "fragile"}))
+        .await;
+    let mut stream = app
+        .listen(a, channel["channel_id"].as_str().expect("id"))
+        .await;
+    let res = app
+        .post_as(
+            a,
+            "/tables/sometable/rows/",
+            &json!([{"SomeNumber": 42, "SomeString": "boom"}]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Act: a job's runs fail; then the row goes (replace) and a refresh succeeds.
+    let id = app.every_second_job(a, "fragile", json!({})).await;
+    app.wait_for_runs(a, &id, 10 * SECOND, |runs| {
+        runs.iter().any(|r| r["status"] == "failed")
+    })
+    .await;
+    let res = app
+        .post_as(
+            a,
+            "/tables/sometable/rows/?mode=replace",
+            &json!([{"SomeNumber": 1, "SomeString": "fine"}]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.refresh_view(a, "fragile").await["status"], "refreshed");
+
+    // Assert: the first event the listener gets is the first success's, numbered 1.
+    let first = stream.expect_event(5 * SECOND).await;
+    assert_eq!(
+        (first.seq(), first.json()["status"].as_str()),
+        (1, Some("succeeded")),
+        "{first:?}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_job_keeps_its_channel_and_the_views_events() {
+    // Arrange: a channel created from a job, with one event.
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let job = app
+        .created(
+            a,
+            "/jobs/create/",
+            json!({"view_name": "someview", "crontab_def": "@daily"}),
+        )
+        .await;
+    let channel = app
+        .created(a, "/channels/create/", json!({"job_id": job["job_id"]}))
+        .await;
+    let cid = channel["channel_id"].as_str().expect("id").to_owned();
+    app.refresh_view(a, "someview").await;
+
+    // Act
+    let res = app
+        .delete_as(
+            a,
+            &format!("/jobs/{}/", job["job_id"].as_str().expect("id")),
+        )
+        .await;
+
+    // Assert: the channel still watches the view, keeps its event and gets new ones.
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let described: Value = app
+        .get_as(a, &format!("/channels/{cid}/"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(described["view_name"], "someview", "{described}");
+    assert_eq!(described["last_event_id"], 1, "{described}");
+    let mut stream = SseStream::open(
+        &app,
+        &format!("/channels/{cid}/listen/"),
+        &[
+            ("Authorization", format!("Bearer {a}")),
+            ("Last-Event-ID", "0".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(stream.expect_event(5 * SECOND).await.seq(), 1);
+    app.refresh_view(a, "someview").await;
+    assert_eq!(stream.expect_event(5 * SECOND).await.seq(), 2);
+}
