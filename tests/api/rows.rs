@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, TestUser, assert_problem, parquet_bytes, spawn_app};
 
 fn typed_file() -> Vec<u8> {
+    typed_file_with_ids([Some(9_007_199_254_740_993), Some(2), Some(3), None])
+}
+
+/// [`typed_file`] with other values in `id`.
+fn typed_file_with_ids(ids: [Option<i64>; 4]) -> Vec<u8> {
     let schema = Schema::new(vec![
         Field::new("id", DataType::Int64, true),
         Field::new("Name", DataType::Utf8, true),
@@ -30,12 +35,7 @@ fn typed_file() -> Vec<u8> {
         Field::new("price", DataType::Decimal128(20, 4), true),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(vec![
-            Some(9_007_199_254_740_993),
-            Some(2),
-            Some(3),
-            None,
-        ])),
+        Arc::new(Int64Array::from(ids.to_vec())),
         Arc::new(StringArray::from(vec![
             Some("alpha"),
             Some("Beta"),
@@ -441,12 +441,21 @@ async fn more_parquet_rows_append_or_replace_and_bump_the_change_counter() {
         (Some("append"), Some(4), Some(8))
     );
 
-    let res = post_parquet(&app, &user, "things", Some("replace"), typed_file()).await;
+    // Replaced by different rows: only the new ones are there.
+    let fresh = typed_file_with_ids([Some(101), Some(102), Some(103), Some(104)]);
+    let res = post_parquet(&app, &user, "things", Some("replace"), fresh).await;
     let body: Value = res.json().await.expect("json");
     assert_eq!(
         (body["mode"].as_str(), body["row_count"].as_i64()),
         (Some("replace"), Some(4))
     );
+    let ids: Vec<Option<i64>> = rows(&app, &user, "order=id").await["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["id"].as_i64())
+        .collect();
+    assert_eq!(ids, [Some(101), Some(102), Some(103), Some(104)]);
     assert_eq!(change_count(&app, "things").await, before + 2);
 }
 
@@ -617,4 +626,119 @@ async fn a_bad_filter_on_a_csv_or_parquet_export_is_a_400_not_a_broken_download(
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_column_type_the_converter_cannot_store_is_unsupported_type_naming_the_column() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    // Decimals wider than 38 digits have no conversion path (PostgreSQL's numeric could hold
+    // them; the COPY encoder cannot).
+    let huge =
+        arrow::array::Decimal256Array::from(vec![Some(arrow::datatypes::i256::from_i128(5))])
+            .with_precision_and_scale(50, 2)
+            .expect("decimal");
+    let file = parquet_bytes(
+        &RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, true),
+                Field::new("huge", DataType::Decimal256(50, 2), true),
+            ])),
+            vec![Arc::new(Int64Array::from(vec![1])), Arc::new(huge)],
+        )
+        .expect("batch"),
+        None,
+    );
+
+    let res = app.create_table(&user.access, file, "odd", None).await;
+
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "unsupported_type").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("\"huge\"")),
+        "{body}"
+    );
+    assert_eq!(
+        app.get_as(&user.access, "/tables/odd/").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_rows_body_over_the_limit_is_413_and_adds_nothing() {
+    let app = crate::helpers::spawn_app_with(|s| s.rows_body_limit_bytes = 1024).await;
+    let user = with_table(&app).await;
+    let many: Vec<Value> = (0..100)
+        .map(|i| json!({"id": i, "Name": "padding padding"}))
+        .collect();
+
+    let res = app
+        .client
+        .post(app.url("/tables/things/rows/"))
+        .header("Authorization", format!("Bearer {}", user.access))
+        .json(&many)
+        .send()
+        .await
+        .expect("request");
+
+    let body = assert_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("1024")),
+        "{body}"
+    );
+    assert_eq!(
+        rows(&app, &user, "").await["rows"].as_array().map(Vec::len),
+        Some(4)
+    );
+}
+
+#[tokio::test]
+async fn a_reader_during_a_replace_sees_all_old_rows_or_all_new_ones() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+    let old: Vec<Option<i64>> = vec![None, Some(2), Some(3), Some(9_007_199_254_740_993)];
+    let new: Vec<Option<i64>> = vec![Some(101), Some(102), Some(103), Some(104)];
+    let ids = |rows: Value| -> Vec<Option<i64>> {
+        let mut ids: Vec<Option<i64>> = rows["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                r["id"]
+                    .as_i64()
+                    .or_else(|| r["id"].as_str().and_then(|s| s.parse().ok()))
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(rows(&app, &user, "").await), old);
+
+    // Readers keep reading while one replace runs.
+    let replace = post_parquet(
+        &app,
+        &user,
+        "things",
+        Some("replace"),
+        typed_file_with_ids([Some(101), Some(102), Some(103), Some(104)]),
+    );
+    // Readers start before the replace and read until they see its result.
+    let readers = async {
+        let mut seen = Vec::new();
+        while seen.last() != Some(&new) && seen.len() < 2000 {
+            seen.push(ids(rows(&app, &user, "").await));
+        }
+        seen
+    };
+    let (res, seen) = tokio::join!(replace, readers);
+
+    assert_eq!(res.status(), StatusCode::OK);
+    for ids in &seen {
+        assert!(
+            *ids == old || *ids == new,
+            "a reader saw a half-replaced table: {ids:?}"
+        );
+    }
+    assert_eq!(ids(rows(&app, &user, "").await), new);
 }
