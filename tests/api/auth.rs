@@ -1165,18 +1165,7 @@ async fn logging_out_an_already_revoked_session_is_harmless_and_keeps_the_first_
     .await
     .expect("the session row");
     assert_eq!((reason.as_str(), revoked_at_is_first), ("logout", true));
-    assert_problem(
-        app.refresh(&user.refresh).await,
-        StatusCode::UNAUTHORIZED,
-        "token_revoked",
-    )
-    .await;
-    assert_problem(
-        app.me(&user.access).await,
-        StatusCode::UNAUTHORIZED,
-        "token_revoked",
-    )
-    .await;
+    app.assert_session_dead(&user.access, &user.refresh).await;
 }
 
 #[tokio::test]
@@ -1222,16 +1211,5 @@ async fn each_refresh_slides_the_session_and_a_session_left_to_expire_is_dead() 
     let access = rotated["access"].as_str().expect("access");
 
     // Assert: neither its refresh token nor its (unexpired) access token works.
-    assert_problem(
-        app.refresh(refresh).await,
-        StatusCode::UNAUTHORIZED,
-        "token_revoked",
-    )
-    .await;
-    assert_problem(
-        app.me(access).await,
-        StatusCode::UNAUTHORIZED,
-        "token_revoked",
-    )
-    .await;
+    app.assert_session_dead(access, refresh).await;
 }

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    WALKTHROUGH_COLUMNS, assert_problem, spawn_app, spawn_app_on, spawn_app_with, superuser,
-    walkthrough_file,
+    WALKTHROUGH_COLUMNS, assert_first_event_is_the_first_success, assert_problem, spawn_app,
+    spawn_app_on, spawn_app_with, superuser, walkthrough_file,
 };
 use crate::sse::{Next, SseStream};
 
@@ -209,21 +209,10 @@ async fn manual_refreshes_reach_listeners_and_resume_with_last_event_id() {
     let mut quiet = app.listen(a, &sid).await;
     assert_eq!(app.refresh_view(a, "stable").await["status"], "skipped");
     // The first event it gets is the first real refresh's, numbered 1.
-    let res = app
-        .post_as(
-            a,
-            "/tables/sometable/rows/",
-            &json!([{"SomeNumber": 1, "SomeString": "x"}]),
-        )
+    app.add_some_rows(a, None, json!([{"SomeNumber": 1, "SomeString": "x"}]))
         .await;
-    assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(app.refresh_view(a, "stable").await["status"], "refreshed");
-    let first = quiet.expect_event(5 * SECOND).await;
-    assert_eq!(
-        (first.seq(), first.json()["status"].as_str()),
-        (1, Some("succeeded")),
-        "{first:?}"
-    );
+    assert_first_event_is_the_first_success(&mut quiet).await;
 }
 
 #[tokio::test]
@@ -614,37 +603,14 @@ async fn idle_streams_get_heartbeat_comments() {
 async fn a_failed_run_sends_no_event() {
     // Arrange: a view that fails while a row has SomeNumber = 42, a channel on it, a listener.
     let app = spawn_app().await;
-    let user = app.signed_up_user().await;
+    let user = app.user_with_fragile_view().await;
     let a = &user.access;
-    let res = app
-        .create_table(
-            a,
-            walkthrough_file(),
-            "sometable",
-            Some(WALKTHROUGH_COLUMNS),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    app.created(
-        a,
-        "/views/create/",
-        json!({"view_name": "fragile", "sql_query": "SELECT 1 / (\"SomeNumber\" - 42) AS x, now() AS at FROM sometable"}),
-    )
-    .await;
     let channel = app
         .created(a, "/channels/create/", json!({"view_name": "fragile"}))
         .await;
     let mut stream = app
         .listen(a, channel["channel_id"].as_str().expect("id"))
         .await;
-    let res = app
-        .post_as(
-            a,
-            "/tables/sometable/rows/",
-            &json!([{"SomeNumber": 42, "SomeString": "boom"}]),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
 
     // Act: a job's runs fail; then the row goes (replace) and a refresh succeeds.
     let id = app.every_second_job(a, "fragile", json!({})).await;
@@ -652,23 +618,16 @@ async fn a_failed_run_sends_no_event() {
         runs.iter().any(|r| r["status"] == "failed")
     })
     .await;
-    let res = app
-        .post_as(
-            a,
-            "/tables/sometable/rows/?mode=replace",
-            &json!([{"SomeNumber": 1, "SomeString": "fine"}]),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    app.add_some_rows(
+        a,
+        Some("replace"),
+        json!([{"SomeNumber": 1, "SomeString": "fine"}]),
+    )
+    .await;
     assert_eq!(app.refresh_view(a, "fragile").await["status"], "refreshed");
 
     // Assert: the first event the listener gets is the first success's, numbered 1.
-    let first = stream.expect_event(5 * SECOND).await;
-    assert_eq!(
-        (first.seq(), first.json()["status"].as_str()),
-        (1, Some("succeeded")),
-        "{first:?}"
-    );
+    assert_first_event_is_the_first_success(&mut stream).await;
 }
 
 #[tokio::test]

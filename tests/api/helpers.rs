@@ -598,3 +598,66 @@ impl TestApp {
         .await
     }
 }
+
+impl TestApp {
+    /// Sends `rows` (JSON) to the caller's `sometable`, which must take them; `?mode=` when given.
+    pub async fn add_some_rows(&self, access: &str, mode: Option<&str>, rows: Value) {
+        let path = match mode {
+            Some(mode) => format!("/tables/sometable/rows/?mode={mode}"),
+            None => "/tables/sometable/rows/".to_owned(),
+        };
+        let res = self.post_as(access, &path, &rows).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+
+    /// A user with `sometable` and the view `fragile`, which fails to refresh (division by
+    /// zero) while a row has `SomeNumber = 42`, as one now does.
+    pub async fn user_with_fragile_view(&self) -> TestUser {
+        let user = self.signed_up_user().await;
+        let a = &user.access;
+        let res = self
+            .create_table(
+                a,
+                walkthrough_file(),
+                "sometable",
+                Some(WALKTHROUGH_COLUMNS),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        self.created(
+            a,
+            "/views/create/",
+            json!({"view_name": "fragile", "sql_query": "SELECT 1 / (\"SomeNumber\" - 42) AS x, now() AS at FROM sometable"}),
+        )
+        .await;
+        self.add_some_rows(a, None, json!([{"SomeNumber": 42, "SomeString": "boom"}]))
+            .await;
+        user
+    }
+
+    /// Both tokens of a session are refused as revoked (401 `token_revoked`).
+    pub async fn assert_session_dead(&self, access: &str, refresh: &str) {
+        assert_problem(
+            self.me(access).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
+        assert_problem(
+            self.refresh(refresh).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
+    }
+}
+
+/// The first event of `stream` is the first successful refresh, numbered 1.
+pub async fn assert_first_event_is_the_first_success(stream: &mut SseStream) {
+    let first = stream.expect_event(Duration::from_secs(5)).await;
+    assert_eq!(
+        (first.seq(), first.json()["status"].as_str()),
+        (1, Some("succeeded")),
+        "{first:?}"
+    );
+}

@@ -8,8 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestUser, WALKTHROUGH_COLUMNS, assert_problem, spawn_app, spawn_app_on,
-    spawn_app_with, superuser, walkthrough_file,
+    TestApp, TestUser, assert_problem, spawn_app, spawn_app_on, spawn_app_with, superuser,
 };
 
 fn url_encode(s: &str) -> String {
@@ -364,32 +363,9 @@ async fn after_downtime_a_job_runs_once_not_once_per_missed_tick() {
 #[tokio::test]
 async fn failed_runs_are_retried_with_backoff() {
     let app = spawn_app_with(|s| s.retry_backoff = Duration::from_millis(100)).await;
-    let user = app.signed_up_user().await;
+    // Fine while no row has SomeNumber = 42; one has.
+    let user = app.user_with_fragile_view().await;
     let a = &user.access;
-    let res = app
-        .create_table(
-            a,
-            walkthrough_file(),
-            "sometable",
-            Some(WALKTHROUGH_COLUMNS),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    // Fine while no row has SomeNumber = 42.
-    app.created(
-        a,
-        "/views/create/",
-        json!({"view_name": "fragile", "sql_query": "SELECT 1 / (\"SomeNumber\" - 42) AS x, now() AS at FROM sometable"}),
-    )
-    .await;
-    let res = app
-        .post_as(
-            a,
-            "/tables/sometable/rows/",
-            &json!([{"SomeNumber": 42, "SomeString": "boom"}]),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
     let id = app
         .every_second_job(a, "fragile", json!({"retries": 2}))
         .await;

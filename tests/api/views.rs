@@ -58,6 +58,17 @@ async fn create_view(app: &TestApp, user: &TestUser, body: Value) -> reqwest::Re
         .expect("request")
 }
 
+/// Deleting `path` is a 409 `code` while views read it, and succeeds with `?cascade=true`.
+async fn assert_held_until_cascade(app: &TestApp, user: &TestUser, path: &str, code: &str) {
+    assert_problem(delete(app, user, path).await, StatusCode::CONFLICT, code).await;
+    assert_eq!(
+        delete(app, user, &format!("{path}?cascade=true"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
 async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
     app.client
         .post(app.url(path))
@@ -291,18 +302,7 @@ async fn deleting_a_table_a_view_reads_is_409_unless_cascade() {
     let res = create_view(&app, &user, json!({"view_name": "starts", "sql_query": "SELECT * FROM calls WHERE record_type = 'start'"})).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
-    assert_problem(
-        delete(&app, &user, "/tables/calls/").await,
-        StatusCode::CONFLICT,
-        "table_has_dependents",
-    )
-    .await;
-    assert_eq!(
-        delete(&app, &user, "/tables/calls/?cascade=true")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_held_until_cascade(&app, &user, "/tables/calls/", "table_has_dependents").await;
     assert_problem(
         app.get_as(&user.access, "/views/starts/").await,
         StatusCode::NOT_FOUND,
@@ -462,18 +462,7 @@ async fn a_view_over_a_view_is_never_skipped_and_holds_its_base_view_until_casca
     assert!(days["row_count"].as_i64().expect("row_count") > 1);
 
     // Deleting the base view is refused while the other reads it, and takes both with cascade.
-    assert_problem(
-        delete(&app, &user, "/views/daily/").await,
-        StatusCode::CONFLICT,
-        "view_has_dependents",
-    )
-    .await;
-    assert_eq!(
-        delete(&app, &user, "/views/daily/?cascade=true")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_held_until_cascade(&app, &user, "/views/daily/", "view_has_dependents").await;
     for gone in ["/views/daily/", "/views/busiest/"] {
         assert_eq!(
             app.get_as(&user.access, gone).await.status(),
