@@ -69,6 +69,15 @@ async fn assert_held_until_cascade(app: &TestApp, user: &TestUser, path: &str, c
     );
 }
 
+/// Appends one call on 2030-01-01, a day `calls` has no record of.
+async fn add_a_call_on_a_new_day(app: &TestApp, user: &TestUser) {
+    let more = json!([{"record_id": 6001, "record_type": "start", "record_timestamp": "2030-01-01T10:00:00Z", "call_id": 3001, "source": "11", "destination": "22"}]);
+    let res = app
+        .post_as(&user.access, "/tables/calls/rows/", &more)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
 async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
     app.client
         .post(app.url(path))
@@ -171,16 +180,7 @@ async fn a_view_reads_like_a_table_and_skips_refreshes_when_nothing_changed() {
         .expect("json");
     assert_eq!(skipped["status"], "skipped");
 
-    let more = json!([{"record_id": 6001, "record_type": "start", "record_timestamp": "2030-01-01T10:00:00Z", "call_id": 3001, "source": "11", "destination": "22"}]);
-    let res = app
-        .client
-        .post(app.url("/tables/calls/rows/"))
-        .header("Authorization", format!("JWT {}", user.access))
-        .json(&more)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::OK);
+    add_a_call_on_a_new_day(&app, &user).await;
     let refreshed: Value = post(&app, &user, "/views/calls_per_day/refresh/")
         .await
         .json()
@@ -422,16 +422,7 @@ async fn a_view_over_a_view_is_never_skipped_and_holds_its_base_view_until_casca
     assert_eq!(refresh_status(&app, &user, "busiest").await, "refreshed");
 
     // The dependent view sees what its base view holds after the base refreshes.
-    let more = json!([{"record_id": 6001, "record_type": "start", "record_timestamp": "2030-01-01T10:00:00Z", "call_id": 3001, "source": "11", "destination": "22"}]);
-    let res = app
-        .client
-        .post(app.url("/tables/calls/rows/"))
-        .header("Authorization", format!("JWT {}", user.access))
-        .json(&more)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::OK);
+    add_a_call_on_a_new_day(&app, &user).await;
     let most = |rows: Value| rows["rows"][0]["most"].as_i64().expect("most");
     let before = most(
         app.get_as(&user.access, "/views/busiest/rows/")
