@@ -327,6 +327,13 @@ async fn overlap_queue_runs_the_tick_after_the_slow_run() {
     assert!(time(&queued["scheduled_for"]) < slow_end, "{queued}");
     assert!(time(&queued["started_at"]) >= slow_end);
     assert!(time(&queued["started_at"]) - slow_end < chrono::Duration::seconds(2));
+    // The ticks that came during the three-second run collapsed into that one queued run.
+    let slow_tick = time(&runs[i]["scheduled_for"]);
+    let during: Vec<&Value> = runs
+        .iter()
+        .filter(|r| time(&r["scheduled_for"]) > slow_tick && time(&r["scheduled_for"]) < slow_end)
+        .collect();
+    assert_eq!(during.len(), 1, "{during:#?}");
     assert_no_overlap(&runs);
 }
 
