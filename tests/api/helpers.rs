@@ -661,3 +661,27 @@ pub async fn assert_first_event_is_the_first_success(stream: &mut SseStream) {
         "{first:?}"
     );
 }
+
+/// Holds an exclusive lock on the user's `sometable` for `hold`, so refreshes of views over it
+/// wait: a slow refresh without burning CPU.
+pub async fn hold_table_lock(app: &TestApp, user: &TestUser, hold: Duration) {
+    let me: Value = app.me(&user.access).await.json().await.expect("json");
+    let schema = format!(
+        "t_{}",
+        uuid::Uuid::parse_str(me["id"].as_str().expect("id"))
+            .expect("uuid")
+            .simple()
+    );
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {schema}.sometable IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("lock");
+    tokio::time::sleep(hold).await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut admin)
+        .await
+        .expect("commit");
+}

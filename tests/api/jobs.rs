@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, TestUser, assert_problem, spawn_app, spawn_app_on, spawn_app_with, superuser,
+    assert_problem, hold_table_lock, spawn_app, spawn_app_on, spawn_app_with, superuser,
 };
 
 fn url_encode(s: &str) -> String {
@@ -224,30 +224,6 @@ async fn runs_are_recorded_and_paginated() {
     }
     let res = app.get_as(a, &format!("/jobs/{id}/runs/?limit=0")).await;
     assert_problem(res, StatusCode::BAD_REQUEST, "invalid_limit").await;
-}
-
-/// Holds an exclusive lock on the user's `sometable` for `hold`, so refreshes of views over it
-/// wait: a slow refresh without burning CPU.
-async fn hold_table_lock(app: &TestApp, user: &TestUser, hold: Duration) {
-    let me: Value = app.me(&user.access).await.json().await.expect("json");
-    let schema = format!(
-        "t_{}",
-        uuid::Uuid::parse_str(me["id"].as_str().expect("id"))
-            .expect("uuid")
-            .simple()
-    );
-    let mut admin = superuser(&app.db).await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "BEGIN; LOCK TABLE {schema}.sometable IN ACCESS EXCLUSIVE MODE"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("lock");
-    tokio::time::sleep(hold).await;
-    sqlx::raw_sql("COMMIT")
-        .execute(&mut admin)
-        .await
-        .expect("commit");
 }
 
 /// Runs that did work never overlap in time.

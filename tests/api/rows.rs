@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array,
@@ -741,4 +742,32 @@ async fn a_reader_during_a_replace_sees_all_old_rows_or_all_new_ones() {
         );
     }
     assert_eq!(ids(rows(&app, &user, "").await), new);
+}
+
+#[tokio::test]
+async fn a_read_that_runs_past_the_statement_timeout_is_query_timeout() {
+    // Arrange: reads may take one second; the table is locked for three.
+    let app =
+        crate::helpers::spawn_app_with(|s| s.tenant_statement_timeout = Duration::from_secs(1))
+            .await;
+    let user = app.user_with_view().await;
+    let read = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.get_as(&user.access, "/tables/sometable/rows/").await
+    };
+
+    // Act
+    let ((), res) = tokio::join!(
+        crate::helpers::hold_table_lock(&app, &user, Duration::from_secs(3)),
+        read
+    );
+
+    // Assert
+    assert_problem(res, StatusCode::BAD_REQUEST, "query_timeout").await;
+    assert_eq!(
+        app.get_as(&user.access, "/tables/sometable/rows/")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
