@@ -1,4 +1,4 @@
-//! Stage 3: Arrow columns to the Arrow types their PostgreSQL columns are encoded from, with
+//! Stage 3 of an upload: Arrow columns to the Arrow types their PostgreSQL columns are encoded from, with
 //! the first value that does not fit reported by column and row. Nested values become JSON text.
 
 use std::sync::Arc;
@@ -7,10 +7,27 @@ use arrow::array::{Array, ArrayRef, BinaryBuilder, RecordBatch, StringArray, Str
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use super::plan::{ColumnPlan, IngestError, Plan, is_string, value_type};
-use super::types::{PgType, is_nested};
+use super::plan::{ColumnPlan, IngestError, Plan};
+use super::types::{PgType, is_nested, is_string, value_type};
 
-pub(super) fn convert_batch(
+/// The batches with each of the plan's columns (at `positions` in a batch) converted, in the
+/// plan's order. Rows are counted across batches, so an error names the row in the whole upload.
+pub(super) fn converted<'a>(
+    batches: impl Iterator<Item = Result<RecordBatch, IngestError>> + 'a,
+    plan: &'a Plan,
+    positions: &'a [usize],
+) -> impl Iterator<Item = Result<RecordBatch, IngestError>> + 'a {
+    let mut row_offset = 0usize;
+    batches.map(move |batch| {
+        let batch = batch?;
+        let converted = convert_batch(&batch, plan, positions, row_offset)?;
+        row_offset += batch.num_rows();
+        Ok(converted)
+    })
+}
+
+/// One batch converted; `row_offset` is the number of rows before it in the upload.
+fn convert_batch(
     batch: &RecordBatch,
     plan: &Plan,
     positions: &[usize],
@@ -32,7 +49,7 @@ pub(super) fn convert_batch(
         .map_err(|e| IngestError::UnsupportedType(format!("building a batch: {e}")))
 }
 
-pub(super) fn invalid(
+fn invalid(
     column: &ColumnPlan,
     row_offset: usize,
     index: usize,
@@ -45,7 +62,7 @@ pub(super) fn invalid(
     }
 }
 
-pub(super) fn cast_to(
+fn cast_to(
     array: &ArrayRef,
     target: &DataType,
     column: &ColumnPlan,
@@ -80,7 +97,7 @@ pub(super) fn cast_to(
     Ok(cast)
 }
 
-pub(super) fn strings(
+fn strings(
     array: &ArrayRef,
     column: &ColumnPlan,
     row_offset: usize,
@@ -96,7 +113,7 @@ pub(super) fn strings(
         .ok_or_else(|| invalid(column, row_offset, 0, "cannot convert to text"))
 }
 
-pub(super) fn convert_column(
+fn convert_column(
     array: &ArrayRef,
     column: &ColumnPlan,
     row_offset: usize,
@@ -175,7 +192,7 @@ pub(super) fn convert_column(
 
 /// Arrow casts floats and decimals to integers by truncating (1.9 becomes 1): refuse any value
 /// with a fraction instead, naming it.
-pub(super) fn check_integral(
+fn check_integral(
     array: &ArrayRef,
     column: &ColumnPlan,
     row_offset: usize,
@@ -248,7 +265,7 @@ pub(super) fn check_integral(
 }
 
 /// Nested values (lists, structs, maps) as JSON text, one per row.
-pub(super) fn json_texts(
+fn json_texts(
     array: &ArrayRef,
     column: &ColumnPlan,
     row_offset: usize,

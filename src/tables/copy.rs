@@ -1,9 +1,8 @@
-//! Stage 4: record batches encoded into PostgreSQL's binary COPY format (pgpq, on a blocking
-//! thread, memory bounded by one batch) and pumped into `COPY ... FROM STDIN` as the tenant, in
-//! segments between which the storage quota is measured.
+//! Stage 4 of an upload: converted record batches encoded into PostgreSQL's binary COPY format
+//! (pgpq, on a blocking thread, memory bounded by one batch) and pumped into
+//! `COPY ... FROM STDIN` as the tenant, in segments between which the storage quota is measured.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema};
@@ -13,57 +12,25 @@ use pgpq::encoders::{EncoderBuilder, StringEncoderBuilder};
 use pgpq::pg_schema::PostgresType;
 use tokio::sync::mpsc;
 
-use super::convert::convert_batch;
-use super::plan::{BATCH_ROWS, IngestError, Plan, guarded, open, value_type};
+use super::plan::{IngestError, Plan};
 use super::store;
-use super::types::PgType;
+use super::types::{PgType, value_type};
 use crate::db::ident::Ident;
 use crate::db::quota;
 use crate::db::tenant;
 use crate::error::ApiError;
 
-/// Streams the file's rows as binary COPY data into `sink`: the header, one chunk per batch,
-/// the trailer. Stops at the first error, which is also sent.
-pub fn encode_file(path: PathBuf, plan: Plan, sink: mpsc::Sender<Result<Bytes, IngestError>>) {
-    let result = guarded("decoding the data", || {
-        let projection: Vec<usize> = plan.columns.iter().map(|c| c.file_index).collect();
-        let builder = open(&path)?;
-        let mask =
-            parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), projection.clone());
-        let reader = builder
-            .with_batch_size(BATCH_ROWS)
-            .with_projection(mask)
-            .build()
-            .map_err(|e| IngestError::InvalidParquet(e.to_string()))?;
-        // The projection keeps file order; find each table column in the projected batch.
-        let mut sorted = projection.clone();
-        sorted.sort_unstable();
-        let positions: Vec<usize> = projection
-            .iter()
-            .map(|i| sorted.binary_search(i).unwrap_or_default())
-            .collect();
-        let batches = reader.map(|b| b.map_err(|e| IngestError::InvalidParquet(e.to_string())));
-        encode_batches(batches, &plan, &positions, &sink)
-    });
-    if let Err(e) = result {
-        let _ = sink.blocking_send(Err(e));
-    }
-}
-
-/// Converts and encodes batches (whose columns sit at `positions` for the plan's columns) into
-/// binary COPY chunks sent to `sink`: header, one chunk per batch, trailer.
+/// Encodes converted batches (columns in the plan's order, see
+/// [`convert::converted`](super::convert::converted)) into binary COPY chunks sent to `sink`:
+/// header, one chunk per batch, trailer. Stops at the first error, which it returns.
 pub fn encode_batches(
     batches: impl Iterator<Item = Result<RecordBatch, IngestError>>,
     plan: &Plan,
-    positions: &[usize],
     sink: &mpsc::Sender<Result<Bytes, IngestError>>,
 ) -> Result<(), IngestError> {
     let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
-    let mut row_offset = 0usize;
-    for batch in batches {
-        let batch = batch?;
-        let converted = convert_batch(&batch, plan, positions, row_offset)?;
-        row_offset += batch.num_rows();
+    for converted in batches {
+        let converted = converted?;
         let mut buf = BytesMut::new();
         let encoder = match &mut encoder {
             Some(encoder) => encoder,
@@ -107,10 +74,9 @@ pub fn encode_batches(
     Ok(())
 }
 
-pub(super) fn new_encoder(
-    schema: &Schema,
-    plan: &Plan,
-) -> Result<ArrowToPostgresBinaryEncoder, IngestError> {
+/// The encoder for `schema`'s columns; `jsonb` columns are sent as JSON text, which pgpq
+/// would otherwise encode as `text`.
+fn new_encoder(schema: &Schema, plan: &Plan) -> Result<ArrowToPostgresBinaryEncoder, IngestError> {
     let unsupported = |e: pgpq::error::ErrorKind| IngestError::UnsupportedType(format!("{e:?}"));
     let mut encoders: HashMap<String, EncoderBuilder> = pgpq::build_encoders(schema.fields())
         .map_err(unsupported)?
@@ -126,80 +92,49 @@ pub(super) fn new_encoder(
     ArrowToPostgresBinaryEncoder::try_new_with_encoders(schema, &encoders).map_err(unsupported)
 }
 
-/// Streams the file through the binary COPY encoder into the table, within the tenant's
-/// storage quota.
-pub(super) async fn copy_file(
-    conn: &mut tenant::TenantTx,
-    schema: &Ident,
-    name: &Ident,
-    plan: Plan,
-    path: PathBuf,
-    storage_quota: u64,
-) -> Result<u64, ApiError> {
-    let statement = store::copy_statement(schema, name, &plan)?;
-    copy_from(conn, schema, storage_quota, &statement, move |sender| {
-        encode_file(path, plan, sender)
-    })
-    .await
-}
-
-/// Copies rows already decoded into batches (a JSON rows body) into the table.
-pub(super) async fn copy_batches(
-    conn: &mut tenant::TenantTx,
-    schema: &Ident,
-    name: &Ident,
-    plan: Plan,
-    batches: Vec<RecordBatch>,
-    storage_quota: u64,
-) -> Result<u64, ApiError> {
-    let statement = store::copy_statement(schema, name, &plan)?;
-    let positions: Vec<usize> = (0..plan.columns.len()).collect();
-    copy_from(conn, schema, storage_quota, &statement, move |sender| {
-        if let Err(e) = encode_batches(batches.into_iter().map(Ok), &plan, &positions, &sender) {
-            let _ = sender.blocking_send(Err(e));
-        }
-    })
-    .await
-}
-
 /// Binary COPY's fixed header (signature, no flags, no extension) and trailer, as pgpq writes
 /// them: a long stream is cut into several COPY statements at batch boundaries, each framed so.
-pub(super) const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-pub(super) const COPY_TRAILER: &[u8] = b"\xff\xff";
+const COPY_TRAILER: &[u8] = b"\xff\xff";
 
 /// COPY data between two storage measurements: an eighth of the quota, within 1 to 64 MiB, so
 /// a file that inflates far beyond its size is stopped soon after it crosses the quota.
-pub(super) fn measure_every(storage_quota: u64) -> usize {
+fn measure_every(storage_quota: u64) -> usize {
     usize::try_from((storage_quota / 8).clamp(1 << 20, 64 << 20)).unwrap_or(64 << 20)
 }
 
-/// Runs `COPY ... FROM STDIN` fed by `produce`, which runs on a blocking thread and sends binary
-/// COPY chunks (or the error that stopped it) through a bounded channel. `conn` runs as the
-/// tenant `schema`; the tenant's storage is measured every [`measure_every`] bytes and at the
-/// end, and above `storage_quota` the copy stops with 409 `storage_quota_exceeded` (the caller's
-/// transaction then rolls everything back).
-pub(super) async fn copy_from(
+/// Runs `COPY schema.name (the plan's columns) FROM STDIN (FORMAT binary)` as the tenant, fed
+/// by `produce`, which runs on a blocking thread and sends binary COPY chunks, or
+/// the error that stopped it, through a bounded channel. The tenant's storage is measured every
+/// [`measure_every`] bytes and at the end; above `storage_quota` the copy stops with 409
+/// `storage_quota_exceeded` (the caller's transaction then rolls everything back). Returns the
+/// rows written.
+pub(super) async fn copy_into(
     conn: &mut tenant::TenantTx,
     schema: &Ident,
+    name: &Ident,
+    plan: Plan,
     storage_quota: u64,
-    statement: &str,
-    produce: impl FnOnce(mpsc::Sender<Result<bytes::Bytes, IngestError>>) + Send + 'static,
+    produce: impl FnOnce(Plan, mpsc::Sender<Result<Bytes, IngestError>>) + Send + 'static,
 ) -> Result<u64, ApiError> {
+    let statement = store::copy_statement(schema, name, &plan)?;
     let (sender, mut receiver) = mpsc::channel(4);
-    let producer = tokio::task::spawn_blocking(move || produce(sender));
-    let result = copy_segments(conn, schema, storage_quota, statement, &mut receiver).await;
+    let producer = tokio::task::spawn_blocking(move || produce(plan, sender));
+    let result = copy_segments(conn, schema, storage_quota, &statement, &mut receiver).await;
     drop(receiver);
     let _ = producer.await;
     result
 }
 
-pub(super) async fn copy_segments(
+/// Pumps the chunks into one COPY statement after another, each framed by [`COPY_HEADER`] and
+/// [`COPY_TRAILER`], measuring the tenant's storage between them and at the end.
+async fn copy_segments(
     conn: &mut tenant::TenantTx,
     schema: &Ident,
     storage_quota: u64,
     statement: &str,
-    receiver: &mut mpsc::Receiver<Result<bytes::Bytes, IngestError>>,
+    receiver: &mut mpsc::Receiver<Result<Bytes, IngestError>>,
 ) -> Result<u64, ApiError> {
     let every = measure_every(storage_quota);
     let mut written = 0;
@@ -241,6 +176,6 @@ pub(super) async fn copy_segments(
 }
 
 /// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).
-pub(super) fn copy_error(e: sqlx::Error) -> ApiError {
+fn copy_error(e: sqlx::Error) -> ApiError {
     tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from)
 }

@@ -1,16 +1,23 @@
-//! Rows sent as JSON or NDJSON instead of Parquet: checked against the table's columns and
-//! decoded into record batches that take the same conversion and COPY path as a file.
+//! Stage 2 of a JSON upload (the sibling of [`parquet`](super::parquet)): rows sent as JSON or
+//! NDJSON instead of Parquet, checked against the table's columns and decoded into record
+//! batches that then take the same path as a file's, through [`convert`](super::convert) into
+//! [`copy`](super::copy).
 
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::plan::{BATCH_ROWS, ColumnPlan, IngestError, Plan, check_castable};
-use super::types::PgType;
+use super::convert;
+use super::copy;
+use super::plan::{BATCH_ROWS, ColumnPlan, IngestError, Plan};
+use super::types::{PgType, check_castable};
+use crate::db::ident::Ident;
+use crate::db::tenant::TenantTx;
+use crate::error::ApiError;
 
 /// The Arrow type a JSON value of a `pg` column is decoded into before conversion.
-pub(super) fn json_decode_type(pg: PgType) -> DataType {
+fn json_decode_type(pg: PgType) -> DataType {
     match pg {
         PgType::Int2 => DataType::Int16,
         PgType::Int4 => DataType::Int32,
@@ -31,7 +38,7 @@ pub(super) fn json_decode_type(pg: PgType) -> DataType {
 
 /// A JSON syntax error at its place in the body; `line` overrides the parser's line for NDJSON,
 /// which is parsed one line at a time.
-pub(super) fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> IngestError {
+fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> IngestError {
     // serde_json's message ends with its own "at line L column C"; keep only the reason.
     let text = e.to_string();
     let reason = text
@@ -48,7 +55,7 @@ pub(super) fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> Ingest
 /// An integer column's JSON value as a JSON integer. The Arrow decoder would truncate `1.9` to
 /// 1, so fractions are refused here; a number that is integral (`2.0`, `1e3`) or a string
 /// holding one is that integer. Range is checked by the decoder.
-pub(super) fn json_integer(value: &serde_json::Value) -> Result<serde_json::Value, String> {
+fn json_integer(value: &serde_json::Value) -> Result<serde_json::Value, String> {
     let number = match value {
         serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => return Ok(value.clone()),
         serde_json::Value::Number(n) => n.as_f64(),
@@ -213,7 +220,7 @@ pub fn json_rows(
 
 /// The decoder refuses some values (a date that is no date) only when it flushes a batch,
 /// without saying which row: decode the batch's rows one by one to name the first bad one.
-pub(super) fn flush_error(
+fn flush_error(
     schema: &SchemaRef,
     rows: &[String],
     first_row: usize,
@@ -238,4 +245,32 @@ pub(super) fn flush_error(
             reason: format!("in the batch of rows from here: {error}"),
         },
     }
+}
+
+/// Copies rows decoded by [`json_rows`] into the tenant's table `schema.name`, within the
+/// tenant's storage quota; returns the rows written.
+pub(super) async fn copy_rows(
+    conn: &mut TenantTx,
+    schema: &Ident,
+    name: &Ident,
+    plan: Plan,
+    batches: Vec<RecordBatch>,
+    storage_quota: u64,
+) -> Result<u64, ApiError> {
+    copy::copy_into(
+        conn,
+        schema,
+        name,
+        plan,
+        storage_quota,
+        move |plan, sink| {
+            // The decoded batches hold the table's columns in order.
+            let positions: Vec<usize> = (0..plan.columns.len()).collect();
+            let converted = convert::converted(batches.into_iter().map(Ok), &plan, &positions);
+            if let Err(e) = copy::encode_batches(converted, &plan, &sink) {
+                let _ = sink.blocking_send(Err(e));
+            }
+        },
+    )
+    .await
 }

@@ -9,11 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::copy::{copy_batches, copy_file};
-use super::json_rows;
+use super::json_rows::{self, copy_rows};
 use super::name::table_name;
-use super::plan::{self, DeclaredColumn, IngestError, Plan};
+use super::parquet::{self, copy_file};
+use super::plan::{DeclaredColumn, Plan};
 use super::store::{self, ColumnInfo};
+use super::types::PgType;
 use super::upload::{read_body, read_form, require_multipart};
 use crate::auth::extract::AuthUser;
 use crate::db::ident::Ident;
@@ -21,20 +22,6 @@ use crate::db::quota::{self, Counted};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
-
-impl From<IngestError> for ApiError {
-    fn from(e: IngestError) -> Self {
-        let code = match &e {
-            IngestError::InvalidParquet(_) => "invalid_parquet",
-            IngestError::ColumnMismatch(_) => "column_mismatch",
-            IngestError::InvalidColumnName(_) => "invalid_column_name",
-            IngestError::InvalidJson { .. } => "invalid_json",
-            IngestError::UnsupportedType(_) => "unsupported_type",
-            IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
-        };
-        ApiError::bad_request(code, e.to_string())
-    }
-}
 
 /// A table as the API describes it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,6 +51,7 @@ pub struct TableSummary {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Runs `work` on the blocking pool.
 async fn on_blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -117,7 +105,7 @@ pub async fn create_table(
 
     let path: PathBuf = file.to_path_buf();
     let plan_path = path.clone();
-    let plan = on_blocking(move || plan::plan(&plan_path, declared.as_deref())).await??;
+    let plan = on_blocking(move || parquet::plan(&plan_path, declared.as_deref())).await??;
     if plan.columns.len() > settings.max_columns {
         return Err(ApiError::bad_request(
             "too_many_columns",
@@ -383,7 +371,7 @@ pub async fn add_rows(
             })
             .collect();
         let plan_path = file.to_path_buf();
-        let plan = on_blocking(move || plan::plan(&plan_path, Some(&declared))).await??;
+        let plan = on_blocking(move || parquet::plan(&plan_path, Some(&declared))).await??;
         Source::File(file, plan)
     } else if content_type.starts_with("application/json")
         || content_type.starts_with("application/x-ndjson")
@@ -391,10 +379,10 @@ pub async fn add_rows(
     {
         let ndjson = !content_type.starts_with("application/json");
         let body = read_body(payload, settings.rows_body_limit_bytes).await?;
-        let table: Vec<(String, super::types::PgType)> = columns
+        let table: Vec<(String, PgType)> = columns
             .iter()
             .map(|c| {
-                super::types::PgType::parse(&c.column_type)
+                PgType::parse(&c.column_type)
                     .map(|pg| (c.column_name.clone(), pg))
                     .map_err(|e| {
                         ApiError::Internal(anyhow::anyhow!(
@@ -432,7 +420,7 @@ pub async fn add_rows(
             written
         }
         Source::Json(plan, batches) => {
-            copy_batches(
+            copy_rows(
                 &mut tx,
                 &tenant,
                 &name,

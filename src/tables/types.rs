@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use arrow::compute::can_cast_types;
 use arrow::datatypes::{DataType, TimeUnit};
 
 /// A column type of a tenant table.
@@ -242,6 +243,89 @@ impl PgType {
             Self::Interval => DataType::Duration(TimeUnit::Microsecond),
             Self::Uuid | Self::Bytea => DataType::Binary,
         }
+    }
+}
+
+/// The type of the values: a dictionary's value type, any other type itself.
+pub fn value_type(data_type: &DataType) -> &DataType {
+    match data_type {
+        DataType::Dictionary(_, value) => value_type(value),
+        other => other,
+    }
+}
+
+/// Any of Arrow's string types.
+pub fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// Any of Arrow's binary types.
+fn is_binary(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_)
+    )
+}
+
+/// Whether values of `source` can become `pg` values: only the conversions PostgreSQL itself
+/// would make, and of those only the ones Arrow can make.
+pub fn check_castable(source: &DataType, pg: PgType) -> Result<(), String> {
+    let source = value_type(source);
+    let ok = match pg {
+        PgType::Jsonb => {
+            is_nested(source)
+                || is_string(source)
+                || source.is_numeric()
+                || *source == DataType::Boolean
+        }
+        PgType::Uuid => matches!(source, DataType::FixedSizeBinary(16)) || is_string(source),
+        PgType::Bytea => is_binary(source) || is_string(source),
+        PgType::Text | PgType::Varchar(_) | PgType::Char(_) => {
+            is_nested(source) || can_cast_types(source, &DataType::Utf8)
+        }
+        // Only the conversions PostgreSQL itself would make (no integer to date, say), then
+        // only those Arrow can make.
+        other => {
+            let family_ok = match other {
+                PgType::Int2
+                | PgType::Int4
+                | PgType::Int8
+                | PgType::Float4
+                | PgType::Float8
+                | PgType::Numeric(_) => source.is_numeric() || is_string(source),
+                PgType::Bool => {
+                    *source == DataType::Boolean || source.is_integer() || is_string(source)
+                }
+                PgType::Date | PgType::Timestamp | PgType::Timestamptz => {
+                    source.is_temporal()
+                        && !matches!(
+                            source,
+                            DataType::Time32(_)
+                                | DataType::Time64(_)
+                                | DataType::Duration(_)
+                                | DataType::Interval(_)
+                        )
+                        || is_string(source)
+                }
+                PgType::Time => {
+                    matches!(source, DataType::Time32(_) | DataType::Time64(_)) || is_string(source)
+                }
+                PgType::Interval => matches!(source, DataType::Duration(_)),
+                _ => false,
+            };
+            family_ok && can_cast_types(source, &other.arrow_target(source))
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("no conversion exists".to_owned())
     }
 }
 

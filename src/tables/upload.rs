@@ -28,9 +28,11 @@ impl Form {
     }
 }
 
-pub(super) const SMALL_FIELD_LIMIT: usize = 256 * 1024;
+/// Largest text field of a form.
+const SMALL_FIELD_LIMIT: usize = 256 * 1024;
 
-pub(super) async fn read_small_field(
+/// A text field, in memory, within [`SMALL_FIELD_LIMIT`].
+async fn read_small_field(
     field: &mut actix_multipart::Field,
     name: &str,
 ) -> Result<String, ApiError> {
@@ -51,7 +53,7 @@ pub(super) async fn read_small_field(
     })
 }
 
-pub(super) fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
+fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
     ApiError::bad_request("invalid_form", format!("malformed multipart body: {e}"))
 }
 
@@ -87,7 +89,7 @@ pub(super) async fn read_form(
 }
 
 /// Streams a file field to a temporary file, refusing it past `limit` bytes.
-pub(super) async fn save_file(
+async fn save_file(
     field: &mut actix_multipart::Field,
     limit: u64,
 ) -> Result<tempfile::TempPath, ApiError> {
@@ -113,6 +115,7 @@ pub(super) async fn save_file(
     Ok(path)
 }
 
+/// 415 unless the request is `multipart/form-data`.
 pub(super) fn require_multipart(req: &HttpRequest) -> Result<(), ApiError> {
     let is_multipart = req
         .headers()
@@ -128,6 +131,7 @@ pub(super) fn require_multipart(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// The whole body in memory (JSON rows), refused past `limit` bytes.
 pub(super) async fn read_body(
     mut payload: web::Payload,
     limit: usize,
