@@ -105,11 +105,16 @@ fn measure_every(storage_quota: u64) -> usize {
 }
 
 /// Runs `COPY schema.name (the plan's columns) FROM STDIN (FORMAT binary)` as the tenant, fed
-/// by `produce`, which runs on a blocking thread and sends binary COPY chunks, or
+/// by `produce`, which runs on a blocking thread (in this span) and sends binary COPY chunks, or
 /// the error that stopped it, through a bounded channel. The tenant's storage is measured every
 /// [`measure_every`] bytes and at the end; above `storage_quota` the copy stops with 409
 /// `storage_quota_exceeded` (the caller's transaction then rolls everything back). Returns the
 /// rows written.
+#[tracing::instrument(
+    name = "ingest",
+    skip_all,
+    fields(table = %name.as_str(), columns = plan.columns.len())
+)]
 pub(super) async fn copy_into(
     conn: &mut tenant::TenantTx,
     schema: &Ident,
@@ -120,10 +125,15 @@ pub(super) async fn copy_into(
 ) -> Result<u64, ApiError> {
     let statement = store::copy_statement(schema, name, &plan)?;
     let (sender, mut receiver) = mpsc::channel(4);
-    let producer = tokio::task::spawn_blocking(move || produce(plan, sender));
+    // The producer logs in this span too, so one upload can be followed across threads.
+    let span = tracing::Span::current();
+    let producer = tokio::task::spawn_blocking(move || span.in_scope(|| produce(plan, sender)));
     let result = copy_segments(conn, schema, storage_quota, &statement, &mut receiver).await;
     drop(receiver);
     let _ = producer.await;
+    if let Ok(rows) = &result {
+        tracing::info!(rows, "copied the rows");
+    }
     result
 }
 

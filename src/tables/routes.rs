@@ -51,11 +51,12 @@ pub struct TableSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Runs `work` on the blocking pool.
+/// Runs `work` on the blocking pool, in the request's span so its logs stay with the upload.
 async fn on_blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("a blocking task failed: {e}")))
 }
@@ -65,6 +66,7 @@ async fn on_blocking<T: Send + 'static>(
     request_body(content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`)"),
     responses((status = 201, body = TableBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, table = tracing::field::Empty))]
 pub async fn create_table(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -83,6 +85,7 @@ pub async fn create_table(
         ApiError::bad_request("invalid_form", "the form field table_name is missing")
     })?;
     let name = table_name(raw_name.trim())?;
+    tracing::Span::current().record("table", tracing::field::display(name.as_str()));
     let file = form.take_file()?;
     let declared: Option<Vec<DeclaredColumn>> = match form.fields.get("columns").map(|c| c.trim()) {
         None | Some("") => None,
@@ -170,6 +173,7 @@ async fn describe(
 #[utoipa::path(get, path = "/tables/", tag = "tables",
     responses((status = 200, body = Vec<TableSummary>), (status = 401, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id))]
 pub async fn list_tables(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -191,6 +195,7 @@ pub async fn list_tables(
     params(("name" = String, Path, description = "table name")),
     responses((status = 200, body = TableBody), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
 pub async fn describe_table(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -215,6 +220,7 @@ pub struct DeleteQuery {
     params(("name" = String, Path, description = "table name"), ("cascade" = Option<bool>, Query, description = "also drop dependent views")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
 pub async fn delete_table(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -258,6 +264,7 @@ fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
         ("format" = Option<String>, Query, description = "json (default), csv or parquet")),
     responses((status = 200, description = "rows"), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
 pub async fn list_rows(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -328,6 +335,7 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
     params(("name" = String, Path, description = "table name"), ("mode" = Option<String>, Query, description = "append (default) or replace")),
     responses((status = 200, body = RowsWritten), (status = 400, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
 pub async fn add_rows(
     req: HttpRequest,
     state: web::Data<AppState>,
