@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, geteuid};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, Row};
 
@@ -284,17 +285,17 @@ impl LocalCluster {
     }
 
     /// The service role's connection over loopback TCP with its password.
-    pub fn service_options(&self, database: &str, password: &str) -> PgConnectOptions {
+    pub fn service_options(&self, database: &str, password: &SecretString) -> PgConnectOptions {
         PgConnectOptions::new()
             .host("127.0.0.1")
             .port(self.port)
             .username(SERVICE_ROLE)
-            .password(password)
+            .password(password.expose_secret())
             .database(database)
     }
 
     /// Creates the service role (LOGIN, CREATEROLE, not superuser) or resets its password.
-    pub async fn ensure_service_role(&self, password: &str) -> Result<(), ClusterError> {
+    pub async fn ensure_service_role(&self, password: &SecretString) -> Result<(), ClusterError> {
         let mut conn = PgConnection::connect_with(&self.superuser_options("postgres")).await?;
         let exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(SERVICE_ROLE)
@@ -310,7 +311,7 @@ impl LocalCluster {
         let statement: String = sqlx::query("SELECT format($1, $2::text, $3::text)")
             .bind(template)
             .bind(SERVICE_ROLE)
-            .bind(password)
+            .bind(password.expose_secret())
             .fetch_one(&mut conn)
             .await?
             .try_get(0)?;
