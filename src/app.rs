@@ -11,6 +11,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{self, Next, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tracing_actix_web::{RequestId, TracingLogger};
@@ -78,7 +79,7 @@ pub fn build_server_on(
         background: Background::new(tasks),
         health: db::probe::Probe::new(&pool),
         pool,
-        jwt: JwtKeys::new(&settings.jwt_secret),
+        jwt: JwtKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
         login_throttle: LoginThrottle::new(LoginLimits {
             per_ip_per_minute: settings.login_per_ip_per_minute,
             per_account_per_minute: settings.login_per_account_per_minute,
@@ -206,6 +207,7 @@ pub struct Database {
 pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Database> {
     if let Some(url) = &args.database_url {
         let options: PgConnectOptions = url
+            .expose_secret()
             .parse()
             .context("DATABASE_URL is not a valid PostgreSQL URL")?;
         return Ok(Database {
@@ -227,8 +229,10 @@ pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Database> {
         port = cluster.port(),
         "managed PostgreSQL is up"
     );
-    let password = secrets::read_or_create(&cluster.data_dir().join("service_password"))
-        .context("reading the service role's password")?;
+    let password: SecretString =
+        secrets::read_or_create(&cluster.data_dir().join("service_password"))
+            .context("reading the service role's password")?
+            .into();
     cluster.ensure_service_role(&password).await?;
     cluster.ensure_database(LOCAL_DATABASE).await?;
     Ok(Database {
@@ -237,21 +241,23 @@ pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Database> {
     })
 }
 
-fn jwt_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+/// The JWT key: `--jwt-secret`, else (managed cluster only) the one kept in the data directory.
+fn jwt_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<SecretString> {
     let secret = match (&args.jwt_secret, &args.database.database_url) {
         (Some(secret), _) => secret.clone(),
         (None, Some(_)) => anyhow::bail!(
             "JWT_SECRET must be set (at least {MIN_JWT_SECRET_BYTES} bytes) when DATABASE_URL is set, so that every serve process signs tokens with the same key"
         ),
         (None, None) => secrets::read_or_create(&data_dir.join("jwt_secret"))
-            .context("reading the JWT secret")?,
+            .context("reading the JWT secret")?
+            .into(),
     };
+    let len = secret.expose_secret().len();
     anyhow::ensure!(
-        secret.len() >= MIN_JWT_SECRET_BYTES,
-        "JWT_SECRET is {} bytes long; it must be at least {MIN_JWT_SECRET_BYTES}",
-        secret.len()
+        len >= MIN_JWT_SECRET_BYTES,
+        "JWT_SECRET is {len} bytes long; it must be at least {MIN_JWT_SECRET_BYTES}"
     );
-    Ok(secret.into_bytes())
+    Ok(secret)
 }
 
 /// `tinydevcrm serve`.
@@ -265,7 +271,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         || args.database.data_dir.clone(),
         |c| c.data_dir().to_path_buf(),
     );
-    let settings = Settings::from_args(&args, jwt_secret(&args, &data_dir)?);
+    let mut settings = args.settings.clone();
+    settings.jwt_secret = jwt_secret(&args, &data_dir)?;
+    settings.close_streams_on_signal = true;
     let pool = db::pool(database.options.clone(), args.database.db_max_connections);
     db::migrate(&pool).await.context("applying migrations")?;
     db::check_privileges(&pool)
@@ -274,15 +282,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut listeners =
         vec![TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?];
     tracing::info!(address = %args.bind, "serving HTTP");
-    if !args.stream_bind.trim().is_empty() {
+    let stream_bind = settings.stream_bind.trim();
+    if !stream_bind.is_empty() {
         // The original served SSE on Pushpin's port; its walkthrough's listen URL works here.
-        match TcpListener::bind(args.stream_bind.trim()) {
+        match TcpListener::bind(stream_bind) {
             Ok(l) => {
-                tracing::info!(address = %args.stream_bind, "serving HTTP (stream port)");
+                tracing::info!(address = %settings.stream_bind, "serving HTTP (stream port)");
                 listeners.push(l);
             }
             Err(e) => {
-                tracing::warn!(address = %args.stream_bind, error = %e, "stream port unavailable; serving on the main address only")
+                tracing::warn!(address = %settings.stream_bind, error = %e, "stream port unavailable; serving on the main address only")
             }
         }
     }

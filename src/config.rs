@@ -1,12 +1,17 @@
-//! Configuration: every command-line flag also reads an environment variable (12-factor), and
-//! the resolved [`Settings`] are what the application is built from (tests build them directly).
+//! Configuration: every command-line flag also reads an environment variable (12-factor). Each
+//! setting is declared once, as a clap argument of [`Settings`] (flattened into `serve`'s flags)
+//! whose value parser yields the type the application uses; its default lives in that attribute
+//! only. Secrets (the JWT key, the database URL) are [`SecretString`]s, so no `Debug` shows them.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, ParseIntError};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::secrets;
 
 /// The `tinydevcrm` command line.
 #[derive(Debug, Parser)]
@@ -66,14 +71,15 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TDC_DATA_DIR", default_value = "./.tinydevcrm")]
     pub data_dir: PathBuf,
     /// An existing PostgreSQL database to use instead of the managed local cluster.
+    // A secret: the URL usually carries the password.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     /// Largest number of pooled database connections.
     #[arg(long, env = "TDC_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 }
 
-/// Flags of `serve`.
+/// Flags of `serve`: where to listen and which key to sign with, then the [`Settings`].
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -84,13 +90,41 @@ pub struct ServeArgs {
     /// HMAC secret for JWTs (at least 32 bytes); required with DATABASE_URL, else generated once
     /// and kept in the data directory.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<SecretString>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The shortest accepted JWT secret.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// What the application is built from: each field is its own `serve` flag and environment
+/// variable, declared (with its default) only here. Tests start from [`Settings::defaults`].
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// HMAC-SHA256 key for access and refresh tokens. Not a flag of its own: `serve` sets it
+    /// from `--jwt-secret` or the data directory; elsewhere it starts as a fresh random key,
+    /// which only one process knows.
+    #[arg(skip = SecretString::from(secrets::generate()))]
+    pub jwt_secret: SecretString,
     /// Lifetime of access tokens, in seconds.
-    #[arg(long, env = "TDC_ACCESS_TOKEN_TTL_SECS", default_value_t = 300)]
-    pub access_token_ttl_secs: u64,
+    #[arg(
+        long = "access-token-ttl-secs",
+        value_name = "ACCESS_TOKEN_TTL_SECS",
+        env = "TDC_ACCESS_TOKEN_TTL_SECS",
+        default_value = "300",
+        value_parser = seconds
+    )]
+    pub access_token_ttl: Duration,
     /// Lifetime of a session's refresh token, in seconds.
-    #[arg(long, env = "TDC_REFRESH_TOKEN_TTL_SECS", default_value_t = 86_400)]
-    pub refresh_token_ttl_secs: u64,
+    #[arg(
+        long = "refresh-token-ttl-secs",
+        value_name = "REFRESH_TOKEN_TTL_SECS",
+        env = "TDC_REFRESH_TOKEN_TTL_SECS",
+        default_value = "86400",
+        value_parser = seconds
+    )]
+    pub refresh_token_ttl: Duration,
     /// Largest accepted JSON body, in bytes.
     #[arg(long, env = "TDC_JSON_LIMIT_BYTES", default_value_t = 256 * 1024)]
     pub json_limit_bytes: usize,
@@ -107,11 +141,23 @@ pub struct ServeArgs {
     #[arg(long, env = "TDC_LOGIN_FREE_FAILURES", default_value_t = 5)]
     pub login_free_failures: u32,
     /// The first wait after the free failures, in seconds; it doubles with every failure.
-    #[arg(long, env = "TDC_LOGIN_BACKOFF_SECS", default_value_t = 1)]
-    pub login_backoff_secs: u64,
+    #[arg(
+        long = "login-backoff-secs",
+        value_name = "LOGIN_BACKOFF_SECS",
+        env = "TDC_LOGIN_BACKOFF_SECS",
+        default_value = "1",
+        value_parser = seconds
+    )]
+    pub login_backoff: Duration,
     /// The longest wait between attempts of one account from one address, in seconds.
-    #[arg(long, env = "TDC_LOGIN_BACKOFF_MAX_SECS", default_value_t = 900)]
-    pub login_backoff_max_secs: u64,
+    #[arg(
+        long = "login-backoff-max-secs",
+        value_name = "LOGIN_BACKOFF_MAX_SECS",
+        env = "TDC_LOGIN_BACKOFF_MAX_SECS",
+        default_value = "900",
+        value_parser = seconds
+    )]
+    pub login_backoff_max: Duration,
     /// Take the client IP for throttling from the right-most `X-Forwarded-For` entry (only
     /// behind a proxy that appends it).
     #[arg(long, env = "TDC_TRUST_FORWARDED_FOR", default_value_t = false)]
@@ -133,8 +179,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TDC_TENANT_STORAGE_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
     pub tenant_storage_bytes: u64,
     /// Statement timeout of every statement run as a tenant, in seconds.
-    #[arg(long, env = "TDC_TENANT_STATEMENT_TIMEOUT_SECS", default_value_t = 300)]
-    pub tenant_statement_timeout_secs: u64,
+    #[arg(
+        long = "tenant-statement-timeout-secs",
+        value_name = "TENANT_STATEMENT_TIMEOUT_SECS",
+        env = "TDC_TENANT_STATEMENT_TIMEOUT_SECS",
+        default_value = "300",
+        value_parser = seconds
+    )]
+    pub tenant_statement_timeout: Duration,
     /// Heavy statements (view creation and refresh) one tenant may run at once (429 beyond).
     #[arg(long, env = "TDC_TENANT_CONCURRENT_QUERIES", default_value_t = 4)]
     pub tenant_concurrent_queries: usize,
@@ -145,8 +197,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TDC_EXPORT_SPOOL_LIMIT_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub export_spool_limit_bytes: u64,
     /// Seconds an export waits for a client that reads nothing before it ends the download.
-    #[arg(long, env = "TDC_EXPORT_WRITE_TIMEOUT_SECS", default_value_t = 30)]
-    pub export_write_timeout_secs: u64,
+    #[arg(
+        long = "export-write-timeout-secs",
+        value_name = "EXPORT_WRITE_TIMEOUT_SECS",
+        env = "TDC_EXPORT_WRITE_TIMEOUT_SECS",
+        default_value = "30",
+        value_parser = seconds_at_least_one
+    )]
+    pub export_write_stall: Duration,
     /// Largest JSON page of rows, in bytes (built in memory; 400 `response_too_large` beyond).
     #[arg(long, env = "TDC_ROWS_RESPONSE_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub rows_response_limit_bytes: usize,
@@ -155,6 +213,7 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     /// A second address serving the same API, for the original walkthrough's listen URL
     /// (Pushpin's port); empty to turn it off.
+    // Read by `serve` only; declared here to keep its place in `--help`.
     #[arg(long, env = "TDC_STREAM_BIND", default_value = "127.0.0.1:7999")]
     pub stream_bind: String,
     /// Most jobs a tenant may have.
@@ -170,200 +229,131 @@ pub struct ServeArgs {
     #[arg(long, env = "TDC_SCHEDULER_CONCURRENCY", default_value_t = 8)]
     pub scheduler_concurrency: usize,
     /// Job runs one tenant may have in progress at once, across every process.
-    #[arg(long, env = "TDC_SCHEDULER_TENANT_CONCURRENCY", default_value_t = 2)]
+    #[arg(
+        long,
+        env = "TDC_SCHEDULER_TENANT_CONCURRENCY",
+        default_value_t = 2,
+        value_parser = at_least_one
+    )]
     pub scheduler_tenant_concurrency: i64,
     /// First retry delay of a failed job run, in milliseconds (doubles per attempt).
-    #[arg(long, env = "TDC_RETRY_BACKOFF_MS", default_value_t = 1000)]
-    pub retry_backoff_ms: u64,
+    #[arg(
+        long = "retry-backoff-ms",
+        value_name = "RETRY_BACKOFF_MS",
+        env = "TDC_RETRY_BACKOFF_MS",
+        default_value = "1000",
+        value_parser = milliseconds
+    )]
+    pub retry_backoff: Duration,
     /// Run history kept per job: at most this many runs...
     #[arg(long, env = "TDC_RUN_HISTORY_MAX", default_value_t = 1000)]
     pub run_history_max: i64,
     /// ...and none older than this many days.
-    #[arg(long, env = "TDC_RUN_HISTORY_DAYS", default_value_t = 30)]
-    pub run_history_days: i64,
+    #[arg(
+        long = "run-history-days",
+        value_name = "RUN_HISTORY_DAYS",
+        env = "TDC_RUN_HISTORY_DAYS",
+        default_value = "30",
+        value_parser = days
+    )]
+    pub run_history_age: chrono::Duration,
     /// Channel events kept for resuming clients, in hours.
-    #[arg(long, env = "TDC_EVENT_RETENTION_HOURS", default_value_t = 168)]
-    pub event_retention_hours: i64,
+    #[arg(
+        long = "event-retention-hours",
+        value_name = "EVENT_RETENTION_HOURS",
+        env = "TDC_EVENT_RETENTION_HOURS",
+        default_value = "168",
+        value_parser = hours
+    )]
+    pub event_retention: chrono::Duration,
     /// Seconds between SSE heartbeat comments.
-    #[arg(long, env = "TDC_SSE_HEARTBEAT_SECS", default_value_t = 15)]
-    pub sse_heartbeat_secs: u64,
+    #[arg(
+        long = "sse-heartbeat-secs",
+        value_name = "SSE_HEARTBEAT_SECS",
+        env = "TDC_SSE_HEARTBEAT_SECS",
+        default_value = "15",
+        value_parser = seconds_at_least_one
+    )]
+    pub sse_heartbeat: Duration,
     /// Events a listener may fall behind before it is disconnected (it then replays).
     #[arg(long, env = "TDC_SSE_QUEUE", default_value_t = 256)]
     pub sse_queue: usize,
     /// Seconds between re-checks of the sessions of open SSE streams against the database: the
     /// backstop for a revocation whose notification was missed (the hub was reconnecting).
-    #[arg(long, env = "TDC_SSE_SESSION_RECHECK_SECS", default_value_t = 30)]
-    pub sse_session_recheck_secs: u64,
-}
-
-/// The shortest accepted JWT secret.
-pub const MIN_JWT_SECRET_BYTES: usize = 32;
-
-/// Resolved settings the application is built from.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// HMAC-SHA256 key for access and refresh tokens.
-    pub jwt_secret: Vec<u8>,
-    /// Lifetime of access tokens.
-    pub access_token_ttl: Duration,
-    /// Lifetime of a session (its refresh tokens).
-    pub refresh_token_ttl: Duration,
-    /// Largest accepted JSON body, in bytes.
-    pub json_limit_bytes: usize,
-    /// Token requests allowed per client IP per minute.
-    pub login_per_ip_per_minute: NonZeroU32,
-    /// Token requests allowed per account per minute, from all addresses together.
-    pub login_per_account_per_minute: NonZeroU32,
-    /// Failed logins of one account from one address before the backoff starts.
-    pub login_free_failures: u32,
-    /// The first backoff wait (doubling per failure).
-    pub login_backoff: Duration,
-    /// The longest backoff wait.
-    pub login_backoff_max: Duration,
-    /// Whether the client IP comes from proxy headers.
-    pub trust_forwarded_for: bool,
-    /// Largest accepted upload, in bytes.
-    pub upload_limit_bytes: u64,
-    /// Largest JSON/NDJSON body of rows, in bytes.
-    pub rows_body_limit_bytes: usize,
-    /// Most columns a table may have.
-    pub max_columns: usize,
-    /// Most tables and views a tenant may have.
-    pub max_tables_per_tenant: i64,
-    /// Bytes a tenant's tables and views may take.
-    pub tenant_storage_bytes: u64,
-    /// Statement timeout of tenant statements.
-    pub tenant_statement_timeout: Duration,
-    /// Heavy statements one tenant may run at once.
-    pub tenant_concurrent_queries: usize,
-    /// Reads and exports one tenant may have in progress at once (per process).
-    pub tenant_concurrent_reads: usize,
-    /// Largest export file.
-    pub export_spool_limit_bytes: u64,
-    /// How long an export waits for a client that reads nothing.
-    pub export_write_stall: Duration,
-    /// Largest JSON page of rows, in bytes.
-    pub rows_response_limit_bytes: usize,
-    /// HTTP worker threads; `None` means one per core.
-    pub workers: Option<usize>,
-    /// Most jobs a tenant may have.
-    pub max_jobs_per_tenant: i64,
-    /// Most channels a tenant may have.
-    pub max_channels_per_tenant: i64,
-    /// Whether this process runs the scheduler.
-    pub scheduler: bool,
-    /// Job runs one process executes at once.
-    pub scheduler_concurrency: usize,
-    /// Job runs one tenant may have in progress at once, across processes.
-    pub scheduler_tenant_concurrency: i64,
-    /// First retry delay of a failed run.
-    pub retry_backoff: Duration,
-    /// Runs kept per job.
-    pub run_history_max: i64,
-    /// Age beyond which runs are deleted.
-    pub run_history_age: chrono::Duration,
-    /// Age beyond which channel events are deleted.
-    pub event_retention: chrono::Duration,
-    /// Interval of SSE heartbeat comments.
-    pub sse_heartbeat: Duration,
-    /// Per-channel queue length of the hub.
-    pub sse_queue: usize,
-    /// Interval at which the hub re-checks the sessions of open streams (a revoked or expired
-    /// session's streams end even if its revocation notice was missed).
+    #[arg(
+        long = "sse-session-recheck-secs",
+        value_name = "SSE_SESSION_RECHECK_SECS",
+        env = "TDC_SSE_SESSION_RECHECK_SECS",
+        default_value = "30",
+        value_parser = seconds_at_least_one
+    )]
     pub sse_session_recheck: Duration,
-    /// End SSE streams at SIGINT/SIGTERM (`serve`; off in tests, where a signal handler would
-    /// swallow Ctrl-C).
+    /// End SSE streams at SIGINT/SIGTERM. Not a flag: `serve` turns it on; tests leave it off,
+    /// where a signal handler would swallow Ctrl-C.
+    #[arg(skip)]
     pub close_streams_on_signal: bool,
 }
 
 impl Settings {
-    /// Settings from `serve` flags and an already resolved JWT secret.
-    pub fn from_args(args: &ServeArgs, jwt_secret: Vec<u8>) -> Self {
-        Self {
-            jwt_secret,
-            access_token_ttl: Duration::from_secs(args.access_token_ttl_secs),
-            refresh_token_ttl: Duration::from_secs(args.refresh_token_ttl_secs),
-            json_limit_bytes: args.json_limit_bytes,
-            login_per_ip_per_minute: args.login_per_ip_per_minute,
-            login_per_account_per_minute: args.login_per_account_per_minute,
-            login_free_failures: args.login_free_failures,
-            login_backoff: Duration::from_secs(args.login_backoff_secs),
-            login_backoff_max: Duration::from_secs(args.login_backoff_max_secs),
-            trust_forwarded_for: args.trust_forwarded_for,
-            upload_limit_bytes: args.upload_limit_bytes,
-            rows_body_limit_bytes: args.rows_body_limit_bytes,
-            max_columns: args.max_columns,
-            max_tables_per_tenant: args.max_tables_per_tenant,
-            tenant_storage_bytes: args.tenant_storage_bytes,
-            tenant_statement_timeout: Duration::from_secs(args.tenant_statement_timeout_secs),
-            tenant_concurrent_queries: args.tenant_concurrent_queries,
-            tenant_concurrent_reads: args.tenant_concurrent_reads,
-            export_spool_limit_bytes: args.export_spool_limit_bytes,
-            export_write_stall: Duration::from_secs(args.export_write_timeout_secs.max(1)),
-            rows_response_limit_bytes: args.rows_response_limit_bytes,
-            workers: args.workers,
-            max_jobs_per_tenant: args.max_jobs_per_tenant,
-            max_channels_per_tenant: args.max_channels_per_tenant,
-            scheduler: args.scheduler,
-            scheduler_concurrency: args.scheduler_concurrency,
-            scheduler_tenant_concurrency: args.scheduler_tenant_concurrency.max(1),
-            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
-            run_history_max: args.run_history_max,
-            run_history_age: chrono::Duration::days(args.run_history_days),
-            event_retention: chrono::Duration::hours(args.event_retention_hours),
-            sse_heartbeat: Duration::from_secs(args.sse_heartbeat_secs.max(1)),
-            sse_queue: args.sse_queue,
-            sse_session_recheck: Duration::from_secs(args.sse_session_recheck_secs.max(1)),
-            close_streams_on_signal: true,
-        }
+    /// Every flag at its default, whatever the environment says, and a random JWT secret: what
+    /// tests and benchmarks start from.
+    pub fn defaults() -> Self {
+        let command = Self::augment_args(clap::Command::new("tinydevcrm"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(["tinydevcrm"])
+            .expect("BUG: every setting has a default");
+        Self::from_arg_matches(&matches).expect("BUG: every default parses")
     }
+}
 
-    /// Defaults suitable for tests and examples, with the given secret.
-    pub fn with_secret(jwt_secret: Vec<u8>) -> Self {
-        Self {
-            jwt_secret,
-            access_token_ttl: Duration::from_secs(300),
-            refresh_token_ttl: Duration::from_secs(86_400),
-            json_limit_bytes: 256 * 1024,
-            login_per_ip_per_minute: NonZeroU32::MIN.saturating_add(29),
-            login_per_account_per_minute: NonZeroU32::MIN.saturating_add(99),
-            login_free_failures: 5,
-            login_backoff: Duration::from_secs(1),
-            login_backoff_max: Duration::from_secs(900),
-            trust_forwarded_for: false,
-            upload_limit_bytes: 1024 * 1024 * 1024,
-            rows_body_limit_bytes: 16 * 1024 * 1024,
-            max_columns: 1000,
-            max_tables_per_tenant: 1000,
-            tenant_storage_bytes: 10 * 1024 * 1024 * 1024,
-            tenant_statement_timeout: Duration::from_secs(300),
-            tenant_concurrent_queries: 4,
-            tenant_concurrent_reads: 4,
-            export_spool_limit_bytes: 1024 * 1024 * 1024,
-            export_write_stall: Duration::from_secs(30),
-            rows_response_limit_bytes: 64 * 1024 * 1024,
-            workers: None,
-            max_jobs_per_tenant: 1000,
-            max_channels_per_tenant: 1000,
-            scheduler: true,
-            scheduler_concurrency: 8,
-            scheduler_tenant_concurrency: 2,
-            retry_backoff: Duration::from_secs(1),
-            run_history_max: 1000,
-            run_history_age: chrono::Duration::days(30),
-            event_retention: chrono::Duration::hours(168),
-            sse_heartbeat: Duration::from_secs(15),
-            sse_queue: 256,
-            sse_session_recheck: Duration::from_secs(30),
-            close_streams_on_signal: false,
-        }
-    }
+/// A number of seconds.
+fn seconds(value: &str) -> Result<Duration, ParseIntError> {
+    value.parse().map(Duration::from_secs)
+}
+
+/// A number of seconds, 0 read as 1: these pace loops that must not spin.
+fn seconds_at_least_one(value: &str) -> Result<Duration, ParseIntError> {
+    value
+        .parse()
+        .map(|secs: u64| Duration::from_secs(secs.max(1)))
+}
+
+/// A number of milliseconds.
+fn milliseconds(value: &str) -> Result<Duration, ParseIntError> {
+    value.parse().map(Duration::from_millis)
+}
+
+/// A count of which at least one is needed, 0 or less read as 1.
+fn at_least_one(value: &str) -> Result<i64, ParseIntError> {
+    value.parse().map(|n: i64| n.max(1))
+}
+
+/// A number of days.
+fn days(value: &str) -> Result<chrono::Duration, String> {
+    let days: i64 = value.parse().map_err(|e: ParseIntError| e.to_string())?;
+    chrono::Duration::try_days(days).ok_or_else(|| format!("{days} days is out of range"))
+}
+
+/// A number of hours.
+fn hours(value: &str) -> Result<chrono::Duration, String> {
+    let hours: i64 = value.parse().map_err(|e: ParseIntError| e.to_string())?;
+    chrono::Duration::try_hours(hours).ok_or_else(|| format!("{hours} hours is out of range"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use secrecy::ExposeSecret;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["tinydevcrm", "serve"].iter().chain(args)).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        *args
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {
@@ -377,6 +367,124 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(args.bind.to_string(), "127.0.0.1:8000");
-        assert_eq!(args.access_token_ttl_secs, 300);
+        assert_eq!(args.settings.access_token_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_test_defaults_are_the_flag_defaults() {
+        let s = Settings::defaults();
+
+        assert_eq!(s.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(s.refresh_token_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.json_limit_bytes, 256 * 1024);
+        assert_eq!(s.login_per_ip_per_minute.get(), 30);
+        assert_eq!(s.login_per_account_per_minute.get(), 100);
+        assert_eq!(s.login_free_failures, 5);
+        assert_eq!(s.login_backoff, Duration::from_secs(1));
+        assert_eq!(s.login_backoff_max, Duration::from_secs(900));
+        assert!(!s.trust_forwarded_for);
+        assert_eq!(s.upload_limit_bytes, 1024 * 1024 * 1024);
+        assert_eq!(s.rows_body_limit_bytes, 16 * 1024 * 1024);
+        assert_eq!(s.max_columns, 1000);
+        assert_eq!(s.max_tables_per_tenant, 1000);
+        assert_eq!(s.tenant_storage_bytes, 10 * 1024 * 1024 * 1024);
+        assert_eq!(s.tenant_statement_timeout, Duration::from_secs(300));
+        assert_eq!(s.tenant_concurrent_queries, 4);
+        assert_eq!(s.tenant_concurrent_reads, 4);
+        assert_eq!(s.export_spool_limit_bytes, 1024 * 1024 * 1024);
+        assert_eq!(s.export_write_stall, Duration::from_secs(30));
+        assert_eq!(s.rows_response_limit_bytes, 64 * 1024 * 1024);
+        assert_eq!(s.workers, None);
+        assert_eq!(s.stream_bind, "127.0.0.1:7999");
+        assert_eq!(s.max_jobs_per_tenant, 1000);
+        assert_eq!(s.max_channels_per_tenant, 1000);
+        assert!(s.scheduler);
+        assert_eq!(s.scheduler_concurrency, 8);
+        assert_eq!(s.scheduler_tenant_concurrency, 2);
+        assert_eq!(s.retry_backoff, Duration::from_secs(1));
+        assert_eq!(s.run_history_max, 1000);
+        assert_eq!(s.run_history_age, chrono::Duration::days(30));
+        assert_eq!(s.event_retention, chrono::Duration::hours(168));
+        assert_eq!(s.sse_heartbeat, Duration::from_secs(15));
+        assert_eq!(s.sse_queue, 256);
+        assert_eq!(s.sse_session_recheck, Duration::from_secs(30));
+        assert!(!s.close_streams_on_signal);
+        assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
+        assert_ne!(
+            s.jwt_secret.expose_secret(),
+            Settings::defaults().jwt_secret.expose_secret(),
+            "each default gets its own random key"
+        );
+    }
+
+    #[test]
+    fn flags_are_read_in_their_units_and_loop_intervals_are_at_least_one() {
+        let args = serve_args(&[
+            "--access-token-ttl-secs=42",
+            "--retry-backoff-ms=250",
+            "--run-history-days=2",
+            "--event-retention-hours=3",
+            "--sse-heartbeat-secs=0",
+            "--sse-session-recheck-secs=0",
+            "--export-write-timeout-secs=0",
+            "--scheduler-tenant-concurrency=0",
+        ]);
+
+        let s = args.settings;
+        assert_eq!(s.access_token_ttl, Duration::from_secs(42));
+        assert_eq!(s.retry_backoff, Duration::from_millis(250));
+        assert_eq!(s.run_history_age, chrono::Duration::days(2));
+        assert_eq!(s.event_retention, chrono::Duration::hours(3));
+        assert_eq!(s.sse_heartbeat, Duration::from_secs(1));
+        assert_eq!(s.sse_session_recheck, Duration::from_secs(1));
+        assert_eq!(s.export_write_stall, Duration::from_secs(1));
+        assert_eq!(s.scheduler_tenant_concurrency, 1);
+    }
+
+    #[test]
+    fn an_out_of_range_retention_is_refused_rather_than_a_panic() {
+        let error = Cli::try_parse_from([
+            "tinydevcrm",
+            "serve",
+            "--run-history-days",
+            &i64::MAX.to_string(),
+        ])
+        .expect_err("out of range");
+
+        assert!(error.to_string().contains("out of range"), "{error}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        const JWT: &str = "planted-jwt-secret-0123456789abcdef0123456789";
+        const PASSWORD: &str = "planted-db-password-42";
+        let url = format!("postgres://tinydevcrm:{PASSWORD}@db.example:5432/tinydevcrm");
+        let args = serve_args(&["--jwt-secret", JWT, "--database-url", &url]);
+        let mut settings = args.settings.clone();
+        settings.jwt_secret = SecretString::from(JWT);
+
+        let shown = [
+            format!("{args:?}"),
+            format!("{:?}", args.database),
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+        ];
+
+        for text in &shown {
+            assert!(!text.contains(JWT), "the JWT secret leaked: {text}");
+            assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+        }
+        // Still there for the code that needs them.
+        assert_eq!(
+            args.jwt_secret.as_ref().map(|s| s.expose_secret()),
+            Some(JWT)
+        );
+        assert_eq!(
+            args.database
+                .database_url
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some(url.as_str())
+        );
     }
 }

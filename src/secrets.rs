@@ -16,9 +16,7 @@ pub fn read_or_create(path: &Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = hex::encode(bytes);
+    let secret = generate();
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -28,6 +26,13 @@ pub fn read_or_create(path: &Path) -> std::io::Result<String> {
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
     Ok(secret)
+}
+
+/// A new secret: 32 random bytes, hex-encoded.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tinydevcrm::auth::jwt::{Claims, JwtKeys, TokenType};
 use uuid::Uuid;
@@ -15,7 +16,7 @@ use crate::helpers::{
 };
 
 fn claims_of(app: &TestApp, token: &str, typ: TokenType) -> Claims {
-    JwtKeys::new(&app.settings.jwt_secret)
+    JwtKeys::new(app.settings.jwt_secret.expose_secret().as_bytes())
         .verify(token, typ)
         .expect("a valid token")
 }
@@ -617,7 +618,7 @@ async fn an_expired_access_token_is_401_token_expired() {
             exp: now - 60,
             ..claims
         },
-        &jsonwebtoken::EncodingKey::from_secret(&app.settings.jwt_secret),
+        &jsonwebtoken::EncodingKey::from_secret(app.settings.jwt_secret.expose_secret().as_bytes()),
     )
     .expect("sign");
 
@@ -1001,7 +1002,8 @@ async fn a_correctly_signed_token_with_another_hmac_algorithm_is_rejected() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
     let claims = claims_of(&app, &user.access, TokenType::Access);
-    let key = jsonwebtoken::EncodingKey::from_secret(&app.settings.jwt_secret);
+    let key =
+        jsonwebtoken::EncodingKey::from_secret(app.settings.jwt_secret.expose_secret().as_bytes());
 
     for alg in [
         jsonwebtoken::Algorithm::HS384,

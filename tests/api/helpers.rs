@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -27,7 +28,7 @@ enum TestCluster {
     /// Our own managed cluster (the default).
     Managed {
         cluster: LocalCluster,
-        password: String,
+        password: SecretString,
     },
     /// `DATABASE_URL`: a role that may create databases.
     External(Box<PgConnectOptions>),
@@ -67,7 +68,7 @@ fn start_cluster() -> TestCluster {
     ];
     let cluster = LocalCluster::start(&options).expect("start the managed test cluster");
     remove_when_done(cluster.pid().expect("running"), &dir);
-    let password = Uuid::new_v4().simple().to_string();
+    let password = SecretString::from(Uuid::new_v4().simple().to_string());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,8 +162,9 @@ pub fn database_url(options: &PgConnectOptions) -> String {
     let database = options.get_database().expect("database set");
     match cluster() {
         TestCluster::Managed { cluster, password } => format!(
-            "postgres://{}:{password}@127.0.0.1:{}/{database}",
+            "postgres://{}:{}@127.0.0.1:{}/{database}",
             options.get_username(),
+            password.expose_secret(),
             cluster.port()
         ),
         TestCluster::External(_) => {
@@ -186,9 +188,9 @@ pub async fn superuser(options: &PgConnectOptions) -> PgConnection {
         .expect("superuser connection")
 }
 
-/// A random 32-byte secret.
+/// The defaults (with a random JWT secret) on one worker.
 pub fn test_settings() -> Settings {
-    let mut settings = Settings::with_secret(Uuid::new_v4().simple().to_string().into_bytes());
+    let mut settings = Settings::defaults();
     settings.workers = Some(1);
     settings
 }

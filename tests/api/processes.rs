@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::Row;
 use tinydevcrm::db::local_cluster::{ClusterOptions, LocalCluster};
@@ -226,7 +227,7 @@ async fn no_event_is_lost_when_postgresql_restarts_during_a_stream() {
             .expect("start thread")
     };
     let cluster = start(options.clone());
-    let password = Uuid::new_v4().simple().to_string();
+    let password = SecretString::from(Uuid::new_v4().simple().to_string());
     cluster
         .ensure_service_role(&password)
         .await
@@ -322,7 +323,7 @@ async fn listeners_that_never_read_do_not_grow_the_server() {
         &[
             (
                 "JWT_SECRET",
-                String::from_utf8(api.settings.jwt_secret.clone()).expect("utf8 secret"),
+                api.settings.jwt_secret.expose_secret().to_owned(),
             ),
             ("TDC_BIND", format!("127.0.0.1:{port}")),
             ("TDC_SCHEDULER", "false".to_owned()),
@@ -418,7 +419,7 @@ async fn deep_and_long_view_expressions_never_make_serve_exit() {
         &[
             (
                 "JWT_SECRET",
-                String::from_utf8(api.settings.jwt_secret.clone()).expect("utf8 secret"),
+                api.settings.jwt_secret.expose_secret().to_owned(),
             ),
             ("TDC_BIND", format!("127.0.0.1:{port}")),
             ("TDC_SCHEDULER", "false".to_owned()),

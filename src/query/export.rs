@@ -1,0 +1,270 @@
+//! CSV and Parquet exports: the result is spooled to a size-limited temporary file as the
+//! tenant, then streamed to the client by a task that gives up on a client that stops reading.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use actix_web::http::header;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::params::Format;
+use super::parquet_export::spool_parquet;
+use super::rows::ReadLimits;
+use super::statement::{Compared, OutputColumns, Relation, query_error};
+use crate::db::tenant;
+use crate::error::ApiError;
+use crate::tables::types::PgType;
+
+/// What an export reads and how it writes it.
+pub(super) struct Export {
+    pub(super) relation: Relation,
+    pub(super) sql: QueryBuilder<Postgres>,
+    pub(super) columns: OutputColumns,
+    pub(super) compared: Compared,
+    pub(super) format: Format,
+}
+
+/// Answers a CSV or Parquet export: the whole result is written to a temporary file first and
+/// the transaction ends before the first byte goes out, so a client that reads slowly or not at
+/// all holds a file and its tenant's read slot, never a pooled connection. Errors (a bad filter,
+/// a timeout, an export beyond the spool limit) are therefore still problem JSON.
+pub(super) async fn export(
+    pool: &PgPool,
+    limits: ReadLimits,
+    export_of: Export,
+    slot: OwnedSemaphorePermit,
+) -> Result<HttpResponse, ApiError> {
+    let Export {
+        relation,
+        sql,
+        columns,
+        compared,
+        format,
+    } = export_of;
+    let spool = Spool::new(limits.spool_limit_bytes)?;
+    let out = Output {
+        columns: &columns,
+        compared: &compared,
+    };
+    let result = match format {
+        Format::Csv => spool_csv(pool, limits, &relation, sql, out, spool).await,
+        _ => spool_parquet(pool, limits, &relation, sql, out, spool).await,
+    };
+    let file = result.map_err(|e| match e {
+        SpoolError::TooLarge => ApiError::bad_request(
+            "export_too_large",
+            format!(
+                "the export is larger than {} bytes (TDC_EXPORT_SPOOL_LIMIT_BYTES); narrow it with filters, select or limit",
+                limits.spool_limit_bytes
+            ),
+        ),
+        SpoolError::Api(e) => e,
+    })?;
+    let (content_type, extension) = match format {
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+        _ => ("application/vnd.apache.parquet", "parquet"),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"{}.{extension}\"",
+                relation.name.as_str()
+            ),
+        ))
+        .streaming(send_file(file, slot, limits.write_stall)))
+}
+
+/// Why spooling an export stopped.
+pub(super) enum SpoolError {
+    /// The file reached the spool limit.
+    TooLarge,
+    /// Anything else, already an answer.
+    Api(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for SpoolError {
+    fn from(e: E) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+/// The temporary file an export is written to, refusing writes beyond its limit.
+pub(super) struct Spool {
+    pub(super) file: std::fs::File,
+    written: u64,
+    limit: u64,
+    /// Set when a write was refused; the writers above wrap the I/O error in their own.
+    pub(super) full: Arc<AtomicBool>,
+}
+
+impl Spool {
+    fn new(limit: u64) -> Result<Self, ApiError> {
+        Ok(Self {
+            file: tempfile::tempfile().map_err(anyhow::Error::from)?,
+            written: 0,
+            limit,
+            full: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl std::io::Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        if self.written.saturating_add(len) > self.limit {
+            self.full.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("the export reached the spool limit"));
+        }
+        let n = self.file.write(buf)?;
+        self.written += u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Maps a writer's failure: `TooLarge` when the spool refused the write.
+pub(super) fn spool_error(full: &AtomicBool, e: impl Into<anyhow::Error>) -> SpoolError {
+    if full.load(Ordering::Relaxed) {
+        SpoolError::TooLarge
+    } else {
+        SpoolError::Api(ApiError::Internal(e.into()))
+    }
+}
+
+/// Streams a spooled export in chunks. A task reads the file ahead of the client; when the
+/// client has taken nothing for `stall`, the task gives up, the file and the tenant's slot are
+/// released, and the response ends with an error (the client sees a broken transfer, never a
+/// short file that looks complete).
+fn send_file(
+    mut file: std::fs::File,
+    slot: OwnedSemaphorePermit,
+    stall: Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let (sender, receiver) = mpsc::channel::<Bytes>(1);
+    let aborted = Arc::new(AtomicBool::new(false));
+    let abort = Arc::clone(&aborted);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut at_start = true;
+        loop {
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Seek};
+                if at_start {
+                    file.seek(std::io::SeekFrom::Start(0))?;
+                }
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = file.read(&mut buf)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>((buf, file))
+            })
+            .await;
+            at_start = false;
+            let chunk = match read {
+                Ok(Ok((chunk, back))) => {
+                    file = back;
+                    chunk
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading a spooled export failed");
+                    abort.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a spooled export failed");
+                    abort.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            if chunk.is_empty() {
+                return;
+            }
+            match tokio::time::timeout(stall, sender.send(Bytes::from(chunk))).await {
+                Ok(Ok(())) => {}
+                // The client went away.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(
+                        stall_secs = stall.as_secs(),
+                        "an export client read nothing for too long; ending its export"
+                    );
+                    abort.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(Some(receiver), move |receiver| {
+        let aborted = Arc::clone(&aborted);
+        async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Some(bytes) => Some((Ok(bytes), Some(receiver))),
+                None if aborted.load(Ordering::Relaxed) => Some((
+                    Err(actix_web::error::ErrorInternalServerError(
+                        "the export was ended",
+                    )),
+                    None,
+                )),
+                None => None,
+            }
+        }
+    })
+}
+
+/// What an export holds: its columns, and those it filters or orders on.
+pub(super) struct Output<'a> {
+    pub(super) columns: &'a [(String, Option<PgType>)],
+    pub(super) compared: &'a [(String, String)],
+}
+
+fn json_to_csv_field(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn spool_csv(
+    pool: &PgPool,
+    limits: ReadLimits,
+    relation: &Relation,
+    mut sql: QueryBuilder<Postgres>,
+    out: Output<'_>,
+    spool: Spool,
+) -> Result<std::fs::File, SpoolError> {
+    let Output { columns, compared } = out;
+    let full = Arc::clone(&spool.full);
+    let mut writer = csv::Writer::from_writer(spool);
+    writer
+        .write_record(columns.iter().map(|(name, _)| name.as_str()))
+        .map_err(|e| spool_error(&full, e))?;
+    let mut tx = tenant::begin_as(pool, &relation.schema, limits.statement_timeout).await?;
+    let mut rows = sql.build().fetch(&mut *tx);
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|e| query_error(e, compared))?;
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(row.try_get::<&str, _>(1)?).map_err(anyhow::Error::from)?;
+        writer
+            .write_record(columns.iter().map(|(name, _)| {
+                json_to_csv_field(object.get(name).unwrap_or(&serde_json::Value::Null))
+            }))
+            .map_err(|e| spool_error(&full, e))?;
+    }
+    drop(rows);
+    tx.commit().await?;
+    let spool = writer
+        .into_inner()
+        .map_err(|e| spool_error(&full, anyhow::anyhow!("finishing the CSV: {e}")))?;
+    Ok(spool.file)
+}
