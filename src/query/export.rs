@@ -12,13 +12,13 @@ use futures_util::StreamExt;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use super::limits::ReadLimits;
 use super::params::Format;
 use super::parquet_export::spool_parquet;
-use super::rows::ReadLimits;
+use super::spool::{Output, Spool, SpoolError, spool_error};
 use super::statement::{Compared, OutputColumns, Relation, query_error};
 use crate::db::tenant;
 use crate::error::ApiError;
-use crate::tables::types::PgType;
 
 /// What an export reads and how it writes it.
 pub(super) struct Export {
@@ -79,66 +79,6 @@ pub(super) async fn export(
             ),
         ))
         .streaming(send_file(file, slot, limits.write_stall)))
-}
-
-/// Why spooling an export stopped.
-pub(super) enum SpoolError {
-    /// The file reached the spool limit.
-    TooLarge,
-    /// Anything else, already an answer.
-    Api(ApiError),
-}
-
-impl<E: Into<ApiError>> From<E> for SpoolError {
-    fn from(e: E) -> Self {
-        Self::Api(e.into())
-    }
-}
-
-/// The temporary file an export is written to, refusing writes beyond its limit.
-pub(super) struct Spool {
-    pub(super) file: std::fs::File,
-    written: u64,
-    limit: u64,
-    /// Set when a write was refused; the writers above wrap the I/O error in their own.
-    pub(super) full: Arc<AtomicBool>,
-}
-
-impl Spool {
-    fn new(limit: u64) -> Result<Self, ApiError> {
-        Ok(Self {
-            file: tempfile::tempfile().map_err(anyhow::Error::from)?,
-            written: 0,
-            limit,
-            full: Arc::new(AtomicBool::new(false)),
-        })
-    }
-}
-
-impl std::io::Write for Spool {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        if self.written.saturating_add(len) > self.limit {
-            self.full.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other("the export reached the spool limit"));
-        }
-        let n = self.file.write(buf)?;
-        self.written += u64::try_from(n).unwrap_or(u64::MAX);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Maps a writer's failure: `TooLarge` when the spool refused the write.
-pub(super) fn spool_error(full: &AtomicBool, e: impl Into<anyhow::Error>) -> SpoolError {
-    if full.load(Ordering::Relaxed) {
-        SpoolError::TooLarge
-    } else {
-        SpoolError::Api(ApiError::Internal(e.into()))
-    }
 }
 
 /// Streams a spooled export in chunks. A task reads the file ahead of the client; when the
@@ -219,12 +159,6 @@ fn send_file(
             }
         }
     })
-}
-
-/// What an export holds: its columns, and those it filters or orders on.
-pub(super) struct Output<'a> {
-    pub(super) columns: &'a [(String, Option<PgType>)],
-    pub(super) compared: &'a [(String, String)],
 }
 
 fn json_to_csv_field(value: &serde_json::Value) -> String {

@@ -5,8 +5,8 @@ use actix_web::HttpResponse;
 use futures_util::StreamExt;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
+use super::limits::ReadLimits;
 use super::params::{Cursor, Position, RowsQuery};
-use super::rows::ReadLimits;
 use super::statement::{Relation, query_error};
 use crate::db::tenant;
 use crate::error::ApiError;

@@ -8,8 +8,8 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use futures_util::StreamExt;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use super::export::{Output, Spool, SpoolError, spool_error};
-use super::rows::ReadLimits;
+use super::limits::ReadLimits;
+use super::spool::{Output, Spool, SpoolError, spool_error};
 use super::statement::{Relation, query_error};
 use crate::db::tenant;
 use crate::error::ApiError;
