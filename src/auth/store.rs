@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::db::notify::NOTIFY_CHANNEL;
+use crate::db::notify::{NOTIFY_CHANNEL, Notice};
 use crate::error::{ApiError, ResultExt};
 
 /// An account row.
@@ -133,8 +133,8 @@ pub async fn rotate_refresh(
     if rotated == 1 {
         return Ok(Rotation::Rotated);
     }
-    // One statement: the notice that ends the session's streams on every process (the hub
-    // parses `session <id> revoked`) is delivered when the revocation commits, never before.
+    // One statement: the notice that ends the session's streams on every process is sent only
+    // when a row was revoked, and delivered when the revocation commits, never before.
     let revoked = sqlx::query_scalar::<_, Uuid>(
         "WITH revoked AS (
              UPDATE tinydevcrm.sessions
@@ -142,12 +142,12 @@ pub async fn rotate_refresh(
              WHERE session_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
              RETURNING session_id
          )
-         SELECT session_id FROM revoked,
-             LATERAL pg_notify($3, 'session ' || session_id::text || ' revoked')",
+         SELECT session_id FROM revoked, LATERAL pg_notify($3, $4)",
     )
     .bind(session_id)
     .bind(user_id)
     .bind(NOTIFY_CHANNEL)
+    .bind(Notice::SessionRevoked { session_id }.to_string())
     .fetch_all(pool)
     .await?
     .len();
@@ -165,6 +165,7 @@ pub async fn revoke_session(
     session_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, ApiError> {
+    // One statement, like the reuse revocation in `rotate_refresh`.
     let found = sqlx::query_scalar::<_, Uuid>(
         "WITH revoked AS (
              UPDATE tinydevcrm.sessions
@@ -173,12 +174,12 @@ pub async fn revoke_session(
              WHERE session_id = $1 AND user_id = $2
              RETURNING session_id
          )
-         SELECT session_id FROM revoked,
-             LATERAL pg_notify($3, 'session ' || session_id::text || ' revoked')",
+         SELECT session_id FROM revoked, LATERAL pg_notify($3, $4)",
     )
     .bind(session_id)
     .bind(user_id)
     .bind(NOTIFY_CHANNEL)
+    .bind(Notice::SessionRevoked { session_id }.to_string())
     .fetch_all(pool)
     .await?
     .len();

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::db::notify::NOTIFY_CHANNEL;
+use crate::db::notify::{self, Notice};
 use crate::db::tenant::ServiceTx;
 use uuid::Uuid;
 
@@ -30,15 +30,15 @@ pub struct RefreshEvent {
 
 /// Appends the event to every channel watching `view_id`, inside the caller's transaction.
 /// The channel rows are locked in id order, so concurrent refreshes number events in the order
-/// they commit, and the `NOTIFY` is delivered at commit, never before. Returns how many
-/// channels were told.
+/// they commit, and each channel's [`Notice::Event`] is sent in the same transaction: delivered
+/// at commit, never before. Returns how many channels were told.
 pub async fn append(
     conn: &mut ServiceTx,
     view_id: Uuid,
     event: &RefreshEvent,
 ) -> Result<u64, sqlx::Error> {
     let data = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let told: Vec<(Uuid,)> = sqlx::query_as(
+    let appended: Vec<(Uuid, i64)> = sqlx::query_as(
         "WITH locked AS (
              SELECT channel_id FROM tinydevcrm.channels WHERE view_id = $1
              ORDER BY channel_id FOR UPDATE
@@ -46,20 +46,22 @@ pub async fn append(
              UPDATE tinydevcrm.channels c SET last_seq = c.last_seq + 1
              FROM locked WHERE c.channel_id = locked.channel_id
              RETURNING c.channel_id, c.last_seq
-         ), inserted AS (
-             INSERT INTO tinydevcrm.events (channel_id, seq, data)
-             SELECT channel_id, last_seq, $2::jsonb || jsonb_build_object('channel_id', channel_id)
-             FROM numbered
-             RETURNING channel_id, seq
          )
-         SELECT channel_id FROM inserted, LATERAL pg_notify($3, channel_id::text || ' ' || seq)",
+         INSERT INTO tinydevcrm.events (channel_id, seq, data)
+         SELECT channel_id, last_seq, $2::jsonb || jsonb_build_object('channel_id', channel_id)
+         FROM numbered
+         RETURNING channel_id, seq",
     )
     .bind(view_id)
     .bind(data)
-    .bind(NOTIFY_CHANNEL)
     .fetch_all(&mut **conn)
     .await?;
-    Ok(told.len() as u64)
+    let notices: Vec<Notice> = appended
+        .into_iter()
+        .map(|(channel_id, seq)| Notice::Event { channel_id, seq })
+        .collect();
+    notify::send(conn, &notices).await?;
+    Ok(notices.len() as u64)
 }
 
 /// One stored event.

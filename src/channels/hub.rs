@@ -1,13 +1,14 @@
 //! The per-process hub: one `PgListener` on `tdc_events` feeds one bounded broadcast per
-//! channel that has listeners in this process. A notification carries only `"<channel> <seq>"`;
-//! the hub reads the events after the last one it broadcast from the table, so a lost or
-//! coalesced notification costs nothing but latency. After the listener's connection drops
-//! (a killed backend, a PostgreSQL restart), the hub reconnects and re-reads every watched
-//! channel from its last broadcast event: nothing is lost.
+//! channel that has listeners in this process. A notification ([`Notice::Event`]) carries only
+//! the channel and the new event's seq; the hub reads the events after the last one it
+//! broadcast from the table, so a lost or coalesced notification costs nothing but latency.
+//! After the listener's connection drops (a killed backend, a PostgreSQL restart), the hub
+//! reconnects and re-reads every watched channel from its last broadcast event: nothing is
+//! lost.
 //!
 //! The hub also ends streams whose session is revoked. Every stream registers the session of
 //! its access token ([`Hub::watch_session`]); a revocation (logout, refresh-token reuse) sends
-//! `"session <id> revoked"` on the same `NOTIFY` channel in the revoking transaction, and every
+//! [`Notice::SessionRevoked`] on the same `NOTIFY` channel in the revoking transaction, and every
 //! process ends that session's streams at once. A notification sent while the listener was
 //! reconnecting is lost, so the hub also re-checks the sessions of its open streams against
 //! `tinydevcrm.sessions` after every reconnect and every `recheck` interval: a missed
@@ -25,7 +26,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::events;
-use crate::db::notify::NOTIFY_CHANNEL;
+use crate::db::notify::{NOTIFY_CHANNEL, Notice};
 
 /// An event as broadcast: serialized once, shared by every listener.
 #[derive(Debug)]
@@ -308,31 +309,25 @@ impl Hub {
     }
 
     async fn on_notification(&self, payload: &str) -> Result<(), sqlx::Error> {
-        let mut parts = payload.split(' ');
-        if payload.starts_with("session ") {
-            parts.next();
-            if let (Some(session_id), Some("revoked")) = (
-                parts.next().and_then(|s| Uuid::parse_str(s).ok()),
-                parts.next(),
-            ) {
-                self.end_session(session_id, SessionEnd::Revoked);
+        let notice = match payload.parse::<Notice>() {
+            Ok(notice) => notice,
+            Err(e) => {
+                // Not ours to act on (nothing else should send on this channel): ignore it.
+                tracing::warn!(error = %e, "hub: ignoring a notification");
+                return Ok(());
             }
-            return Ok(());
-        }
-        let Some(channel_id) = parts.next().and_then(|c| Uuid::parse_str(c).ok()) else {
-            return Ok(());
         };
-        match parts.next() {
-            Some("deleted") => {
+        match notice {
+            Notice::Event { channel_id, seq } => self.catch_up(channel_id, Some(seq)).await,
+            Notice::ChannelDeleted { channel_id } => {
                 // Dropping the sender ends every stream of the channel.
                 self.slots().remove(&channel_id);
                 Ok(())
             }
-            Some(seq) => match seq.parse::<i64>() {
-                Ok(seq) => self.catch_up(channel_id, Some(seq)).await,
-                Err(_) => Ok(()),
-            },
-            None => Ok(()),
+            Notice::SessionRevoked { session_id } => {
+                self.end_session(session_id, SessionEnd::Revoked);
+                Ok(())
+            }
         }
     }
 

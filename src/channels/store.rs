@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::db::notify::{self, Notice};
 use crate::db::quota::{self, Counted};
 use crate::error::ApiError;
 
@@ -90,7 +91,8 @@ pub async fn list(
     .await?)
 }
 
-/// Deletes a user's channel and its events; every process ends the channel's open streams.
+/// Deletes a user's channel and its events; the [`Notice::ChannelDeleted`] sent in the same
+/// transaction ends the channel's open streams on every process once the deletion commits.
 pub async fn delete(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<(), ApiError> {
     let mut tx = pool.begin().await?;
     let deleted =
@@ -105,11 +107,7 @@ pub async fn delete(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<()
             detail: format!("no channel {channel_id}"),
         });
     }
-    sqlx::query("SELECT pg_notify($1, $2::text || ' deleted')")
-        .bind(crate::db::notify::NOTIFY_CHANNEL)
-        .bind(channel_id)
-        .execute(&mut *tx)
-        .await?;
+    notify::send(&mut tx, &[Notice::ChannelDeleted { channel_id }]).await?;
     tx.commit().await?;
     Ok(())
 }

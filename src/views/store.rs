@@ -7,6 +7,7 @@ use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::notify::{self, Notice};
 use crate::db::tenant::ServiceTx;
 use crate::error::{ApiError, ResultExt};
 use crate::tables::name::table_name;
@@ -293,26 +294,32 @@ pub async fn drop_view(
 }
 
 /// Forgets registry rows whose materialized view no longer exists (after a cascading drop);
-/// their jobs and channels go with them, and every process ends those channels' streams.
+/// their jobs and channels go with them, and a [`Notice::ChannelDeleted`] per channel, sent in
+/// the caller's transaction, ends those channels' streams on every process once it commits.
 pub async fn forget_dropped(
     conn: &mut ServiceTx,
     user_id: Uuid,
     schema: &Ident,
 ) -> Result<(), ApiError> {
-    sqlx::query(
+    // The channel rows go by cascade; the outer SELECT still sees them (one snapshot).
+    let channels: Vec<Uuid> = sqlx::query_scalar(
         "WITH gone AS (
              DELETE FROM tinydevcrm.views v WHERE v.user_id = $1 AND NOT EXISTS (
-                 SELECT 1 FROM pg_catalog.pg_matviews m WHERE m.schemaname = $2 AND m.matviewname = v.view_name)
+                 SELECT 1 FROM pg_catalog.pg_matviews m
+                 WHERE m.schemaname = $2::text AND m.matviewname = v.view_name)
              RETURNING v.view_id
          )
-         SELECT pg_notify($3, c.channel_id::text || ' deleted')
-         FROM tinydevcrm.channels c JOIN gone USING (view_id)",
+         SELECT c.channel_id FROM tinydevcrm.channels c JOIN gone USING (view_id)",
     )
     .bind(user_id)
     .bind(schema.as_str())
-    .bind(crate::db::notify::NOTIFY_CHANNEL)
-    .execute(&mut **conn)
+    .fetch_all(&mut **conn)
     .await?;
+    let notices: Vec<Notice> = channels
+        .into_iter()
+        .map(|channel_id| Notice::ChannelDeleted { channel_id })
+        .collect();
+    notify::send(conn, &notices).await?;
     Ok(())
 }
 
