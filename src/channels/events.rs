@@ -73,22 +73,32 @@ pub struct StoredEvent {
     pub data: String,
 }
 
-/// Events of a channel after `after`, oldest first, at most `limit`.
-pub async fn after(
-    pool: &PgPool,
-    channel_id: Uuid,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(
+/// How many events one read of [`page_after`] returns at most.
+pub const PAGE_SIZE: i64 = 500;
+
+/// A page of a channel's events.
+#[derive(Debug)]
+pub struct Page {
+    /// Oldest first, at most [`PAGE_SIZE`].
+    pub events: Vec<StoredEvent>,
+    /// The page was full: more events may follow its last one.
+    pub more: bool,
+}
+
+/// The channel's events after `after`, oldest first, one page at a time: the only way the hub
+/// and the listen stream read events back.
+pub async fn page_after(pool: &PgPool, channel_id: Uuid, after: i64) -> Result<Page, sqlx::Error> {
+    let events: Vec<StoredEvent> = sqlx::query_as(
         "SELECT seq, data::text AS data FROM tinydevcrm.events
          WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(channel_id)
     .bind(after)
-    .bind(limit)
+    .bind(PAGE_SIZE)
     .fetch_all(pool)
-    .await
+    .await?;
+    let more = events.len() as i64 == PAGE_SIZE;
+    Ok(Page { events, more })
 }
 
 /// Deletes events older than `keep`, remembering per channel the highest seq deleted.

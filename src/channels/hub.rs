@@ -127,9 +127,6 @@ impl Drop for SessionWatch {
     }
 }
 
-/// Rows read per query when catching up.
-const PAGE: i64 = 500;
-
 impl Hub {
     /// A hub whose per-channel queues hold `capacity` events (a listener further behind is
     /// disconnected and replays from the table when it reconnects).
@@ -357,14 +354,13 @@ impl Hub {
                 }
                 slot.last_seq
             };
-            let page = events::after(&self.pool, channel_id, last, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
+            let page = events::page_after(&self.pool, channel_id, last).await?;
             {
                 let mut slots = self.slots();
                 let Some(slot) = slots.get_mut(&channel_id) else {
                     return Ok(());
                 };
-                for event in page {
+                for event in page.events {
                     if event.seq > slot.last_seq {
                         slot.last_seq = event.seq;
                         // No receiver left is fine: the slot goes at the next event.
@@ -375,7 +371,7 @@ impl Hub {
                     }
                 }
             }
-            if !full {
+            if !page.more {
                 return Ok(());
             }
         }

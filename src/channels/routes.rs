@@ -304,17 +304,16 @@ async fn next_event(mut s: Listening) -> Option<(sse::Event, Listening)> {
             });
         }
         if s.replaying {
-            const PAGE: i64 = 500;
-            match events::after(&s.pool, s.channel_id, s.sent, PAGE).await {
+            match events::page_after(&s.pool, s.channel_id, s.sent).await {
                 Ok(page) => {
-                    s.replaying = page.len() as i64 == PAGE;
-                    if !page.is_empty()
+                    s.replaying = page.more;
+                    if !page.events.is_empty()
                         && let Err(e) = s.session.confirm().await
                     {
                         tracing::warn!(error = %e, "listen: checking the session failed; ending the stream");
                         return None;
                     }
-                    s.backlog.extend(page.into_iter().map(|e| {
+                    s.backlog.extend(page.events.into_iter().map(|e| {
                         Outgoing::Event(Arc::new(HubEvent {
                             seq: e.seq,
                             data: ByteString::from(e.data),
