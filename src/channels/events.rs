@@ -25,7 +25,16 @@ pub struct RefreshEvent {
     /// How long the refresh took.
     pub duration_ms: i64,
     /// Always `succeeded`: only committed refreshes are announced.
-    pub status: String,
+    pub status: EventStatus,
+}
+
+/// The `status` of every refresh event: one value, because only a refresh that committed is
+/// announced (skips and failures never are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// The refresh committed.
+    Succeeded,
 }
 
 /// Appends the event to every channel watching `view_id`, inside the caller's transaction.
@@ -121,4 +130,28 @@ pub async fn prune(pool: &PgPool, keep: chrono::Duration) -> Result<u64, sqlx::E
     Ok(deleted
         .first()
         .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_event_is_the_same_json_as_when_its_status_was_a_string() {
+        let event = RefreshEvent {
+            view_name: "daily".to_owned(),
+            job_id: None,
+            run_id: Uuid::nil(),
+            refreshed_at: DateTime::parse_from_rfc3339("2024-05-06T07:08:09Z")
+                .expect("a time")
+                .with_timezone(&Utc),
+            row_count: Some(3),
+            duration_ms: 4,
+            status: EventStatus::Succeeded,
+        };
+        assert_eq!(
+            serde_json::to_string(&event).expect("json"),
+            r#"{"view_name":"daily","job_id":null,"run_id":"00000000-0000-0000-0000-000000000000","refreshed_at":"2024-05-06T07:08:09Z","row_count":3,"duration_ms":4,"status":"succeeded"}"#
+        );
+    }
 }

@@ -209,7 +209,7 @@ pub async fn create_view(
         state.settings.tenant_storage_bytes,
         &tenant,
         &view,
-        Trigger::default(),
+        Trigger::Api,
     )
     .await
     {
@@ -275,7 +275,7 @@ pub async fn refresh_view(
         state.settings.tenant_storage_bytes,
         &tenant,
         &view,
-        Trigger::default(),
+        Trigger::Api,
     )
     .await?;
     Ok(HttpResponse::Ok().json(record))

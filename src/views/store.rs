@@ -1,9 +1,12 @@
 //! SQL of views: the registry, the DDL run as the tenant, and the refresh history.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, QueryBuilder};
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::db::ident::{ColumnIdent, Ident};
@@ -204,6 +207,74 @@ pub async fn base_changes(pool: &PgPool, view: &ViewRow) -> Result<(i64, bool), 
     Ok((sum, reads_views))
 }
 
+/// How a refresh ended, as `tinydevcrm.view_refreshes.status` and the API spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum RefreshStatus {
+    /// Refreshed; its events were appended in the same transaction.
+    Refreshed,
+    /// Nothing it reads changed since the last refresh: not run.
+    Skipped,
+    /// Rolled back; the previous contents stay readable.
+    Failed,
+}
+
+impl RefreshStatus {
+    /// The one spelling, in the table and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refreshed => "refreshed",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RefreshStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored status that is not a [`RefreshStatus`] (the table's check constraint forbids it).
+#[derive(Debug, thiserror::Error)]
+#[error("not a refresh status: {0:?}")]
+pub struct NotARefreshStatus(String);
+
+impl FromStr for RefreshStatus {
+    type Err = NotARefreshStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Refreshed, Self::Skipped, Self::Failed]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| NotARefreshStatus(s.to_owned()))
+    }
+}
+
+impl serde::Serialize for RefreshStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+// Stored as `text`: written with `as_str`, read with `FromStr`.
+impl sqlx::Type<Postgres> for RefreshStatus {
+    fn type_info() -> PgTypeInfo {
+        <&str as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for RefreshStatus {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&str as sqlx::Decode<'r, Postgres>>::decode(value)?.parse()?)
+    }
+}
+
 /// One refresh as recorded.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct RefreshRecord {
@@ -214,7 +285,7 @@ pub struct RefreshRecord {
     /// When it ended.
     pub finished_at: DateTime<Utc>,
     /// `refreshed`, `skipped` or `failed`.
-    pub status: String,
+    pub status: RefreshStatus,
     /// Rows in the view afterwards.
     pub row_count: Option<i64>,
     /// How long it took.
@@ -241,7 +312,7 @@ pub async fn record_refresh(
     .bind(view_id)
     .bind(record.started_at)
     .bind(record.finished_at)
-    .bind(&record.status)
+    .bind(record.status.as_str())
     .bind(record.row_count)
     .bind(record.duration_ms)
     .bind(&record.error)
@@ -328,4 +399,66 @@ pub fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
     table_name(raw).map_err(|_| ApiError::NotFound {
         detail: format!("no view named {raw:?}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [RefreshStatus; 3] = [
+        RefreshStatus::Refreshed,
+        RefreshStatus::Skipped,
+        RefreshStatus::Failed,
+    ];
+
+    #[test]
+    fn every_status_reads_back_as_itself_and_is_spelled_as_the_table_allows() {
+        let spelled: Vec<&str> = ALL.iter().map(|s| s.as_str()).collect();
+        // The values of the check constraint view_refreshes_status_check.
+        assert_eq!(spelled, ["refreshed", "skipped", "failed"]);
+        for status in ALL {
+            assert_eq!(status.as_str().parse::<RefreshStatus>().ok(), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+    }
+
+    #[test]
+    fn other_spellings_are_not_statuses() {
+        for junk in [
+            "",
+            "Refreshed",
+            "SKIPPED",
+            "succeeded",
+            "failed ",
+            "running",
+        ] {
+            assert!(junk.parse::<RefreshStatus>().is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_record_is_the_same_json_as_when_its_status_was_a_string() {
+        let at = DateTime::parse_from_rfc3339("2024-05-06T07:08:09.123Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let record = RefreshRecord {
+            refresh_id: Uuid::nil(),
+            started_at: at,
+            finished_at: at,
+            status: RefreshStatus::Skipped,
+            row_count: Some(3),
+            duration_ms: 4,
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&record).expect("json"),
+            r#"{"refresh_id":"00000000-0000-0000-0000-000000000000","started_at":"2024-05-06T07:08:09.123Z","finished_at":"2024-05-06T07:08:09.123Z","status":"skipped","row_count":3,"duration_ms":4,"error":null}"#
+        );
+        for status in ALL {
+            assert_eq!(
+                serde_json::to_string(&status).expect("json"),
+                format!("\"{}\"", status.as_str())
+            );
+        }
+    }
 }
