@@ -47,8 +47,8 @@ pub async fn append(
     event: &RefreshEvent,
 ) -> Result<u64, sqlx::Error> {
     let data = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let appended: Vec<(Uuid, i64)> = sqlx::query_as(
-        "WITH locked AS (
+    let appended = sqlx::query!(
+        r#"WITH locked AS (
              SELECT channel_id FROM tinydevcrm.channels WHERE view_id = $1
              ORDER BY channel_id FOR UPDATE
          ), numbered AS (
@@ -59,22 +59,25 @@ pub async fn append(
          INSERT INTO tinydevcrm.events (channel_id, seq, data)
          SELECT channel_id, last_seq, $2::jsonb || jsonb_build_object('channel_id', channel_id)
          FROM numbered
-         RETURNING channel_id, seq",
+         RETURNING channel_id AS "channel_id!", seq AS "seq!""#,
+        view_id,
+        data,
     )
-    .bind(view_id)
-    .bind(data)
     .fetch_all(&mut **conn)
     .await?;
     let notices: Vec<Notice> = appended
-        .into_iter()
-        .map(|(channel_id, seq)| Notice::Event { channel_id, seq })
+        .iter()
+        .map(|row| Notice::Event {
+            channel_id: row.channel_id,
+            seq: row.seq,
+        })
         .collect();
     notify::send(conn, &notices).await?;
     Ok(notices.len() as u64)
 }
 
 /// One stored event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// The per-channel sequence number (the SSE `id:`).
     pub seq: i64,
@@ -97,13 +100,14 @@ pub struct Page {
 /// The channel's events after `after`, oldest first, one page at a time: the only way the hub
 /// and the listen stream read events back.
 pub async fn page_after(pool: &PgPool, channel_id: Uuid, after: i64) -> Result<Page, sqlx::Error> {
-    let events: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT seq, data::text AS data FROM tinydevcrm.events
-         WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    let events = sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT seq, data::text AS "data!" FROM tinydevcrm.events
+           WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"#,
+        channel_id,
+        after,
+        PAGE_SIZE,
     )
-    .bind(channel_id)
-    .bind(after)
-    .bind(PAGE_SIZE)
     .fetch_all(pool)
     .await?;
     let more = events.len() as i64 == PAGE_SIZE;
@@ -113,8 +117,8 @@ pub async fn page_after(pool: &PgPool, channel_id: Uuid, after: i64) -> Result<P
 /// Deletes events older than `keep`, remembering per channel the highest seq deleted.
 pub async fn prune(pool: &PgPool, keep: chrono::Duration) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - keep;
-    let deleted: Vec<(i64,)> = sqlx::query_as(
-        "WITH gone AS (
+    let deleted = sqlx::query_scalar!(
+        r#"WITH gone AS (
              DELETE FROM tinydevcrm.events WHERE created_at < $1 RETURNING channel_id, seq
          ), highest AS (
              SELECT channel_id, max(seq) AS seq FROM gone GROUP BY channel_id
@@ -122,14 +126,12 @@ pub async fn prune(pool: &PgPool, keep: chrono::Duration) -> Result<u64, sqlx::E
              UPDATE tinydevcrm.channels c SET pruned_through = greatest(c.pruned_through, h.seq)
              FROM highest h WHERE c.channel_id = h.channel_id RETURNING 1
          )
-         SELECT count(*) FROM gone",
+         SELECT count(*) AS "deleted!" FROM gone"#,
+        cutoff,
     )
-    .bind(cutoff)
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(deleted
-        .first()
-        .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
 #[cfg(test)]
