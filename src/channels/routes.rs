@@ -38,6 +38,7 @@ fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
 #[utoipa::path(post, path = "/channels/create/", tag = "channels", request_body = CreateChannel,
     responses((status = 201, body = ChannelBody), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn create_channel(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -80,6 +81,7 @@ pub async fn create_channel(
 /// The caller's channels.
 #[utoipa::path(get, path = "/channels/", tag = "channels",
     responses((status = 200, body = Vec<ChannelBody>)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn list_channels(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -96,6 +98,7 @@ pub async fn list_channels(
 #[utoipa::path(get, path = "/channels/{id}/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id")),
     responses((status = 200, body = ChannelBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, channel = %path.as_str()))]
 pub async fn describe_channel(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -109,6 +112,7 @@ pub async fn describe_channel(
 #[utoipa::path(delete, path = "/channels/{id}/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id")),
     responses((status = 204), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, channel = %path.as_str()))]
 pub async fn delete_channel(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -132,6 +136,7 @@ pub async fn delete_channel(
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
         (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(channel = %path.as_str(), user_id = tracing::field::Empty))]
 pub async fn listen(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -143,6 +148,7 @@ pub async fn listen(
     // announced to this registration, one committed before it fails the check.
     let session = state.hub.watch_session(claims.sid);
     let user = authenticate_claims(&state, claims).await?;
+    tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
     if session.ended().is_some() {
         return Err(ApiError::unauthorized(
             "token_revoked",

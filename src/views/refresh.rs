@@ -90,6 +90,7 @@ impl fmt::Display for Trigger {
 /// A successful refresh, its history row and one event per watching channel commit in one
 /// transaction: an event is never announced for a refresh that did not commit, and a committed
 /// refresh never loses its event. Skips and failures are recorded but announce nothing.
+#[tracing::instrument(skip_all, fields(view = %view.view_name, trigger = %trigger))]
 pub async fn refresh_view(
     pool: &PgPool,
     statement_timeout: Duration,
