@@ -106,6 +106,8 @@ pub fn normalise_email(raw: &str) -> Result<String, ApiError> {
 /// Register a user; also creates the user's tenant role and schema.
 #[utoipa::path(post, path = "/auth/users/register/", tag = "auth", request_body = Credentials,
     responses((status = 201, body = UserBody), (status = 400, body = Problem), (status = 409, body = Problem)))]
+// Never the credentials: no field is taken from the body.
+#[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
 pub async fn register_user(
     state: web::Data<AppState>,
     body: web::Json<Credentials>,
@@ -123,6 +125,7 @@ pub async fn register_user(
     let mut tx = state.pool.begin().await?;
     let role = tenant::tenant_name(user_id);
     let user = store::insert_user(&mut tx, user_id, &email, &hash, role.as_str()).await?;
+    tracing::Span::current().record("user_id", tracing::field::display(user_id));
     tenant::provision(&mut tx, user_id).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.user_id, "registered a user");
@@ -185,6 +188,8 @@ fn session_expiry(state: &AppState) -> DateTime<Utc> {
 /// Log in: a new session with a refresh and an access token.
 #[utoipa::path(post, path = "/auth/tokens/obtain/", tag = "auth", request_body = Credentials,
     responses((status = 200, body = TokenPair), (status = 401, body = Problem), (status = 429, body = Problem)))]
+// Never the credentials or the tokens: the ids are recorded once the login succeeded.
+#[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty, session_id = tracing::field::Empty))]
 pub async fn obtain_tokens(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -224,6 +229,9 @@ pub async fn obtain_tokens(
     };
     let session_id = Uuid::new_v4();
     let refresh_jti = Uuid::new_v4();
+    tracing::Span::current()
+        .record("user_id", tracing::field::display(user.user_id))
+        .record("session_id", tracing::field::display(session_id));
     store::create_session(
         &state.pool,
         session_id,
@@ -240,11 +248,14 @@ pub async fn obtain_tokens(
 /// revokes the whole session.
 #[utoipa::path(post, path = "/auth/tokens/refresh/", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair), (status = 401, body = Problem)))]
+// Never the tokens: only the session of a verified one.
+#[tracing::instrument(skip_all, fields(session_id = tracing::field::Empty))]
 pub async fn refresh_tokens(
     state: web::Data<AppState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = state.jwt.verify(&body.refresh, TokenType::Refresh)?;
+    tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
     let new_jti = Uuid::new_v4();
     match store::rotate_refresh(
         &state.pool,
@@ -278,11 +289,14 @@ pub async fn refresh_tokens(
 /// open SSE streams end on every process.
 #[utoipa::path(post, path = "/auth/tokens/blacklist/", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, description = "the session is revoked"), (status = 401, body = Problem)))]
+// Never the token: only the session of a verified one.
+#[tracing::instrument(skip_all, fields(session_id = tracing::field::Empty))]
 pub async fn blacklist_token(
     state: web::Data<AppState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = state.jwt.verify(&body.refresh, TokenType::Refresh)?;
+    tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
     if !store::revoke_session(&state.pool, claims.sid, claims.sub).await? {
         return Err(ApiError::unauthorized(
             "token_revoked",
@@ -297,6 +311,7 @@ pub async fn blacklist_token(
 #[utoipa::path(get, path = "/auth/users/me/", tag = "auth",
     responses((status = 200, body = MeBody), (status = 401, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn get_me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let tenant = user.tenant;
     let user = store::find_user(&state.pool, user.user_id)

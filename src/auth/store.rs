@@ -4,11 +4,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::db::notify::NOTIFY_CHANNEL;
+use crate::db::notify::{NOTIFY_CHANNEL, Notice};
 use crate::error::{ApiError, ResultExt};
 
 /// An account row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct User {
     /// Primary key, also the source of the tenant's opaque name.
     pub user_id: Uuid,
@@ -30,15 +30,16 @@ pub async fn insert_user(
     password_hash: &str,
     tenant_role: &str,
 ) -> Result<User, ApiError> {
-    sqlx::query_as::<_, User>(
+    sqlx::query_as!(
+        User,
         "INSERT INTO tinydevcrm.users (user_id, primary_email, password_hash, tenant_role)
          VALUES ($1, $2, $3, $4)
          RETURNING user_id, primary_email, password_hash, tenant_role, created_at",
+        user_id,
+        primary_email,
+        password_hash,
+        tenant_role,
     )
-    .bind(user_id)
-    .bind(primary_email)
-    .bind(password_hash)
-    .bind(tenant_role)
     .fetch_one(conn)
     .await
     .on_constraint("users_primary_email_key", || ApiError::Conflict {
@@ -52,22 +53,24 @@ pub async fn find_user_by_email(
     pool: &PgPool,
     primary_email: &str,
 ) -> Result<Option<User>, ApiError> {
-    Ok(sqlx::query_as::<_, User>(
+    Ok(sqlx::query_as!(
+        User,
         "SELECT user_id, primary_email, password_hash, tenant_role, created_at
          FROM tinydevcrm.users WHERE lower(primary_email) = lower($1)",
+        primary_email,
     )
-    .bind(primary_email)
     .fetch_optional(pool)
     .await?)
 }
 
 /// Finds an account by id.
 pub async fn find_user(pool: &PgPool, user_id: Uuid) -> Result<Option<User>, ApiError> {
-    Ok(sqlx::query_as::<_, User>(
+    Ok(sqlx::query_as!(
+        User,
         "SELECT user_id, primary_email, password_hash, tenant_role, created_at
          FROM tinydevcrm.users WHERE user_id = $1",
+        user_id,
     )
-    .bind(user_id)
     .fetch_optional(pool)
     .await?)
 }
@@ -80,14 +83,14 @@ pub async fn create_session(
     refresh_jti: Uuid,
     expires_at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tinydevcrm.sessions (session_id, user_id, current_refresh_jti, expires_at)
          VALUES ($1, $2, $3, $4)",
+        session_id,
+        user_id,
+        refresh_jti,
+        expires_at,
     )
-    .bind(session_id)
-    .bind(user_id)
-    .bind(refresh_jti)
-    .bind(expires_at)
     .execute(pool)
     .await?;
     Ok(())
@@ -116,38 +119,38 @@ pub async fn rotate_refresh(
     new_jti: Uuid,
     expires_at: DateTime<Utc>,
 ) -> Result<Rotation, ApiError> {
-    let rotated = sqlx::query(
+    let rotated = sqlx::query!(
         "UPDATE tinydevcrm.sessions
          SET current_refresh_jti = $4, last_refreshed_at = now(), expires_at = $5
          WHERE session_id = $1 AND user_id = $2 AND current_refresh_jti = $3
            AND revoked_at IS NULL AND expires_at > now()",
+        session_id,
+        user_id,
+        presented_jti,
+        new_jti,
+        expires_at,
     )
-    .bind(session_id)
-    .bind(user_id)
-    .bind(presented_jti)
-    .bind(new_jti)
-    .bind(expires_at)
     .execute(pool)
     .await?
     .rows_affected();
     if rotated == 1 {
         return Ok(Rotation::Rotated);
     }
-    // One statement: the notice that ends the session's streams on every process (the hub
-    // parses `session <id> revoked`) is delivered when the revocation commits, never before.
-    let revoked = sqlx::query_scalar::<_, Uuid>(
-        "WITH revoked AS (
+    // One statement: the notice that ends the session's streams on every process is sent only
+    // when a row was revoked, and delivered when the revocation commits, never before.
+    let revoked = sqlx::query_scalar!(
+        r#"WITH revoked AS (
              UPDATE tinydevcrm.sessions
              SET revoked_at = now(), revoked_reason = 'refresh_reuse'
              WHERE session_id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
              RETURNING session_id
          )
-         SELECT session_id FROM revoked,
-             LATERAL pg_notify($3, 'session ' || session_id::text || ' revoked')",
+         SELECT session_id AS "session_id!" FROM revoked, LATERAL pg_notify($3, $4)"#,
+        session_id,
+        user_id,
+        NOTIFY_CHANNEL,
+        Notice::SessionRevoked { session_id }.to_string(),
     )
-    .bind(session_id)
-    .bind(user_id)
-    .bind(NOTIFY_CHANNEL)
     .fetch_all(pool)
     .await?
     .len();
@@ -165,20 +168,21 @@ pub async fn revoke_session(
     session_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, ApiError> {
-    let found = sqlx::query_scalar::<_, Uuid>(
-        "WITH revoked AS (
+    // One statement, like the reuse revocation in `rotate_refresh`.
+    let found = sqlx::query_scalar!(
+        r#"WITH revoked AS (
              UPDATE tinydevcrm.sessions
              SET revoked_at = COALESCE(revoked_at, now()),
                  revoked_reason = COALESCE(revoked_reason, 'logout')
              WHERE session_id = $1 AND user_id = $2
              RETURNING session_id
          )
-         SELECT session_id FROM revoked,
-             LATERAL pg_notify($3, 'session ' || session_id::text || ' revoked')",
+         SELECT session_id AS "session_id!" FROM revoked, LATERAL pg_notify($3, $4)"#,
+        session_id,
+        user_id,
+        NOTIFY_CHANNEL,
+        Notice::SessionRevoked { session_id }.to_string(),
     )
-    .bind(session_id)
-    .bind(user_id)
-    .bind(NOTIFY_CHANNEL)
     .fetch_all(pool)
     .await?
     .len();
@@ -193,13 +197,13 @@ pub async fn live_session_tenant(
     session_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<String>, ApiError> {
-    Ok(sqlx::query_scalar::<_, String>(
+    Ok(sqlx::query_scalar!(
         "SELECT u.tenant_role
          FROM tinydevcrm.sessions s JOIN tinydevcrm.users u ON u.user_id = s.user_id
          WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
+        session_id,
+        user_id,
     )
-    .bind(session_id)
-    .bind(user_id)
     .fetch_optional(pool)
     .await?)
 }

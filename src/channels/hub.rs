@@ -1,23 +1,27 @@
 //! The per-process hub: one `PgListener` on `tdc_events` feeds one bounded broadcast per
-//! channel that has listeners in this process. A notification carries only `"<channel> <seq>"`;
-//! the hub reads the events after the last one it broadcast from the table, so a lost or
-//! coalesced notification costs nothing but latency. After the listener's connection drops
-//! (a killed backend, a PostgreSQL restart), the hub reconnects and re-reads every watched
-//! channel from its last broadcast event: nothing is lost.
+//! channel that has listeners in this process. A notification ([`Notice::Event`]) carries only
+//! the channel and the new event's seq; the hub reads the events after the last one it
+//! broadcast from the table, so a lost or coalesced notification costs nothing but latency.
+//! After the listener's connection drops (a killed backend, a PostgreSQL restart), the hub
+//! reconnects and re-reads every watched channel from its last broadcast event: nothing is
+//! lost.
 //!
 //! The hub also ends streams whose session is revoked. Every stream registers the session of
 //! its access token ([`Hub::watch_session`]); a revocation (logout, refresh-token reuse) sends
-//! `"session <id> revoked"` on the same `NOTIFY` channel in the revoking transaction, and every
+//! [`Notice::SessionRevoked`] on the same `NOTIFY` channel in the revoking transaction, and every
 //! process ends that session's streams at once. A notification sent while the listener was
 //! reconnecting is lost, so the hub also re-checks the sessions of its open streams against
 //! `tinydevcrm.sessions` after every reconnect and every `recheck` interval: a missed
 //! revocation (or a session that expired) ends its streams within that interval at worst.
+//!
+//! Background code: its errors are `anyhow` with context, logged by the loops that retry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bytestring::ByteString;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -25,7 +29,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::events;
-use crate::db::notify::NOTIFY_CHANNEL;
+use crate::db::notify::{NOTIFY_CHANNEL, Notice};
 
 /// An event as broadcast: serialized once, shared by every listener.
 #[derive(Debug)]
@@ -89,15 +93,16 @@ impl SessionWatch {
     /// read straight from the table (a replay) do not wait behind the revocation's notice, so a
     /// replay confirms the session before it sends what it read: a revocation that committed
     /// before those events is then seen.
-    pub async fn confirm(&self) -> Result<(), sqlx::Error> {
-        let state: Option<(bool, bool)> = sqlx::query_as(
-            "SELECT revoked_at IS NULL, expires_at > now() FROM tinydevcrm.sessions
-             WHERE session_id = $1",
+    pub async fn confirm(&self) -> anyhow::Result<()> {
+        let state = sqlx::query!(
+            r#"SELECT revoked_at IS NULL AS "live!", expires_at > now() AS "unexpired!"
+               FROM tinydevcrm.sessions WHERE session_id = $1"#,
+            self.session_id,
         )
-        .bind(self.session_id)
         .fetch_optional(&self.hub.pool)
-        .await?;
-        match state {
+        .await
+        .with_context(|| format!("reading session {}", self.session_id))?;
+        match state.map(|s| (s.live, s.unexpired)) {
             Some((true, true)) => {}
             Some((true, false)) => self.hub.end_session(self.session_id, SessionEnd::Expired),
             _ => self.hub.end_session(self.session_id, SessionEnd::Revoked),
@@ -125,9 +130,6 @@ impl Drop for SessionWatch {
         }
     }
 }
-
-/// Rows read per query when catching up.
-const PAGE: i64 = 500;
 
 impl Hub {
     /// A hub whose per-channel queues hold `capacity` events (a listener further behind is
@@ -180,7 +182,7 @@ impl Hub {
 
     /// Re-reads the sessions of open streams and ends those revoked, deleted or expired: the
     /// backstop for revocation notices lost while the listener was away.
-    pub async fn recheck_sessions(&self) -> Result<(), sqlx::Error> {
+    pub async fn recheck_sessions(&self) -> anyhow::Result<()> {
         let live: Vec<Uuid> = self
             .sessions()
             .iter()
@@ -190,22 +192,24 @@ impl Hub {
         if live.is_empty() {
             return Ok(());
         }
-        let ended: Vec<(Uuid, bool)> = sqlx::query_as(
-            "SELECT ids.id, (s.session_id IS NOT NULL AND s.revoked_at IS NULL) AS expired
-             FROM unnest($1::uuid[]) AS ids(id)
-             LEFT JOIN tinydevcrm.sessions s ON s.session_id = ids.id
-             WHERE s.session_id IS NULL OR s.revoked_at IS NOT NULL OR s.expires_at <= now()",
+        let ended = sqlx::query!(
+            r#"SELECT ids.id AS "session_id!",
+                      (s.session_id IS NOT NULL AND s.revoked_at IS NULL) AS "expired!"
+               FROM unnest($1::uuid[]) AS ids(id)
+               LEFT JOIN tinydevcrm.sessions s ON s.session_id = ids.id
+               WHERE s.session_id IS NULL OR s.revoked_at IS NOT NULL OR s.expires_at <= now()"#,
+            &live,
         )
-        .bind(&live)
         .fetch_all(&self.pool)
-        .await?;
-        for (session_id, expired) in ended {
-            let why = if expired {
+        .await
+        .with_context(|| format!("re-reading {} stream sessions", live.len()))?;
+        for ended in ended {
+            let why = if ended.expired {
                 SessionEnd::Expired
             } else {
                 SessionEnd::Revoked
             };
-            self.end_session(session_id, why);
+            self.end_session(ended.session_id, why);
         }
         Ok(())
     }
@@ -216,7 +220,10 @@ impl Hub {
         loop {
             tick.tick().await;
             if let Err(e) = self.recheck_sessions().await {
-                tracing::warn!(error = %e, "hub: re-checking stream sessions failed");
+                tracing::warn!(
+                    error = %format_args!("{e:#}"),
+                    "hub: re-checking stream sessions failed"
+                );
             }
         }
     }
@@ -262,7 +269,10 @@ impl Hub {
             let mut listener = match self.connect().await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(error = %e, "hub: LISTEN failed; retrying");
+                    tracing::warn!(
+                        error = %format_args!("{e:#}"),
+                        "hub: LISTEN failed; retrying"
+                    );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -270,20 +280,29 @@ impl Hub {
             };
             // Whatever was committed while nobody listened is in the table.
             if let Err(e) = self.catch_up_all().await {
-                tracing::warn!(error = %e, "hub: catching up failed; reconnecting");
+                tracing::warn!(
+                    error = %format_args!("{e:#}"),
+                    "hub: catching up failed; reconnecting"
+                );
                 tokio::time::sleep(backoff).await;
                 continue;
             }
             // Revocations announced while nobody listened are in the sessions table.
             if let Err(e) = self.recheck_sessions().await {
-                tracing::warn!(error = %e, "hub: re-checking stream sessions failed");
+                tracing::warn!(
+                    error = %format_args!("{e:#}"),
+                    "hub: re-checking stream sessions failed"
+                );
             }
             backoff = Duration::from_millis(100);
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notification)) => {
                         if let Err(e) = self.on_notification(notification.payload()).await {
-                            tracing::warn!(error = %e, "hub: reading events failed; reconnecting");
+                            tracing::warn!(
+                                error = %format_args!("{e:#}"),
+                                "hub: reading events failed; reconnecting"
+                            );
                             break;
                         }
                     }
@@ -301,42 +320,41 @@ impl Hub {
         }
     }
 
-    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
+    async fn connect(&self) -> anyhow::Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .context("opening the LISTEN connection")?;
+        listener
+            .listen(NOTIFY_CHANNEL)
+            .await
+            .with_context(|| format!("LISTEN {NOTIFY_CHANNEL}"))?;
         Ok(listener)
     }
 
-    async fn on_notification(&self, payload: &str) -> Result<(), sqlx::Error> {
-        let mut parts = payload.split(' ');
-        if payload.starts_with("session ") {
-            parts.next();
-            if let (Some(session_id), Some("revoked")) = (
-                parts.next().and_then(|s| Uuid::parse_str(s).ok()),
-                parts.next(),
-            ) {
-                self.end_session(session_id, SessionEnd::Revoked);
+    async fn on_notification(&self, payload: &str) -> anyhow::Result<()> {
+        let notice = match payload.parse::<Notice>() {
+            Ok(notice) => notice,
+            Err(e) => {
+                // Not ours to act on (nothing else should send on this channel): ignore it.
+                tracing::warn!(error = %e, "hub: ignoring a notification");
+                return Ok(());
             }
-            return Ok(());
-        }
-        let Some(channel_id) = parts.next().and_then(|c| Uuid::parse_str(c).ok()) else {
-            return Ok(());
         };
-        match parts.next() {
-            Some("deleted") => {
+        match notice {
+            Notice::Event { channel_id, seq } => self.catch_up(channel_id, Some(seq)).await,
+            Notice::ChannelDeleted { channel_id } => {
                 // Dropping the sender ends every stream of the channel.
                 self.slots().remove(&channel_id);
                 Ok(())
             }
-            Some(seq) => match seq.parse::<i64>() {
-                Ok(seq) => self.catch_up(channel_id, Some(seq)).await,
-                Err(_) => Ok(()),
-            },
-            None => Ok(()),
+            Notice::SessionRevoked { session_id } => {
+                self.end_session(session_id, SessionEnd::Revoked);
+                Ok(())
+            }
         }
     }
 
-    async fn catch_up_all(&self) -> Result<(), sqlx::Error> {
+    async fn catch_up_all(&self) -> anyhow::Result<()> {
         let channels: Vec<Uuid> = self.slots().keys().copied().collect();
         for channel_id in channels {
             self.catch_up(channel_id, None).await?;
@@ -346,7 +364,7 @@ impl Hub {
 
     /// Broadcasts the channel's events after the last one broadcast (up to `seen`, when a
     /// notification says how far there is to go).
-    async fn catch_up(&self, channel_id: Uuid, seen: Option<i64>) -> Result<(), sqlx::Error> {
+    async fn catch_up(&self, channel_id: Uuid, seen: Option<i64>) -> anyhow::Result<()> {
         loop {
             let last = {
                 let mut slots = self.slots();
@@ -362,14 +380,15 @@ impl Hub {
                 }
                 slot.last_seq
             };
-            let page = events::after(&self.pool, channel_id, last, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
+            let page = events::page_after(&self.pool, channel_id, last)
+                .await
+                .with_context(|| format!("reading events of channel {channel_id} after {last}"))?;
             {
                 let mut slots = self.slots();
                 let Some(slot) = slots.get_mut(&channel_id) else {
                     return Ok(());
                 };
-                for event in page {
+                for event in page.events {
                     if event.seq > slot.last_seq {
                         slot.last_seq = event.seq;
                         // No receiver left is fine: the slot goes at the next event.
@@ -380,7 +399,7 @@ impl Hub {
                     }
                 }
             }
-            if !full {
+            if !page.more {
                 return Ok(());
             }
         }

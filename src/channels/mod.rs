@@ -1,11 +1,12 @@
 //! SSE channels: the registry, the events table (numbered per channel in commit order), the
-//! per-process hub fed by one `PgListener`, and the `/channels/...` routes with the listen
-//! stream.
+//! per-process hub fed by one `PgListener`, the listen stream of each client, and the
+//! `/channels/...` routes.
 
 pub mod events;
 pub mod hub;
 pub mod routes;
 pub mod store;
+pub mod stream;
 
 use actix_web::web;
 

@@ -6,11 +6,12 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::db::notify::{self, Notice};
 use crate::db::quota::{self, Counted};
 use crate::error::ApiError;
 
 /// A channel as stored, with its view's name.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ChannelRow {
     /// Primary key (public, unguessable).
     pub channel_id: Uuid,
@@ -30,11 +31,6 @@ pub struct ChannelRow {
     pub created_at: DateTime<Utc>,
 }
 
-const SELECT_CHANNEL: &str =
-    "SELECT c.channel_id, c.user_id, c.view_id, v.view_name, c.job_id, c.last_seq,
-        c.pruned_through, c.created_at
- FROM tinydevcrm.channels c JOIN tinydevcrm.views v USING (view_id)";
-
 /// Creates a channel on a view; 409 `too_many_channels` when the user already has
 /// `max_channels` (checked atomically with the insert).
 pub async fn create(
@@ -47,13 +43,13 @@ pub async fn create(
     let channel_id = Uuid::new_v4();
     let mut tx = pool.begin().await?;
     quota::check_locked(&mut tx, user_id, Counted::Channels, max_channels).await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tinydevcrm.channels (channel_id, user_id, view_id, job_id) VALUES ($1, $2, $3, $4)",
+        channel_id,
+        user_id,
+        view_id,
+        job_id,
     )
-    .bind(channel_id)
-    .bind(user_id)
-    .bind(view_id)
-    .bind(job_id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -62,11 +58,15 @@ pub async fn create(
 
 /// A user's channel; anyone else's is simply not found.
 pub async fn find(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<ChannelRow, ApiError> {
-    sqlx::query_as::<_, ChannelRow>(sqlx::AssertSqlSafe(format!(
-        "{SELECT_CHANNEL} WHERE c.user_id = $1 AND c.channel_id = $2"
-    )))
-    .bind(user_id)
-    .bind(channel_id)
+    sqlx::query_as!(
+        ChannelRow,
+        "SELECT c.channel_id, c.user_id, c.view_id, v.view_name, c.job_id, c.last_seq,
+                c.pruned_through, c.created_at
+         FROM tinydevcrm.channels c JOIN tinydevcrm.views v USING (view_id)
+         WHERE c.user_id = $1 AND c.channel_id = $2",
+        user_id,
+        channel_id,
+    )
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| ApiError::NotFound {
@@ -80,36 +80,38 @@ pub async fn list(
     user_id: Uuid,
     view_id: Option<Uuid>,
 ) -> Result<Vec<ChannelRow>, ApiError> {
-    Ok(sqlx::query_as::<_, ChannelRow>(sqlx::AssertSqlSafe(format!(
-        "{SELECT_CHANNEL} WHERE c.user_id = $1 AND ($2::uuid IS NULL OR c.view_id = $2)
-         ORDER BY c.created_at, c.channel_id"
-    )))
-    .bind(user_id)
-    .bind(view_id)
+    Ok(sqlx::query_as!(
+        ChannelRow,
+        "SELECT c.channel_id, c.user_id, c.view_id, v.view_name, c.job_id, c.last_seq,
+                c.pruned_through, c.created_at
+         FROM tinydevcrm.channels c JOIN tinydevcrm.views v USING (view_id)
+         WHERE c.user_id = $1 AND ($2::uuid IS NULL OR c.view_id = $2)
+         ORDER BY c.created_at, c.channel_id",
+        user_id,
+        view_id,
+    )
     .fetch_all(pool)
     .await?)
 }
 
-/// Deletes a user's channel and its events; every process ends the channel's open streams.
+/// Deletes a user's channel and its events; the [`Notice::ChannelDeleted`] sent in the same
+/// transaction ends the channel's open streams on every process once the deletion commits.
 pub async fn delete(pool: &PgPool, user_id: Uuid, channel_id: Uuid) -> Result<(), ApiError> {
     let mut tx = pool.begin().await?;
-    let deleted =
-        sqlx::query("DELETE FROM tinydevcrm.channels WHERE user_id = $1 AND channel_id = $2")
-            .bind(user_id)
-            .bind(channel_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM tinydevcrm.channels WHERE user_id = $1 AND channel_id = $2",
+        user_id,
+        channel_id,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if deleted == 0 {
         return Err(ApiError::NotFound {
             detail: format!("no channel {channel_id}"),
         });
     }
-    sqlx::query("SELECT pg_notify($1, $2::text || ' deleted')")
-        .bind(crate::db::notify::NOTIFY_CHANNEL)
-        .bind(channel_id)
-        .execute(&mut *tx)
-        .await?;
+    notify::send(&mut tx, &[Notice::ChannelDeleted { channel_id }]).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -25,6 +25,7 @@ use super::store::{self, Claim, DueJob, RunOutcome};
 use crate::db::tenant::tenant_name;
 use crate::error::ApiError;
 use crate::views::refresh::{Trigger, refresh_view};
+use crate::views::store::RefreshStatus;
 
 /// How the scheduler behaves.
 #[derive(Debug, Clone)]
@@ -309,8 +310,9 @@ async fn attempt_all(
                     config.storage_quota,
                     &tenant,
                     &view,
-                    Trigger {
-                        job: Some((job.job_id, run_id)),
+                    Trigger::Job {
+                        job_id: job.job_id,
+                        run_id,
                     },
                 )
                 .await
@@ -321,7 +323,7 @@ async fn attempt_all(
             Err(e) => Err(ApiError::from(e)),
         };
         let (status, row_count, error) = match result {
-            Ok(record) if record.status == "skipped" => (
+            Ok(record) if record.status == RefreshStatus::Skipped => (
                 "skipped",
                 None,
                 Some("nothing the view reads changed since its last refresh".to_owned()),

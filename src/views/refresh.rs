@@ -2,6 +2,7 @@
 //! its tenant with the limits, skips the work when nothing it depends on changed, and records
 //! the outcome.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -9,8 +10,8 @@ use sqlx::PgPool;
 
 use uuid::Uuid;
 
-use super::store::{self, RefreshRecord, ViewRow};
-use crate::channels::events::{self, RefreshEvent};
+use super::store::{self, RefreshRecord, RefreshStatus, ViewRow};
+use crate::channels::events::{self, EventStatus, RefreshEvent};
 use crate::db::ident::Ident;
 use crate::db::tenant::{self, ServiceTx};
 use crate::error::ApiError;
@@ -39,11 +40,46 @@ pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
     }
 }
 
-/// What asked for a refresh: the API (no job) or a job run.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Trigger {
-    /// The job and its run, when the scheduler refreshes.
-    pub job: Option<(Uuid, Uuid)>,
+/// What asked for a refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A request to the API (creating the view, or `POST /views/{name}/refresh/`).
+    Api,
+    /// A run of a job (the scheduler).
+    Job {
+        /// The job.
+        job_id: Uuid,
+        /// Its run, recorded as the refresh's `job_run_id`.
+        run_id: Uuid,
+    },
+}
+
+impl Trigger {
+    /// The job, when a job run asked.
+    pub fn job_id(self) -> Option<Uuid> {
+        match self {
+            Self::Api => None,
+            Self::Job { job_id, .. } => Some(job_id),
+        }
+    }
+
+    /// The job run, when a job run asked.
+    pub fn run_id(self) -> Option<Uuid> {
+        match self {
+            Self::Api => None,
+            Self::Job { run_id, .. } => Some(run_id),
+        }
+    }
+}
+
+/// For logs: `api`, or `job <job_id> run <run_id>`.
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Api => f.write_str("api"),
+            Self::Job { job_id, run_id } => write!(f, "job {job_id} run {run_id}"),
+        }
+    }
 }
 
 /// Refreshes `view`: skipped when it is not volatile, reads only tables, and none of them
@@ -54,6 +90,7 @@ pub struct Trigger {
 /// A successful refresh, its history row and one event per watching channel commit in one
 /// transaction: an event is never announced for a refresh that did not commit, and a committed
 /// refresh never loses its event. Skips and failures are recorded but announce nothing.
+#[tracing::instrument(skip_all, fields(view = %view.view_name, trigger = %trigger))]
 pub async fn refresh_view(
     pool: &PgPool,
     statement_timeout: Duration,
@@ -65,24 +102,24 @@ pub async fn refresh_view(
     let started_at = Utc::now();
     let clock = Instant::now();
     let refresh_id = Uuid::new_v4();
-    let job_run_id = trigger.job.map(|(_, run)| run);
+    let job_run_id = trigger.run_id();
     let (changes, reads_views) = store::base_changes(pool, view).await?;
     let name = Ident::new(view.view_name.clone())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("BUG: stored view name: {e}")))?;
     let elapsed_ms =
         |clock: Instant| i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let record = |status: &str, row_count: Option<i64>, error: Option<String>| RefreshRecord {
+    let record = |status, row_count, error| RefreshRecord {
         refresh_id,
         started_at,
         finished_at: Utc::now(),
-        status: status.to_owned(),
+        status,
         row_count,
         duration_ms: elapsed_ms(clock),
         error,
     };
 
     if !view.volatile && !reads_views && view.refreshed_changes == Some(changes) {
-        let skipped = record("skipped", None, None);
+        let skipped = record(RefreshStatus::Skipped, None, None);
         let mut tx = ServiceTx::begin(pool).await?;
         store::record_refresh(
             &mut tx,
@@ -112,7 +149,7 @@ pub async fn refresh_view(
         if let Err(over) = crate::db::quota::check_storage(used, storage_quota) {
             return Ok(Err(over)); // rolls the refresh back
         }
-        let done = record("refreshed", rows, None);
+        let done = record(RefreshStatus::Refreshed, rows, None);
         store::record_refresh(
             &mut tx,
             view.view_id,
@@ -124,12 +161,12 @@ pub async fn refresh_view(
         .await?;
         let event = RefreshEvent {
             view_name: view.view_name.clone(),
-            job_id: trigger.job.map(|(job, _)| job),
+            job_id: trigger.job_id(),
             run_id: job_run_id.unwrap_or(refresh_id),
             refreshed_at: done.finished_at,
             row_count: done.row_count,
             duration_ms: done.duration_ms,
-            status: "succeeded".to_owned(),
+            status: EventStatus::Succeeded,
         };
         events::append(&mut tx, view.view_id, &event).await?;
         tx.commit().await?;
@@ -139,7 +176,7 @@ pub async fn refresh_view(
     match outcome.map_err(tenant_sql_error).and_then(|done| done) {
         Ok(done) => Ok(done),
         Err(error) => {
-            let failed = record("failed", None, Some(error.to_string()));
+            let failed = record(RefreshStatus::Failed, None, Some(error.to_string()));
             let mut tx = ServiceTx::begin(pool).await?;
             store::record_refresh(&mut tx, view.view_id, refresh_id, job_run_id, &failed, None)
                 .await?;

@@ -132,6 +132,7 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
 #[utoipa::path(post, path = "/views/create/", tag = "views", request_body = CreateView,
     responses((status = 201, body = ViewBody), (status = 400, body = Problem), (status = 409, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = tracing::field::Empty))]
 pub async fn create_view(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -139,6 +140,7 @@ pub async fn create_view(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let name = table_name(body.view_name.trim())?;
+    tracing::Span::current().record("view", name.as_str());
     let tenant = user.tenant.clone();
     let own = store::relation_names(&state.pool, user.user_id).await?;
     if own.contains(name.as_str()) {
@@ -209,7 +211,7 @@ pub async fn create_view(
         state.settings.tenant_storage_bytes,
         &tenant,
         &view,
-        Trigger::default(),
+        Trigger::Api,
     )
     .await
     {
@@ -227,6 +229,7 @@ pub async fn create_view(
 /// The caller's views.
 #[utoipa::path(get, path = "/views/", tag = "views",
     responses((status = 200, body = Vec<ViewSummary>)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn list_views(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -246,6 +249,7 @@ pub async fn list_views(
 #[utoipa::path(get, path = "/views/{name}/", tag = "views",
     params(("name" = String, Path, description = "view name")),
     responses((status = 200, body = ViewBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
 pub async fn describe_view(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -261,6 +265,7 @@ pub async fn describe_view(
     params(("name" = String, Path, description = "view name")),
     responses((status = 200, body = RefreshRecord), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
 pub async fn refresh_view(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -275,7 +280,7 @@ pub async fn refresh_view(
         state.settings.tenant_storage_bytes,
         &tenant,
         &view,
-        Trigger::default(),
+        Trigger::Api,
     )
     .await?;
     Ok(HttpResponse::Ok().json(record))
@@ -286,6 +291,7 @@ pub async fn refresh_view(
     params(("name" = String, Path, description = "view name")),
     responses((status = 200, description = "rows"), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
 pub async fn list_view_rows(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -318,6 +324,7 @@ pub struct DeleteQuery {
 #[utoipa::path(delete, path = "/views/{name}/", tag = "views",
     params(("name" = String, Path, description = "view name")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str(), cascade = query.cascade))]
 pub async fn delete_view(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -1,18 +1,24 @@
-//! SQL of views: the registry, the DDL run as the tenant, and the refresh history.
+//! SQL of views: the registry, the DDL run as the tenant, and the refresh history with its
+//! [`RefreshStatus`]. Registry statements are checked at compile time; the DDL names the
+//! tenant's relations, so it goes through `QueryBuilder` with [`Ident`]s.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, QueryBuilder};
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::db::ident::{ColumnIdent, Ident};
+use crate::db::notify::{self, Notice};
 use crate::db::tenant::ServiceTx;
 use crate::error::{ApiError, ResultExt};
 use crate::tables::name::table_name;
 
 /// A registry row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ViewRow {
     /// Primary key.
     pub view_id: Uuid,
@@ -34,54 +40,56 @@ pub struct ViewRow {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations, refreshed_changes, created_at";
-
 /// A view by id (the scheduler's lookup).
 pub async fn by_id(pool: &PgPool, view_id: Uuid) -> Result<Option<ViewRow>, sqlx::Error> {
-    let mut query = QueryBuilder::new("SELECT ");
-    query
-        .push(COLUMNS)
-        .push(" FROM tinydevcrm.views WHERE view_id = ")
-        .push_bind(view_id);
-    query.build_query_as::<ViewRow>().fetch_optional(pool).await
+    sqlx::query_as!(
+        ViewRow,
+        "SELECT view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations,
+                refreshed_changes, created_at
+         FROM tinydevcrm.views WHERE view_id = $1",
+        view_id,
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// A user's view by name; another user's is simply not found.
 pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<ViewRow, ApiError> {
-    let mut query = QueryBuilder::new("SELECT ");
-    query
-        .push(COLUMNS)
-        .push(" FROM tinydevcrm.views WHERE user_id = ")
-        .push_bind(user_id)
-        .push(" AND view_name = ")
-        .push_bind(name.as_str());
-    query
-        .build_query_as::<ViewRow>()
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            detail: format!("no view named {:?}", name.as_str()),
-        })
+    sqlx::query_as!(
+        ViewRow,
+        "SELECT view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations,
+                refreshed_changes, created_at
+         FROM tinydevcrm.views WHERE user_id = $1 AND view_name = $2",
+        user_id,
+        name.as_str(),
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::NotFound {
+        detail: format!("no view named {:?}", name.as_str()),
+    })
 }
 
 /// A user's views, by name.
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ViewRow>, ApiError> {
-    let mut query = QueryBuilder::new("SELECT ");
-    query
-        .push(COLUMNS)
-        .push(" FROM tinydevcrm.views WHERE user_id = ")
-        .push_bind(user_id)
-        .push(" ORDER BY view_name");
-    Ok(query.build_query_as::<ViewRow>().fetch_all(pool).await?)
+    Ok(sqlx::query_as!(
+        ViewRow,
+        "SELECT view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations,
+                refreshed_changes, created_at
+         FROM tinydevcrm.views WHERE user_id = $1 ORDER BY view_name",
+        user_id,
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Names of the user's tables and views (one namespace, like the schema's).
 pub async fn relation_names(pool: &PgPool, user_id: Uuid) -> Result<HashSet<String>, ApiError> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name FROM tinydevcrm.tables WHERE user_id = $1
-         UNION ALL SELECT view_name FROM tinydevcrm.views WHERE user_id = $1",
+    let names = sqlx::query_scalar!(
+        r#"SELECT table_name AS "name!" FROM tinydevcrm.tables WHERE user_id = $1
+           UNION ALL SELECT view_name FROM tinydevcrm.views WHERE user_id = $1"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(pool)
     .await?;
     Ok(names.into_iter().collect())
@@ -155,30 +163,24 @@ pub async fn register(
     volatile: bool,
     base_relations: &[String],
 ) -> Result<ViewRow, ApiError> {
-    let mut query = QueryBuilder::new(
-        "INSERT INTO tinydevcrm.views (view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations) VALUES (",
-    );
-    query
-        .push_bind(Uuid::new_v4())
-        .push(", ")
-        .push_bind(user_id)
-        .push(", ")
-        .push_bind(name.as_str())
-        .push(", ")
-        .push_bind(sql_query)
-        .push(", ")
-        .push_bind(unique_key.map(<[String]>::to_vec))
-        .push(", ")
-        .push_bind(volatile)
-        .push(", ")
-        .push_bind(base_relations.to_vec())
-        .push(") RETURNING ")
-        .push(COLUMNS);
-    query
-        .build_query_as::<ViewRow>()
-        .fetch_one(&mut **conn)
-        .await
-        .on_constraint("views_user_id_view_name_key", || name_taken(name))
+    sqlx::query_as!(
+        ViewRow,
+        "INSERT INTO tinydevcrm.views
+             (view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING view_id, user_id, view_name, sql_query, unique_key, volatile, base_relations,
+                   refreshed_changes, created_at",
+        Uuid::new_v4(),
+        user_id,
+        name.as_str(),
+        sql_query,
+        unique_key,
+        volatile,
+        base_relations,
+    )
+    .fetch_one(&mut **conn)
+    .await
+    .on_constraint("views_user_id_view_name_key", || name_taken(name))
 }
 
 /// The 409 for a name already used by a table or view.
@@ -191,20 +193,88 @@ pub fn name_taken(name: &Ident) -> ApiError {
 
 /// Sum of the change counters of the view's base tables, and whether it reads other views.
 pub async fn base_changes(pool: &PgPool, view: &ViewRow) -> Result<(i64, bool), ApiError> {
-    let (sum, tables): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(sum(change_count), 0)::bigint, count(*) FROM tinydevcrm.tables
-         WHERE user_id = $1 AND table_name = ANY($2)",
+    let counted = sqlx::query!(
+        r#"SELECT COALESCE(sum(change_count), 0)::bigint AS "changes!", count(*) AS "tables!"
+           FROM tinydevcrm.tables WHERE user_id = $1 AND table_name = ANY($2)"#,
+        view.user_id,
+        &view.base_relations,
     )
-    .bind(view.user_id)
-    .bind(&view.base_relations)
     .fetch_one(pool)
     .await?;
-    let reads_views = usize::try_from(tables).unwrap_or(0) < view.base_relations.len();
-    Ok((sum, reads_views))
+    let reads_views = usize::try_from(counted.tables).unwrap_or(0) < view.base_relations.len();
+    Ok((counted.changes, reads_views))
+}
+
+/// How a refresh ended, as `tinydevcrm.view_refreshes.status` and the API spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum RefreshStatus {
+    /// Refreshed; its events were appended in the same transaction.
+    Refreshed,
+    /// Nothing it reads changed since the last refresh: not run.
+    Skipped,
+    /// Rolled back; the previous contents stay readable.
+    Failed,
+}
+
+impl RefreshStatus {
+    /// The one spelling, in the table and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refreshed => "refreshed",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RefreshStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored status that is not a [`RefreshStatus`] (the table's check constraint forbids it).
+#[derive(Debug, thiserror::Error)]
+#[error("not a refresh status: {0:?}")]
+pub struct NotARefreshStatus(String);
+
+impl FromStr for RefreshStatus {
+    type Err = NotARefreshStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Refreshed, Self::Skipped, Self::Failed]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| NotARefreshStatus(s.to_owned()))
+    }
+}
+
+impl serde::Serialize for RefreshStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+// Stored as `text`: written with `as_str`, read with `FromStr`.
+impl sqlx::Type<Postgres> for RefreshStatus {
+    fn type_info() -> PgTypeInfo {
+        <&str as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for RefreshStatus {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&str as sqlx::Decode<'r, Postgres>>::decode(value)?.parse()?)
+    }
 }
 
 /// One refresh as recorded.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RefreshRecord {
     /// This refresh's id (the `run_id` of its channel events when no job ran it).
     pub refresh_id: Uuid,
@@ -213,7 +283,7 @@ pub struct RefreshRecord {
     /// When it ended.
     pub finished_at: DateTime<Utc>,
     /// `refreshed`, `skipped` or `failed`.
-    pub status: String,
+    pub status: RefreshStatus,
     /// Rows in the view afterwards.
     pub row_count: Option<i64>,
     /// How long it took.
@@ -232,38 +302,42 @@ pub async fn record_refresh(
     record: &RefreshRecord,
     changes: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tinydevcrm.view_refreshes (refresh_id, view_id, started_at, finished_at, status, row_count, duration_ms, error, job_run_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        refresh_id,
+        view_id,
+        record.started_at,
+        record.finished_at,
+        record.status.as_str(),
+        record.row_count,
+        record.duration_ms,
+        record.error,
+        job_run_id,
     )
-    .bind(refresh_id)
-    .bind(view_id)
-    .bind(record.started_at)
-    .bind(record.finished_at)
-    .bind(&record.status)
-    .bind(record.row_count)
-    .bind(record.duration_ms)
-    .bind(&record.error)
-    .bind(job_run_id)
     .execute(&mut **conn)
     .await?;
     if let Some(changes) = changes {
-        sqlx::query("UPDATE tinydevcrm.views SET refreshed_changes = $2 WHERE view_id = $1")
-            .bind(view_id)
-            .bind(changes)
-            .execute(&mut **conn)
-            .await?;
+        sqlx::query!(
+            "UPDATE tinydevcrm.views SET refreshed_changes = $2 WHERE view_id = $1",
+            view_id,
+            changes,
+        )
+        .execute(&mut **conn)
+        .await?;
     }
     Ok(())
 }
 
 /// The latest refresh of a view.
 pub async fn last_refresh(pool: &PgPool, view_id: Uuid) -> Result<Option<RefreshRecord>, ApiError> {
-    Ok(sqlx::query_as::<_, RefreshRecord>(
-        "SELECT refresh_id, started_at, finished_at, status, row_count, duration_ms, error FROM tinydevcrm.view_refreshes
-         WHERE view_id = $1 ORDER BY started_at DESC LIMIT 1",
+    Ok(sqlx::query_as!(
+        RefreshRecord,
+        r#"SELECT refresh_id, started_at, finished_at, status AS "status: RefreshStatus", row_count,
+                  duration_ms, error
+           FROM tinydevcrm.view_refreshes WHERE view_id = $1 ORDER BY started_at DESC LIMIT 1"#,
+        view_id,
     )
-    .bind(view_id)
     .fetch_optional(pool)
     .await?)
 }
@@ -293,26 +367,32 @@ pub async fn drop_view(
 }
 
 /// Forgets registry rows whose materialized view no longer exists (after a cascading drop);
-/// their jobs and channels go with them, and every process ends those channels' streams.
+/// their jobs and channels go with them, and a [`Notice::ChannelDeleted`] per channel, sent in
+/// the caller's transaction, ends those channels' streams on every process once it commits.
 pub async fn forget_dropped(
     conn: &mut ServiceTx,
     user_id: Uuid,
     schema: &Ident,
 ) -> Result<(), ApiError> {
-    sqlx::query(
+    // The channel rows go by cascade; the outer SELECT still sees them (one snapshot).
+    let channels = sqlx::query_scalar!(
         "WITH gone AS (
              DELETE FROM tinydevcrm.views v WHERE v.user_id = $1 AND NOT EXISTS (
-                 SELECT 1 FROM pg_catalog.pg_matviews m WHERE m.schemaname = $2 AND m.matviewname = v.view_name)
+                 SELECT 1 FROM pg_catalog.pg_matviews m
+                 WHERE m.schemaname = $2::text AND m.matviewname = v.view_name)
              RETURNING v.view_id
          )
-         SELECT pg_notify($3, c.channel_id::text || ' deleted')
-         FROM tinydevcrm.channels c JOIN gone USING (view_id)",
+         SELECT c.channel_id FROM tinydevcrm.channels c JOIN gone USING (view_id)",
+        user_id,
+        schema.as_str(),
     )
-    .bind(user_id)
-    .bind(schema.as_str())
-    .bind(crate::db::notify::NOTIFY_CHANNEL)
-    .execute(&mut **conn)
+    .fetch_all(&mut **conn)
     .await?;
+    let notices: Vec<Notice> = channels
+        .into_iter()
+        .map(|channel_id| Notice::ChannelDeleted { channel_id })
+        .collect();
+    notify::send(conn, &notices).await?;
     Ok(())
 }
 
@@ -321,4 +401,66 @@ pub fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
     table_name(raw).map_err(|_| ApiError::NotFound {
         detail: format!("no view named {raw:?}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [RefreshStatus; 3] = [
+        RefreshStatus::Refreshed,
+        RefreshStatus::Skipped,
+        RefreshStatus::Failed,
+    ];
+
+    #[test]
+    fn every_status_reads_back_as_itself_and_is_spelled_as_the_table_allows() {
+        let spelled: Vec<&str> = ALL.iter().map(|s| s.as_str()).collect();
+        // The values of the check constraint view_refreshes_status_check.
+        assert_eq!(spelled, ["refreshed", "skipped", "failed"]);
+        for status in ALL {
+            assert_eq!(status.as_str().parse::<RefreshStatus>().ok(), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+    }
+
+    #[test]
+    fn other_spellings_are_not_statuses() {
+        for junk in [
+            "",
+            "Refreshed",
+            "SKIPPED",
+            "succeeded",
+            "failed ",
+            "running",
+        ] {
+            assert!(junk.parse::<RefreshStatus>().is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_record_is_the_same_json_as_when_its_status_was_a_string() {
+        let at = DateTime::parse_from_rfc3339("2024-05-06T07:08:09.123Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let record = RefreshRecord {
+            refresh_id: Uuid::nil(),
+            started_at: at,
+            finished_at: at,
+            status: RefreshStatus::Skipped,
+            row_count: Some(3),
+            duration_ms: 4,
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&record).expect("json"),
+            r#"{"refresh_id":"00000000-0000-0000-0000-000000000000","started_at":"2024-05-06T07:08:09.123Z","finished_at":"2024-05-06T07:08:09.123Z","status":"skipped","row_count":3,"duration_ms":4,"error":null}"#
+        );
+        for status in ALL {
+            assert_eq!(
+                serde_json::to_string(&status).expect("json"),
+                format!("\"{}\"", status.as_str())
+            );
+        }
+    }
 }
