@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::schedule::Schedule;
-use super::store::{self, JobBody, NewJob, RunRow, job_id};
+use super::runs::{self, RunRow};
+use super::store::{self, JobBody, NewJob, job_id};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -148,7 +149,7 @@ pub async fn describe_job(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let job = store::find(&state.pool, user.user_id, job_id(&path)?).await?;
-    let last = store::last_run(&state.pool, job.job_id).await?;
+    let last = runs::last_run(&state.pool, job.job_id).await?;
     Ok(HttpResponse::Ok().json(JobBody::new(job, last)))
 }
 
@@ -204,7 +205,7 @@ pub async fn update_job(
     }
     store::update(&mut tx, &mut job).await?;
     tx.commit().await?;
-    let last = store::last_run(&state.pool, job.job_id).await?;
+    let last = runs::last_run(&state.pool, job.job_id).await?;
     Ok(HttpResponse::Ok().json(JobBody::new(job, last)))
 }
 
@@ -259,7 +260,7 @@ pub async fn list_runs(
             format!("limit is {limit}; it must be between 1 and 1000"),
         ));
     }
-    let runs = store::runs(&state.pool, job.job_id, query.before, limit).await?;
+    let runs = runs::runs(&state.pool, job.job_id, query.before, limit).await?;
     let next_cursor = if runs.len() as i64 == limit {
         runs.last().map(|r| r.scheduled_for)
     } else {

@@ -21,7 +21,9 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::schedule::Schedule;
-use super::store::{self, Claim, DueJob, RunOutcome};
+use super::claims::{self, Claim, DueJob};
+use super::runs::RunOutcome;
+use super::store;
 use crate::db::tenant::tenant_name;
 use crate::error::ApiError;
 use crate::views::refresh::{Trigger, refresh_view};
@@ -107,7 +109,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if full {
             continue;
         }
-        let wait = match store::next_due(&pool, config.tenant_concurrency).await {
+        let wait = match claims::next_due(&pool, config.tenant_concurrency).await {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             Ok(None) => config.max_sleep,
             Err(e) => {
@@ -155,7 +157,7 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 
 /// Claims due ticks in one transaction and returns the ones to run now.
 ///
-/// Fairness between tenants: jobs are picked in turns across tenants ([`store::pick_due`]),
+/// Fairness between tenants: jobs are picked in turns across tenants ([`claims::pick_due`]),
 /// and a tenant never has more than `tenant_concurrency` runs in progress across all
 /// processes: one claim at a time holds a tenant's advisory lock (waiting for another
 /// process's claim of that tenant to commit) and counts its live leases under it. A tick
@@ -169,7 +171,7 @@ async fn claim(
 ) -> Result<Claimed, sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    let picked = store::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
+    let picked = claims::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
     if picked.is_empty() {
         tx.rollback().await?;
         return Ok(Claimed {
@@ -180,14 +182,14 @@ async fn claim(
     let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
     users.sort_unstable();
     users.dedup();
-    store::lock_tenants(&mut tx, &users).await?;
-    let mut running: HashMap<Uuid, i64> = store::running_per_tenant(&mut tx, now, &users)
+    claims::lock_tenants(&mut tx, &users).await?;
+    let mut running: HashMap<Uuid, i64> = claims::running_per_tenant(&mut tx, now, &users)
         .await?
         .into_iter()
         .collect();
     let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
     let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    let mut due = store::lock_due(&mut tx, now, &ids).await?;
+    let mut due = claims::lock_due(&mut tx, now, &ids).await?;
     // Decide in the order picked: each tenant's earliest ticks get its free run slots.
     due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
     let mut claims = Vec::with_capacity(due.len());
@@ -197,7 +199,7 @@ async fn claim(
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(job_id = %job.job_id, error = %e, "a stored crontab does not parse; pausing the job");
-                store::disable(&mut tx, job.job_id).await?;
+                claims::disable(&mut tx, job.job_id).await?;
                 continue;
             }
         };
@@ -227,7 +229,7 @@ async fn claim(
         });
         jobs.push(job);
     }
-    let inserted = store::record_claims(&mut tx, &claims, now, worker).await?;
+    let inserted = claims::record_claims(&mut tx, &claims, now, worker).await?;
     tx.commit().await?;
     let runs = jobs
         .into_iter()
@@ -275,7 +277,7 @@ async fn execute(pool: &PgPool, config: &SchedulerConfig, job: DueJob, claim: Cl
     metrics::counter!("tdc_job_runs_total", "status" => outcome.status).increment(1);
     tracing::info!(job_id = %job.job_id, run_id = %claim.run_id, status = outcome.status, lag_ms, "job run");
     let queued = job.overlap == "queue";
-    if let Err(e) = store::finish_run(
+    if let Err(e) = claims::finish_run(
         pool,
         job.job_id,
         claim.run_id,

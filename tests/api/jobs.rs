@@ -434,7 +434,7 @@ async fn run_history_is_pruned_by_count_and_by_age() {
             runs.iter().all(|r| r["status"] != "running")
         })
         .await;
-    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 2)
+    tinydevcrm::jobs::runs::prune_runs(&app.pool, chrono::Duration::days(30), 2)
         .await
         .expect("prune by count");
     let kept = app.runs(a, &id).await;
@@ -446,7 +446,7 @@ async fn run_history_is_pruned_by_count_and_by_age() {
         .execute(&mut admin)
         .await
         .expect("age runs");
-    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 1000)
+    tinydevcrm::jobs::runs::prune_runs(&app.pool, chrono::Duration::days(30), 1000)
         .await
         .expect("prune by age");
     assert!(app.runs(a, &id).await.is_empty());
