@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::runs::RunOutcome;
+use super::states::{Overlap, RunStatus};
 use super::store::NOTIFY_CHANNEL;
 
 /// A due job claimed by this process.
@@ -21,8 +22,8 @@ pub struct DueJob {
     pub crontab_def: String,
     /// Time zone.
     pub timezone: String,
-    /// `skip` or `queue`.
-    pub overlap: String,
+    /// What a tick does while the previous run goes on.
+    pub overlap: Overlap,
     /// Extra attempts.
     pub retries: i32,
     /// The tick being claimed.
@@ -51,7 +52,7 @@ pub async fn pick_due(
                     coalesce(lease_until >= $1, false) AS leased
              FROM tinydevcrm.jobs
              WHERE enabled AND next_run_at <= $1
-               AND (overlap = 'skip' OR lease_until IS NULL OR lease_until < $1)
+               AND (overlap = $4 OR lease_until IS NULL OR lease_until < $1)
          ), ranked AS (
              SELECT d.*, coalesce(r.n, 0) AS running,
                     row_number() OVER (PARTITION BY d.user_id, d.leased
@@ -59,12 +60,13 @@ pub async fn pick_due(
              FROM due d LEFT JOIN running r USING (user_id)
          )
          SELECT job_id, user_id FROM ranked
-         WHERE leased OR overlap = 'skip' OR rank <= $3 - running
+         WHERE leased OR overlap = $4 OR rank <= $3 - running
          ORDER BY running + rank, next_run_at, job_id LIMIT $2",
     )
     .bind(now)
     .bind(limit)
     .bind(tenant_cap)
+    .bind(Overlap::Skip.as_str())
     .fetch_all(conn)
     .await
 }
@@ -117,11 +119,12 @@ pub async fn lock_due(
         "SELECT job_id, user_id, view_id, crontab_def, timezone, overlap, retries, next_run_at, lease_until
          FROM tinydevcrm.jobs
          WHERE job_id = ANY($2) AND enabled AND next_run_at <= $1
-           AND (overlap = 'skip' OR lease_until IS NULL OR lease_until < $1)
+           AND (overlap = $3 OR lease_until IS NULL OR lease_until < $1)
          FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
     .bind(job_ids)
+    .bind(Overlap::Skip.as_str())
     .fetch_all(conn)
     .await
 }
@@ -135,12 +138,51 @@ pub struct Claim {
     pub scheduled_for: DateTime<Utc>,
     /// The job's next tick (`None`: the schedule has no more).
     pub next_run_at: Option<DateTime<Utc>>,
-    /// The new lease when this tick runs; `None` when it is skipped.
-    pub lease_until: Option<DateTime<Utc>>,
-    /// Why a skipped tick was skipped.
-    pub skip_reason: &'static str,
+    /// Whether it runs now or is recorded as skipped.
+    pub action: TickAction,
     /// The run row's id.
     pub run_id: Uuid,
+}
+
+/// What a claimed tick does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickAction {
+    /// It runs now and holds the job's lease until this time at the latest.
+    Run {
+        /// The lease's end.
+        lease_until: DateTime<Utc>,
+    },
+    /// Its run row says `skipped`, with this reason.
+    Skip(SkipReason),
+}
+
+/// Why a claimed tick is not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The job's previous run still holds its lease.
+    PreviousRunGoingOn,
+    /// The tenant has as many runs in progress as it may, and the job's rule is `skip`.
+    TenantAtLimit,
+}
+
+impl SkipReason {
+    /// The `error` of the skipped run row.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::PreviousRunGoingOn => "the previous run was still running",
+            Self::TenantAtLimit => "the tenant's limit of runs in progress was reached",
+        }
+    }
+}
+
+impl TickAction {
+    /// The lease a running tick sets; `None` for a skipped one.
+    pub const fn lease_until(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Run { lease_until } => Some(lease_until),
+            Self::Skip(_) => None,
+        }
+    }
 }
 
 /// Advances the claimed jobs and records their runs (`running`, or `skipped` while a previous
@@ -157,20 +199,29 @@ pub async fn record_claims(
     }
     let job_ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
     let next: Vec<Option<DateTime<Utc>>> = claims.iter().map(|c| c.next_run_at).collect();
-    let leases: Vec<Option<DateTime<Utc>>> = claims.iter().map(|c| c.lease_until).collect();
+    let leases: Vec<Option<DateTime<Utc>>> =
+        claims.iter().map(|c| c.action.lease_until()).collect();
     let ticks: Vec<DateTime<Utc>> = claims.iter().map(|c| c.scheduled_for).collect();
     let run_ids: Vec<Uuid> = claims.iter().map(|c| c.run_id).collect();
-    let reasons: Vec<&str> = claims.iter().map(|c| c.skip_reason).collect();
+    let reasons: Vec<Option<&str>> = claims
+        .iter()
+        .map(|c| match c.action {
+            TickAction::Run { .. } => None,
+            TickAction::Skip(reason) => Some(reason.message()),
+        })
+        .collect();
     // A run whose process died left its lease to expire: its row says so now.
     sqlx::query(
-        "UPDATE tinydevcrm.job_runs r SET status = 'failed', finished_at = $2,
+        "UPDATE tinydevcrm.job_runs r SET status = $3, finished_at = $2,
              error = 'the serve process running it stopped before it finished'
          FROM tinydevcrm.jobs j
-         WHERE r.job_id = j.job_id AND j.job_id = ANY($1) AND r.status = 'running'
+         WHERE r.job_id = j.job_id AND j.job_id = ANY($1) AND r.status = $4
            AND j.lease_until < $2",
     )
     .bind(&job_ids)
     .bind(now)
+    .bind(RunStatus::Failed.as_str())
+    .bind(RunStatus::Running.as_str())
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -189,7 +240,7 @@ pub async fn record_claims(
          SELECT u.run_id, u.job_id, u.scheduled_for, $5,
                 CASE WHEN u.lease_until IS NULL THEN $5 END,
                 CASE WHEN u.lease_until IS NULL THEN $5 END,
-                CASE WHEN u.lease_until IS NULL THEN 'skipped' ELSE 'running' END,
+                CASE WHEN u.lease_until IS NULL THEN $8 ELSE $9 END,
                 CASE WHEN u.lease_until IS NULL THEN u.reason END,
                 $6
          FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], $7::text[])
@@ -204,6 +255,8 @@ pub async fn record_claims(
     .bind(now)
     .bind(worker)
     .bind(&reasons)
+    .bind(RunStatus::Skipped.as_str())
+    .bind(RunStatus::Running.as_str())
     .fetch_all(&mut *conn)
     .await
 }
@@ -236,7 +289,7 @@ pub async fn finish_run(
          WHERE run_id = $1",
     )
     .bind(run_id)
-    .bind(outcome.status)
+    .bind(outcome.status.as_str())
     .bind(outcome.started_at)
     .bind(outcome.finished_at)
     .bind(outcome.attempts)
@@ -256,11 +309,12 @@ pub async fn finish_run(
         "SELECT pg_notify($1, '') WHERE $2 OR EXISTS (
              SELECT 1 FROM tinydevcrm.jobs w
              WHERE w.user_id = (SELECT user_id FROM tinydevcrm.jobs WHERE job_id = $3)
-               AND w.enabled AND w.overlap = 'queue' AND w.next_run_at <= now())",
+               AND w.enabled AND w.overlap = $4 AND w.next_run_at <= now())",
     )
     .bind(NOTIFY_CHANNEL)
     .bind(queued)
     .bind(job_id)
+    .bind(Overlap::Queue.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -279,15 +333,16 @@ pub async fn next_due(
              SELECT user_id, count(*) AS n, min(lease_until) AS first_end FROM tinydevcrm.jobs
              WHERE lease_until >= now() GROUP BY user_id
          )
-         SELECT min(CASE WHEN j.overlap = 'queue' AND j.lease_until > j.next_run_at
+         SELECT min(CASE WHEN j.overlap = $2 AND j.lease_until > j.next_run_at
                          THEN j.lease_until
-                         WHEN j.overlap = 'queue' AND r.n >= $1
+                         WHEN j.overlap = $2 AND r.n >= $1
                          THEN greatest(j.next_run_at, r.first_end)
                          ELSE j.next_run_at END)
          FROM tinydevcrm.jobs j LEFT JOIN running r USING (user_id)
          WHERE j.enabled AND j.next_run_at IS NOT NULL",
     )
     .bind(tenant_cap)
+    .bind(Overlap::Queue.as_str())
     .fetch_one(pool)
     .await
 }

@@ -5,33 +5,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::schedule::Schedule;
 use super::runs::{self, RunRow};
+use super::schedule::Schedule;
+use super::states::Overlap;
 use super::store::{self, JobBody, NewJob, job_id};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 use crate::views::store::lookup_name;
-
-/// What a job does when a tick comes while its previous run is still going.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    /// Record the tick as `skipped` (the default).
-    #[default]
-    Skip,
-    /// Run the tick as soon as the previous run ends.
-    Queue,
-}
-
-impl Overlap {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Skip => "skip",
-            Self::Queue => "queue",
-        }
-    }
-}
 
 /// The body of `POST /jobs/create/`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -112,7 +93,7 @@ pub async fn create_job(
             view_id: view.view_id,
             crontab_def: body.crontab_def.trim(),
             timezone: schedule.timezone().name(),
-            overlap: body.overlap.unwrap_or_default().as_str(),
+            overlap: body.overlap.unwrap_or_default(),
             retries,
             enabled,
             next_run_at: enabled.then(|| schedule.next_after(Utc::now())).flatten(),
@@ -188,7 +169,7 @@ pub async fn update_job(
     let schedule = Schedule::parse(&job.crontab_def, &job.timezone).map_err(bad_schedule)?;
     job.timezone = schedule.timezone().name().to_owned();
     if let Some(overlap) = body.overlap {
-        job.overlap = overlap.as_str().to_owned();
+        job.overlap = overlap;
     }
     if let Some(retries) = body.retries {
         job.retries = check_retries(retries)?;

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::states::RunStatus;
 use crate::error::ApiError;
 
 /// One run of a job.
@@ -19,8 +20,8 @@ pub struct RunRow {
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `succeeded`, `failed`, `skipped` or `timed_out`.
-    pub status: String,
+    /// Where the run is.
+    pub status: RunStatus,
     /// Attempts made (retries included).
     pub attempts: i32,
     /// Rows in the view afterwards.
@@ -62,8 +63,8 @@ pub struct RunOutcome {
     pub started_at: DateTime<Utc>,
     /// When the last attempt ended.
     pub finished_at: DateTime<Utc>,
-    /// `succeeded`, `failed`, `skipped` or `timed_out`.
-    pub status: &'static str,
+    /// How it ended (never `running`).
+    pub status: RunStatus,
     /// Attempts made.
     pub attempts: i32,
     /// Rows in the view afterwards.
@@ -79,23 +80,24 @@ pub async fn prune_runs(
     keep: i64,
 ) -> Result<u64, sqlx::Error> {
     let cutoff = Utc::now() - max_age;
-    let by_age = sqlx::query(
-        "DELETE FROM tinydevcrm.job_runs WHERE status <> 'running' AND finished_at < $1",
-    )
-    .bind(cutoff)
-    .execute(pool)
-    .await?
-    .rows_affected();
+    let by_age =
+        sqlx::query("DELETE FROM tinydevcrm.job_runs WHERE status <> $2 AND finished_at < $1")
+            .bind(cutoff)
+            .bind(RunStatus::Running.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected();
     let by_count = sqlx::query(
         "DELETE FROM tinydevcrm.job_runs r USING (
              SELECT run_id FROM (
                  SELECT run_id, status,
                         row_number() OVER (PARTITION BY job_id ORDER BY scheduled_for DESC) AS n
                  FROM tinydevcrm.job_runs
-             ) ranked WHERE n > $1 AND status <> 'running'
+             ) ranked WHERE n > $1 AND status <> $2
          ) old WHERE r.run_id = old.run_id",
     )
     .bind(keep)
+    .bind(RunStatus::Running.as_str())
     .execute(pool)
     .await?
     .rows_affected();

@@ -20,9 +20,10 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::schedule::Schedule;
-use super::claims::{self, Claim, DueJob};
+use super::claims::{self, Claim, DueJob, SkipReason, TickAction};
 use super::runs::RunOutcome;
+use super::schedule::Schedule;
+use super::states::{Overlap, RunStatus};
 use super::store;
 use crate::db::tenant::tenant_name;
 use crate::error::ApiError;
@@ -90,7 +91,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         // Skipped ticks fill a batch too: there may be more due jobs behind them.
         let full = claimed.picked >= config.batch.min(room);
         let mut first = Some(first);
-        for (job, claim) in claimed.runs {
+        for run in claimed.runs {
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => match Arc::clone(&slots).acquire_owned().await {
@@ -102,7 +103,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             let config = config.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                execute(&pool, &config, job, claim).await;
+                execute(&pool, &config, run).await;
             });
         }
         drop(first);
@@ -207,24 +208,25 @@ async fn claim(
         let next_run_at = schedule.next_after(now.max(scheduled_for));
         let leased = job.lease_until.is_some_and(|lease| lease >= now);
         let in_progress = running.entry(job.user_id).or_insert(0);
-        let (lease_until, skip_reason) = if leased {
-            (None, "the previous run was still running")
+        let action = if leased {
+            TickAction::Skip(SkipReason::PreviousRunGoingOn)
         } else if *in_progress >= config.tenant_concurrency {
-            if job.overlap == "queue" {
+            match job.overlap {
                 // Stays due: it runs when one of its tenant's runs ends.
-                continue;
+                Overlap::Queue => continue,
+                Overlap::Skip => TickAction::Skip(SkipReason::TenantAtLimit),
             }
-            (None, "the tenant's limit of runs in progress was reached")
         } else {
             *in_progress += 1;
-            (Some(now + lease_length(config, job.retries)), "")
+            TickAction::Run {
+                lease_until: now + lease_length(config, job.retries),
+            }
         };
         claims.push(Claim {
             job_id: job.job_id,
             scheduled_for,
             next_run_at,
-            lease_until,
-            skip_reason,
+            action,
             run_id: Uuid::now_v7(),
         });
         jobs.push(job);
@@ -234,7 +236,16 @@ async fn claim(
     let runs = jobs
         .into_iter()
         .zip(claims)
-        .filter(|(_, c)| c.lease_until.is_some() && inserted.contains(&c.run_id))
+        .filter(|(_, c)| inserted.contains(&c.run_id))
+        .filter_map(|(job, c)| match c.action {
+            TickAction::Run { lease_until } => Some(ClaimedRun {
+                job,
+                run_id: c.run_id,
+                scheduled_for: c.scheduled_for,
+                lease_until,
+            }),
+            TickAction::Skip(_) => None,
+        })
         .collect();
     Ok(Claimed {
         runs,
@@ -245,9 +256,21 @@ async fn claim(
 /// What one claim got.
 struct Claimed {
     /// The ticks to run now.
-    runs: Vec<(DueJob, Claim)>,
+    runs: Vec<ClaimedRun>,
     /// Jobs picked for tenants this claim held (run, skipped or held back).
     picked: i64,
+}
+
+/// A tick this process claimed and runs now.
+struct ClaimedRun {
+    /// The job, as claimed.
+    job: DueJob,
+    /// Its run row.
+    run_id: Uuid,
+    /// The tick.
+    scheduled_for: DateTime<Utc>,
+    /// The lease the run holds; released when it ends if it is still this one.
+    lease_until: DateTime<Utc>,
 }
 
 /// The longest a run may take: every attempt at the statement timeout, the backoffs between
@@ -266,26 +289,22 @@ fn backoff(config: &SchedulerConfig, attempt: u32) -> Duration {
 }
 
 /// Runs one claimed tick: the refresh (with retries), then its run row and the lease.
-async fn execute(pool: &PgPool, config: &SchedulerConfig, job: DueJob, claim: Claim) {
-    let Some(lease_until) = claim.lease_until else {
-        return;
-    };
-    let started_at = Utc::now();
-    let lag_ms = (started_at - claim.scheduled_for).num_milliseconds();
-    metrics::histogram!("tdc_scheduler_lag_seconds").record(lag_ms as f64 / 1000.0);
-    let outcome = attempt_all(pool, config, &job, claim.run_id, started_at).await;
-    metrics::counter!("tdc_job_runs_total", "status" => outcome.status).increment(1);
-    tracing::info!(job_id = %job.job_id, run_id = %claim.run_id, status = outcome.status, lag_ms, "job run");
-    let queued = job.overlap == "queue";
-    if let Err(e) = claims::finish_run(
-        pool,
-        job.job_id,
-        claim.run_id,
+async fn execute(pool: &PgPool, config: &SchedulerConfig, run: ClaimedRun) {
+    let ClaimedRun {
+        job,
+        run_id,
+        scheduled_for,
         lease_until,
-        queued,
-        &outcome,
-    )
-    .await
+    } = run;
+    let started_at = Utc::now();
+    let lag_ms = (started_at - scheduled_for).num_milliseconds();
+    metrics::histogram!("tdc_scheduler_lag_seconds").record(lag_ms as f64 / 1000.0);
+    let outcome = attempt_all(pool, config, &job, run_id, started_at).await;
+    metrics::counter!("tdc_job_runs_total", "status" => outcome.status.as_str()).increment(1);
+    tracing::info!(job_id = %job.job_id, run_id = %run_id, status = outcome.status.as_str(), lag_ms, "job run");
+    let queued = job.overlap == Overlap::Queue;
+    if let Err(e) =
+        claims::finish_run(pool, job.job_id, run_id, lease_until, queued, &outcome).await
     {
         tracing::error!(job_id = %job.job_id, error = %e, "recording a job run failed; its lease will expire");
     }
@@ -324,15 +343,17 @@ async fn attempt_all(
         };
         let (status, row_count, error) = match result {
             Ok(record) if record.status == "skipped" => (
-                "skipped",
+                RunStatus::Skipped,
                 None,
                 Some("nothing the view reads changed since its last refresh".to_owned()),
             ),
-            Ok(record) => ("succeeded", record.row_count, None),
-            Err(e) if e.code() == "query_timeout" => ("timed_out", None, Some(e.to_string())),
-            Err(e) => ("failed", None, Some(e.to_string())),
+            Ok(record) => (RunStatus::Succeeded, record.row_count, None),
+            Err(e) if e.code() == "query_timeout" => {
+                (RunStatus::TimedOut, None, Some(e.to_string()))
+            }
+            Err(e) => (RunStatus::Failed, None, Some(e.to_string())),
         };
-        let retry = matches!(status, "failed" | "timed_out") && attempts < max_attempts;
+        let retry = status.is_failure() && attempts < max_attempts;
         if !retry {
             return RunOutcome {
                 started_at,

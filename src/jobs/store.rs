@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::runs::RunRow;
+use super::states::Overlap;
 use crate::db::quota::{self, Counted};
 use crate::error::ApiError;
 
@@ -29,8 +30,8 @@ pub struct JobRow {
     pub crontab_def: String,
     /// IANA time zone the crontab is read in.
     pub timezone: String,
-    /// `skip` or `queue`.
-    pub overlap: String,
+    /// What a tick does while the previous run goes on.
+    pub overlap: Overlap,
     /// Extra attempts after a failure.
     pub retries: i32,
     /// Paused when false.
@@ -67,8 +68,8 @@ pub struct NewJob<'a> {
     pub crontab_def: &'a str,
     /// IANA time zone (already checked).
     pub timezone: &'a str,
-    /// `skip` or `queue`.
-    pub overlap: &'a str,
+    /// What a tick does while the previous run goes on.
+    pub overlap: Overlap,
     /// Extra attempts after a failure.
     pub retries: i32,
     /// Starts paused when false.
@@ -92,7 +93,7 @@ pub async fn create(pool: &PgPool, job: &NewJob<'_>, max_jobs: i64) -> Result<Jo
     .bind(job.view_id)
     .bind(job.crontab_def)
     .bind(job.timezone)
-    .bind(job.overlap)
+    .bind(job.overlap.as_str())
     .bind(job.retries)
     .bind(job.enabled)
     .bind(job.next_run_at)
@@ -171,7 +172,7 @@ pub async fn update(conn: &mut PgConnection, job: &mut JobRow) -> Result<(), Api
     .bind(job.job_id)
     .bind(&job.crontab_def)
     .bind(&job.timezone)
-    .bind(&job.overlap)
+    .bind(job.overlap.as_str())
     .bind(job.retries)
     .bind(job.enabled)
     .bind(job.next_run_at)
@@ -214,8 +215,8 @@ pub struct JobBody {
     pub crontab_def: String,
     /// IANA time zone.
     pub timezone: String,
-    /// `skip` or `queue`.
-    pub overlap: String,
+    /// What a tick does while the previous run goes on.
+    pub overlap: Overlap,
     /// Extra attempts after a failure.
     pub retries: i32,
     /// Whether it runs.

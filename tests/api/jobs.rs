@@ -451,3 +451,35 @@ async fn run_history_is_pruned_by_count_and_by_age() {
         .expect("prune by age");
     assert!(app.runs(a, &id).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_overlap_rules_and_run_statuses() {
+    let app = spawn_app().await;
+
+    let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Overlap"]["enum"],
+        json!(["skip", "queue"]),
+        "{schemas}"
+    );
+    assert_eq!(
+        schemas["RunStatus"]["enum"],
+        json!(["running", "succeeded", "failed", "skipped", "timed_out"]),
+        "{schemas}"
+    );
+    let refers_to = |schema: &str, field: &str| {
+        serde_json::to_string(&schemas[schema]["properties"][field]).expect("json")
+    };
+    assert!(
+        refers_to("JobBody", "overlap").contains("#/components/schemas/Overlap"),
+        "{}",
+        refers_to("JobBody", "overlap")
+    );
+    assert!(
+        refers_to("RunRow", "status").contains("#/components/schemas/RunStatus"),
+        "{}",
+        refers_to("RunRow", "status")
+    );
+}
