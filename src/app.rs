@@ -162,7 +162,7 @@ fn spawn_janitor(pool: PgPool, settings: &Settings) -> tokio::task::JoinHandle<(
         loop {
             tick.tick().await;
             if let Err(e) = jobs::runs::prune_runs(&pool, run_age, run_max).await {
-                tracing::warn!(error = %e, "janitor: pruning job runs failed");
+                tracing::warn!(error = %format!("{e:#}"), "janitor: pruning job runs failed");
             }
             if let Err(e) = channels::events::prune(&pool, event_age).await {
                 tracing::warn!(error = %e, "janitor: pruning channel events failed");

@@ -1,5 +1,6 @@
 //! SQL of the run history: reading a job's runs and pruning old ones.
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -73,19 +74,21 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// Deletes finished runs older than `max_age`, and beyond the newest `keep` of each job.
+/// Deletes finished runs older than `max_age`, and beyond the newest `keep` of each job (the
+/// janitor's work, hence `anyhow`).
 pub async fn prune_runs(
     pool: &PgPool,
     max_age: chrono::Duration,
     keep: i64,
-) -> Result<u64, sqlx::Error> {
+) -> anyhow::Result<u64> {
     let cutoff = Utc::now() - max_age;
     let by_age =
         sqlx::query("DELETE FROM tinydevcrm.job_runs WHERE status <> $2 AND finished_at < $1")
             .bind(cutoff)
             .bind(RunStatus::Running.as_str())
             .execute(pool)
-            .await?
+            .await
+            .with_context(|| format!("deleting job runs that finished before {cutoff}"))?
             .rows_affected();
     let by_count = sqlx::query(
         "DELETE FROM tinydevcrm.job_runs r USING (
@@ -99,7 +102,8 @@ pub async fn prune_runs(
     .bind(keep)
     .bind(RunStatus::Running.as_str())
     .execute(pool)
-    .await?
+    .await
+    .with_context(|| format!("deleting job runs beyond the newest {keep} of each job"))?
     .rows_affected();
     Ok(by_age + by_count)
 }

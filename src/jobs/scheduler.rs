@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -28,6 +29,7 @@ use super::store;
 use crate::db::tenant::tenant_name;
 use crate::error::ApiError;
 use crate::views::refresh::{Trigger, refresh_view};
+use crate::views::store::RefreshRecord;
 
 /// How the scheduler behaves.
 #[derive(Debug, Clone)]
@@ -72,7 +74,10 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
     tracing::info!(worker = %worker, "scheduler started");
     loop {
         if listener.is_none() {
-            listener = listen(&pool).await;
+            listener = listen(&pool)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "scheduler: no LISTEN connection; polling"))
+                .ok();
         }
         // Claim no more than this process can start now: the other processes take the rest.
         let first = match Arc::clone(&slots).acquire_owned().await {
@@ -83,7 +88,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         let claimed = match claim(&pool, config.batch.min(room), &config, &worker).await {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::warn!(error = %e, "scheduler: claiming due jobs failed; retrying");
+                tracing::warn!(error = %format!("{e:#}"), "scheduler: claiming due jobs failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -110,11 +115,14 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         if full {
             continue;
         }
-        let wait = match claims::next_due(&pool, config.tenant_concurrency).await {
+        let next_due = claims::next_due(&pool, config.tenant_concurrency)
+            .await
+            .context("reading the next due time");
+        let wait = match next_due {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             Ok(None) => config.max_sleep,
             Err(e) => {
-                tracing::warn!(error = %e, "scheduler: reading the next due time failed");
+                tracing::warn!(error = %format!("{e:#}"), "scheduler: looking ahead failed");
                 Duration::from_secs(1)
             }
         }
@@ -139,21 +147,16 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
     }
 }
 
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "scheduler: LISTEN connection failed; polling");
-            return None;
-        }
-    };
-    match listener.listen(store::NOTIFY_CHANNEL).await {
-        Ok(()) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "scheduler: LISTEN failed; polling");
-            None
-        }
-    }
+/// A connection listening for job changes and ended runs; without one the loop polls.
+async fn listen(pool: &PgPool) -> anyhow::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool)
+        .await
+        .context("opening the LISTEN connection")?;
+    listener
+        .listen(store::NOTIFY_CHANNEL)
+        .await
+        .with_context(|| format!("LISTEN {}", store::NOTIFY_CHANNEL))?;
+    Ok(listener)
 }
 
 /// Claims due ticks in one transaction and returns the ones to run now.
@@ -169,12 +172,14 @@ async fn claim(
     limit: i64,
     config: &SchedulerConfig,
     worker: &str,
-) -> Result<Claimed, sqlx::Error> {
+) -> anyhow::Result<Claimed> {
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    let picked = claims::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
+    let mut tx = pool.begin().await.context("beginning a claim")?;
+    let picked = claims::pick_due(&mut tx, now, limit, config.tenant_concurrency)
+        .await
+        .context("picking due jobs")?;
     if picked.is_empty() {
-        tx.rollback().await?;
+        tx.rollback().await.context("ending an empty claim")?;
         return Ok(Claimed {
             runs: Vec::new(),
             picked: 0,
@@ -183,24 +188,31 @@ async fn claim(
     let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
     users.sort_unstable();
     users.dedup();
-    claims::lock_tenants(&mut tx, &users).await?;
+    claims::lock_tenants(&mut tx, &users)
+        .await
+        .with_context(|| format!("taking the claim locks of {} tenants", users.len()))?;
     let mut running: HashMap<Uuid, i64> = claims::running_per_tenant(&mut tx, now, &users)
-        .await?
+        .await
+        .context("counting the tenants' runs in progress")?
         .into_iter()
         .collect();
     let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
     let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    let mut due = claims::lock_due(&mut tx, now, &ids).await?;
+    let mut due = claims::lock_due(&mut tx, now, &ids)
+        .await
+        .context("locking the picked jobs")?;
     // Decide in the order picked: each tenant's earliest ticks get its free run slots.
     due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
-    let mut claims = Vec::with_capacity(due.len());
+    let mut decided = Vec::with_capacity(due.len());
     let mut jobs = Vec::with_capacity(due.len());
     for job in due {
         let schedule = match Schedule::parse(&job.crontab_def, &job.timezone) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(job_id = %job.job_id, error = %e, "a stored crontab does not parse; pausing the job");
-                claims::disable(&mut tx, job.job_id).await?;
+                claims::disable(&mut tx, job.job_id)
+                    .await
+                    .with_context(|| format!("pausing job {}", job.job_id))?;
                 continue;
             }
         };
@@ -222,7 +234,7 @@ async fn claim(
                 lease_until: now + lease_length(config, job.retries),
             }
         };
-        claims.push(Claim {
+        decided.push(Claim {
             job_id: job.job_id,
             scheduled_for,
             next_run_at,
@@ -231,11 +243,13 @@ async fn claim(
         });
         jobs.push(job);
     }
-    let inserted = claims::record_claims(&mut tx, &claims, now, worker).await?;
-    tx.commit().await?;
+    let inserted = claims::record_claims(&mut tx, &decided, now, worker)
+        .await
+        .with_context(|| format!("recording {} claimed ticks", decided.len()))?;
+    tx.commit().await.context("committing a claim")?;
     let runs = jobs
         .into_iter()
-        .zip(claims)
+        .zip(decided)
         .filter(|(_, c)| inserted.contains(&c.run_id))
         .filter_map(|(job, c)| match c.action {
             TickAction::Run { lease_until } => Some(ClaimedRun {
@@ -303,13 +317,15 @@ async fn execute(pool: &PgPool, config: &SchedulerConfig, run: ClaimedRun) {
     metrics::counter!("tdc_job_runs_total", "status" => outcome.status.as_str()).increment(1);
     tracing::info!(job_id = %job.job_id, run_id = %run_id, status = outcome.status.as_str(), lag_ms, "job run");
     let queued = job.overlap == Overlap::Queue;
-    if let Err(e) =
-        claims::finish_run(pool, job.job_id, run_id, lease_until, queued, &outcome).await
-    {
-        tracing::error!(job_id = %job.job_id, error = %e, "recording a job run failed; its lease will expire");
+    let finished = claims::finish_run(pool, job.job_id, run_id, lease_until, queued, &outcome)
+        .await
+        .context("recording the end of the run");
+    if let Err(e) = finished {
+        tracing::error!(job_id = %job.job_id, run_id = %run_id, error = %format!("{e:#}"), "its lease will expire");
     }
 }
 
+/// Refreshes the job's view, retrying a failure with backoff, and says how the run ended.
 async fn attempt_all(
     pool: &PgPool,
     config: &SchedulerConfig,
@@ -317,44 +333,16 @@ async fn attempt_all(
     run_id: Uuid,
     started_at: DateTime<Utc>,
 ) -> RunOutcome {
-    let tenant = tenant_name(job.user_id);
     let max_attempts = job.retries.max(0) + 1;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = match crate::views::store::by_id(pool, job.view_id).await {
-            Ok(Some(view)) => {
-                refresh_view(
-                    pool,
-                    config.statement_timeout,
-                    config.storage_quota,
-                    &tenant,
-                    &view,
-                    Trigger {
-                        job: Some((job.job_id, run_id)),
-                    },
-                )
-                .await
-            }
-            Ok(None) => Err(ApiError::NotFound {
-                detail: "the job's view no longer exists".to_owned(),
-            }),
-            Err(e) => Err(ApiError::from(e)),
-        };
-        let (status, row_count, error) = match result {
-            Ok(record) if record.status == "skipped" => (
-                RunStatus::Skipped,
-                None,
-                Some("nothing the view reads changed since its last refresh".to_owned()),
-            ),
-            Ok(record) => (RunStatus::Succeeded, record.row_count, None),
-            Err(e) if e.code() == "query_timeout" => {
-                (RunStatus::TimedOut, None, Some(e.to_string()))
-            }
-            Err(e) => (RunStatus::Failed, None, Some(e.to_string())),
-        };
-        let retry = status.is_failure() && attempts < max_attempts;
-        if !retry {
+        let Attempt {
+            status,
+            row_count,
+            error,
+        } = attempt(pool, config, job, run_id).await;
+        if !(status.is_failure() && attempts < max_attempts) {
             return RunOutcome {
                 started_at,
                 finished_at: Utc::now(),
@@ -367,4 +355,68 @@ async fn attempt_all(
         let attempt = u32::try_from(attempts - 1).unwrap_or(0);
         tokio::time::sleep(backoff(config, attempt)).await;
     }
+}
+
+/// How one attempt ended, as its run row records it.
+struct Attempt {
+    status: RunStatus,
+    row_count: Option<i64>,
+    /// Why it failed or was skipped, as the run row says it.
+    error: Option<String>,
+}
+
+impl Attempt {
+    fn failed(error: String) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            row_count: None,
+            error: Some(error),
+        }
+    }
+
+    /// Reads a refresh's result. The refresh is shared with the API, so it answers in the
+    /// API's terms (its record's status text and `ApiError` codes); this is the one place the
+    /// scheduler reads them. A failure is the run's outcome, recorded with the refresh's own
+    /// message, not an error of the scheduler.
+    fn of_refresh(result: Result<RefreshRecord, ApiError>) -> Self {
+        match result {
+            Ok(record) if record.status == "skipped" => Self {
+                status: RunStatus::Skipped,
+                row_count: None,
+                error: Some("nothing the view reads changed since its last refresh".to_owned()),
+            },
+            Ok(record) => Self {
+                status: RunStatus::Succeeded,
+                row_count: record.row_count,
+                error: None,
+            },
+            Err(e) if e.code() == "query_timeout" => Self {
+                status: RunStatus::TimedOut,
+                row_count: None,
+                error: Some(e.to_string()),
+            },
+            Err(e) => Self::failed(e.to_string()),
+        }
+    }
+}
+
+/// One refresh of the job's view, as its tenant.
+async fn attempt(pool: &PgPool, config: &SchedulerConfig, job: &DueJob, run_id: Uuid) -> Attempt {
+    let view = match crate::views::store::by_id(pool, job.view_id).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return Attempt::failed("the job's view no longer exists".to_owned()),
+        Err(e) => return Attempt::failed(e.to_string()),
+    };
+    let result = refresh_view(
+        pool,
+        config.statement_timeout,
+        config.storage_quota,
+        &tenant_name(job.user_id),
+        &view,
+        Trigger {
+            job: Some((job.job_id, run_id)),
+        },
+    )
+    .await;
+    Attempt::of_refresh(result)
 }
