@@ -10,7 +10,7 @@ use super::states::{Overlap, RunStatus};
 use super::store::NOTIFY_CHANNEL;
 
 /// A due job claimed by this process.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DueJob {
     /// The job.
     pub job_id: Uuid,
@@ -43,8 +43,8 @@ pub async fn pick_due(
     limit: i64,
     tenant_cap: i64,
 ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH running AS (
+    let picked = sqlx::query!(
+        r#"WITH running AS (
              SELECT user_id, count(*) AS n FROM tinydevcrm.jobs
              WHERE lease_until >= $1 GROUP BY user_id
          ), due AS (
@@ -59,16 +59,17 @@ pub async fn pick_due(
                                        ORDER BY d.next_run_at, d.job_id) AS rank
              FROM due d LEFT JOIN running r USING (user_id)
          )
-         SELECT job_id, user_id FROM ranked
+         SELECT job_id AS "job_id!", user_id AS "user_id!" FROM ranked
          WHERE leased OR overlap = $4 OR rank <= $3 - running
-         ORDER BY running + rank, next_run_at, job_id LIMIT $2",
+         ORDER BY running + rank, next_run_at, job_id LIMIT $2"#,
+        now,
+        limit,
+        tenant_cap,
+        Overlap::Skip.as_str(),
     )
-    .bind(now)
-    .bind(limit)
-    .bind(tenant_cap)
-    .bind(Overlap::Skip.as_str())
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(picked.into_iter().map(|p| (p.job_id, p.user_id)).collect())
 }
 
 /// Takes, until the transaction ends, the claim lock of each of `users` (sorted), waiting
@@ -81,12 +82,12 @@ pub async fn lock_tenants(conn: &mut PgConnection, users: &[Uuid]) -> Result<(),
         users.is_sorted(),
         "tenant claim locks are taken in id order"
     );
-    sqlx::query(
+    sqlx::query_scalar!(
         "SELECT count(pg_advisory_xact_lock(hashtextextended('tdc_jobs_tenant:' || u::text, 0)))
          FROM (SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u) ordered",
+        users,
     )
-    .bind(users)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
     Ok(())
 }
@@ -97,14 +98,18 @@ pub async fn running_per_tenant(
     now: DateTime<Utc>,
     users: &[Uuid],
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT user_id, count(*) FROM tinydevcrm.jobs
-         WHERE user_id = ANY($1) AND lease_until >= $2 GROUP BY user_id",
+    let running = sqlx::query!(
+        r#"SELECT user_id, count(*) AS "running!" FROM tinydevcrm.jobs
+           WHERE user_id = ANY($1) AND lease_until >= $2 GROUP BY user_id"#,
+        users,
+        now,
     )
-    .bind(users)
-    .bind(now)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(running
+        .into_iter()
+        .map(|r| (r.user_id, r.running))
+        .collect())
 }
 
 /// Locks those of `job_ids` that are still due and that no other process holds (`SKIP
@@ -115,16 +120,18 @@ pub async fn lock_due(
     now: DateTime<Utc>,
     job_ids: &[Uuid],
 ) -> Result<Vec<DueJob>, sqlx::Error> {
-    sqlx::query_as::<_, DueJob>(
-        "SELECT job_id, user_id, view_id, crontab_def, timezone, overlap, retries, next_run_at, lease_until
-         FROM tinydevcrm.jobs
-         WHERE job_id = ANY($2) AND enabled AND next_run_at <= $1
-           AND (overlap = $3 OR lease_until IS NULL OR lease_until < $1)
-         FOR UPDATE SKIP LOCKED",
+    sqlx::query_as!(
+        DueJob,
+        r#"SELECT job_id, user_id, view_id, crontab_def, timezone, overlap AS "overlap: Overlap",
+                  retries, next_run_at AS "next_run_at!", lease_until
+           FROM tinydevcrm.jobs
+           WHERE job_id = ANY($2) AND enabled AND next_run_at <= $1
+             AND (overlap = $3 OR lease_until IS NULL OR lease_until < $1)
+           FOR UPDATE SKIP LOCKED"#,
+        now,
+        job_ids,
+        Overlap::Skip.as_str(),
     )
-    .bind(now)
-    .bind(job_ids)
-    .bind(Overlap::Skip.as_str())
     .fetch_all(conn)
     .await
 }
@@ -211,35 +218,37 @@ pub async fn record_claims(
         })
         .collect();
     // A run whose process died left its lease to expire: its row says so now.
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tinydevcrm.job_runs r SET status = $3, finished_at = $2,
              error = 'the serve process running it stopped before it finished'
          FROM tinydevcrm.jobs j
          WHERE r.job_id = j.job_id AND j.job_id = ANY($1) AND r.status = $4
            AND j.lease_until < $2",
+        &job_ids,
+        now,
+        RunStatus::Failed.as_str(),
+        RunStatus::Running.as_str(),
     )
-    .bind(&job_ids)
-    .bind(now)
-    .bind(RunStatus::Failed.as_str())
-    .bind(RunStatus::Running.as_str())
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    // The arrays with NULL elements are typed by hand: `query!` checks array binds only
+    // against arrays of non-null elements.
+    sqlx::query!(
         "UPDATE tinydevcrm.jobs j SET next_run_at = u.next_run_at,
              lease_until = CASE WHEN u.lease_until IS NULL THEN j.lease_until ELSE u.lease_until END
          FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS u(job_id, next_run_at, lease_until)
          WHERE j.job_id = u.job_id",
+        &job_ids,
+        &next as &[Option<DateTime<Utc>>],
+        &leases as &[Option<DateTime<Utc>>],
     )
-    .bind(&job_ids)
-    .bind(&next)
-    .bind(&leases)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO tinydevcrm.job_runs (run_id, job_id, scheduled_for, claimed_at, started_at, finished_at, status, error, worker)
-         SELECT u.run_id, u.job_id, u.scheduled_for, $5,
-                CASE WHEN u.lease_until IS NULL THEN $5 END,
-                CASE WHEN u.lease_until IS NULL THEN $5 END,
+         SELECT u.run_id, u.job_id, u.scheduled_for, $5::timestamptz,
+                CASE WHEN u.lease_until IS NULL THEN $5::timestamptz END,
+                CASE WHEN u.lease_until IS NULL THEN $5::timestamptz END,
                 CASE WHEN u.lease_until IS NULL THEN $8 ELSE $9 END,
                 CASE WHEN u.lease_until IS NULL THEN u.reason END,
                 $6
@@ -247,26 +256,28 @@ pub async fn record_claims(
               AS u(run_id, job_id, scheduled_for, lease_until, reason)
          ON CONFLICT (job_id, scheduled_for) DO NOTHING
          RETURNING run_id",
+        &run_ids,
+        &job_ids,
+        &ticks,
+        &leases as &[Option<DateTime<Utc>>],
+        now,
+        worker,
+        &reasons as &[Option<&str>],
+        RunStatus::Skipped.as_str(),
+        RunStatus::Running.as_str(),
     )
-    .bind(&run_ids)
-    .bind(&job_ids)
-    .bind(&ticks)
-    .bind(&leases)
-    .bind(now)
-    .bind(worker)
-    .bind(&reasons)
-    .bind(RunStatus::Skipped.as_str())
-    .bind(RunStatus::Running.as_str())
     .fetch_all(&mut *conn)
     .await
 }
 
 /// Stops a job whose crontab no longer parses (it was checked when saved; this is a guard).
 pub async fn disable(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tinydevcrm.jobs SET enabled = false, next_run_at = NULL WHERE job_id = $1")
-        .bind(job_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE tinydevcrm.jobs SET enabled = false, next_run_at = NULL WHERE job_id = $1",
+        job_id,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -283,38 +294,38 @@ pub async fn finish_run(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let duration_ms = (outcome.finished_at - outcome.started_at).num_milliseconds();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tinydevcrm.job_runs SET status = $2, started_at = $3, finished_at = $4, attempts = $5,
              row_count = $6, duration_ms = $7, error = $8
          WHERE run_id = $1",
+        run_id,
+        outcome.status.as_str(),
+        outcome.started_at,
+        outcome.finished_at,
+        outcome.attempts,
+        outcome.row_count,
+        duration_ms,
+        outcome.error,
     )
-    .bind(run_id)
-    .bind(outcome.status.as_str())
-    .bind(outcome.started_at)
-    .bind(outcome.finished_at)
-    .bind(outcome.attempts)
-    .bind(outcome.row_count)
-    .bind(duration_ms)
-    .bind(&outcome.error)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tinydevcrm.jobs SET lease_until = NULL WHERE job_id = $1 AND lease_until = $2",
+        job_id,
+        lease_until,
     )
-    .bind(job_id)
-    .bind(lease_until)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "SELECT pg_notify($1, '') WHERE $2 OR EXISTS (
              SELECT 1 FROM tinydevcrm.jobs w
              WHERE w.user_id = (SELECT user_id FROM tinydevcrm.jobs WHERE job_id = $3)
                AND w.enabled AND w.overlap = $4 AND w.next_run_at <= now())",
+        NOTIFY_CHANNEL,
+        queued,
+        job_id,
+        Overlap::Queue.as_str(),
     )
-    .bind(NOTIFY_CHANNEL)
-    .bind(queued)
-    .bind(job_id)
-    .bind(Overlap::Queue.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -328,7 +339,7 @@ pub async fn next_due(
     pool: &PgPool,
     tenant_cap: i64,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH running AS (
              SELECT user_id, count(*) AS n, min(lease_until) AS first_end FROM tinydevcrm.jobs
              WHERE lease_until >= now() GROUP BY user_id
@@ -340,9 +351,9 @@ pub async fn next_due(
                          ELSE j.next_run_at END)
          FROM tinydevcrm.jobs j LEFT JOIN running r USING (user_id)
          WHERE j.enabled AND j.next_run_at IS NOT NULL",
+        tenant_cap,
+        Overlap::Queue.as_str(),
     )
-    .bind(tenant_cap)
-    .bind(Overlap::Queue.as_str())
     .fetch_one(pool)
     .await
 }

@@ -11,7 +11,7 @@ use super::states::RunStatus;
 use crate::error::ApiError;
 
 /// One run of a job.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunRow {
     /// The run's id (the `run_id` of its channel events).
     pub run_id: Uuid,
@@ -40,14 +40,17 @@ pub async fn runs(
     before: Option<DateTime<Utc>>,
     limit: i64,
 ) -> Result<Vec<RunRow>, ApiError> {
-    Ok(sqlx::query_as::<_, RunRow>(
-        "SELECT run_id, scheduled_for, started_at, finished_at, status, attempts, row_count, duration_ms, error
-         FROM tinydevcrm.job_runs WHERE job_id = $1 AND ($2::timestamptz IS NULL OR scheduled_for < $2)
-         ORDER BY scheduled_for DESC LIMIT $3",
+    Ok(sqlx::query_as!(
+        RunRow,
+        r#"SELECT run_id, scheduled_for, started_at, finished_at, status AS "status: RunStatus",
+                  attempts, row_count, duration_ms, error
+           FROM tinydevcrm.job_runs
+           WHERE job_id = $1 AND ($2::timestamptz IS NULL OR scheduled_for < $2)
+           ORDER BY scheduled_for DESC LIMIT $3"#,
+        job_id,
+        before,
+        limit,
     )
-    .bind(job_id)
-    .bind(before)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -82,15 +85,16 @@ pub async fn prune_runs(
     keep: i64,
 ) -> anyhow::Result<u64> {
     let cutoff = Utc::now() - max_age;
-    let by_age =
-        sqlx::query("DELETE FROM tinydevcrm.job_runs WHERE status <> $2 AND finished_at < $1")
-            .bind(cutoff)
-            .bind(RunStatus::Running.as_str())
-            .execute(pool)
-            .await
-            .with_context(|| format!("deleting job runs that finished before {cutoff}"))?
-            .rows_affected();
-    let by_count = sqlx::query(
+    let by_age = sqlx::query!(
+        "DELETE FROM tinydevcrm.job_runs WHERE status <> $2 AND finished_at < $1",
+        cutoff,
+        RunStatus::Running.as_str(),
+    )
+    .execute(pool)
+    .await
+    .with_context(|| format!("deleting job runs that finished before {cutoff}"))?
+    .rows_affected();
+    let by_count = sqlx::query!(
         "DELETE FROM tinydevcrm.job_runs r USING (
              SELECT run_id FROM (
                  SELECT run_id, status,
@@ -98,9 +102,9 @@ pub async fn prune_runs(
                  FROM tinydevcrm.job_runs
              ) ranked WHERE n > $1 AND status <> $2
          ) old WHERE r.run_id = old.run_id",
+        keep,
+        RunStatus::Running.as_str(),
     )
-    .bind(keep)
-    .bind(RunStatus::Running.as_str())
     .execute(pool)
     .await
     .with_context(|| format!("deleting job runs beyond the newest {keep} of each job"))?

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 pub const NOTIFY_CHANNEL: &str = "tdc_jobs";
 
 /// A job as stored, with its view's name.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct JobRow {
     /// Primary key.
     pub job_id: Uuid,
@@ -45,11 +45,6 @@ pub struct JobRow {
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
-
-const SELECT_JOB: &str =
-    "SELECT j.job_id, j.user_id, j.view_id, v.view_name, j.crontab_def, j.timezone, j.overlap,
-        j.retries, j.enabled, j.next_run_at, j.lease_until, j.created_at, j.updated_at
- FROM tinydevcrm.jobs j JOIN tinydevcrm.views v USING (view_id)";
 
 fn not_found(job_id: Uuid) -> ApiError {
     ApiError::NotFound {
@@ -84,19 +79,19 @@ pub async fn create(pool: &PgPool, job: &NewJob<'_>, max_jobs: i64) -> Result<Jo
     let mut tx = pool.begin().await?;
     quota::check_locked(&mut tx, job.user_id, Counted::Jobs, max_jobs).await?;
     let job_id = Uuid::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tinydevcrm.jobs (job_id, user_id, view_id, crontab_def, timezone, overlap, retries, enabled, next_run_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        job_id,
+        job.user_id,
+        job.view_id,
+        job.crontab_def,
+        job.timezone,
+        job.overlap.as_str(),
+        job.retries,
+        job.enabled,
+        job.next_run_at,
     )
-    .bind(job_id)
-    .bind(job.user_id)
-    .bind(job.view_id)
-    .bind(job.crontab_def)
-    .bind(job.timezone)
-    .bind(job.overlap.as_str())
-    .bind(job.retries)
-    .bind(job.enabled)
-    .bind(job.next_run_at)
     .execute(&mut *tx)
     .await?;
     wake_schedulers(&mut tx).await?;
@@ -107,19 +102,23 @@ pub async fn create(pool: &PgPool, job: &NewJob<'_>, max_jobs: i64) -> Result<Jo
 
 /// Tells every scheduler (at commit) to look at the jobs again.
 pub async fn wake_schedulers(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         .execute(conn)
         .await?;
     Ok(())
 }
 
 async fn find_in(conn: &mut PgConnection, user_id: Uuid, job_id: Uuid) -> Result<JobRow, ApiError> {
-    sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-        "{SELECT_JOB} WHERE j.user_id = $1 AND j.job_id = $2"
-    )))
-    .bind(user_id)
-    .bind(job_id)
+    sqlx::query_as!(
+        JobRow,
+        r#"SELECT j.job_id, j.user_id, j.view_id, v.view_name, j.crontab_def, j.timezone,
+                  j.overlap AS "overlap: Overlap", j.retries, j.enabled, j.next_run_at,
+                  j.lease_until, j.created_at, j.updated_at
+           FROM tinydevcrm.jobs j JOIN tinydevcrm.views v USING (view_id)
+           WHERE j.user_id = $1 AND j.job_id = $2"#,
+        user_id,
+        job_id,
+    )
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| not_found(job_id))
@@ -137,11 +136,17 @@ pub async fn lock(
     user_id: Uuid,
     job_id: Uuid,
 ) -> Result<JobRow, ApiError> {
-    sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-        "{SELECT_JOB} WHERE j.user_id = $1 AND j.job_id = $2 FOR UPDATE OF j"
-    )))
-    .bind(user_id)
-    .bind(job_id)
+    sqlx::query_as!(
+        JobRow,
+        r#"SELECT j.job_id, j.user_id, j.view_id, v.view_name, j.crontab_def, j.timezone,
+                  j.overlap AS "overlap: Overlap", j.retries, j.enabled, j.next_run_at,
+                  j.lease_until, j.created_at, j.updated_at
+           FROM tinydevcrm.jobs j JOIN tinydevcrm.views v USING (view_id)
+           WHERE j.user_id = $1 AND j.job_id = $2
+           FOR UPDATE OF j"#,
+        user_id,
+        job_id,
+    )
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| not_found(job_id))
@@ -153,29 +158,35 @@ pub async fn list(
     user_id: Uuid,
     view_id: Option<Uuid>,
 ) -> Result<Vec<JobRow>, ApiError> {
-    Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-        "{SELECT_JOB} WHERE j.user_id = $1 AND ($2::uuid IS NULL OR j.view_id = $2) ORDER BY j.created_at, j.job_id"
-    )))
-    .bind(user_id)
-    .bind(view_id)
+    Ok(sqlx::query_as!(
+        JobRow,
+        r#"SELECT j.job_id, j.user_id, j.view_id, v.view_name, j.crontab_def, j.timezone,
+                  j.overlap AS "overlap: Overlap", j.retries, j.enabled, j.next_run_at,
+                  j.lease_until, j.created_at, j.updated_at
+           FROM tinydevcrm.jobs j JOIN tinydevcrm.views v USING (view_id)
+           WHERE j.user_id = $1 AND ($2::uuid IS NULL OR j.view_id = $2)
+           ORDER BY j.created_at, j.job_id"#,
+        user_id,
+        view_id,
+    )
     .fetch_all(pool)
     .await?)
 }
 
 /// Writes a locked job's new settings (and its new `updated_at`) and wakes the schedulers.
 pub async fn update(conn: &mut PgConnection, job: &mut JobRow) -> Result<(), ApiError> {
-    job.updated_at = sqlx::query_scalar(
+    job.updated_at = sqlx::query_scalar!(
         "UPDATE tinydevcrm.jobs SET crontab_def = $2, timezone = $3, overlap = $4, retries = $5,
              enabled = $6, next_run_at = $7, updated_at = now()
          WHERE job_id = $1 RETURNING updated_at",
+        job.job_id,
+        job.crontab_def,
+        job.timezone,
+        job.overlap.as_str(),
+        job.retries,
+        job.enabled,
+        job.next_run_at,
     )
-    .bind(job.job_id)
-    .bind(&job.crontab_def)
-    .bind(&job.timezone)
-    .bind(job.overlap.as_str())
-    .bind(job.retries)
-    .bind(job.enabled)
-    .bind(job.next_run_at)
     .fetch_one(&mut *conn)
     .await?;
     wake_schedulers(conn).await?;
@@ -185,12 +196,14 @@ pub async fn update(conn: &mut PgConnection, job: &mut JobRow) -> Result<(), Api
 /// Deletes a user's job (its runs go with it).
 pub async fn delete(pool: &PgPool, user_id: Uuid, job_id: Uuid) -> Result<(), ApiError> {
     let mut tx = pool.begin().await?;
-    let deleted = sqlx::query("DELETE FROM tinydevcrm.jobs WHERE user_id = $1 AND job_id = $2")
-        .bind(user_id)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM tinydevcrm.jobs WHERE user_id = $1 AND job_id = $2",
+        user_id,
+        job_id,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if deleted == 0 {
         return Err(not_found(job_id));
     }
