@@ -74,6 +74,7 @@ fn check_retries(retries: i32) -> Result<i32, ApiError> {
 #[utoipa::path(post, path = "/jobs/create/", tag = "jobs", request_body = CreateJob,
     responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, view = %body.view_name))]
 pub async fn create_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -108,6 +109,7 @@ pub async fn create_job(
 /// The caller's jobs.
 #[utoipa::path(get, path = "/jobs/", tag = "jobs",
     responses((status = 200, body = Vec<JobBody>)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id))]
 pub async fn list_jobs(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -124,6 +126,7 @@ pub async fn list_jobs(
 #[utoipa::path(get, path = "/jobs/{id}/", tag = "jobs",
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, body = JobBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn describe_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -139,6 +142,7 @@ pub async fn describe_job(
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn update_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -194,6 +198,7 @@ pub async fn update_job(
 #[utoipa::path(delete, path = "/jobs/{id}/", tag = "jobs",
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 204), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn delete_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -227,6 +232,7 @@ pub struct RunsPage {
     params(("id" = Uuid, Path, description = "job id"), RunsQuery),
     responses((status = 200, body = RunsPage), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn list_runs(
     state: web::Data<AppState>,
     user: AuthUser,

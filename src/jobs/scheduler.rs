@@ -167,6 +167,7 @@ async fn listen(pool: &PgPool) -> anyhow::Result<PgListener> {
 /// process's claim of that tenant to commit) and counts its live leases under it. A tick
 /// beyond the limit follows the job's overlap rule: `skip` records it as skipped, `queue`
 /// leaves it due until one of the tenant's runs ends.
+#[tracing::instrument(skip_all, fields(limit = limit, claimed = tracing::field::Empty))]
 async fn claim(
     pool: &PgPool,
     limit: i64,
@@ -247,7 +248,7 @@ async fn claim(
         .await
         .with_context(|| format!("recording {} claimed ticks", decided.len()))?;
     tx.commit().await.context("committing a claim")?;
-    let runs = jobs
+    let runs: Vec<ClaimedRun> = jobs
         .into_iter()
         .zip(decided)
         .filter(|(_, c)| inserted.contains(&c.run_id))
@@ -261,6 +262,7 @@ async fn claim(
             TickAction::Skip(_) => None,
         })
         .collect();
+    tracing::Span::current().record("claimed", runs.len());
     Ok(Claimed {
         runs,
         picked: picked_count,
@@ -302,7 +304,9 @@ fn backoff(config: &SchedulerConfig, attempt: u32) -> Duration {
     (config.retry_backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(300))
 }
 
-/// Runs one claimed tick: the refresh (with retries), then its run row and the lease.
+/// Runs one claimed tick: the refresh (with retries), then its run row and the lease. Its span
+/// names the run, so every line the run logs (the refresh's included) can be found by it.
+#[tracing::instrument(name = "job_run", skip_all, fields(job = %run.job.job_id, run = %run.run_id, view = %run.job.view_id))]
 async fn execute(pool: &PgPool, config: &SchedulerConfig, run: ClaimedRun) {
     let ClaimedRun {
         job,
