@@ -162,8 +162,8 @@ fn spawn_janitor(pool: PgPool, settings: &Settings) -> tokio::task::JoinHandle<(
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = jobs::store::prune_runs(&pool, run_age, run_max).await {
-                tracing::warn!(error = %e, "janitor: pruning job runs failed");
+            if let Err(e) = jobs::runs::prune_runs(&pool, run_age, run_max).await {
+                tracing::warn!(error = %format!("{e:#}"), "janitor: pruning job runs failed");
             }
             if let Err(e) = channels::events::prune(&pool, event_age).await {
                 tracing::warn!(error = %e, "janitor: pruning channel events failed");

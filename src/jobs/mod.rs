@@ -1,9 +1,13 @@
-//! Cron jobs that refresh views: the schedule math, the registry and run history, the
-//! scheduler loop every `serve` process runs, and the `/jobs/...` routes.
+//! Cron jobs that refresh views: the schedule math, the overlap rule and run statuses as types
+//! (`states`), the registry (`store`), the scheduler's claims (`claims`), the run history
+//! (`runs`), the scheduler loop every `serve` process runs, and the `/jobs/...` routes.
 
+pub mod claims;
 pub mod routes;
+pub mod runs;
 pub mod schedule;
 pub mod scheduler;
+pub mod states;
 pub mod store;
 
 use actix_web::web;

@@ -5,32 +5,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::runs::{self, RunRow};
 use super::schedule::Schedule;
-use super::store::{self, JobBody, NewJob, RunRow, job_id};
+use super::states::Overlap;
+use super::store::{self, JobBody, NewJob, job_id};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 use crate::views::store::lookup_name;
-
-/// What a job does when a tick comes while its previous run is still going.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    /// Record the tick as `skipped` (the default).
-    #[default]
-    Skip,
-    /// Run the tick as soon as the previous run ends.
-    Queue,
-}
-
-impl Overlap {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Skip => "skip",
-            Self::Queue => "queue",
-        }
-    }
-}
 
 /// The body of `POST /jobs/create/`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -92,6 +74,7 @@ fn check_retries(retries: i32) -> Result<i32, ApiError> {
 #[utoipa::path(post, path = "/jobs/create/", tag = "jobs", request_body = CreateJob,
     responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, view = %body.view_name))]
 pub async fn create_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -111,7 +94,7 @@ pub async fn create_job(
             view_id: view.view_id,
             crontab_def: body.crontab_def.trim(),
             timezone: schedule.timezone().name(),
-            overlap: body.overlap.unwrap_or_default().as_str(),
+            overlap: body.overlap.unwrap_or_default(),
             retries,
             enabled,
             next_run_at: enabled.then(|| schedule.next_after(Utc::now())).flatten(),
@@ -126,6 +109,7 @@ pub async fn create_job(
 /// The caller's jobs.
 #[utoipa::path(get, path = "/jobs/", tag = "jobs",
     responses((status = 200, body = Vec<JobBody>)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id))]
 pub async fn list_jobs(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -142,13 +126,14 @@ pub async fn list_jobs(
 #[utoipa::path(get, path = "/jobs/{id}/", tag = "jobs",
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, body = JobBody), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn describe_job(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let job = store::find(&state.pool, user.user_id, job_id(&path)?).await?;
-    let last = store::last_run(&state.pool, job.job_id).await?;
+    let last = runs::last_run(&state.pool, job.job_id).await?;
     Ok(HttpResponse::Ok().json(JobBody::new(job, last)))
 }
 
@@ -157,6 +142,7 @@ pub async fn describe_job(
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn update_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -187,7 +173,7 @@ pub async fn update_job(
     let schedule = Schedule::parse(&job.crontab_def, &job.timezone).map_err(bad_schedule)?;
     job.timezone = schedule.timezone().name().to_owned();
     if let Some(overlap) = body.overlap {
-        job.overlap = overlap.as_str().to_owned();
+        job.overlap = overlap;
     }
     if let Some(retries) = body.retries {
         job.retries = check_retries(retries)?;
@@ -204,7 +190,7 @@ pub async fn update_job(
     }
     store::update(&mut tx, &mut job).await?;
     tx.commit().await?;
-    let last = store::last_run(&state.pool, job.job_id).await?;
+    let last = runs::last_run(&state.pool, job.job_id).await?;
     Ok(HttpResponse::Ok().json(JobBody::new(job, last)))
 }
 
@@ -212,6 +198,7 @@ pub async fn update_job(
 #[utoipa::path(delete, path = "/jobs/{id}/", tag = "jobs",
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 204), (status = 404, body = Problem)), security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn delete_job(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -245,6 +232,7 @@ pub struct RunsPage {
     params(("id" = Uuid, Path, description = "job id"), RunsQuery),
     responses((status = 200, body = RunsPage), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
+#[tracing::instrument(skip_all, fields(user = %user.user_id, job = %path.as_str()))]
 pub async fn list_runs(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -259,7 +247,7 @@ pub async fn list_runs(
             format!("limit is {limit}; it must be between 1 and 1000"),
         ));
     }
-    let runs = store::runs(&state.pool, job.job_id, query.before, limit).await?;
+    let runs = runs::runs(&state.pool, job.job_id, query.before, limit).await?;
     let next_cursor = if runs.len() as i64 == limit {
         runs.last().map(|r| r.scheduled_for)
     } else {

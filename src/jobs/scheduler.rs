@@ -14,18 +14,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::claims::{self, Claim, DueJob, SkipReason, TickAction};
+use super::runs::RunOutcome;
 use super::schedule::Schedule;
-use super::store::{self, Claim, DueJob, RunOutcome};
+use super::states::{Overlap, RunStatus};
+use super::store;
 use crate::db::tenant::tenant_name;
 use crate::error::ApiError;
 use crate::views::refresh::{Trigger, refresh_view};
-use crate::views::store::RefreshStatus;
+use crate::views::store::{RefreshRecord, RefreshStatus};
 
 /// How the scheduler behaves.
 #[derive(Debug, Clone)]
@@ -70,7 +74,10 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
     tracing::info!(worker = %worker, "scheduler started");
     loop {
         if listener.is_none() {
-            listener = listen(&pool).await;
+            listener = listen(&pool)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "scheduler: no LISTEN connection; polling"))
+                .ok();
         }
         // Claim no more than this process can start now: the other processes take the rest.
         let first = match Arc::clone(&slots).acquire_owned().await {
@@ -81,7 +88,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         let claimed = match claim(&pool, config.batch.min(room), &config, &worker).await {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::warn!(error = %e, "scheduler: claiming due jobs failed; retrying");
+                tracing::warn!(error = %format!("{e:#}"), "scheduler: claiming due jobs failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -89,7 +96,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
         // Skipped ticks fill a batch too: there may be more due jobs behind them.
         let full = claimed.picked >= config.batch.min(room);
         let mut first = Some(first);
-        for (job, claim) in claimed.runs {
+        for run in claimed.runs {
             let permit = match first.take() {
                 Some(permit) => permit,
                 None => match Arc::clone(&slots).acquire_owned().await {
@@ -101,18 +108,21 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             let config = config.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                execute(&pool, &config, job, claim).await;
+                execute(&pool, &config, run).await;
             });
         }
         drop(first);
         if full {
             continue;
         }
-        let wait = match store::next_due(&pool, config.tenant_concurrency).await {
+        let next_due = claims::next_due(&pool, config.tenant_concurrency)
+            .await
+            .context("reading the next due time");
+        let wait = match next_due {
             Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             Ok(None) => config.max_sleep,
             Err(e) => {
-                tracing::warn!(error = %e, "scheduler: reading the next due time failed");
+                tracing::warn!(error = %format!("{e:#}"), "scheduler: looking ahead failed");
                 Duration::from_secs(1)
             }
         }
@@ -137,42 +147,40 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
     }
 }
 
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "scheduler: LISTEN connection failed; polling");
-            return None;
-        }
-    };
-    match listener.listen(store::NOTIFY_CHANNEL).await {
-        Ok(()) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "scheduler: LISTEN failed; polling");
-            None
-        }
-    }
+/// A connection listening for job changes and ended runs; without one the loop polls.
+async fn listen(pool: &PgPool) -> anyhow::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool)
+        .await
+        .context("opening the LISTEN connection")?;
+    listener
+        .listen(store::NOTIFY_CHANNEL)
+        .await
+        .with_context(|| format!("LISTEN {}", store::NOTIFY_CHANNEL))?;
+    Ok(listener)
 }
 
 /// Claims due ticks in one transaction and returns the ones to run now.
 ///
-/// Fairness between tenants: jobs are picked in turns across tenants ([`store::pick_due`]),
+/// Fairness between tenants: jobs are picked in turns across tenants ([`claims::pick_due`]),
 /// and a tenant never has more than `tenant_concurrency` runs in progress across all
 /// processes: one claim at a time holds a tenant's advisory lock (waiting for another
 /// process's claim of that tenant to commit) and counts its live leases under it. A tick
 /// beyond the limit follows the job's overlap rule: `skip` records it as skipped, `queue`
 /// leaves it due until one of the tenant's runs ends.
+#[tracing::instrument(skip_all, fields(limit = limit, claimed = tracing::field::Empty))]
 async fn claim(
     pool: &PgPool,
     limit: i64,
     config: &SchedulerConfig,
     worker: &str,
-) -> Result<Claimed, sqlx::Error> {
+) -> anyhow::Result<Claimed> {
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
-    let picked = store::pick_due(&mut tx, now, limit, config.tenant_concurrency).await?;
+    let mut tx = pool.begin().await.context("beginning a claim")?;
+    let picked = claims::pick_due(&mut tx, now, limit, config.tenant_concurrency)
+        .await
+        .context("picking due jobs")?;
     if picked.is_empty() {
-        tx.rollback().await?;
+        tx.rollback().await.context("ending an empty claim")?;
         return Ok(Claimed {
             runs: Vec::new(),
             picked: 0,
@@ -181,24 +189,31 @@ async fn claim(
     let mut users: Vec<Uuid> = picked.iter().map(|(_, user)| *user).collect();
     users.sort_unstable();
     users.dedup();
-    store::lock_tenants(&mut tx, &users).await?;
-    let mut running: HashMap<Uuid, i64> = store::running_per_tenant(&mut tx, now, &users)
-        .await?
+    claims::lock_tenants(&mut tx, &users)
+        .await
+        .with_context(|| format!("taking the claim locks of {} tenants", users.len()))?;
+    let mut running: HashMap<Uuid, i64> = claims::running_per_tenant(&mut tx, now, &users)
+        .await
+        .context("counting the tenants' runs in progress")?
         .into_iter()
         .collect();
     let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
     let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    let mut due = store::lock_due(&mut tx, now, &ids).await?;
+    let mut due = claims::lock_due(&mut tx, now, &ids)
+        .await
+        .context("locking the picked jobs")?;
     // Decide in the order picked: each tenant's earliest ticks get its free run slots.
     due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
-    let mut claims = Vec::with_capacity(due.len());
+    let mut decided = Vec::with_capacity(due.len());
     let mut jobs = Vec::with_capacity(due.len());
     for job in due {
         let schedule = match Schedule::parse(&job.crontab_def, &job.timezone) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(job_id = %job.job_id, error = %e, "a stored crontab does not parse; pausing the job");
-                store::disable(&mut tx, job.job_id).await?;
+                claims::disable(&mut tx, job.job_id)
+                    .await
+                    .with_context(|| format!("pausing job {}", job.job_id))?;
                 continue;
             }
         };
@@ -206,35 +221,48 @@ async fn claim(
         let next_run_at = schedule.next_after(now.max(scheduled_for));
         let leased = job.lease_until.is_some_and(|lease| lease >= now);
         let in_progress = running.entry(job.user_id).or_insert(0);
-        let (lease_until, skip_reason) = if leased {
-            (None, "the previous run was still running")
+        let action = if leased {
+            TickAction::Skip(SkipReason::PreviousRunGoingOn)
         } else if *in_progress >= config.tenant_concurrency {
-            if job.overlap == "queue" {
+            match job.overlap {
                 // Stays due: it runs when one of its tenant's runs ends.
-                continue;
+                Overlap::Queue => continue,
+                Overlap::Skip => TickAction::Skip(SkipReason::TenantAtLimit),
             }
-            (None, "the tenant's limit of runs in progress was reached")
         } else {
             *in_progress += 1;
-            (Some(now + lease_length(config, job.retries)), "")
+            TickAction::Run {
+                lease_until: now + lease_length(config, job.retries),
+            }
         };
-        claims.push(Claim {
+        decided.push(Claim {
             job_id: job.job_id,
             scheduled_for,
             next_run_at,
-            lease_until,
-            skip_reason,
+            action,
             run_id: Uuid::now_v7(),
         });
         jobs.push(job);
     }
-    let inserted = store::record_claims(&mut tx, &claims, now, worker).await?;
-    tx.commit().await?;
-    let runs = jobs
+    let inserted = claims::record_claims(&mut tx, &decided, now, worker)
+        .await
+        .with_context(|| format!("recording {} claimed ticks", decided.len()))?;
+    tx.commit().await.context("committing a claim")?;
+    let runs: Vec<ClaimedRun> = jobs
         .into_iter()
-        .zip(claims)
-        .filter(|(_, c)| c.lease_until.is_some() && inserted.contains(&c.run_id))
+        .zip(decided)
+        .filter(|(_, c)| inserted.contains(&c.run_id))
+        .filter_map(|(job, c)| match c.action {
+            TickAction::Run { lease_until } => Some(ClaimedRun {
+                job,
+                run_id: c.run_id,
+                scheduled_for: c.scheduled_for,
+                lease_until,
+            }),
+            TickAction::Skip(_) => None,
+        })
         .collect();
+    tracing::Span::current().record("claimed", runs.len());
     Ok(Claimed {
         runs,
         picked: picked_count,
@@ -244,9 +272,21 @@ async fn claim(
 /// What one claim got.
 struct Claimed {
     /// The ticks to run now.
-    runs: Vec<(DueJob, Claim)>,
+    runs: Vec<ClaimedRun>,
     /// Jobs picked for tenants this claim held (run, skipped or held back).
     picked: i64,
+}
+
+/// A tick this process claimed and runs now.
+struct ClaimedRun {
+    /// The job, as claimed.
+    job: DueJob,
+    /// Its run row.
+    run_id: Uuid,
+    /// The tick.
+    scheduled_for: DateTime<Utc>,
+    /// The lease the run holds; released when it ends if it is still this one.
+    lease_until: DateTime<Utc>,
 }
 
 /// The longest a run may take: every attempt at the statement timeout, the backoffs between
@@ -264,32 +304,32 @@ fn backoff(config: &SchedulerConfig, attempt: u32) -> Duration {
     (config.retry_backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(300))
 }
 
-/// Runs one claimed tick: the refresh (with retries), then its run row and the lease.
-async fn execute(pool: &PgPool, config: &SchedulerConfig, job: DueJob, claim: Claim) {
-    let Some(lease_until) = claim.lease_until else {
-        return;
-    };
-    let started_at = Utc::now();
-    let lag_ms = (started_at - claim.scheduled_for).num_milliseconds();
-    metrics::histogram!("tdc_scheduler_lag_seconds").record(lag_ms as f64 / 1000.0);
-    let outcome = attempt_all(pool, config, &job, claim.run_id, started_at).await;
-    metrics::counter!("tdc_job_runs_total", "status" => outcome.status).increment(1);
-    tracing::info!(job_id = %job.job_id, run_id = %claim.run_id, status = outcome.status, lag_ms, "job run");
-    let queued = job.overlap == "queue";
-    if let Err(e) = store::finish_run(
-        pool,
-        job.job_id,
-        claim.run_id,
+/// Runs one claimed tick: the refresh (with retries), then its run row and the lease. Its span
+/// names the run, so every line the run logs (the refresh's included) can be found by it.
+#[tracing::instrument(name = "job_run", skip_all, fields(job = %run.job.job_id, run = %run.run_id, view = %run.job.view_id))]
+async fn execute(pool: &PgPool, config: &SchedulerConfig, run: ClaimedRun) {
+    let ClaimedRun {
+        job,
+        run_id,
+        scheduled_for,
         lease_until,
-        queued,
-        &outcome,
-    )
-    .await
-    {
-        tracing::error!(job_id = %job.job_id, error = %e, "recording a job run failed; its lease will expire");
+    } = run;
+    let started_at = Utc::now();
+    let lag_ms = (started_at - scheduled_for).num_milliseconds();
+    metrics::histogram!("tdc_scheduler_lag_seconds").record(lag_ms as f64 / 1000.0);
+    let outcome = attempt_all(pool, config, &job, run_id, started_at).await;
+    metrics::counter!("tdc_job_runs_total", "status" => outcome.status.as_str()).increment(1);
+    tracing::info!(job_id = %job.job_id, run_id = %run_id, status = outcome.status.as_str(), lag_ms, "job run");
+    let queued = job.overlap == Overlap::Queue;
+    let finished = claims::finish_run(pool, job.job_id, run_id, lease_until, queued, &outcome)
+        .await
+        .context("recording the end of the run");
+    if let Err(e) = finished {
+        tracing::error!(job_id = %job.job_id, run_id = %run_id, error = %format!("{e:#}"), "its lease will expire");
     }
 }
 
+/// Refreshes the job's view, retrying a failure with backoff, and says how the run ended.
 async fn attempt_all(
     pool: &PgPool,
     config: &SchedulerConfig,
@@ -297,43 +337,16 @@ async fn attempt_all(
     run_id: Uuid,
     started_at: DateTime<Utc>,
 ) -> RunOutcome {
-    let tenant = tenant_name(job.user_id);
     let max_attempts = job.retries.max(0) + 1;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = match crate::views::store::by_id(pool, job.view_id).await {
-            Ok(Some(view)) => {
-                refresh_view(
-                    pool,
-                    config.statement_timeout,
-                    config.storage_quota,
-                    &tenant,
-                    &view,
-                    Trigger::Job {
-                        job_id: job.job_id,
-                        run_id,
-                    },
-                )
-                .await
-            }
-            Ok(None) => Err(ApiError::NotFound {
-                detail: "the job's view no longer exists".to_owned(),
-            }),
-            Err(e) => Err(ApiError::from(e)),
-        };
-        let (status, row_count, error) = match result {
-            Ok(record) if record.status == RefreshStatus::Skipped => (
-                "skipped",
-                None,
-                Some("nothing the view reads changed since its last refresh".to_owned()),
-            ),
-            Ok(record) => ("succeeded", record.row_count, None),
-            Err(e) if e.code() == "query_timeout" => ("timed_out", None, Some(e.to_string())),
-            Err(e) => ("failed", None, Some(e.to_string())),
-        };
-        let retry = matches!(status, "failed" | "timed_out") && attempts < max_attempts;
-        if !retry {
+        let Attempt {
+            status,
+            row_count,
+            error,
+        } = attempt(pool, config, job, run_id).await;
+        if !(status.is_failure() && attempts < max_attempts) {
             return RunOutcome {
                 started_at,
                 finished_at: Utc::now(),
@@ -346,4 +359,69 @@ async fn attempt_all(
         let attempt = u32::try_from(attempts - 1).unwrap_or(0);
         tokio::time::sleep(backoff(config, attempt)).await;
     }
+}
+
+/// How one attempt ended, as its run row records it.
+struct Attempt {
+    status: RunStatus,
+    row_count: Option<i64>,
+    /// Why it failed or was skipped, as the run row says it.
+    error: Option<String>,
+}
+
+impl Attempt {
+    fn failed(error: String) -> Self {
+        Self {
+            status: RunStatus::Failed,
+            row_count: None,
+            error: Some(error),
+        }
+    }
+
+    /// Reads a refresh's result. The refresh is shared with the API, so it answers in the
+    /// API's terms (its record's status text and `ApiError` codes); this is the one place the
+    /// scheduler reads them. A failure is the run's outcome, recorded with the refresh's own
+    /// message, not an error of the scheduler.
+    fn of_refresh(result: Result<RefreshRecord, ApiError>) -> Self {
+        match result {
+            Ok(record) if record.status == RefreshStatus::Skipped => Self {
+                status: RunStatus::Skipped,
+                row_count: None,
+                error: Some("nothing the view reads changed since its last refresh".to_owned()),
+            },
+            Ok(record) => Self {
+                status: RunStatus::Succeeded,
+                row_count: record.row_count,
+                error: None,
+            },
+            Err(e) if e.code() == "query_timeout" => Self {
+                status: RunStatus::TimedOut,
+                row_count: None,
+                error: Some(e.to_string()),
+            },
+            Err(e) => Self::failed(e.to_string()),
+        }
+    }
+}
+
+/// One refresh of the job's view, as its tenant.
+async fn attempt(pool: &PgPool, config: &SchedulerConfig, job: &DueJob, run_id: Uuid) -> Attempt {
+    let view = match crate::views::store::by_id(pool, job.view_id).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return Attempt::failed("the job's view no longer exists".to_owned()),
+        Err(e) => return Attempt::failed(e.to_string()),
+    };
+    let result = refresh_view(
+        pool,
+        config.statement_timeout,
+        config.storage_quota,
+        &tenant_name(job.user_id),
+        &view,
+        Trigger::Job {
+            job_id: job.job_id,
+            run_id,
+        },
+    )
+    .await;
+    Attempt::of_refresh(result)
 }

@@ -393,7 +393,7 @@ async fn run_history_is_pruned_by_count_and_by_age() {
             runs.iter().all(|r| r["status"] != "running")
         })
         .await;
-    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 2)
+    tinydevcrm::jobs::runs::prune_runs(&app.pool, chrono::Duration::days(30), 2)
         .await
         .expect("prune by count");
     let kept = app.runs(a, &id).await;
@@ -405,7 +405,7 @@ async fn run_history_is_pruned_by_count_and_by_age() {
         .execute(&mut admin)
         .await
         .expect("age runs");
-    tinydevcrm::jobs::store::prune_runs(&app.pool, chrono::Duration::days(30), 1000)
+    tinydevcrm::jobs::runs::prune_runs(&app.pool, chrono::Duration::days(30), 1000)
         .await
         .expect("prune by age");
     assert!(app.runs(a, &id).await.is_empty());
@@ -541,5 +541,37 @@ async fn a_run_that_only_times_out_is_recorded_as_timed_out() {
             .as_str()
             .is_some_and(|e| e.contains("statement timeout")),
         "{timed_out}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_overlap_rules_and_run_statuses() {
+    let app = spawn_app().await;
+
+    let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Overlap"]["enum"],
+        json!(["skip", "queue"]),
+        "{schemas}"
+    );
+    assert_eq!(
+        schemas["RunStatus"]["enum"],
+        json!(["running", "succeeded", "failed", "skipped", "timed_out"]),
+        "{schemas}"
+    );
+    let refers_to = |schema: &str, field: &str| {
+        serde_json::to_string(&schemas[schema]["properties"][field]).expect("json")
+    };
+    assert!(
+        refers_to("JobBody", "overlap").contains("#/components/schemas/Overlap"),
+        "{}",
+        refers_to("JobBody", "overlap")
+    );
+    assert!(
+        refers_to("RunRow", "status").contains("#/components/schemas/RunStatus"),
+        "{}",
+        refers_to("RunRow", "status")
     );
 }
