@@ -3,7 +3,7 @@
 //!
 //! An upload flows through the stages in this order, and each module names only modules after
 //! it (a unit test below checks it):
-//! [`routes`] (handlers) -> [`upload`] (body to a temporary file or bytes) -> [`parquet`] (the
+//! [`routes`](mod@routes) (handlers) -> [`upload`] (body to a temporary file or bytes) -> [`parquet`] (the
 //! footer to a plan, then the file's batches) or [`json_rows`] (JSON rows to a plan and batches)
 //! -> [`convert`] (Arrow columns to the types they are encoded from) -> [`copy`] (binary COPY
 //! into the tenant's table, storage measured) -> [`store`] (registry, DDL and catalog SQL).
