@@ -436,7 +436,8 @@ async fn the_stream_ends_when_the_access_token_expires() {
     let mut stream = app.listen(&user.access, &cid).await;
     let expired = stream.expect_event(5 * SECOND).await;
     assert_eq!(expired.event.as_deref(), Some("token_expired"));
-    assert!(matches!(stream.next(5 * SECOND).await, Next::End));
+    let end = stream.next(5 * SECOND).await;
+    assert!(matches!(end, Next::End), "{end:?}");
 }
 
 #[tokio::test]
@@ -451,7 +452,9 @@ async fn deleting_a_channel_ends_its_streams_and_deleting_a_view_takes_its_jobs_
     let mut stream = app.listen(a, &cid).await;
     let res = app.delete_as(a, &format!("/channels/{cid}/")).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(matches!(stream.next(5 * SECOND).await, Next::End));
+    // Generous: the hub hears of the deletion through LISTEN, late on a loaded machine.
+    let end = stream.next(15 * SECOND).await;
+    assert!(matches!(end, Next::End), "{end:?}");
 
     let job = app
         .created(
@@ -468,7 +471,8 @@ async fn deleting_a_channel_ends_its_streams_and_deleting_a_view_takes_its_jobs_
         .await;
     let res = app.delete_as(a, "/views/someview/").await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert!(matches!(watching.next(5 * SECOND).await, Next::End));
+    let end = watching.next(15 * SECOND).await;
+    assert!(matches!(end, Next::End), "{end:?}");
     let jobs: Value = app.get_as(a, "/jobs/").await.json().await.expect("json");
     assert_eq!(jobs, json!([]));
     let res = app
