@@ -225,6 +225,12 @@ impl Hub {
                     "hub: re-checking stream sessions failed"
                 );
             }
+            if let Err(e) = self.drop_deleted_channels().await {
+                tracing::warn!(
+                    error = %format_args!("{e:#}"),
+                    "hub: re-checking watched channels failed"
+                );
+            }
         }
     }
 
@@ -355,10 +361,33 @@ impl Hub {
     }
 
     async fn catch_up_all(&self) -> anyhow::Result<()> {
+        self.drop_deleted_channels().await?;
         let channels: Vec<Uuid> = self.slots().keys().copied().collect();
         for channel_id in channels {
             self.catch_up(channel_id, None).await?;
         }
+        Ok(())
+    }
+
+    /// Ends the streams of watched channels that no longer exist: a deletion's notice is lost
+    /// while the LISTEN connection is down or not yet up (a stream opened on a fresh process).
+    async fn drop_deleted_channels(&self) -> anyhow::Result<()> {
+        let watched: Vec<Uuid> = self.slots().keys().copied().collect();
+        if watched.is_empty() {
+            return Ok(());
+        }
+        let alive: std::collections::HashSet<Uuid> = sqlx::query_scalar!(
+            "SELECT channel_id FROM tinydevcrm.channels WHERE channel_id = ANY($1)",
+            &watched
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading which watched channels still exist")?
+        .into_iter()
+        .collect();
+        // Only channels watched before the read can be judged by it.
+        self.slots()
+            .retain(|id, _| !watched.contains(id) || alive.contains(id));
         Ok(())
     }
 
