@@ -46,6 +46,47 @@ struct Slot {
     last_seq: i64,
 }
 
+/// What a catch-up of one channel's slot does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextRead {
+    /// Nobody in this process listens any more: drop the slot.
+    Forget,
+    /// Everything announced was already broadcast.
+    UpToDate,
+    /// Read the events after this seq.
+    After(i64),
+}
+
+impl Slot {
+    /// `announced` is the seq a notification named (`None` after a reconnect: read whatever
+    /// is there). A notification for events already broadcast (coalesced, or read by an
+    /// earlier page) costs no read.
+    fn next_read(&self, announced: Option<i64>) -> NextRead {
+        if self.sender.receiver_count() == 0 {
+            NextRead::Forget
+        } else if announced.is_some_and(|seq| seq <= self.last_seq) {
+            NextRead::UpToDate
+        } else {
+            NextRead::After(self.last_seq)
+        }
+    }
+
+    /// Broadcasts, in order, the events after the last one broadcast; older ones (a page read
+    /// while another catch-up already sent them) are dropped, so no listener sees one twice.
+    fn publish(&mut self, events: Vec<events::StoredEvent>) {
+        for event in events {
+            if event.seq > self.last_seq {
+                self.last_seq = event.seq;
+                // No receiver left is fine: the slot goes at the next event.
+                let _ = self.sender.send(Arc::new(HubEvent {
+                    seq: event.seq,
+                    data: ByteString::from(event.data),
+                }));
+            }
+        }
+    }
+}
+
 /// Why a session's streams end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -400,37 +441,115 @@ impl Hub {
                 let Some(slot) = slots.get(&channel_id) else {
                     return Ok(());
                 };
-                if slot.sender.receiver_count() == 0 {
-                    slots.remove(&channel_id);
-                    return Ok(());
+                match slot.next_read(seen) {
+                    NextRead::Forget => {
+                        slots.remove(&channel_id);
+                        return Ok(());
+                    }
+                    NextRead::UpToDate => return Ok(()),
+                    NextRead::After(last) => last,
                 }
-                if seen.is_some_and(|seen| seen <= slot.last_seq) {
-                    return Ok(());
-                }
-                slot.last_seq
             };
             let page = events::page_after(&self.pool, channel_id, last)
                 .await
                 .with_context(|| format!("reading events of channel {channel_id} after {last}"))?;
-            {
-                let mut slots = self.slots();
-                let Some(slot) = slots.get_mut(&channel_id) else {
-                    return Ok(());
-                };
-                for event in page.events {
-                    if event.seq > slot.last_seq {
-                        slot.last_seq = event.seq;
-                        // No receiver left is fine: the slot goes at the next event.
-                        let _ = slot.sender.send(Arc::new(HubEvent {
-                            seq: event.seq,
-                            data: ByteString::from(event.data),
-                        }));
-                    }
-                }
+            if let Some(slot) = self.slots().get_mut(&channel_id) {
+                slot.publish(page.events);
+            } else {
+                return Ok(());
             }
             if !page.more {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(last_seq: i64) -> (Slot, broadcast::Receiver<Arc<HubEvent>>) {
+        let (sender, receiver) = broadcast::channel(16);
+        (Slot { sender, last_seq }, receiver)
+    }
+
+    fn stored(seqs: &[i64]) -> Vec<events::StoredEvent> {
+        seqs.iter()
+            .map(|&seq| events::StoredEvent {
+                seq,
+                data: format!("{{\"n\":{seq}}}"),
+            })
+            .collect()
+    }
+
+    fn received(receiver: &mut broadcast::Receiver<Arc<HubEvent>>) -> Vec<(i64, String)> {
+        std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|e| (e.seq, e.data.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_notification_past_the_last_broadcast_reads_from_there() {
+        let (slot, _listener) = slot(4);
+        assert_eq!(slot.next_read(Some(5)), NextRead::After(4));
+        assert_eq!(slot.next_read(Some(90)), NextRead::After(4));
+    }
+
+    #[test]
+    fn a_notification_for_events_already_broadcast_reads_nothing() {
+        let (slot, _listener) = slot(4);
+        assert_eq!(slot.next_read(Some(4)), NextRead::UpToDate);
+        assert_eq!(slot.next_read(Some(2)), NextRead::UpToDate);
+    }
+
+    #[test]
+    fn after_a_reconnect_the_hub_reads_whatever_followed_its_last_broadcast() {
+        let (slot, _listener) = slot(4);
+        assert_eq!(slot.next_read(None), NextRead::After(4));
+    }
+
+    #[test]
+    fn a_slot_nobody_listens_to_is_forgotten() {
+        let (slot, listener) = slot(4);
+        drop(listener);
+        assert_eq!(slot.next_read(Some(5)), NextRead::Forget);
+        assert_eq!(slot.next_read(None), NextRead::Forget);
+    }
+
+    #[test]
+    fn a_page_is_broadcast_in_order_and_moves_the_mark() {
+        let (mut slot, mut listener) = slot(4);
+        slot.publish(stored(&[5, 6, 9]));
+        assert_eq!(
+            received(&mut listener),
+            [
+                (5, r#"{"n":5}"#.to_owned()),
+                (6, r#"{"n":6}"#.to_owned()),
+                (9, r#"{"n":9}"#.to_owned())
+            ]
+        );
+        assert_eq!(slot.last_seq, 9);
+        assert_eq!(slot.next_read(Some(9)), NextRead::UpToDate);
+    }
+
+    #[test]
+    fn events_already_broadcast_are_never_sent_twice() {
+        let (mut slot, mut listener) = slot(4);
+        slot.publish(stored(&[3, 4, 5]));
+        slot.publish(stored(&[5, 6]));
+        let seqs: Vec<i64> = received(&mut listener)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(seqs, [5, 6]);
+    }
+
+    #[test]
+    fn publishing_without_listeners_is_harmless_and_still_moves_the_mark() {
+        let (mut slot, listener) = slot(0);
+        drop(listener);
+        slot.publish(stored(&[1, 2]));
+        assert_eq!(slot.last_seq, 2);
     }
 }

@@ -199,51 +199,24 @@ async fn claim(
         .collect();
     let ids: Vec<Uuid> = picked.iter().map(|(job, _)| *job).collect();
     let picked_count = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    let mut due = claims::lock_due(&mut tx, now, &ids)
+    let due = claims::lock_due(&mut tx, now, &ids)
         .await
         .context("locking the picked jobs")?;
-    // Decide in the order picked: each tenant's earliest ticks get its free run slots.
-    due.sort_by_key(|job| ids.iter().position(|id| *id == job.job_id));
-    let mut decided = Vec::with_capacity(due.len());
-    let mut jobs = Vec::with_capacity(due.len());
-    for job in due {
-        let schedule = match Schedule::parse(&job.crontab_def, &job.timezone) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(job_id = %job.job_id, error = %e, "a stored crontab does not parse; pausing the job");
-                claims::disable(&mut tx, job.job_id)
-                    .await
-                    .with_context(|| format!("pausing job {}", job.job_id))?;
-                continue;
-            }
-        };
-        let scheduled_for = job.next_run_at;
-        let next_run_at = schedule.next_after(now.max(scheduled_for));
-        let leased = job.lease_until.is_some_and(|lease| lease >= now);
-        let in_progress = running.entry(job.user_id).or_insert(0);
-        let action = if leased {
-            TickAction::Skip(SkipReason::PreviousRunGoingOn)
-        } else if *in_progress >= config.tenant_concurrency {
-            match job.overlap {
-                // Stays due: it runs when one of its tenant's runs ends.
-                Overlap::Queue => continue,
-                Overlap::Skip => TickAction::Skip(SkipReason::TenantAtLimit),
-            }
-        } else {
-            *in_progress += 1;
-            TickAction::Run {
-                lease_until: now + lease_length(config, job.retries),
-            }
-        };
-        decided.push(Claim {
-            job_id: job.job_id,
-            scheduled_for,
-            next_run_at,
-            action,
-            run_id: Uuid::now_v7(),
-        });
-        jobs.push(job);
+    let decisions = decide(
+        due,
+        &ids,
+        &mut running,
+        now,
+        config.tenant_concurrency,
+        |retries| lease_length(config, retries),
+    );
+    for (job_id, error) in &decisions.unparsable {
+        tracing::error!(job_id = %job_id, error = %error, "a stored crontab does not parse; pausing the job");
+        claims::disable(&mut tx, *job_id)
+            .await
+            .with_context(|| format!("pausing job {job_id}"))?;
     }
+    let (jobs, decided): (Vec<DueJob>, Vec<Claim>) = decisions.ticks.into_iter().unzip();
     let inserted = claims::record_claims(&mut tx, &decided, now, worker)
         .await
         .with_context(|| format!("recording {} claimed ticks", decided.len()))?;
@@ -267,6 +240,72 @@ async fn claim(
         runs,
         picked: picked_count,
     })
+}
+
+/// What a claim decided for the jobs it locked.
+#[derive(Debug)]
+struct Decisions {
+    /// Each tick to record, with its job: run now or skipped.
+    ticks: Vec<(DueJob, Claim)>,
+    /// Jobs whose stored crontab no longer parses (and why): paused, not run.
+    unparsable: Vec<(Uuid, String)>,
+}
+
+/// Decides each locked tick, in the order the jobs were picked so that each tenant's
+/// earliest ticks get its free run slots: a job whose previous run holds its lease is skipped;
+/// a tenant with `tenant_cap` runs in progress (`running`, counted across processes and
+/// updated here) gets no more, and its jobs follow their overlap rule (`queue`: left due, not
+/// recorded; `skip`: recorded as skipped). The next tick counts from the later of now and the
+/// claimed tick, so a job late by several ticks runs once.
+fn decide(
+    mut due: Vec<DueJob>,
+    picked: &[Uuid],
+    running: &mut HashMap<Uuid, i64>,
+    now: DateTime<Utc>,
+    tenant_cap: i64,
+    lease: impl Fn(i32) -> chrono::Duration,
+) -> Decisions {
+    due.sort_by_key(|job| picked.iter().position(|id| *id == job.job_id));
+    let mut decisions = Decisions {
+        ticks: Vec::with_capacity(due.len()),
+        unparsable: Vec::new(),
+    };
+    for job in due {
+        let schedule = match Schedule::parse(&job.crontab_def, &job.timezone) {
+            Ok(schedule) => schedule,
+            Err(e) => {
+                decisions.unparsable.push((job.job_id, e.to_string()));
+                continue;
+            }
+        };
+        let scheduled_for = job.next_run_at;
+        let next_run_at = schedule.next_after(now.max(scheduled_for));
+        let leased = job.lease_until.is_some_and(|lease| lease >= now);
+        let in_progress = running.entry(job.user_id).or_insert(0);
+        let action = if leased {
+            TickAction::Skip(SkipReason::PreviousRunGoingOn)
+        } else if *in_progress >= tenant_cap {
+            match job.overlap {
+                // Stays due: it runs when one of its tenant's runs ends.
+                Overlap::Queue => continue,
+                Overlap::Skip => TickAction::Skip(SkipReason::TenantAtLimit),
+            }
+        } else {
+            *in_progress += 1;
+            TickAction::Run {
+                lease_until: now + lease(job.retries),
+            }
+        };
+        let claim = Claim {
+            job_id: job.job_id,
+            scheduled_for,
+            next_run_at,
+            action,
+            run_id: Uuid::now_v7(),
+        };
+        decisions.ticks.push((job, claim));
+    }
+    decisions
 }
 
 /// What one claim got.
@@ -424,4 +463,206 @@ async fn attempt(pool: &PgPool, config: &SchedulerConfig, job: &DueJob, run_id: 
     )
     .await;
     Attempt::of_refresh(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+
+    const LEASE: chrono::Duration = chrono::Duration::minutes(10);
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 30).unwrap()
+    }
+
+    fn job(user_id: Uuid, overlap: Overlap) -> DueJob {
+        DueJob {
+            job_id: Uuid::new_v4(),
+            user_id,
+            view_id: Uuid::new_v4(),
+            crontab_def: "* * * * *".to_owned(),
+            timezone: "UTC".to_owned(),
+            overlap,
+            retries: 0,
+            next_run_at: now() - chrono::Duration::seconds(30),
+            lease_until: None,
+        }
+    }
+
+    fn decide_all(due: &[DueJob], running: &mut HashMap<Uuid, i64>, cap: i64) -> Decisions {
+        let picked: Vec<Uuid> = due.iter().map(|j| j.job_id).collect();
+        decide(due.to_vec(), &picked, running, now(), cap, |_| LEASE)
+    }
+
+    fn actions(decisions: &Decisions) -> Vec<(Uuid, TickAction)> {
+        decisions
+            .ticks
+            .iter()
+            .map(|(job, claim)| (job.job_id, claim.action))
+            .collect()
+    }
+
+    #[test]
+    fn a_free_tenant_runs_its_tick_with_a_lease_and_moves_to_the_next_tick() {
+        let due = [job(Uuid::new_v4(), Overlap::Skip)];
+        let decisions = decide_all(&due, &mut HashMap::new(), 2);
+        let (_, claim) = &decisions.ticks[0];
+        assert_eq!(
+            claim.action,
+            TickAction::Run {
+                lease_until: now() + LEASE
+            }
+        );
+        assert_eq!(claim.scheduled_for, due[0].next_run_at);
+        assert_eq!(
+            claim.next_run_at,
+            Some(Utc.with_ymd_and_hms(2026, 3, 1, 12, 1, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_job_late_by_many_ticks_runs_once_and_continues_after_now() {
+        let mut late = job(Uuid::new_v4(), Overlap::Skip);
+        late.next_run_at = now() - chrono::Duration::hours(5);
+        let decisions = decide_all(&[late.clone()], &mut HashMap::new(), 2);
+        assert_eq!(decisions.ticks.len(), 1);
+        let (_, claim) = &decisions.ticks[0];
+        assert_eq!(claim.scheduled_for, late.next_run_at);
+        assert!(claim.next_run_at.is_some_and(|next| next > now()));
+    }
+
+    #[test]
+    fn a_job_whose_previous_run_holds_its_lease_is_skipped_whatever_its_rule() {
+        for overlap in [Overlap::Skip, Overlap::Queue] {
+            let mut busy = job(Uuid::new_v4(), overlap);
+            busy.lease_until = Some(now() + chrono::Duration::seconds(1));
+            let mut running = HashMap::new();
+            let decisions = decide_all(&[busy], &mut running, 2);
+            assert_eq!(
+                decisions.ticks[0].1.action,
+                TickAction::Skip(SkipReason::PreviousRunGoingOn),
+                "{overlap:?}"
+            );
+            assert_eq!(running.values().sum::<i64>(), 0, "a skip takes no run slot");
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_does_not_hold_the_job_back() {
+        let mut orphan = job(Uuid::new_v4(), Overlap::Queue);
+        orphan.lease_until = Some(now() - chrono::Duration::seconds(1));
+        let decisions = decide_all(&[orphan], &mut HashMap::new(), 1);
+        assert!(matches!(
+            decisions.ticks[0].1.action,
+            TickAction::Run { .. }
+        ));
+    }
+
+    #[test]
+    fn a_tenant_at_its_limit_gets_no_more_runs_and_its_jobs_follow_their_rule() {
+        let busy = Uuid::new_v4();
+        let (skip, queue) = (job(busy, Overlap::Skip), job(busy, Overlap::Queue));
+        let mut running = HashMap::from([(busy, 2)]);
+        let decisions = decide_all(&[skip.clone(), queue], &mut running, 2);
+        assert_eq!(
+            actions(&decisions),
+            [(skip.job_id, TickAction::Skip(SkipReason::TenantAtLimit))],
+            "the queue job stays due (not recorded), the skip job's tick is recorded as skipped"
+        );
+        assert_eq!(running[&busy], 2);
+    }
+
+    #[test]
+    fn the_limit_counts_the_runs_this_claim_starts_and_spares_other_tenants() {
+        let (greedy, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let due = [
+            job(greedy, Overlap::Skip),
+            job(greedy, Overlap::Skip),
+            job(greedy, Overlap::Queue),
+            job(other, Overlap::Skip),
+        ];
+        let mut running = HashMap::from([(greedy, 1)]);
+        let decisions = decide_all(&due, &mut running, 2);
+        let ran: Vec<Uuid> = actions(&decisions)
+            .into_iter()
+            .filter(|(_, a)| matches!(a, TickAction::Run { .. }))
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ran, [due[0].job_id, due[3].job_id]);
+        assert_eq!(
+            decisions.ticks[1].1.action,
+            TickAction::Skip(SkipReason::TenantAtLimit)
+        );
+        assert_eq!(decisions.ticks.len(), 3, "the queued job is left due");
+        assert_eq!((running[&greedy], running[&other]), (2, 1));
+    }
+
+    #[test]
+    fn free_slots_go_to_the_ticks_picked_first_whatever_order_the_locks_came_back_in() {
+        let tenant = Uuid::new_v4();
+        let (first, second) = (job(tenant, Overlap::Skip), job(tenant, Overlap::Skip));
+        let picked = [first.job_id, second.job_id];
+        let decisions = decide(
+            vec![second.clone(), first.clone()],
+            &picked,
+            &mut HashMap::new(),
+            now(),
+            1,
+            |_| LEASE,
+        );
+        assert_eq!(
+            actions(&decisions),
+            [
+                (
+                    first.job_id,
+                    TickAction::Run {
+                        lease_until: now() + LEASE
+                    }
+                ),
+                (second.job_id, TickAction::Skip(SkipReason::TenantAtLimit)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stored_crontab_that_no_longer_parses_is_set_aside_and_the_rest_still_run() {
+        let mut broken = job(Uuid::new_v4(), Overlap::Skip);
+        broken.crontab_def = "61 * * * *".to_owned();
+        let mut bad_zone = job(Uuid::new_v4(), Overlap::Skip);
+        bad_zone.timezone = "Mars/Olympus".to_owned();
+        let fine = job(Uuid::new_v4(), Overlap::Skip);
+        let decisions = decide_all(
+            &[broken.clone(), bad_zone.clone(), fine.clone()],
+            &mut HashMap::new(),
+            1,
+        );
+        let set_aside: Vec<Uuid> = decisions.unparsable.iter().map(|(id, _)| *id).collect();
+        assert_eq!(set_aside, [broken.job_id, bad_zone.job_id]);
+        assert!(decisions.unparsable.iter().all(|(_, why)| !why.is_empty()));
+        assert_eq!(actions(&decisions).len(), 1);
+        assert_eq!(decisions.ticks[0].0.job_id, fine.job_id);
+    }
+
+    #[test]
+    fn the_lease_covers_every_attempt_its_backoffs_and_a_minute() {
+        let config = SchedulerConfig {
+            statement_timeout: Duration::from_secs(30),
+            storage_quota: 0,
+            concurrency: 1,
+            tenant_concurrency: 1,
+            batch: 1,
+            retry_backoff: Duration::from_secs(2),
+            max_sleep: Duration::from_secs(1),
+        };
+        assert_eq!(lease_length(&config, 0), chrono::Duration::seconds(90));
+        // 3 attempts of 30 s, backoffs 2 s + 4 s, and the minute.
+        assert_eq!(lease_length(&config, 2), chrono::Duration::seconds(156));
+        assert_eq!(
+            lease_length(&config, -1),
+            lease_length(&config, 0),
+            "a negative retry count is no retry"
+        );
+    }
 }

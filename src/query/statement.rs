@@ -291,3 +291,236 @@ pub(super) fn query_error(e: sqlx::Error, compared: &[(String, String)]) -> ApiE
     }
     tenant::classify_error(e, "invalid_filter").unwrap_or_else(ApiError::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::params::OrderBy;
+
+    fn relation(columns: &[(&str, &str)]) -> Relation {
+        Relation {
+            schema: Ident::new("t_0123").expect("valid"),
+            name: Ident::new("calls").expect("valid"),
+            columns: columns
+                .iter()
+                .map(|(name, ty)| ColumnInfo {
+                    column_name: (*name).to_owned(),
+                    column_type: (*ty).to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    fn calls() -> Relation {
+        relation(&[("id", "bigint"), ("Caller", "text"), ("meta", "json")])
+    }
+
+    fn query(format: Format) -> RowsQuery {
+        RowsQuery {
+            select: None,
+            filters: Vec::new(),
+            order: Vec::new(),
+            limit: 100,
+            position: Position::Cursor(None),
+            format,
+        }
+    }
+
+    fn filter(column: &str, op: Op) -> Filter {
+        Filter {
+            column: column.to_owned(),
+            op,
+        }
+    }
+
+    fn sql_of(relation: &Relation, q: &RowsQuery) -> String {
+        let (mut sql, _, _) = build(relation, q).expect("builds");
+        sql.sql().as_str().to_owned()
+    }
+
+    fn refusal(relation: &Relation, q: &RowsQuery) -> (&'static str, String) {
+        match build(relation, q) {
+            Ok(_) => panic!("expected a refusal"),
+            Err(e) => (e.code(), e.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_default_page_reads_every_column_in_physical_order_with_one_row_more() {
+        assert_eq!(
+            sql_of(&calls(), &query(Format::Json)),
+            "SELECT t.ctid::text, to_json(x.*)::text FROM \"t_0123\".\"calls\" t, LATERAL (SELECT \
+             t.\"id\" AS \"id\", t.\"Caller\" AS \"Caller\", t.\"meta\" AS \"meta\") x WHERE true \
+             ORDER BY t.ctid LIMIT $1"
+        );
+    }
+
+    #[test]
+    fn values_travel_as_binds_and_never_in_the_text() {
+        let hostile = "x'); DROP TABLE calls; --";
+        let mut q = query(Format::Json);
+        q.filters = vec![
+            filter("Caller", Op::Eq(hostile.to_owned())),
+            filter("id", Op::In(vec!["1".to_owned(), hostile.to_owned()])),
+            filter("Caller", Op::Like(hostile.to_owned())),
+        ];
+        let sql = sql_of(&calls(), &q);
+        assert!(!sql.contains("DROP"), "{sql}");
+        assert!(sql.contains("t.\"Caller\" = CAST($1 AS text)"), "{sql}");
+        assert!(
+            sql.contains("t.\"id\" = ANY(CAST($2 AS bigint[]))"),
+            "{sql}"
+        );
+        assert!(sql.contains("t.\"Caller\"::text LIKE $3"), "{sql}");
+    }
+
+    #[test]
+    fn hostile_column_names_are_quoted_wherever_they_appear() {
+        let r = relation(&[("a\"b; --", "text"), ("x", "text"), ("t", "integer")]);
+        let mut q = query(Format::Csv);
+        q.filters = vec![filter("a\"b; --", Op::IsNull)];
+        q.order = vec![OrderBy {
+            column: "t".to_owned(),
+            desc: true,
+            nulls_first: Some(false),
+        }];
+        let sql = sql_of(&r, &q);
+        assert!(
+            sql.contains("t.\"a\"\"b; --\" AS \"a\"\"b; --\""),
+            "select list: {sql}"
+        );
+        assert!(sql.contains("t.\"a\"\"b; --\" IS NULL"), "filter: {sql}");
+        assert!(
+            sql.contains("ORDER BY t.\"t\" DESC NULLS LAST, t.ctid"),
+            "a column named like the alias stays qualified: {sql}"
+        );
+    }
+
+    #[test]
+    fn a_column_the_relation_lacks_is_refused_wherever_it_is_named() {
+        let mut select = query(Format::Json);
+        select.select = Some(vec!["id".to_owned(), "id\" FROM pg_authid --".to_owned()]);
+        let mut filtered = query(Format::Json);
+        filtered.filters = vec![filter("ctid", Op::IsNotNull)];
+        let mut ordered = query(Format::Json);
+        ordered.order = vec![OrderBy {
+            column: "CALLER".to_owned(),
+            desc: false,
+            nulls_first: None,
+        }];
+        for q in [select, filtered, ordered] {
+            let (code, detail) = refusal(&calls(), &q);
+            assert_eq!(code, "unknown_column", "{detail}");
+            assert!(detail.contains("\"calls\" has no column"), "{detail}");
+        }
+    }
+
+    #[test]
+    fn comparing_or_ordering_a_json_column_is_refused_up_front_but_pattern_and_null_tests_work() {
+        let mut compared = query(Format::Json);
+        compared.filters = vec![filter("meta", Op::Eq("{}".to_owned()))];
+        let mut ordered = query(Format::Json);
+        ordered.order = vec![OrderBy {
+            column: "meta".to_owned(),
+            desc: false,
+            nulls_first: None,
+        }];
+        for q in [compared, ordered] {
+            let (code, detail) = refusal(&calls(), &q);
+            assert_eq!(code, "unsupported_operation");
+            assert!(detail.contains("cast it to jsonb"), "{detail}");
+        }
+        let mut allowed = query(Format::Json);
+        allowed.filters = vec![
+            filter("meta", Op::Ilike("%a%".to_owned())),
+            filter("meta", Op::IsNotNull),
+        ];
+        assert!(build(&calls(), &allowed).is_ok());
+    }
+
+    #[test]
+    fn a_row_cursor_continues_after_its_row_and_only_in_the_default_order() {
+        let mut q = query(Format::Json);
+        q.position = Position::Cursor(Some(Cursor::After("(0,7)".to_owned())));
+        let sql = sql_of(&calls(), &q);
+        assert!(
+            sql.contains("WHERE true AND t.ctid > CAST($1 AS tid) ORDER BY t.ctid LIMIT $2"),
+            "{sql}"
+        );
+        q.order = vec![OrderBy {
+            column: "id".to_owned(),
+            desc: false,
+            nulls_first: None,
+        }];
+        assert_eq!(refusal(&calls(), &q).0, "invalid_cursor");
+    }
+
+    #[test]
+    fn pages_and_offset_cursors_skip_rows_by_a_bound_offset() {
+        let mut paged = query(Format::Json);
+        paged.position = Position::Page { page: 3, size: 10 };
+        assert!(sql_of(&calls(), &paged).ends_with("LIMIT $1 OFFSET $2"));
+        let mut first = query(Format::Json);
+        first.position = Position::Page { page: 1, size: 10 };
+        assert!(sql_of(&calls(), &first).ends_with("LIMIT $1"));
+        let mut offset = query(Format::Json);
+        offset.position = Position::Cursor(Some(Cursor::Offset(40)));
+        assert!(sql_of(&calls(), &offset).ends_with("LIMIT $1 OFFSET $2"));
+        let mut huge = query(Format::Json);
+        huge.position = Position::Page {
+            page: i64::MAX,
+            size: i64::MAX,
+        };
+        assert!(
+            build(&calls(), &huge).is_ok(),
+            "the offset saturates instead of overflowing"
+        );
+    }
+
+    #[test]
+    fn an_export_without_a_limit_has_no_limit_clause() {
+        let mut q = query(Format::Csv);
+        q.limit = i64::MAX;
+        assert!(sql_of(&calls(), &q).ends_with("ORDER BY t.ctid"));
+        q.limit = 5;
+        assert!(sql_of(&calls(), &q).ends_with("ORDER BY t.ctid LIMIT $1"));
+    }
+
+    #[test]
+    fn exact_numerics_go_out_as_text_and_parquet_types_what_it_can() {
+        let r = relation(&[
+            ("amount", "numeric(12,2)"),
+            ("at", "timestamp with time zone"),
+        ]);
+        let json = sql_of(&r, &query(Format::Json));
+        assert!(
+            json.contains("t.\"amount\"::text AS \"amount\", t.\"at\" AS \"at\""),
+            "{json}"
+        );
+        let (_, out, _) = build(&r, &query(Format::Parquet)).expect("builds");
+        assert_eq!(out.len(), 2);
+        assert!(
+            !sql_of(&r, &query(Format::Parquet)).contains("\"amount\"::text"),
+            "a numeric with a scale keeps its type in Parquet"
+        );
+    }
+
+    #[test]
+    fn compared_columns_are_reported_for_error_messages() {
+        let mut q = query(Format::Json);
+        q.filters = vec![filter("id", Op::Gt("1".to_owned()))];
+        q.order = vec![OrderBy {
+            column: "Caller".to_owned(),
+            desc: false,
+            nulls_first: None,
+        }];
+        let (_, _, compared) = build(&calls(), &q).expect("builds");
+        assert_eq!(
+            compared,
+            [
+                ("id".to_owned(), "bigint".to_owned()),
+                ("Caller".to_owned(), "text".to_owned())
+            ]
+        );
+    }
+}

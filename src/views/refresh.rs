@@ -1,4 +1,4 @@
-//! The one refresh function, used by the API and (later) by the scheduler: refreshes a view as
+//! The one refresh function, used by the API and by the scheduler: refreshes a view as
 //! its tenant with the limits, skips the work when nothing it depends on changed, and records
 //! the outcome.
 
@@ -82,6 +82,28 @@ impl fmt::Display for Trigger {
     }
 }
 
+/// What a refresh of a view does, decided before any of the tenant's SQL runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Nothing it reads changed since its last successful refresh: recorded, not run.
+    Skip,
+    /// `REFRESH MATERIALIZED VIEW`, `CONCURRENTLY` when it may be.
+    Refresh { concurrently: bool },
+}
+
+/// Skips only what is certain not to change: a view that is not volatile, reads tables only
+/// (a view it reads changes without a counter of its own), and whose tables' change count is
+/// the one of its last successful refresh. `CONCURRENTLY` needs the unique key and a populated
+/// view, so the first fill is a plain refresh.
+fn plan(view: &ViewRow, changes: i64, reads_views: bool) -> Plan {
+    if !view.volatile && !reads_views && view.refreshed_changes == Some(changes) {
+        return Plan::Skip;
+    }
+    Plan::Refresh {
+        concurrently: view.unique_key.is_some() && view.refreshed_changes.is_some(),
+    }
+}
+
 /// Refreshes `view`: skipped when it is not volatile, reads only tables, and none of them
 /// changed since the last successful refresh; otherwise `REFRESH` (concurrently when it has a
 /// unique key) as the tenant. A failure leaves the previous contents readable; so does a
@@ -118,26 +140,27 @@ pub async fn refresh_view(
         error,
     };
 
-    if !view.volatile && !reads_views && view.refreshed_changes == Some(changes) {
-        let skipped = record(RefreshStatus::Skipped, None, None);
-        let mut tx = ServiceTx::begin(pool).await?;
-        store::record_refresh(
-            &mut tx,
-            view.view_id,
-            refresh_id,
-            job_run_id,
-            &skipped,
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(skipped);
-    }
+    let concurrently = match plan(view, changes, reads_views) {
+        Plan::Refresh { concurrently } => concurrently,
+        Plan::Skip => {
+            let skipped = record(RefreshStatus::Skipped, None, None);
+            let mut tx = ServiceTx::begin(pool).await?;
+            store::record_refresh(
+                &mut tx,
+                view.view_id,
+                refresh_id,
+                job_run_id,
+                &skipped,
+                None,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(skipped);
+        }
+    };
 
     let outcome = async {
         let mut tx = tenant::begin_as(pool, tenant, statement_timeout).await?;
-        // CONCURRENTLY needs a populated view: the first fill is a plain refresh.
-        let concurrently = view.unique_key.is_some() && view.refreshed_changes.is_some();
         store::refresh(&mut tx, tenant, &name, concurrently).await?;
         let rows = crate::tables::store::row_count(&mut tx, tenant, &name)
             .await
@@ -182,6 +205,72 @@ pub async fn refresh_view(
                 .await?;
             tx.commit().await?;
             Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(refreshed_changes: Option<i64>, unique_key: bool, volatile: bool) -> ViewRow {
+        ViewRow {
+            view_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            view_name: "bill".to_owned(),
+            sql_query: "SELECT 1".to_owned(),
+            unique_key: unique_key.then(|| vec!["id".to_owned()]),
+            volatile,
+            base_relations: vec!["calls".to_owned()],
+            refreshed_changes,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_view_over_tables_is_skipped() {
+        assert_eq!(plan(&view(Some(7), false, false), 7, false), Plan::Skip);
+        assert_eq!(plan(&view(Some(7), true, false), 7, false), Plan::Skip);
+    }
+
+    #[test]
+    fn a_change_to_any_table_it_reads_refreshes_it() {
+        assert_eq!(
+            plan(&view(Some(7), false, false), 8, false),
+            Plan::Refresh {
+                concurrently: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_view_never_refreshed_is_filled_plainly_even_with_a_unique_key() {
+        for changes in [0, 7] {
+            assert_eq!(
+                plan(&view(None, true, false), changes, false),
+                Plan::Refresh {
+                    concurrently: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_populated_view_with_a_unique_key_refreshes_concurrently() {
+        assert_eq!(
+            plan(&view(Some(7), true, false), 9, false),
+            Plan::Refresh { concurrently: true }
+        );
+    }
+
+    #[test]
+    fn volatile_views_and_views_over_views_are_never_skipped() {
+        for (volatile, reads_views) in [(true, false), (false, true), (true, true)] {
+            assert_eq!(
+                plan(&view(Some(7), true, volatile), 7, reads_views),
+                Plan::Refresh { concurrently: true },
+                "volatile {volatile}, reads views {reads_views}"
+            );
         }
     }
 }
