@@ -202,3 +202,70 @@ async fn spool_csv(
         .map_err(|e| spool_error(&full, anyhow::anyhow!("finishing the CSV: {e}")))?;
     Ok(spool.file)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    async fn drain(
+        file: std::fs::File,
+        stall: Duration,
+    ) -> (Vec<Result<Bytes, actix_web::Error>>, Arc<Semaphore>) {
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = Arc::clone(&slots).acquire_owned().await.expect("slot");
+        let items = send_file(file, slot, stall).collect().await;
+        (items, slots)
+    }
+
+    #[tokio::test]
+    async fn a_whole_file_is_sent_in_order_and_ends_cleanly() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        let content: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&content).expect("write");
+        let (items, slots) = drain(file, Duration::from_secs(5)).await;
+        let mut sent = Vec::new();
+        for item in items {
+            sent.extend_from_slice(&item.expect("no error"));
+        }
+        assert_eq!(
+            sent, content,
+            "read back from the start, whatever the file offset"
+        );
+        assert_eq!(slots.available_permits(), 1, "the slot is given back");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_fails_to_read_mid_way_ends_the_download_with_an_error() {
+        // A directory opens as a file but every read fails (EISDIR): a spool read error.
+        let unreadable = std::fs::File::open(std::env::temp_dir()).expect("open");
+        let (items, slots) = drain(unreadable, Duration::from_secs(5)).await;
+        assert!(
+            items.last().is_some_and(Result::is_err),
+            "the download ended like a complete one"
+        );
+        assert_eq!(slots.available_permits(), 1, "the slot is given back");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_gets_an_error_and_frees_its_slot() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(&vec![b'x'; 2 * 1024 * 1024]).expect("write");
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = Arc::clone(&slots).acquire_owned().await.expect("slot");
+        let mut stream = Box::pin(send_file(file, slot, Duration::from_millis(100)));
+        let first = stream.next().await.expect("a first chunk");
+        assert!(first.is_ok());
+        // The client reads nothing for longer than the stall: the sender gives up.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(slots.available_permits(), 1, "the slot is given back");
+        let rest: Vec<_> = stream.collect().await;
+        assert!(
+            rest.last().is_some_and(Result::is_err),
+            "the download ended like a complete one"
+        );
+    }
+}

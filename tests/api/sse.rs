@@ -141,3 +141,46 @@ impl SseStream {
         }
     }
 }
+
+/// A one-connection HTTP server that sends an event stream's head and one event, then either
+/// ends the chunked body properly or cuts the connection.
+async fn one_event_server(cut: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = [0u8; 1024];
+        let _ = socket.read(&mut request).await;
+        let event = "id: 1\nevent: refresh\ndata: {}\n\n";
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        if !cut {
+            out.push_str("0\r\n\r\n");
+        }
+        socket.write_all(out.as_bytes()).await.expect("write");
+        // Dropping the socket closes it: after the last chunk that is an end, before it a cut.
+    });
+    url
+}
+
+#[tokio::test]
+async fn the_test_client_tells_a_cut_connection_from_an_end_the_server_chose() {
+    let client = reqwest::Client::new();
+    for (cut, expected) in [(false, "End"), (true, "Broken")] {
+        let url = one_event_server(cut).await;
+        let mut stream = SseStream::open_url(&client, &url, &[]).await;
+        assert_eq!(stream.expect_event(Duration::from_secs(5)).await.seq(), 1);
+        let next = stream.next(Duration::from_secs(5)).await;
+        let got = match next {
+            Next::End => "End",
+            Next::Broken(_) => "Broken",
+            _ => "something else",
+        };
+        assert_eq!(got, expected, "cut {cut}: {next:?}");
+    }
+}
