@@ -334,7 +334,7 @@ mod tests {
     }
 
     fn sql_of(relation: &Relation, q: &RowsQuery) -> String {
-        let (mut sql, _, _) = build(relation, q).expect("builds");
+        let (sql, _, _) = build(relation, q).expect("builds");
         sql.sql().as_str().to_owned()
     }
 
