@@ -179,6 +179,11 @@ fn convert_column(
             Ok(Arc::new(texts))
         }
         PgType::Text | PgType::Varchar(None) => Ok(Arc::new(strings(array, column, row_offset)?)),
+        PgType::Numeric(_) if is_string(&source) => {
+            let texts = strings(array, column, row_offset)?;
+            check_numeric_texts(texts.iter(), column, row_offset)?;
+            cast_to(array, &column.pg.arrow_target(&source), column, row_offset)
+        }
         PgType::Int2 | PgType::Int4 | PgType::Int8 => {
             check_integral(array, column, row_offset)?;
             cast_to(array, &column.pg.arrow_target(&source), column, row_offset)
@@ -188,6 +193,54 @@ fn convert_column(
             cast_to(array, &target, column, row_offset)
         }
     }
+}
+
+/// The longest text taken as a `numeric` value. Arrow's decimal parsers recurse once per 38
+/// digits (a long enough string overflows the stack, which aborts the whole process, not just
+/// the request) and count digits in a `u8` (which overflows past 255); no value that fits a
+/// Decimal128's 38 digits needs more than this.
+const MAX_NUMERIC_TEXT: usize = 200;
+
+/// The most digits taken in the exponent of a `numeric` value written in e-notation: Arrow
+/// reads the exponent into an `i16`, so `1e99999` would overflow (a panic in a debug build, a
+/// silently wrong value in a release build); any exponent a Decimal128 can use has fewer.
+const MAX_NUMERIC_EXPONENT_DIGITS: usize = 4;
+
+/// Why the text of a `numeric` value is refused before any Arrow parser sees it, if it is.
+pub(super) fn numeric_text_problem(text: &str) -> Option<String> {
+    if text.len() > MAX_NUMERIC_TEXT {
+        return Some(format!(
+            "the value is written with more than {MAX_NUMERIC_TEXT} characters"
+        ));
+    }
+    let exponent = text
+        .split_once(['e', 'E'])
+        .map(|(_, e)| e.trim_start_matches(['+', '-']));
+    if exponent.is_some_and(|e| e.len() > MAX_NUMERIC_EXPONENT_DIGITS) {
+        return Some(format!(
+            "the value's exponent has more than {MAX_NUMERIC_EXPONENT_DIGITS} digits"
+        ));
+    }
+    None
+}
+
+/// Refuses `numeric` values [`numeric_text_problem`] refuses, naming the first such row.
+fn check_numeric_texts<'t>(
+    texts: impl Iterator<Item = Option<&'t str>>,
+    column: &ColumnPlan,
+    row_offset: usize,
+) -> Result<(), IngestError> {
+    for (i, text) in texts.enumerate() {
+        if let Some(problem) = text.and_then(numeric_text_problem) {
+            return Err(invalid(
+                column,
+                row_offset,
+                i,
+                format!("{problem}, too much for {}", column.pg),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Arrow casts floats and decimals to integers by truncating (1.9 becomes 1): refuse any value

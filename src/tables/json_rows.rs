@@ -180,6 +180,16 @@ pub fn json_rows(
             let Some(value) = object.get_mut(name) else {
                 continue;
             };
+            if let (PgType::Numeric(_), serde_json::Value::String(text)) = (pg, &*value)
+                && let Some(problem) = convert::numeric_text_problem(text)
+            {
+                // Arrow's decimal parsers overflow on such text (see `numeric_text_problem`).
+                return Err(IngestError::InvalidValue {
+                    column: name.clone(),
+                    row: i + 1,
+                    reason: format!("{problem}, too much for {pg}"),
+                });
+            }
             if matches!(pg, PgType::Int2 | PgType::Int4 | PgType::Int8) {
                 *value = json_integer(value).map_err(|reason| IngestError::InvalidValue {
                     column: name.clone(),

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Setup, TestApp, TestUser, assert_problem, parquet_bytes, spawn_app_in};
 
-struct Scene {
-    app: TestApp,
-    victim: TestUser,
-    victim_schema: String,
-    attacker: TestUser,
+pub(crate) struct Scene {
+    pub(crate) app: TestApp,
+    pub(crate) victim: TestUser,
+    pub(crate) victim_schema: String,
+    pub(crate) attacker: TestUser,
 }
 
 fn numbers(n: i64) -> Vec<u8> {
@@ -28,7 +28,7 @@ fn numbers(n: i64) -> Vec<u8> {
     parquet_bytes(&batch, None)
 }
 
-async fn scene(timeout: Duration) -> Scene {
+pub(crate) async fn scene(timeout: Duration) -> Scene {
     scene_in(Setup::Hardened, timeout).await
 }
 
@@ -100,7 +100,7 @@ impl Scene {
     /// Nothing leaked or changed: the victim still has its 100 rows with their values, every
     /// pooled connection is the service role again, the attacker has no view, the server
     /// answers.
-    async fn assert_unharmed(&self) {
+    pub(crate) async fn assert_unharmed(&self) {
         let body: Value = self
             .app
             .get_as(&self.victim.access, "/tables/secret/")
@@ -158,7 +158,7 @@ impl Scene {
 
 /// A schema no tenant has: the same attack aimed at it must get the same answer, or the answer
 /// tells the attacker whether the victim's objects exist.
-const GHOST_SCHEMA: &str = "t_00000000000000000000000000000000";
+pub(crate) const GHOST_SCHEMA: &str = "t_00000000000000000000000000000000";
 
 /// The answer to `spelling` aimed at the victim equals the answer aimed at [`GHOST_SCHEMA`]
 /// (with the names swapped back): the refusal reveals nothing about what the victim has.
