@@ -90,6 +90,8 @@ pub fn build_server_on(
         metrics: service::metrics::handle(),
         tenant_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_queries),
         read_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_reads),
+        upload_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_uploads),
+        stream_slots: db::tenant::TenantSlots::new(settings.tenant_max_streams),
         settings: Arc::new(settings),
     });
     // Connect /health's own connection now rather than on the first check, whose deadline

@@ -193,6 +193,14 @@ pub struct Settings {
     /// Row reads and exports one tenant may have in progress at once, per process (429 beyond).
     #[arg(long, env = "TDC_TENANT_CONCURRENT_READS", default_value_t = 4)]
     pub tenant_concurrent_reads: usize,
+    /// Uploads (new tables, more rows) one tenant may have in progress at once, per process
+    /// (429 beyond): each holds a pooled connection and its decoded rows in memory.
+    #[arg(long, env = "TDC_TENANT_CONCURRENT_UPLOADS", default_value_t = 2)]
+    pub tenant_concurrent_uploads: usize,
+    /// Listen streams one tenant may hold open at once, per process (429 beyond): each holds a
+    /// socket, and a process has a limited number of open files.
+    #[arg(long, env = "TDC_TENANT_MAX_STREAMS", default_value_t = 100)]
+    pub tenant_max_streams: usize,
     /// Largest CSV/Parquet export, in bytes (it is written to a temporary file before it is sent).
     #[arg(long, env = "TDC_EXPORT_SPOOL_LIMIT_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub export_spool_limit_bytes: u64,
@@ -391,6 +399,8 @@ mod tests {
         assert_eq!(s.tenant_statement_timeout, Duration::from_secs(300));
         assert_eq!(s.tenant_concurrent_queries, 4);
         assert_eq!(s.tenant_concurrent_reads, 4);
+        assert_eq!(s.tenant_concurrent_uploads, 2);
+        assert_eq!(s.tenant_max_streams, 100);
         assert_eq!(s.export_spool_limit_bytes, 1024 * 1024 * 1024);
         assert_eq!(s.export_write_stall, Duration::from_secs(30));
         assert_eq!(s.rows_response_limit_bytes, 64 * 1024 * 1024);

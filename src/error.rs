@@ -47,10 +47,32 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
     /// 500: an unexpected database failure; details are logged, never sent.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+/// A lock held past the lock timeout is the client's to retry, wherever the statement ran;
+/// every other database error is kept for the caller (or a 500).
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => {
+                Self::lock_timeout()
+            }
+            _ => Self::Database(e),
+        }
+    }
 }
 
 impl ApiError {
+    /// 409 `lock_timeout`: another statement held the relation longer than the lock timeout
+    /// (an upload, a refresh, a long read of the same tenant, or an administrator).
+    pub fn lock_timeout() -> Self {
+        Self::Conflict {
+            code: "lock_timeout",
+            detail: "another statement held the table or view longer than the lock timeout; retry when it is done".to_owned(),
+        }
+    }
+
     /// A 400 with a machine-readable `code`.
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::BadRequest {

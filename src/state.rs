@@ -29,6 +29,10 @@ pub struct AppState {
     pub tenant_slots: db::tenant::TenantSlots,
     /// Per-tenant limits on reads and exports in progress.
     pub read_slots: db::tenant::TenantSlots,
+    /// Per-tenant limits on uploads in progress.
+    pub upload_slots: db::tenant::TenantSlots,
+    /// Per-tenant limits on open listen streams.
+    pub stream_slots: db::tenant::TenantSlots,
     /// `/health`'s own database connection.
     pub health: db::probe::Probe,
     /// Live channel events of this process.

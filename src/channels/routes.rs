@@ -7,6 +7,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, Responder, web};
 use actix_web_lab::sse;
 use chrono::Utc;
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -157,6 +158,13 @@ pub async fn listen(
     }
     let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
     let last_event_id = last_event_id(&req)?;
+    // Held as long as the stream: a tenant's streams take at most their share of sockets.
+    let slot = state
+        .stream_slots
+        .try_acquire(&user.tenant)
+        .ok_or(ApiError::TooManyRequests {
+            retry_after_secs: 1,
+        })?;
     let receiver = state.hub.subscribe(channel.channel_id, channel.last_seq);
     let now = Utc::now().timestamp();
     let token_left = Duration::from_secs(u64::try_from(user.expires_at - now).unwrap_or(0));
@@ -168,7 +176,11 @@ pub async fn listen(
         session,
         token_left,
     )
-    .into_stream();
+    .into_stream()
+    .map(move |event| {
+        let _held = &slot;
+        event
+    });
     Ok(sse::Sse::from_infallible_stream(stream)
         .with_keep_alive(state.settings.sse_heartbeat)
         .with_retry_duration(Duration::from_secs(3))

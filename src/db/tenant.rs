@@ -200,7 +200,8 @@ impl TenantSlots {
 }
 
 /// The failures of a statement run as a tenant that are the tenant's doing: the statement
-/// timeout (`query_timeout`), a resource limit such as `temp_file_limit`
+/// timeout (`query_timeout`), a lock held past the lock timeout (409 `lock_timeout`), a
+/// resource limit such as `temp_file_limit`
 /// (`resource_limit_exceeded`), and data that does not fit (SQLSTATE class 22, answered with
 /// `data_code`). Anything else comes back unchanged for the caller to decide.
 pub fn classify_error(e: sqlx::Error, data_code: &'static str) -> Result<ApiError, sqlx::Error> {
@@ -212,6 +213,8 @@ pub fn classify_error(e: sqlx::Error, data_code: &'static str) -> Result<ApiErro
             "query_timeout",
             "the query ran longer than the statement timeout and was cancelled",
         )),
+
+        Some("55P03") => Ok(ApiError::lock_timeout()),
         Some("53400") => Ok(ApiError::bad_request(
             "resource_limit_exceeded",
             format!(

@@ -224,20 +224,35 @@ pub(super) fn numeric_text_problem(text: &str) -> Option<String> {
     None
 }
 
-/// Refuses `numeric` values [`numeric_text_problem`] refuses, naming the first such row.
+/// Whether a number written as text has a non-zero fraction (`1.5`, not `2.0` or `7`).
+fn has_fraction(text: &str) -> bool {
+    text.trim()
+        .split_once('.')
+        .is_some_and(|(_, fraction)| fraction.chars().any(|c| c.is_ascii_digit() && c != '0'))
+}
+
+/// Refuses `numeric` values [`numeric_text_problem`] refuses, and fractions a `numeric` column
+/// without a scale would lose (its Arrow type has scale 0), naming the first such row.
 fn check_numeric_texts<'t>(
     texts: impl Iterator<Item = Option<&'t str>>,
     column: &ColumnPlan,
     row_offset: usize,
 ) -> Result<(), IngestError> {
     for (i, text) in texts.enumerate() {
-        if let Some(problem) = text.and_then(numeric_text_problem) {
-            return Err(invalid(
-                column,
-                row_offset,
-                i,
-                format!("{problem}, too much for {}", column.pg),
-            ));
+        let Some(text) = text else { continue };
+        let problem = if let Some(problem) = numeric_text_problem(text) {
+            Some(format!("{problem}, too much for {}", column.pg))
+        } else if column.pg == PgType::Numeric(None) && has_fraction(text) {
+            Some(format!(
+                "{text:?} has a fraction, which a numeric column without a scale would lose \
+                 (it takes whole numbers from text and JSON); declare the column with a scale, \
+                 for example numeric(12,4)"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(invalid(column, row_offset, i, problem));
         }
     }
     Ok(())

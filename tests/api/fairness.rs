@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, TestUser, assert_problem, parquet_bytes, spawn_app_with, superuser};
+use crate::helpers::{
+    TestApp, TestUser, WALKTHROUGH_COLUMNS, assert_problem, parquet_bytes, spawn_app_with,
+    superuser, walkthrough_file,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -457,5 +460,175 @@ async fn a_queue_tick_beyond_the_tenants_cap_waits_for_one_of_its_runs_to_end() 
             runs.iter().any(|r| r["status"] == "succeeded")
         })
         .await;
+    }
+}
+
+/// Starts `POST path` with a JSON body that never finishes (a client uploading slowly, or an
+/// attacker holding the request open); the socket keeps the request going until dropped.
+async fn unfinished_upload(app: &TestApp, access: &str, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {access}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[{{\"SomeNumber\": 1}}"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request");
+    stream
+}
+
+/// Sends a one-row upload as `access` until it answers `expected` (the server takes or frees
+/// a slot a moment after the client acts), for at most 10 s.
+async fn upload_until(app: &TestApp, access: &str, expected: StatusCode) {
+    let start = Instant::now();
+    loop {
+        let res = app
+            .post_as(
+                access,
+                "/tables/sometable/rows/",
+                &json!([{"SomeNumber": 7}]),
+            )
+            .await;
+        if res.status() == expected {
+            if expected == StatusCode::TOO_MANY_REQUESTS {
+                assert_problem(res, expected, "too_many_requests").await;
+            }
+            return;
+        }
+        assert!(
+            start.elapsed() < 10 * SECOND,
+            "uploads kept answering {} instead of {expected}",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_uploads_beyond_its_slots_get_429_and_other_tenants_still_upload() {
+    let app = spawn_app_with(|s| s.tenant_concurrent_uploads = 2).await;
+    let a = app.user_with_view().await;
+    let b = app.user_with_view().await;
+
+    // A starts three uploads that never finish: two hold its two slots, the third is refused
+    // at once (so the two are known to hold them)...
+    let mut held = Vec::new();
+    for path in [
+        "/tables/sometable/rows/",
+        "/tables/sometable/rows/?mode=replace",
+        "/tables/sometable/rows/",
+    ] {
+        held.push(unfinished_upload(&app, &a.access, path).await);
+    }
+    let mut refused = 0;
+    for socket in &mut held {
+        let mut head = [0u8; 12];
+        if let Ok(Ok(n)) = tokio::time::timeout(3 * SECOND, socket.read(&mut head)).await {
+            assert_eq!(
+                &head[..n],
+                b"HTTP/1.1 429",
+                "an unfinished upload was answered"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 1,
+        "two uploads hold the two slots, the third is refused"
+    );
+    // ...so its next upload, of rows or of a new table, is refused too,
+    upload_until(&app, &a.access, StatusCode::TOO_MANY_REQUESTS).await;
+    let res = app
+        .create_table(
+            &a.access,
+            walkthrough_file(),
+            "another",
+            Some(WALKTHROUGH_COLUMNS),
+        )
+        .await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    // while B uploads and reads as usual.
+    for _ in 0..3 {
+        answers_quickly(
+            "B's upload",
+            StatusCode::OK,
+            app.post_as(
+                &b.access,
+                "/tables/sometable/rows/",
+                &json!([{"SomeNumber": 1}]),
+            ),
+        )
+        .await;
+        answers_quickly(
+            "B's page",
+            StatusCode::OK,
+            app.get_as(&b.access, "/tables/sometable/rows/?limit=1"),
+        )
+        .await;
+    }
+
+    // When A's clients go, its slots come back.
+    drop(held);
+    upload_until(&app, &a.access, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn a_tenants_listen_streams_beyond_its_share_get_429_and_other_tenants_still_listen() {
+    // The server learns that a client went when a heartbeat fails to reach it.
+    let app = spawn_app_with(|s| {
+        s.tenant_max_streams = 2;
+        s.sse_heartbeat = SECOND;
+    })
+    .await;
+    let a = app.user_with_view().await;
+    let b = app.user_with_view().await;
+    let channel_of = |user: &TestUser| {
+        let user = user.access.clone();
+        let app = &app;
+        async move {
+            app.created(&user, "/channels/create/", json!({"view_name": "someview"}))
+                .await["channel_id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    };
+    let (a_channel, b_channel) = (channel_of(&a).await, channel_of(&b).await);
+
+    let first = app.listen(&a.access, &a_channel).await;
+    let _second = app.listen(&a.access, &a_channel).await;
+    let res = app
+        .get_as(&a.access, &format!("/channels/{a_channel}/listen/"))
+        .await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    // B is not counted against A.
+    let mut b_stream = app.listen(&b.access, &b_channel).await;
+    let res = app
+        .post_as(&b.access, "/views/someview/refresh/", &json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(b_stream.expect_event(10 * SECOND).await.seq(), 1);
+
+    // A stream that ends gives its slot back.
+    drop(first);
+    let start = Instant::now();
+    loop {
+        let res = app
+            .get_as(&a.access, &format!("/channels/{a_channel}/listen/"))
+            .await;
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            start.elapsed() < 15 * SECOND,
+            "the closed stream's slot did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

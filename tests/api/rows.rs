@@ -771,3 +771,98 @@ async fn a_read_that_runs_past_the_statement_timeout_is_query_timeout() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_numeric_column_without_a_scale_refuses_fractions_instead_of_rounding_them() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let file = parquet_bytes(
+        &RecordBatch::try_from_iter([(
+            "amount",
+            Arc::new(StringArray::from(vec!["7"])) as ArrayRef,
+        )])
+        .expect("batch"),
+        None,
+    );
+    let columns = r#"[{"column_name": "amount", "column_type": "numeric"}]"#;
+    let res = app
+        .create_table(&user.access, file, "prices", Some(columns))
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // Every spelling of a fraction: a JSON number, a string, trailing zeros, a negative one.
+    for (i, value) in [json!(1.5), json!("1.5"), json!("0.0010"), json!(-2.25)]
+        .into_iter()
+        .enumerate()
+    {
+        let rows = json!([{"amount": 1}, {"amount": value}]);
+        let res = app
+            .post_as(&user.access, "/tables/prices/rows/", &rows)
+            .await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_value").await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("amount")
+                && detail.contains("row 2")
+                && detail.contains("numeric(12,4)"),
+            "case {i} ({value}): {detail}"
+        );
+    }
+    // Whole numbers, however written, are kept; nothing of the refused uploads was.
+    let rows = json!([{"amount": 2}, {"amount": "3.000"}, {"amount": "-4"}]);
+    let res = app
+        .post_as(&user.access, "/tables/prices/rows/", &rows)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page: Value = app
+        .get_as(&user.access, "/tables/prices/rows/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let amounts: Vec<&str> = page["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["amount"].as_str().expect("numeric as text"))
+        .collect();
+    assert_eq!(amounts, ["7", "2", "3", "-4"]);
+}
+
+#[tokio::test]
+async fn an_upload_that_waits_past_the_lock_timeout_is_a_409_and_changes_nothing() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let before: Value = app
+        .get_as(&user.access, "/tables/sometable/")
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    // An administrator's lock outlasts the tenant's 10 s lock timeout.
+    let lock = crate::helpers::hold_table_lock(&app, &user, Duration::from_secs(14));
+    let upload = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.post_as(
+            &user.access,
+            "/tables/sometable/rows/?mode=replace",
+            &json!([{"SomeNumber": 1}]),
+        )
+        .await
+    };
+    let ((), res) = tokio::join!(lock, upload);
+
+    let body = assert_problem(res, StatusCode::CONFLICT, "lock_timeout").await;
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("retry")),
+        "{body}"
+    );
+    let after: Value = app
+        .get_as(&user.access, "/tables/sometable/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after["row_count"], before["row_count"]);
+}
