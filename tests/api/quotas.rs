@@ -64,7 +64,11 @@ async fn created_count(responses: Vec<reqwest::Response>, code: &str) -> usize {
 #[tokio::test]
 async fn parallel_table_creations_never_exceed_the_table_quota() {
     // Arrange
-    let app = spawn_app_with(|s| s.max_tables_per_tenant = 3).await;
+    let app = spawn_app_with(|s| {
+        s.max_tables_per_tenant = 3;
+        s.tenant_concurrent_uploads = 16;
+    })
+    .await;
     let user = app.signed_up_user().await;
 
     // Act
