@@ -13,7 +13,7 @@ use tinydevcrm::db::local_cluster::{ClusterOptions, LocalCluster};
 use uuid::Uuid;
 
 use crate::helpers::{
-    database_url, spawn_app_on, spawn_app_with, superuser, temp_dir, test_settings,
+    database_url, spawn_app, spawn_app_on, spawn_app_with, superuser, temp_dir, test_settings,
 };
 
 /// A `serve` process, killed when dropped.
