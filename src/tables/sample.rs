@@ -226,13 +226,17 @@ mod shipped {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tutorials/data");
         for (name, write) in [
-            ("inventory.parquet", write_sim_inventory as fn(&Path) -> anyhow::Result<()>),
+            (
+                "inventory.parquet",
+                write_sim_inventory as fn(&Path) -> anyhow::Result<()>,
+            ),
             ("usage.parquet", write_sim_usage),
         ] {
             let fresh = dir.path().join(name);
             write(&fresh).expect("write");
             assert!(
-                std::fs::read(&fresh).expect("read fresh") == std::fs::read(data.join(name)).expect("read shipped"),
+                std::fs::read(&fresh).expect("read fresh")
+                    == std::fs::read(data.join(name)).expect("read shipped"),
                 "docs/tutorials/data/{name} differs from what `tinydevcrm sample` writes"
             );
         }

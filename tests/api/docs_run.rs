@@ -107,7 +107,10 @@ fn check_shown_files(text: &str, page: &str) -> usize {
     while let Some(at) = rest.find("<!-- file: ") {
         rest = &rest[at + "<!-- file: ".len()..];
         let path = rest[..rest.find(" -->").expect("closed comment")].trim();
-        let fence = rest.find("```sql\n").expect("a sql block after <!-- file -->") + 7;
+        let fence = rest
+            .find("```sql\n")
+            .expect("a sql block after <!-- file -->")
+            + 7;
         let end = rest[fence..].find("```").expect("closed sql block") + fence;
         let shown = &rest[fence..end];
         let file = read(path);
@@ -257,9 +260,11 @@ async fn run_page(page: &str, text: &str) {
     let outputs: Vec<&str> = stdout.split(&format!("\n{MARKER}\n")).collect();
     let done = outputs.len() - 1;
     if status.is_none_or(|s| !s.success()) {
-        let failed = blocks.get(done).map_or("(after the last block)".to_owned(), |b| {
-            format!("line {}:\n{}", b.line, b.code)
-        });
+        let failed = blocks
+            .get(done)
+            .map_or("(after the last block)".to_owned(), |b| {
+                format!("line {}:\n{}", b.line, b.code)
+            });
         panic!(
             "{page}: the block at {failed}\nended the run ({}).\nIts output:\n{}\nstderr:\n{stderr}",
             status.map_or("timed out".to_owned(), |s| s.to_string()),
@@ -320,8 +325,14 @@ fn the_docs_runner_reads_blocks_outputs_and_skips() {
     assert_eq!(found[0].expected.as_deref(), Some("a"));
     assert_eq!(found[1].code, "echo b");
     assert_eq!(found[1].expected, None);
-    assert!(matches("{\"id\":\"...\",\"n\":1}", "{\"id\":\"42\",\"n\":1}"));
-    assert!(!matches("{\"id\":\"...\",\"n\":1}", "{\"id\":\"42\",\"n\":2}"));
+    assert!(matches(
+        "{\"id\":\"...\",\"n\":1}",
+        "{\"id\":\"42\",\"n\":1}"
+    ));
+    assert!(!matches(
+        "{\"id\":\"...\",\"n\":1}",
+        "{\"id\":\"42\",\"n\":2}"
+    ));
     assert!(matches("a...", "abc"));
     assert!(!matches("a", "ab"));
     assert!(problem_in("{\"title\":\"Not Found\",\"status\":404}").is_some());
