@@ -1,9 +1,9 @@
-//! The README walkthrough and the tutorials, run from their own text: every ```bash block, in
+//! The README walkthrough and the tutorials, run from their own text: every fenced `bash` block, in
 //! order, in one fresh `bash -euo pipefail` against a server of the test's own, from a copy of
-//! the repository's files. A ```text block right after a command block is the output that
+//! the repository's files. A fenced `text` block right after a command block is the output that
 //! command must print (`...` stands for what varies); a block under the comment
 //! `<!-- not run by the docs test: ... -->` is skipped (it starts the service or runs the
-//! tests). A ```sql block under `<!-- file: path -->` must be that file, byte for byte.
+//! tests). A fenced `sql` block under `<!-- file: path -->` must be that file, byte for byte.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{spawn_app, temp_dir};
 
-/// The comment that keeps the next ```bash block out of the run.
+/// The comment that keeps the next fenced `bash` block out of the run.
 const SKIP: &str = "<!-- not run by the docs test";
 /// Printed after each block, to cut the output into the blocks'.
 const MARKER: &str = "@@docs-run-block-end@@";
 /// How long a whole page may take.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// One ```bash block and the output shown after it, if any.
+/// One fenced `bash` block and the output shown after it, if any.
 #[derive(Debug)]
 struct Block {
     line: usize,
@@ -47,7 +47,7 @@ fn section<'a>(text: &'a str, heading: &str) -> &'a str {
     &rest[..end]
 }
 
-/// The runnable ```bash blocks of `text`, each with the ```text block that follows it.
+/// The runnable fenced `bash` blocks of `text`, each with the `text` block that follows it.
 fn blocks(text: &str) -> Vec<Block> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<Block> = Vec::new();
@@ -57,8 +57,7 @@ fn blocks(text: &str) -> Vec<Block> {
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i].trim_end();
-        if line.starts_with("```") {
-            let lang = &line[3..];
+        if let Some(lang) = line.strip_prefix("```") {
             let start = i + 1;
             let mut end = start;
             while end < lines.len() && lines[end].trim_end() != "```" {
@@ -100,7 +99,7 @@ fn blocks(text: &str) -> Vec<Block> {
     out
 }
 
-/// `<!-- file: path -->` followed by a ```sql block: the block must be the file.
+/// `<!-- file: path -->` followed by a fenced `sql` block: the block must be the file.
 fn check_shown_files(text: &str, page: &str) -> usize {
     let mut checked = 0;
     let mut rest = text;
