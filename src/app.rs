@@ -301,8 +301,8 @@ fn bind_listeners(args: &ServeArgs) -> anyhow::Result<Vec<TcpListener>> {
         // The original served SSE on Pushpin's port; its walkthrough's listen URL works here.
         let listener = TcpListener::bind(stream_bind).with_context(|| {
             format!(
-                "binding the stream port {stream_bind} (TDC_STREAM_BIND / --stream-bind; \
-                 set TDC_STREAM_BIND= to turn it off, or another address)"
+                "binding the stream port {stream_bind} (set TDC_STREAM_BIND / --stream-bind \
+                 to another address, or empty to turn it off)"
             )
         })?;
         tracing::info!(address = %stream_bind, "serving HTTP (stream port)");
