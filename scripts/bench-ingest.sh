@@ -22,7 +22,7 @@ $BIN sample --calls "$CALLS" --out "$WORK/calls.parquet"
 ls -l "$WORK/calls.parquet" | awk '{printf "parquet file: %.1f MiB\n", $5/1048576}'
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-TDC_DATA_DIR="$WORK/data" TDC_BIND="127.0.0.1:$PORT" TDC_UPLOAD_LIMIT_BYTES=$((4 * 1024 * 1024 * 1024)) \
+TDC_DATA_DIR="$WORK/data" TDC_BIND="127.0.0.1:$PORT" TDC_STREAM_BIND= TDC_UPLOAD_LIMIT_BYTES=$((4 * 1024 * 1024 * 1024)) \
   TDC_TENANT_STATEMENT_TIMEOUT_SECS=3600 RUST_LOG=warn $BIN serve > "$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 B="http://127.0.0.1:$PORT"

@@ -268,6 +268,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.database.database_url.is_some() {
         jwt_secret(&args, &args.database.data_dir)?;
     }
+    // Both addresses are bound before anything starts, so a busy port fails fast and loud.
+    let listeners = bind_listeners(&args)?;
     let database = open_database(&args.database).await?;
     let data_dir = database.cluster.as_ref().map_or_else(
         || args.database.data_dir.clone(),
@@ -281,26 +283,34 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     db::check_privileges(&pool)
         .await
         .context("checking the database privileges")?;
-    let mut listeners =
-        vec![TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?];
-    tracing::info!(address = %args.bind, "serving HTTP");
-    let stream_bind = settings.stream_bind.trim();
-    if !stream_bind.is_empty() {
-        // The original served SSE on Pushpin's port; its walkthrough's listen URL works here.
-        match TcpListener::bind(stream_bind) {
-            Ok(l) => {
-                tracing::info!(address = %settings.stream_bind, "serving HTTP (stream port)");
-                listeners.push(l);
-            }
-            Err(e) => {
-                tracing::warn!(address = %settings.stream_bind, error = %e, "stream port unavailable; serving on the main address only")
-            }
-        }
-    }
     let result = build_server_on(listeners, pool.clone(), settings)?.await;
     pool.close().await;
     stop_cluster(database.cluster).await;
     result.context("the HTTP server failed")
+}
+
+/// The main address and, unless `TDC_STREAM_BIND` is empty, the stream address. A stream port
+/// that cannot be bound is an error naming the port and the setting: a warning let a client of
+/// that port talk to whatever other process held it.
+fn bind_listeners(args: &ServeArgs) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = vec![
+        TcpListener::bind(args.bind)
+            .with_context(|| format!("binding {} (TDC_BIND / --bind)", args.bind))?,
+    ];
+    tracing::info!(address = %args.bind, "serving HTTP");
+    let stream_bind = args.settings.stream_bind.trim();
+    if !stream_bind.is_empty() {
+        // The original served SSE on Pushpin's port; its walkthrough's listen URL works here.
+        let listener = TcpListener::bind(stream_bind).with_context(|| {
+            format!(
+                "binding the stream port {stream_bind} (set TDC_STREAM_BIND / --stream-bind \
+                 to another address, or empty to turn it off)"
+            )
+        })?;
+        tracing::info!(address = %stream_bind, "serving HTTP (stream port)");
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// `tinydevcrm migrate`.

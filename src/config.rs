@@ -62,6 +62,21 @@ pub struct SampleArgs {
     /// Output file.
     #[arg(long, default_value = "sample.parquet")]
     pub out: PathBuf,
+    /// What to write: call records, or the SIM-usage tutorial's inventory or usage (fixed
+    /// contents; `--calls` and `--seed` apply to call records only).
+    #[arg(long, value_enum, default_value_t = SampleDataset::Calls)]
+    pub dataset: SampleDataset,
+}
+
+/// The data sets `sample` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SampleDataset {
+    /// Telephone call records (`sample.parquet`).
+    Calls,
+    /// SIM cards and their organisations (`docs/tutorials/data/inventory.parquet`).
+    SimInventory,
+    /// 48 hours of SIM usage (`docs/tutorials/data/usage.parquet`).
+    SimUsage,
 }
 
 /// Where the data lives.

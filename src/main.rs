@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tinydevcrm::config::{Cli, Command};
+use tinydevcrm::config::{Cli, Command, SampleDataset};
+use tinydevcrm::tables::sample;
 use tinydevcrm::{app, telemetry};
 
 #[actix_web::main]
@@ -13,9 +14,11 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => app::serve(*args).await,
         Command::Migrate(args) => app::migrate(args).await,
-        Command::Sample(args) => {
-            tinydevcrm::tables::sample::write_sample(&args.out, args.calls, args.seed)
-        }
+        Command::Sample(args) => match args.dataset {
+            SampleDataset::Calls => sample::write_sample(&args.out, args.calls, args.seed),
+            SampleDataset::SimInventory => sample::write_sim_inventory(&args.out),
+            SampleDataset::SimUsage => sample::write_sim_usage(&args.out),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

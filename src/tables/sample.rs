@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use parquet::arrow::ArrowWriter;
@@ -134,6 +137,67 @@ pub fn write_sample(out: &Path, calls: usize, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The SIM cards of the SIM-usage tutorial: two of organisation `x00g8`, one of `y11h9`.
+pub const SIM_CARDS: [(&str, &str); 3] = [
+    ("89440001", "x00g8"),
+    ("89440002", "x00g8"),
+    ("89440003", "y11h9"),
+];
+
+fn write_batch(out: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let properties = WriterProperties::builder()
+        .set_created_by("tinydevcrm sample".to_owned())
+        .build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+/// The SIM-usage tutorial's inventory: `sim_card_id` and `org_id` (text).
+pub fn write_sim_inventory(out: &Path) -> anyhow::Result<()> {
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "sim_card_id",
+            Arc::new(StringArray::from_iter_values(SIM_CARDS.iter().map(|c| c.0))) as _,
+        ),
+        (
+            "org_id",
+            Arc::new(StringArray::from_iter_values(SIM_CARDS.iter().map(|c| c.1))) as _,
+        ),
+    ])?;
+    write_batch(out, &batch)
+}
+
+/// The SIM-usage tutorial's first usage rows: 48 hours from 2020-02-01 00:00 UTC, every SIM
+/// using 100 bytes each quarter hour (`date` timestamptz, `bytes_used` bigint, `sim_card_id`).
+pub fn write_sim_usage(out: &Path) -> anyhow::Result<()> {
+    let start = Utc
+        .with_ymd_and_hms(2020, 2, 1, 0, 0, 0)
+        .single()
+        .context("a fixed date")?
+        .timestamp_micros();
+    let mut dates = Vec::new();
+    let mut sims = Vec::new();
+    for quarter in 0..(48 * 4) {
+        for (sim, _) in SIM_CARDS {
+            dates.push(start + quarter * 15 * 60 * 1_000_000);
+            sims.push(sim);
+        }
+    }
+    let n = dates.len();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "date",
+            Arc::new(TimestampMicrosecondArray::from(dates).with_timezone("UTC")) as _,
+        ),
+        ("bytes_used", Arc::new(Int64Array::from(vec![100; n])) as _),
+        ("sim_card_id", Arc::new(StringArray::from(sims)) as _),
+    ])?;
+    write_batch(out, &batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +212,33 @@ mod tests {
             std::fs::read(a).expect("read a"),
             std::fs::read(b).expect("read b")
         );
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// The tutorial data under `docs/tutorials/data/` is what `tinydevcrm sample` writes; on a
+    /// change here, regenerate it with the commands in `docs/tutorials/sim-usage.md`.
+    #[test]
+    fn the_shipped_tutorial_data_is_what_sample_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tutorials/data");
+        for (name, write) in [
+            (
+                "inventory.parquet",
+                write_sim_inventory as fn(&Path) -> anyhow::Result<()>,
+            ),
+            ("usage.parquet", write_sim_usage),
+        ] {
+            let fresh = dir.path().join(name);
+            write(&fresh).expect("write");
+            assert!(
+                std::fs::read(&fresh).expect("read fresh")
+                    == std::fs::read(data.join(name)).expect("read shipped"),
+                "docs/tutorials/data/{name} differs from what `tinydevcrm sample` writes"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ mod awkward_input;
 mod channels;
 mod cluster;
 mod db;
+mod docs_run;
 mod fairness;
 mod helpers;
 mod jobs;

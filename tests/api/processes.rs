@@ -13,7 +13,7 @@ use tinydevcrm::db::local_cluster::{ClusterOptions, LocalCluster};
 use uuid::Uuid;
 
 use crate::helpers::{
-    database_url, spawn_app_on, spawn_app_with, superuser, temp_dir, test_settings,
+    database_url, spawn_app, spawn_app_on, spawn_app_with, superuser, temp_dir, test_settings,
 };
 
 /// A `serve` process, killed when dropped.
@@ -566,4 +566,39 @@ async fn response_head(stream: &mut tokio::net::TcpStream) -> String {
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).to_lowercase()
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_when_its_stream_port_is_taken() {
+    let app = spawn_app().await;
+    // Another process's port: serve must not start beside it, or clients of that port would
+    // talk to the other process.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let address = held.local_addr().expect("address").to_string();
+    let logs = temp_dir("tdc-stream-port");
+    let log = logs.join("serve.log");
+    let mut process = serve(
+        &database_url(&app.db),
+        &log,
+        &[("TDC_STREAM_BIND", address.clone())],
+    );
+    let began = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = process.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "serve still runs with its stream port {address} taken"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let output = std::fs::read_to_string(&log).expect("log");
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains(&format!("binding the stream port {address}"))
+            && output.contains("TDC_STREAM_BIND"),
+        "the error names the port and the setting: {output}"
+    );
+    drop(held);
 }

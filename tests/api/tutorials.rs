@@ -209,47 +209,13 @@ async fn tutorial_phone_billing_over_sample_parquet_bills_every_call() {
     );
 }
 
-fn sim_inventory() -> Vec<u8> {
-    let batch = RecordBatch::try_from_iter(vec![
-        (
-            "sim_card_id",
-            Arc::new(StringArray::from(vec!["89440001", "89440002", "89440003"])) as _,
-        ),
-        (
-            "org_id",
-            Arc::new(StringArray::from(vec!["x00g8", "x00g8", "y11h9"])) as _,
-        ),
-    ])
-    .expect("batch");
-    parquet_bytes(&batch, None)
-}
-
-/// 48 hours from 2020-02-01 00:00 UTC, every SIM using 100 bytes each quarter hour.
-fn sim_usage() -> Vec<u8> {
-    let start = Utc
-        .with_ymd_and_hms(2020, 2, 1, 0, 0, 0)
-        .single()
-        .expect("date")
-        .timestamp_micros();
-    let mut dates = Vec::new();
-    let mut sims = Vec::new();
-    for quarter in 0..(48 * 4) {
-        for sim in ["89440001", "89440002", "89440003"] {
-            dates.push(start + quarter * 15 * 60 * 1_000_000);
-            sims.push(sim);
-        }
-    }
-    let n = dates.len();
-    let batch = RecordBatch::try_from_iter(vec![
-        (
-            "date",
-            Arc::new(TimestampMicrosecondArray::from(dates).with_timezone("UTC")) as _,
-        ),
-        ("bytes_used", Arc::new(Int64Array::from(vec![100; n])) as _),
-        ("sim_card_id", Arc::new(StringArray::from(sims)) as _),
-    ])
-    .expect("batch");
-    parquet_bytes(&batch, None)
+/// The tutorial's data, as shipped under `docs/tutorials/data/` (`tinydevcrm sample` writes it).
+fn tutorial_data(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/docs/tutorials/data/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("tutorial data")
 }
 
 #[tokio::test]
@@ -264,13 +230,18 @@ async fn tutorial_sim_usage() {
     );
 
     assert_eq!(
-        app.create_table(&user.access, sim_inventory(), "inventory", None)
-            .await
-            .status(),
+        app.create_table(
+            &user.access,
+            tutorial_data("inventory.parquet"),
+            "inventory",
+            None
+        )
+        .await
+        .status(),
         StatusCode::CREATED
     );
     assert_eq!(
-        app.create_table(&user.access, sim_usage(), "usage", None)
+        app.create_table(&user.access, tutorial_data("usage.parquet"), "usage", None)
             .await
             .status(),
         StatusCode::CREATED

@@ -1,0 +1,3 @@
+SELECT subscriber, period, count(*) AS calls, sum(price) AS total
+FROM bills
+GROUP BY subscriber, period
