@@ -8,6 +8,7 @@ mod auth;
 mod awkward_input;
 mod channels;
 mod cluster;
+mod cors;
 mod db;
 mod fairness;
 mod helpers;
