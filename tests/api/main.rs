@@ -5,6 +5,7 @@
 mod architecture;
 mod attacks;
 mod auth;
+mod browser;
 mod awkward_input;
 mod channels;
 mod cluster;
