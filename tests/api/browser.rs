@@ -230,7 +230,9 @@ let lastId = 0, es = null, recovering = false;
 function listen() {
   es = new EventSource(listenUrl(lastId));
   const mine = es;
-  es.onopen = () => report({kind: "open", last: lastId});
+  let opened = false;
+  // Opened again: the browser's own reconnect, with Last-Event-ID and the same URL.
+  es.onopen = () => { report({kind: "open", last: lastId, again: opened}); opened = true; };
   es.addEventListener("refresh", e => {
     lastId = Number(e.lastEventId);
     report({kind: "event", id: lastId});
@@ -352,12 +354,14 @@ async fn a_page_survives_three_token_expiries_and_a_restart_without_missing_or_r
     let Some(chromium) = chromium() else { return };
     let mut page = PageServer::start().await;
     // The setup and the refreshes go through this app (long-lived tokens); the page talks to
-    // a server of its own with two-second access tokens, restarted once.
+    // a server of its own with short-lived access tokens, restarted once.
     let app = spawn_app_with(|_| {}).await;
     let user = app.user_with_view().await;
     let cid = channel_of(&app, &user.access).await;
     let mut settings = app.settings.clone();
-    settings.access_token_ttl = Duration::from_secs(2);
+    // Long enough for the browser's own reconnect (after `retry: 3000`) to beat the expiry
+    // when the restart comes early in a stream, short enough for three expiries in a test.
+    settings.access_token_ttl = Duration::from_secs(8);
     settings.cors_origins = vec![page.origin.clone()];
     settings.scheduler = false;
     let address: SocketAddr = {
@@ -399,6 +403,7 @@ async fn a_page_survives_three_token_expiries_and_a_restart_without_missing_or_r
         }
     }
     let mut expiries = 0;
+    let mut events_since_open = 0;
     let mut restarted = false;
     let mut quiet_since: Option<tokio::time::Instant> = None;
     let started = tokio::time::Instant::now();
@@ -409,8 +414,11 @@ async fn a_page_survives_three_token_expiries_and_a_restart_without_missing_or_r
         tokio::select! {
             report = page.reports.recv() => {
                 let report = report.expect("the page server is running");
-                if report["kind"] == "expired" {
-                    expiries += 1;
+                match report["kind"].as_str() {
+                    Some("expired") => expiries += 1,
+                    Some("open") => events_since_open = 0,
+                    Some("event") => events_since_open += 1,
+                    _ => {}
                 }
                 if ["refresh_failed", "reset"].contains(&report["kind"].as_str().unwrap_or_default()) {
                     panic!("the page hit {report}; so far {reports:#?}");
@@ -421,12 +429,12 @@ async fn a_page_survives_three_token_expiries_and_a_restart_without_missing_or_r
                 if quiet_since.is_none() {
                     app.refresh_view(&user.access, "someview").await;
                 }
-                // Restart while the stream is steady, not while the page is refreshing its
-                // token: a rotation whose answer the restart cut would be a refresh-token reuse.
-                let steady = reports
-                    .last()
-                    .is_some_and(|r| r["kind"] == "open" || r["kind"] == "event");
-                if !restarted && expiries >= 1 && steady {
+                // Restart early in a stream that has had events (so its URL's last_event_id is
+                // behind the Last-Event-ID its reconnect sends), and not while the page is
+                // refreshing its token: a rotation whose answer the restart cut would be a
+                // refresh-token reuse.
+                let steady = reports.last().is_some_and(|r| r["kind"] == "event");
+                if !restarted && expiries >= 1 && steady && events_since_open >= 2 {
                     server.stop(false).await;
                     server = serve_at(address, app.pool.clone(), settings.clone());
                     restarted = true;
@@ -489,12 +497,18 @@ async fn a_page_survives_three_token_expiries_and_a_restart_without_missing_or_r
         expiries >= 3 && opens >= 4,
         "{expiries} expiries, {opens} streams opened: {reports:#?}"
     );
-    let after_restart = reports
+    let after_restart: Vec<&Value> = reports
         .iter()
         .skip_while(|r| r["kind"] != "restarted by the test")
-        .any(|r| r["kind"] == "error");
+        .collect();
     assert!(
-        after_restart,
+        after_restart.iter().any(|r| r["kind"] == "error"),
         "the restart did not cut the page's stream: {reports:#?}"
+    );
+    assert!(
+        after_restart
+            .iter()
+            .any(|r| r["kind"] == "open" && r["again"] == true),
+        "the browser did not reconnect by itself after the restart: {reports:#?}"
     );
 }
