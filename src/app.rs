@@ -5,9 +5,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 
+use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_cors::Cors;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{self, Next, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};

@@ -530,9 +530,12 @@ mod tests {
             "https://",
             "https://[::1",
         ] {
-            let error = Cli::try_parse_from(["tinydevcrm", "serve", "--cors-origins", bad])
-                .expect_err(bad);
-            assert!(error.to_string().contains("not an origin"), "{bad}: {error}");
+            let error =
+                Cli::try_parse_from(["tinydevcrm", "serve", "--cors-origins", bad]).expect_err(bad);
+            assert!(
+                error.to_string().contains("not an origin"),
+                "{bad}: {error}"
+            );
         }
     }
 

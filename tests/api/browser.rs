@@ -283,7 +283,11 @@ fn page_url(page: &PageServer, params: &[(&str, &str)]) -> String {
 
 async fn channel_of(app: &TestApp, access: &str) -> String {
     let channel = app
-        .created(access, "/channels/create/", json!({"view_name": "someview"}))
+        .created(
+            access,
+            "/channels/create/",
+            json!({"view_name": "someview"}),
+        )
         .await;
     channel["channel_id"].as_str().expect("id").to_owned()
 }
@@ -317,7 +321,9 @@ async fn a_page_on_another_origin_calls_the_api_and_listens_through_cors() {
     assert_eq!(report["me"], 200, "{report}");
     assert_eq!(report["me_email"], user.email.as_str(), "{report}");
     assert!(
-        report["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        report["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
         "X-Request-Id is exposed: {report}"
     );
     // A JSON POST with Authorization: the browser sent a preflight first.
@@ -468,7 +474,12 @@ async fn a_page_survives_three_token_expiries_and_a_restart_without_missing_or_r
         let mut events: Vec<(i64, i64)> = reports
             .iter()
             .filter(|r| r["kind"] == "event")
-            .map(|r| (r["n"].as_i64().unwrap_or(-1), r["id"].as_i64().unwrap_or(-1)))
+            .map(|r| {
+                (
+                    r["n"].as_i64().unwrap_or(-1),
+                    r["id"].as_i64().unwrap_or(-1),
+                )
+            })
             .collect();
         events.sort_unstable();
         events.into_iter().map(|(_, id)| id).collect()

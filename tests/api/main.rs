@@ -5,8 +5,8 @@
 mod architecture;
 mod attacks;
 mod auth;
-mod browser;
 mod awkward_input;
+mod browser;
 mod channels;
 mod cluster;
 mod cors;
