@@ -1,7 +1,8 @@
 //! A real browser on another origin: headless Chromium (Debian's `chromium`) loads a page from
 //! a small server of the test's own on another port; the page calls the API through CORS and
-//! reports what it saw by POSTing JSON back to that server. Without Chromium these tests say
-//! "SKIPPED: chromium not found"; with `TDC_REQUIRE_CHROMIUM=1` (CI) they fail instead.
+//! reports what it saw by sending JSON back (`POST /report`) to that server. Without Chromium
+//! these tests say "SKIPPED: chromium not found"; with `TDC_REQUIRE_CHROMIUM=1` (CI) they fail
+//! instead.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
