@@ -290,13 +290,16 @@ pub struct Settings {
     pub sse_session_recheck: Duration,
     /// Browser origins (`https://dash.example.com`, comma-separated, exact) allowed to call the
     /// API from their pages (CORS); none by default, and then no CORS headers are sent at all.
+    // One value holding the list (the path spelled out keeps clap from reading `Vec` as a
+    // repeated flag), so that an empty variable means none rather than an invalid origin.
     #[arg(
         long,
         env = "TDC_CORS_ORIGINS",
-        value_delimiter = ',',
-        value_parser = cors_origin
+        default_value = "",
+        hide_default_value = true,
+        value_parser = cors_origins
     )]
-    pub cors_origins: Vec<String>,
+    pub cors_origins: std::vec::Vec<String>,
     /// How long browsers may cache a CORS preflight answer, in seconds.
     #[arg(
         long = "cors-max-age-secs",
@@ -323,6 +326,15 @@ impl Settings {
             .expect("BUG: every setting has a default");
         Self::from_arg_matches(&matches).expect("BUG: every default parses")
     }
+}
+
+/// A comma-separated list of origins (empty entries skipped), each as [`cors_origin`] reads it.
+fn cors_origins(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .filter(|origin| !origin.trim().is_empty())
+        .map(cors_origin)
+        .collect()
 }
 
 /// A browser origin as the `Origin` header spells it: `http` or `https`, a host and an optional
@@ -503,8 +515,7 @@ mod tests {
     #[test]
     fn cors_origins_are_read_as_browsers_send_them_and_anything_else_is_refused() {
         let args = serve_args(&[
-            "--cors-origins=https://Dash.Example.com,http://localhost:5173, http://127.0.0.1:80",
-            "--cors-origins=https://[::1]:443,http://[::1]:8080",
+            "--cors-origins=https://Dash.Example.com,http://localhost:5173, http://127.0.0.1:80,https://[::1]:443,http://[::1]:8080,",
         ]);
         assert_eq!(
             args.settings.cors_origins,
@@ -530,13 +541,31 @@ mod tests {
             "https://",
             "https://[::1",
         ] {
-            let error =
-                Cli::try_parse_from(["tinydevcrm", "serve", "--cors-origins", bad]).expect_err(bad);
+            let error = Cli::try_parse_from([
+                "tinydevcrm",
+                "serve",
+                "--cors-origins",
+                &format!("https://ok.example.com,{bad}"),
+            ])
+            .expect_err(bad);
             assert!(
                 error.to_string().contains("not an origin"),
                 "{bad}: {error}"
             );
         }
+        // Empty (an unset variable in a template) is none.
+        assert!(
+            serve_args(&["--cors-origins="])
+                .settings
+                .cors_origins
+                .is_empty()
+        );
+        assert!(
+            serve_args(&["--cors-origins= , "])
+                .settings
+                .cors_origins
+                .is_empty()
+        );
     }
 
     #[test]
