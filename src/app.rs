@@ -5,9 +5,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 
+use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{self, Next, from_fn};
 use actix_web::{App, HttpMessage, HttpServer, web};
 use anyhow::Context;
@@ -104,6 +105,8 @@ pub fn build_server_on(
     let json_config = web::JsonConfig::default()
         .limit(state.settings.json_limit_bytes)
         .error_handler(error::json_error);
+    let cors_origins = state.settings.cors_origins.clone();
+    let cors_max_age = state.settings.cors_max_age;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -115,6 +118,12 @@ pub fn build_server_on(
             .configure(jobs::routes)
             .configure(channels::routes)
             .default_service(web::to(not_found))
+            // Innermost: its refusals become problem JSON like every other error, and
+            // it answers preflights before routing (which knows no OPTIONS).
+            .wrap(middleware::Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins, cors_max_age),
+            ))
             .wrap(error::problem_json_for_everything())
             .wrap(middleware::NormalizePath::trim())
             .wrap(from_fn(service::metrics::record))
@@ -130,6 +139,32 @@ pub fn build_server_on(
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+/// CORS for the configured browser origins (exact, as validated by the configuration). Bearer
+/// tokens, not cookies: no credentials mode. A request from another origin is served as usual
+/// without CORS headers (its browser then hides the answer); a preflight from one is not
+/// answered as a preflight.
+fn cors(origins: &[String], max_age: std::time::Duration) -> Cors {
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::LOCATION,
+            header::CONTENT_DISPOSITION,
+            header::WWW_AUTHENTICATE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(usize::try_from(max_age.as_secs()).unwrap_or(usize::MAX))
+        .block_on_origin_mismatch(false)
 }
 
 /// At SIGINT or SIGTERM (which actix also receives, to stop accepting and drain), ends the SSE

@@ -311,6 +311,27 @@ pub struct Settings {
         value_parser = seconds_at_least_one
     )]
     pub sse_session_recheck: Duration,
+    /// Browser origins (`https://dash.example.com`, comma-separated, exact) allowed to call the
+    /// API from their pages (CORS); none by default, and then no CORS headers are sent at all.
+    // One value holding the list (the path spelled out keeps clap from reading `Vec` as a
+    // repeated flag), so that an empty variable means none rather than an invalid origin.
+    #[arg(
+        long,
+        env = "TDC_CORS_ORIGINS",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = cors_origins
+    )]
+    pub cors_origins: std::vec::Vec<String>,
+    /// How long browsers may cache a CORS preflight answer, in seconds.
+    #[arg(
+        long = "cors-max-age-secs",
+        value_name = "CORS_MAX_AGE_SECS",
+        env = "TDC_CORS_MAX_AGE_SECS",
+        default_value = "600",
+        value_parser = seconds
+    )]
+    pub cors_max_age: Duration,
     /// End SSE streams at SIGINT/SIGTERM. Not a flag: `serve` turns it on; tests leave it off,
     /// where a signal handler would swallow Ctrl-C.
     #[arg(skip)]
@@ -328,6 +349,54 @@ impl Settings {
             .expect("BUG: every setting has a default");
         Self::from_arg_matches(&matches).expect("BUG: every default parses")
     }
+}
+
+/// A comma-separated list of origins (empty entries skipped), each as [`cors_origin`] reads it.
+fn cors_origins(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .filter(|origin| !origin.trim().is_empty())
+        .map(cors_origin)
+        .collect()
+}
+
+/// A browser origin as the `Origin` header spells it: `http` or `https`, a host and an optional
+/// port, nothing else (no path, no `*`, no `null`); lower-cased, its default port dropped.
+fn cors_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let refuse = |why: &str| {
+        format!(
+            "{value:?} is not an origin ({why}); write scheme://host[:port], e.g. https://dash.example.com"
+        )
+    };
+    let lower = value.to_ascii_lowercase();
+    let Some((scheme @ ("http" | "https"), rest)) = lower.split_once("://") else {
+        return Err(refuse("the scheme must be http or https"));
+    };
+    if rest.contains(['/', '?', '#', '@', '*', ' ']) {
+        return Err(refuse("only a host and a port may follow the scheme"));
+    }
+    // An IPv6 address is written in brackets; its colons are not the port's.
+    let host_end = if rest.starts_with('[') {
+        rest.find(']').map(|i| i + 1)
+    } else {
+        Some(rest.find(':').unwrap_or(rest.len()))
+    };
+    let Some((host, port)) = host_end.map(|i| rest.split_at(i)) else {
+        return Err(refuse("an unclosed bracket"));
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(refuse("the host is missing"));
+    }
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => None,
+        Some(port) if port.parse::<u16>().is_ok() => Some(port),
+        _ => return Err(refuse("the port must be a number")),
+    };
+    Ok(match (scheme, port) {
+        ("http", Some("80")) | ("https", Some("443")) | (_, None) => format!("{scheme}://{host}"),
+        (_, Some(port)) => format!("{scheme}://{host}:{port}"),
+    })
 }
 
 /// A number of seconds.
@@ -433,6 +502,8 @@ mod tests {
         assert_eq!(s.sse_heartbeat, Duration::from_secs(15));
         assert_eq!(s.sse_queue, 256);
         assert_eq!(s.sse_session_recheck, Duration::from_secs(30));
+        assert!(s.cors_origins.is_empty());
+        assert_eq!(s.cors_max_age, Duration::from_secs(600));
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_ne!(
@@ -464,6 +535,62 @@ mod tests {
         assert_eq!(s.sse_session_recheck, Duration::from_secs(1));
         assert_eq!(s.export_write_stall, Duration::from_secs(1));
         assert_eq!(s.scheduler_tenant_concurrency, 1);
+    }
+
+    #[test]
+    fn cors_origins_are_read_as_browsers_send_them_and_anything_else_is_refused() {
+        let args = serve_args(&[
+            "--cors-origins=https://Dash.Example.com,http://localhost:5173, http://127.0.0.1:80,https://[::1]:443,http://[::1]:8080,",
+        ]);
+        assert_eq!(
+            args.settings.cors_origins,
+            [
+                "https://dash.example.com",
+                "http://localhost:5173",
+                "http://127.0.0.1",
+                "https://[::1]",
+                "http://[::1]:8080"
+            ]
+        );
+        for bad in [
+            "*",
+            "null",
+            "dash.example.com",
+            "ftp://dash.example.com",
+            "https://dash.example.com/",
+            "https://dash.example.com/app",
+            "https://*.example.com",
+            "https://user@dash.example.com",
+            "https://dash.example.com:http",
+            "https://dash.example.com:99999",
+            "https://",
+            "https://[::1",
+        ] {
+            let error = Cli::try_parse_from([
+                "tinydevcrm",
+                "serve",
+                "--cors-origins",
+                &format!("https://ok.example.com,{bad}"),
+            ])
+            .expect_err(bad);
+            assert!(
+                error.to_string().contains("not an origin"),
+                "{bad}: {error}"
+            );
+        }
+        // Empty (an unset variable in a template) is none.
+        assert!(
+            serve_args(&["--cors-origins="])
+                .settings
+                .cors_origins
+                .is_empty()
+        );
+        assert!(
+            serve_args(&["--cors-origins= , "])
+                .settings
+                .cors_origins
+                .is_empty()
+        );
     }
 
     #[test]

@@ -92,6 +92,11 @@ mod tests {
                 "{query}"
             );
         }
+        assert_eq!(
+            split_access_token("access_token=s&last_event_id=42"),
+            Some(("last_event_id=42".to_owned(), Some("s".to_owned()))),
+            "the resume point of a browser stream stays in the query"
+        );
         assert_eq!(split_access_token("x=1&token=2"), None);
         assert_eq!(split_access_token(""), None);
     }

@@ -125,7 +125,7 @@ pub async fn delete_channel(
 
 /// Listen: `text/event-stream`, one `refresh` event per refresh of the watched view.
 ///
-/// Sends `Last-Event-ID`'s missed events first (a `reset` event when they were deleted by
+/// Sends the missed events after `Last-Event-ID` (or `?last_event_id=`) first (a `reset` event when they were deleted by
 /// retention), then live ones; heartbeat comments; ends when the access token expires
 /// (`token_expired` event), when its session is revoked by logout or refresh-token reuse on any
 /// process (`revoked` event, within a second) or found expired (`session_expired` event), or
@@ -133,6 +133,7 @@ pub async fn delete_channel(
 #[utoipa::path(get, path = "/channels/{id}/listen/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id"),
         ("access_token" = Option<String>, Query, description = "for EventSource, which cannot send headers"),
+        ("last_event_id" = Option<i64>, Query, description = "resume after this event, for a new EventSource (the header wins)"),
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
         (status = 401, body = Problem), (status = 404, body = Problem)),
@@ -191,21 +192,38 @@ pub async fn listen(
         )))
 }
 
-/// The `Last-Event-ID` header: absent, or a non-negative event id (400 otherwise).
+/// Where to resume: the `Last-Event-ID` header, else the `?last_event_id=` query parameter (a
+/// browser cannot set the header on a new `EventSource`). The header wins: `EventSource` sends
+/// it when it reconnects by itself, with the newest id it saw, while the URL keeps the id the
+/// stream was opened with. Either, when present, must be an event id (400 otherwise).
 fn last_event_id(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
-    let Some(value) = req.headers().get("last-event-id") else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .filter(|id| *id >= 0)
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_last_event_id",
-                "Last-Event-ID must be an event id (a non-negative integer)",
-            )
+    let header = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(event_id)
+                .ok_or_else(|| invalid_last_event_id("Last-Event-ID"))
         })
+        .transpose()?;
+    let query = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(key, _)| key == "last_event_id")
+        .map(|(_, value)| event_id(&value).ok_or_else(|| invalid_last_event_id("last_event_id")))
+        .transpose()?;
+    Ok(header.or(query))
+}
+
+/// A non-negative event id.
+fn event_id(value: &str) -> Option<i64> {
+    value.trim().parse::<i64>().ok().filter(|id| *id >= 0)
+}
+
+fn invalid_last_event_id(what: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_last_event_id",
+        format!("{what} must be an event id (a non-negative integer)"),
+    )
 }
