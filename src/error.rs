@@ -48,6 +48,10 @@ pub enum ApiError {
     /// 500: an unexpected database failure; details are logged, never sent.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Any of the above with extension members for programs (`row`, `column`, `field`, ...),
+    /// sent next to `detail`; see [`ApiError::with_members`].
+    #[error("{0}")]
+    WithMembers(Box<ApiError>, serde_json::Map<String, serde_json::Value>),
 }
 
 impl ApiError {
@@ -85,9 +89,29 @@ impl ApiError {
         }
     }
 
+    /// This error with extension members (a JSON object's entries) added to its problem body;
+    /// the standard members (`type`, `title`, `status`, `detail`, `code`) cannot be replaced.
+    #[must_use]
+    pub fn with_members(self, members: serde_json::Value) -> Self {
+        let serde_json::Value::Object(mut members) = members else {
+            return self;
+        };
+        for reserved in ["type", "title", "status", "detail", "code"] {
+            members.remove(reserved);
+        }
+        match self {
+            Self::WithMembers(inner, mut old) => {
+                old.extend(members);
+                Self::WithMembers(inner, old)
+            }
+            other => Self::WithMembers(Box::new(other), members),
+        }
+    }
+
     /// The machine-readable `code` of the problem body.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::WithMembers(inner, _) => inner.code(),
             Self::BadRequest { code, .. }
             | Self::Unauthorized { code, .. }
             | Self::Conflict { code, .. }
@@ -140,6 +164,11 @@ pub struct Problem {
     pub detail: String,
     /// What went wrong, for a program (`token_expired`, `invalid_json`, ...).
     pub code: String,
+    /// Extension members some problems add (`row`, `column`, `value`, `expected_type`,
+    /// `field`, `allowed`, `position`, `hint`, ...; docs/API.md lists them per code).
+    #[serde(flatten)]
+    #[schema(value_type = Object, additional_properties)]
+    pub members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -150,6 +179,7 @@ impl Problem {
             status: status.as_u16(),
             detail,
             code: code.to_owned(),
+            members: serde_json::Map::new(),
         }
     }
 
@@ -164,6 +194,7 @@ impl Problem {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::WithMembers(inner, _) => inner.status_code(),
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -178,6 +209,19 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
+        let (this, members) = match self {
+            Self::WithMembers(inner, members) => (inner.as_ref(), Some(members)),
+            other => (other, None),
+        };
+        this.problem_response(members)
+    }
+}
+
+impl ApiError {
+    fn problem_response(
+        &self,
+        members: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> HttpResponse<BoxBody> {
         let status = self.status_code();
         let detail = match self {
             Self::Internal(e) => {
@@ -194,7 +238,11 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = Problem::new(status, self.code(), detail).into_response();
+        let mut problem = Problem::new(status, self.code(), detail);
+        if let Some(members) = members {
+            problem.members.clone_from(members);
+        }
+        let mut response = problem.into_response();
         let headers = response.headers_mut();
         match self {
             Self::Unauthorized { .. } => {

@@ -52,11 +52,25 @@ pub struct UpdateJob {
 }
 
 fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {
+    use super::schedule::ScheduleError;
     let code = match e {
-        super::schedule::ScheduleError::TimeZone(_) => "invalid_timezone",
+        ScheduleError::TimeZone(_) => "invalid_timezone",
         _ => "invalid_crontab",
     };
-    ApiError::bad_request(code, e.to_string())
+    let error = ApiError::bad_request(code, e.to_string());
+    match e {
+        ScheduleError::Field {
+            field,
+            value,
+            allowed,
+            ..
+        } => error.with_members(serde_json::json!({
+            "field": field,
+            "value": value,
+            "allowed": allowed,
+        })),
+        _ => error,
+    }
 }
 
 fn check_retries(retries: i32) -> Result<i32, ApiError> {

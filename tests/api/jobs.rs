@@ -28,6 +28,28 @@ fn finished(runs: &[Value]) -> Vec<&Value> {
 const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
+async fn a_crontab_value_out_of_range_names_the_users_field_its_range_and_the_value() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let res = app
+        .post_as(
+            &user.access,
+            "/jobs/create/",
+            &json!({"view_name": "someview", "crontab_def": "61 * * * *"}),
+        )
+        .await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_crontab").await;
+    assert_eq!(
+        body["detail"],
+        "the minute field \"61\" of crontab_def is invalid: 61 is out of range; the minute field takes 0-59"
+    );
+    assert_eq!(
+        (&body["field"], &body["value"], &body["allowed"]),
+        (&json!("minute"), &json!("61"), &json!("0-59"))
+    );
+}
+
+#[tokio::test]
 async fn job_crud_and_validation() {
     let app = spawn_app().await;
     let user = app.user_with_view().await;
