@@ -549,10 +549,34 @@ mod tests {
         let cases = [
             ("61 * * * *", "minute", "61", "61 is out of range", "0-59"),
             ("* 24 * * *", "hour", "24", "24 is out of range", "0-23"),
-            ("* * 0 * *", "day-of-month", "0", "0 is out of range", "1-31"),
-            ("* * 32 * *", "day-of-month", "32", "32 is out of range", "1-31"),
-            ("* * * 13 *", "month", "13", "13 is out of range", "1-12 or JAN-DEC"),
-            ("* * * 0 *", "month", "0", "0 is out of range", "1-12 or JAN-DEC"),
+            (
+                "* * 0 * *",
+                "day-of-month",
+                "0",
+                "0 is out of range",
+                "1-31",
+            ),
+            (
+                "* * 32 * *",
+                "day-of-month",
+                "32",
+                "32 is out of range",
+                "1-31",
+            ),
+            (
+                "* * * 13 *",
+                "month",
+                "13",
+                "13 is out of range",
+                "1-12 or JAN-DEC",
+            ),
+            (
+                "* * * 0 *",
+                "month",
+                "0",
+                "0 is out of range",
+                "1-12 or JAN-DEC",
+            ),
             (
                 "* * * * 8",
                 "day-of-week",
@@ -562,9 +586,27 @@ mod tests {
             ),
             ("60 * * * * *", "second", "60", "60 is out of range", "0-59"),
             ("0 61 * * * *", "minute", "61", "61 is out of range", "0-59"),
-            ("0-61 * * * *", "minute", "0-61", "61 is out of range", "0-59"),
-            ("1,2,99 * * * *", "minute", "1,2,99", "99 is out of range", "0-59"),
-            ("* 5-25/2 * * *", "hour", "5-25/2", "25 is out of range", "0-23"),
+            (
+                "0-61 * * * *",
+                "minute",
+                "0-61",
+                "61 is out of range",
+                "0-59",
+            ),
+            (
+                "1,2,99 * * * *",
+                "minute",
+                "1,2,99",
+                "99 is out of range",
+                "0-59",
+            ),
+            (
+                "* 5-25/2 * * *",
+                "hour",
+                "5-25/2",
+                "25 is out of range",
+                "0-23",
+            ),
             ("x * * * *", "minute", "x", "\"x\" is not a number", "0-59"),
             (
                 "* * * FOO *",
@@ -601,7 +643,12 @@ mod tests {
             assert!(!error.to_string().contains("less than"), "{expr}: {error}");
         }
         // Names and the crate's longer names are still fine.
-        for fine in ["0 9 * JAN-MAR MON-FRI", "0 9 * * Monday", "0 9 ? * SUN", "0 0 1 DEC *"] {
+        for fine in [
+            "0 9 * JAN-MAR MON-FRI",
+            "0 9 * * Monday",
+            "0 9 ? * SUN",
+            "0 0 1 DEC *",
+        ] {
             Schedule::parse(fine, "UTC").expect(fine);
         }
     }

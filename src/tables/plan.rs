@@ -18,6 +18,12 @@ pub enum IngestError {
     /// The file is not readable Parquet.
     #[error("the file is not valid Parquet: {0}")]
     InvalidParquet(String),
+    /// The file is not Parquet at all (empty, CSV, JSON, ...): say what is accepted and where
+    /// JSON rows go.
+    #[error(
+        "the file is not Parquet: {0}. Only Parquet files are accepted in the form field file; send rows as JSON to POST /tables/{{name}}/rows/ with Content-Type: application/json (an array of objects) or application/x-ndjson (one object per line)"
+    )]
+    NotParquet(String),
     /// The declared columns and the file's columns disagree.
     #[error("{0}")]
     ColumnMismatch(String),
@@ -61,7 +67,7 @@ pub enum IngestError {
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let code = match &e {
-            IngestError::InvalidParquet(_) => "invalid_parquet",
+            IngestError::InvalidParquet(_) | IngestError::NotParquet(_) => "invalid_parquet",
             IngestError::ColumnMismatch(_) => "column_mismatch",
             IngestError::InvalidColumnName(_) => "invalid_column_name",
             IngestError::InvalidJson { .. } => "invalid_json",

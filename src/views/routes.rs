@@ -103,10 +103,15 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
     let row_count = tables_store::row_count(&mut tx, tenant, &name).await?;
     tx.commit().await?;
     let last_refresh = store::last_refresh(&state.pool, view.view_id).await?;
+    let mut last_runs =
+        crate::jobs::runs::last_runs(&state.pool, view.user_id, Some(view.view_id)).await?;
     let jobs = jobs_store::list(&state.pool, view.user_id, Some(view.view_id))
         .await?
         .into_iter()
-        .map(|j| JobBody::new(j, None))
+        .map(|j| {
+            let last = last_runs.remove(&j.job_id);
+            JobBody::new(j, last)
+        })
         .collect();
     let channels = channels_store::list(&state.pool, view.user_id, Some(view.view_id))
         .await?
