@@ -52,14 +52,18 @@ pub enum IngestError {
         reason: String,
     },
     /// A value does not fit its column.
-    #[error("column {column:?}, row {row}: {reason}")]
+    #[error("row {row}, column {column:?}: {reason}")]
     InvalidValue {
         /// The column.
         column: String,
-        /// 1-based row number in the file.
+        /// 1-based row number in the file or body.
         row: usize,
-        /// What is wrong.
+        /// What is wrong (names the value when it is known).
         reason: String,
+        /// The value as sent (JSON text for JSON rows), when known.
+        value: Option<String>,
+        /// The column's type (`date`, `smallint`, ...).
+        expected_type: String,
     },
 }
 
@@ -74,7 +78,26 @@ impl From<IngestError> for ApiError {
             IngestError::UnsupportedType(_) => "unsupported_type",
             IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
         };
-        ApiError::bad_request(code, e.to_string())
+        let members = match &e {
+            IngestError::InvalidValue {
+                column,
+                row,
+                value,
+                expected_type,
+                ..
+            } => serde_json::json!({
+                "row": row,
+                "column": column,
+                "value": value,
+                "expected_type": expected_type,
+            }),
+            IngestError::InvalidRow { row, .. } => serde_json::json!({ "row": row }),
+            IngestError::InvalidJson { line, column, .. } => {
+                serde_json::json!({ "line": line, "line_column": column })
+            }
+            _ => serde_json::Value::Null,
+        };
+        ApiError::bad_request(code, e.to_string()).with_members(members)
     }
 }
 
