@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error};
+use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error, view_sql_error};
 use super::store::{self, RefreshRecord, ViewRow, lookup_name};
 use super::{resolved, sandbox};
 use crate::auth::extract::AuthUser;
@@ -179,7 +179,9 @@ pub async fn create_view(
     let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
     store::create_view(&mut tx, &tenant, &name, &checked.sql)
         .await
-        .map_err(tenant_sql_error)?;
+        .map_err(|e| {
+            view_sql_error(e, &body.sql_query, &store::create_view_head(&tenant, &name))
+        })?;
     if let Some(columns) = &unique_key {
         store::create_unique_index(&mut tx, &tenant, &name, columns)
             .await
