@@ -166,8 +166,10 @@ pub struct Problem {
     pub code: String,
     /// Extension members some problems add (`row`, `column`, `value`, `expected_type`,
     /// `field`, `allowed`, `position`, `hint`, ...; docs/API.md lists them per code).
+    /// Not in the schema as a property: extra members are allowed (no `additionalProperties:
+    /// false`), and API.md lists them.
     #[serde(flatten)]
-    #[schema(value_type = Object, additional_properties)]
+    #[schema(ignore)]
     pub members: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -337,3 +339,35 @@ pub fn problem_json_for_everything<B: MessageBody + 'static>() -> ErrorHandlers<
 
 /// Body type produced by [`problem_json_for_everything`].
 pub type ProblemBody<B> = EitherBody<B, BoxBody>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn members_go_next_to_detail_and_never_replace_the_standard_ones() {
+        let error = ApiError::bad_request("invalid_value", "row 2, column \"day\": ...")
+            .with_members(serde_json::json!({"row": 2, "column": "day"}))
+            .with_members(serde_json::json!({"code": "other", "detail": "x", "value": "\"x\""}));
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": "row 2, column \"day\": ...",
+                "code": "invalid_value",
+                "row": 2,
+                "column": "day",
+                "value": "\"x\"",
+            })
+        );
+        assert_eq!(error.code(), "invalid_value");
+    }
+}
