@@ -188,7 +188,7 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, IngestErro
     })
 }
 
-/// A Parquet file starts with `PAR1`: anything else (an empty file, CSV, JSON) is refused
+/// A Parquet file starts with `PAR1` (`PARE` when its footer is encrypted): anything else (an empty file, CSV, JSON) is refused
 /// saying what it looks like, before the reader complains about a footer.
 fn check_magic(file: &mut File) -> Result<(), IngestError> {
     use std::io::{Read, Seek, SeekFrom};
@@ -208,7 +208,8 @@ fn check_magic(file: &mut File) -> Result<(), IngestError> {
     file.seek(SeekFrom::Start(0))
         .map_err(|e| IngestError::InvalidParquet(format!("cannot read the upload: {e}")))?;
     let head = &head[..read];
-    if head.starts_with(b"PAR1") {
+    // `PARE` marks a file with an encrypted footer: the reader refuses it as such.
+    if head.starts_with(b"PAR1") || head.starts_with(b"PARE") {
         return Ok(());
     }
     Err(IngestError::NotParquet(looks_like(head)))
