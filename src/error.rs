@@ -48,6 +48,10 @@ pub enum ApiError {
     /// 500: an unexpected database failure; details are logged, never sent.
     #[error(transparent)]
     Database(sqlx::Error),
+    /// Any of the above with extension members for programs (`row`, `column`, `field`, ...),
+    /// sent next to `detail`; see [`ApiError::with_members`].
+    #[error("{0}")]
+    WithMembers(Box<ApiError>, serde_json::Map<String, serde_json::Value>),
 }
 
 /// A lock held past the lock timeout is the client's to retry, wherever the statement ran;
@@ -107,9 +111,29 @@ impl ApiError {
         }
     }
 
+    /// This error with extension members (a JSON object's entries) added to its problem body;
+    /// the standard members (`type`, `title`, `status`, `detail`, `code`) cannot be replaced.
+    #[must_use]
+    pub fn with_members(self, members: serde_json::Value) -> Self {
+        let serde_json::Value::Object(mut members) = members else {
+            return self;
+        };
+        for reserved in ["type", "title", "status", "detail", "code"] {
+            members.remove(reserved);
+        }
+        match self {
+            Self::WithMembers(inner, mut old) => {
+                old.extend(members);
+                Self::WithMembers(inner, old)
+            }
+            other => Self::WithMembers(Box::new(other), members),
+        }
+    }
+
     /// The machine-readable `code` of the problem body.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::WithMembers(inner, _) => inner.code(),
             Self::BadRequest { code, .. }
             | Self::Unauthorized { code, .. }
             | Self::Conflict { code, .. }
@@ -162,6 +186,13 @@ pub struct Problem {
     pub detail: String,
     /// What went wrong, for a program (`token_expired`, `invalid_json`, ...).
     pub code: String,
+    /// Extension members some problems add (`row`, `column`, `value`, `expected_type`,
+    /// `field`, `allowed`, `position`, `hint`, ...; docs/API.md lists them per code).
+    /// Not in the schema as a property: extra members are allowed (no `additionalProperties:
+    /// false`), and API.md lists them.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -172,6 +203,7 @@ impl Problem {
             status: status.as_u16(),
             detail,
             code: code.to_owned(),
+            members: serde_json::Map::new(),
         }
     }
 
@@ -186,6 +218,7 @@ impl Problem {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            Self::WithMembers(inner, _) => inner.status_code(),
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -200,6 +233,19 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
+        let (this, members) = match self {
+            Self::WithMembers(inner, members) => (inner.as_ref(), Some(members)),
+            other => (other, None),
+        };
+        this.problem_response(members)
+    }
+}
+
+impl ApiError {
+    fn problem_response(
+        &self,
+        members: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> HttpResponse<BoxBody> {
         let status = self.status_code();
         let detail = match self {
             Self::Internal(e) => {
@@ -216,7 +262,11 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = Problem::new(status, self.code(), detail).into_response();
+        let mut problem = Problem::new(status, self.code(), detail);
+        if let Some(members) = members {
+            problem.members.clone_from(members);
+        }
+        let mut response = problem.into_response();
         let headers = response.headers_mut();
         match self {
             Self::Unauthorized { .. } => {
@@ -311,3 +361,35 @@ pub fn problem_json_for_everything<B: MessageBody + 'static>() -> ErrorHandlers<
 
 /// Body type produced by [`problem_json_for_everything`].
 pub type ProblemBody<B> = EitherBody<B, BoxBody>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn members_go_next_to_detail_and_never_replace_the_standard_ones() {
+        let error = ApiError::bad_request("invalid_value", "row 2, column \"day\": ...")
+            .with_members(serde_json::json!({"row": 2, "column": "day"}))
+            .with_members(serde_json::json!({"code": "other", "detail": "x", "value": "\"x\""}));
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": "row 2, column \"day\": ...",
+                "code": "invalid_value",
+                "row": 2,
+                "column": "day",
+                "value": "\"x\"",
+            })
+        );
+        assert_eq!(error.code(), "invalid_value");
+    }
+}

@@ -11,6 +11,12 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// What an expired access token's 401 says: how to get a fresh one without logging in again.
+pub const EXPIRED_ACCESS: &str = "the access token has expired; get a new one with POST /auth/tokens/refresh/ and the body {\"refresh\": \"<your refresh token>\"} (or log in again with POST /auth/tokens/obtain/)";
+
+/// What an expired refresh token's 401 says: the session is over.
+pub const EXPIRED_REFRESH: &str = "the refresh token has expired (a session lasts a fixed time from its last refresh); log in again with POST /auth/tokens/obtain/";
+
 /// Which of the two tokens a JWT is; an access token is never accepted as a refresh token and
 /// the other way round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,9 +101,13 @@ impl JwtKeys {
     pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, ApiError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => {
-                    ApiError::unauthorized("token_expired", "the token has expired")
-                }
+                ErrorKind::ExpiredSignature => ApiError::unauthorized(
+                    "token_expired",
+                    match expected {
+                        TokenType::Access => EXPIRED_ACCESS,
+                        TokenType::Refresh => EXPIRED_REFRESH,
+                    },
+                ),
                 other => {
                     tracing::debug!(reason = ?other, "rejected a JWT");
                     ApiError::unauthorized("token_invalid", "the token is not valid")
@@ -182,6 +192,36 @@ mod tests {
                     .expect_err("expired")
             ),
             "token_expired"
+        );
+    }
+
+    #[test]
+    fn an_expired_token_says_how_to_get_a_new_one() {
+        let expired = |typ| {
+            let token = keys()
+                .mint(
+                    typ,
+                    Uuid::new_v4(),
+                    Uuid::new_v4(),
+                    Uuid::new_v4(),
+                    Duration::ZERO,
+                )
+                .expect("mint");
+            std::thread::sleep(Duration::from_millis(1100));
+            keys().verify(&token, typ).expect_err("expired").to_string()
+        };
+        let access = expired(TokenType::Access);
+        assert!(
+            access.starts_with("the access token has expired")
+                && access.contains("POST /auth/tokens/refresh/")
+                && access.contains("{\"refresh\": "),
+            "{access}"
+        );
+        let refresh = expired(TokenType::Refresh);
+        assert!(
+            refresh.starts_with("the refresh token has expired")
+                && refresh.contains("log in again with POST /auth/tokens/obtain/"),
+            "{refresh}"
         );
     }
 }

@@ -29,7 +29,10 @@ pub struct CreateJob {
     pub overlap: Option<Overlap>,
     /// Extra attempts after a failed refresh, with exponential backoff (0 to 10, default 0).
     pub retries: Option<i32>,
-    /// Create paused when false (default true).
+    /// Create the job paused (default false).
+    pub paused: Option<bool>,
+    /// Deprecated: the opposite of `paused`, kept for old clients.
+    #[schema(deprecated)]
     pub enabled: Option<bool>,
 }
 
@@ -39,7 +42,8 @@ pub struct CreateJob {
 pub struct UpdateJob {
     /// Pause (`true`) or resume (`false`).
     pub paused: Option<bool>,
-    /// The opposite of `paused`.
+    /// Deprecated: the opposite of `paused`, kept for old clients.
+    #[schema(deprecated)]
     pub enabled: Option<bool>,
     /// A new schedule.
     pub crontab_def: Option<String>,
@@ -52,11 +56,40 @@ pub struct UpdateJob {
 }
 
 fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {
+    use super::schedule::ScheduleError;
     let code = match e {
-        super::schedule::ScheduleError::TimeZone(_) => "invalid_timezone",
+        ScheduleError::TimeZone(_) => "invalid_timezone",
         _ => "invalid_crontab",
     };
-    ApiError::bad_request(code, e.to_string())
+    let error = ApiError::bad_request(code, e.to_string());
+    match e {
+        ScheduleError::Field {
+            field,
+            value,
+            allowed,
+            ..
+        } => error.with_members(serde_json::json!({
+            "field": field,
+            "value": value,
+            "allowed": allowed,
+        })),
+        _ => error,
+    }
+}
+
+/// Whether a job runs, from `paused` or its deprecated alias `enabled` (the opposite); both
+/// may be given only when they agree.
+fn enabled_from(paused: Option<bool>, enabled: Option<bool>) -> Result<Option<bool>, ApiError> {
+    match (paused, enabled) {
+        (Some(p), Some(e)) if p == e => Err(ApiError::bad_request(
+            "invalid_job",
+            format!(
+                "paused ({p}) and its deprecated alias enabled ({e}) contradict each other; send paused only"
+            ),
+        )),
+        (Some(p), _) => Ok(Some(!p)),
+        (None, e) => Ok(e),
+    }
 }
 
 fn check_retries(retries: i32) -> Result<i32, ApiError> {
@@ -86,7 +119,7 @@ pub async fn create_job(
     let retries = check_retries(body.retries.unwrap_or(0))?;
     let name = lookup_name(body.view_name.trim())?;
     let view = crate::views::store::find(&state.pool, user.user_id, &name).await?;
-    let enabled = body.enabled.unwrap_or(true);
+    let enabled = enabled_from(body.paused, body.enabled)?.unwrap_or(true);
     let job = store::create(
         &state.pool,
         &NewJob {
@@ -114,10 +147,14 @@ pub async fn list_jobs(
     state: web::Data<AppState>,
     user: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
+    let mut last_runs = runs::last_runs(&state.pool, user.user_id, None).await?;
     let jobs: Vec<JobBody> = store::list(&state.pool, user.user_id, None)
         .await?
         .into_iter()
-        .map(|j| JobBody::new(j, None))
+        .map(|j| {
+            let last = last_runs.remove(&j.job_id);
+            JobBody::new(j, last)
+        })
         .collect();
     Ok(HttpResponse::Ok().json(jobs))
 }
@@ -151,16 +188,7 @@ pub async fn update_job(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let id = job_id(&path)?;
-    let enabled = match (body.paused, body.enabled) {
-        (Some(p), Some(e)) if p == e => {
-            return Err(ApiError::bad_request(
-                "invalid_job",
-                "paused and enabled contradict each other",
-            ));
-        }
-        (Some(p), _) => Some(!p),
-        (None, e) => e,
-    };
+    let enabled = enabled_from(body.paused, body.enabled)?;
     let mut tx = state.pool.begin().await?;
     let mut job = store::lock(&mut tx, user.user_id, id).await?;
     let schedule_changed = body.crontab_def.is_some() || body.timezone.is_some();

@@ -55,6 +55,49 @@ pub async fn runs(
     .await?)
 }
 
+/// The latest run of each of a user's jobs that has one (of one view's when `view_id` is given),
+/// by job id: the listing shows the same `last_run` as a job's own description.
+pub async fn last_runs(
+    pool: &PgPool,
+    user_id: Uuid,
+    view_id: Option<Uuid>,
+) -> Result<std::collections::HashMap<Uuid, RunRow>, ApiError> {
+    let rows = sqlx::query!(
+        r#"SELECT j.job_id, r.run_id, r.scheduled_for, r.started_at, r.finished_at,
+                  r.status AS "status: RunStatus", r.attempts, r.row_count, r.duration_ms, r.error
+           FROM tinydevcrm.jobs j
+           CROSS JOIN LATERAL (
+               SELECT * FROM tinydevcrm.job_runs
+               WHERE job_id = j.job_id
+               ORDER BY scheduled_for DESC LIMIT 1
+           ) r
+           WHERE j.user_id = $1 AND ($2::uuid IS NULL OR j.view_id = $2)"#,
+        user_id,
+        view_id,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.job_id,
+                RunRow {
+                    run_id: r.run_id,
+                    scheduled_for: r.scheduled_for,
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                    status: r.status,
+                    attempts: r.attempts,
+                    row_count: r.row_count,
+                    duration_ms: r.duration_ms,
+                    error: r.error,
+                },
+            )
+        })
+        .collect())
+}
+
 /// The latest run of a job.
 pub async fn last_run(pool: &PgPool, job_id: Uuid) -> Result<Option<RunRow>, ApiError> {
     Ok(runs(pool, job_id, None, 1).await?.into_iter().next())

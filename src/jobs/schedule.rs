@@ -25,14 +25,18 @@ pub enum ScheduleError {
     )]
     FieldCount(String, usize),
     /// One field does not parse or is out of range.
-    #[error("the {field} field {value:?} of crontab_def is invalid: {reason}")]
+    #[error(
+        "the {field} field {value:?} of crontab_def is invalid: {reason}; the {field} field takes {allowed}"
+    )]
     Field {
         /// Which field (`minute`, `day-of-week`, ...).
         field: &'static str,
-        /// The text of the field.
+        /// The text of the field, as the user wrote it.
         value: String,
-        /// What the parser said.
+        /// What is wrong with it.
         reason: String,
+        /// What the field takes (`0-59`, `1-12 or JAN-DEC`, ...).
+        allowed: &'static str,
     },
     /// `@foo` that is not a known macro.
     #[error(
@@ -55,16 +59,154 @@ pub struct Schedule {
     hour_wildcard: bool,
 }
 
-const FIELDS: [&str; 6] = [
-    "second",
-    "minute",
-    "hour",
-    "day-of-month",
-    "month",
-    "day-of-week",
+/// One field of a crontab: its name, the numbers it takes, and the names it takes for them.
+struct FieldSpec {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    /// For messages and the problem's `allowed` member.
+    allowed: &'static str,
+    /// Names standing for `first_name..`: months from 1, days of the week from 0.
+    names: &'static [&'static str],
+    first_name: u32,
+    /// Whether `?` (no specific value) is allowed.
+    question_mark: bool,
+}
+
+/// The six fields of the 6-field form, in order; a 5-field crontab has no `second`.
+const FIELDS: [FieldSpec; 6] = [
+    FieldSpec {
+        name: "second",
+        min: 0,
+        max: 59,
+        allowed: "0-59",
+        names: &[],
+        first_name: 0,
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "minute",
+        min: 0,
+        max: 59,
+        allowed: "0-59",
+        names: &[],
+        first_name: 0,
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "hour",
+        min: 0,
+        max: 23,
+        allowed: "0-23",
+        names: &[],
+        first_name: 0,
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        allowed: "1-31",
+        names: &[],
+        first_name: 0,
+        question_mark: true,
+    },
+    FieldSpec {
+        name: "month",
+        min: 1,
+        max: 12,
+        allowed: "1-12 or JAN-DEC",
+        names: &MONTH_NAMES,
+        first_name: 1,
+        question_mark: false,
+    },
+    FieldSpec {
+        name: "day-of-week",
+        min: 0,
+        max: 7,
+        allowed: "0-7 (0 and 7 are Sunday) or SUN-SAT",
+        names: &DAY_NAMES,
+        first_name: 0,
+        question_mark: true,
+    },
 ];
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+impl FieldSpec {
+    fn invalid(&self, value: &str, reason: String) -> ScheduleError {
+        ScheduleError::Field {
+            field: self.name,
+            value: value.to_owned(),
+            reason,
+            allowed: self.allowed,
+        }
+    }
+
+    /// Checks the field as the user wrote it: lists of `*`, `?`, `n`, `a-b`, each with an
+    /// optional `/step`, every number within range. The `cron` crate checks too, but reports
+    /// on the 6-field form it is given, with its own limits in the text.
+    fn check(&self, text: &str) -> Result<(), ScheduleError> {
+        for item in text.split(',') {
+            let (base, step) = match item.split_once('/') {
+                Some((base, step)) => (base, Some(step)),
+                None => (item, None),
+            };
+            if let Some(step) = step
+                && step.parse::<u32>().map_or(true, |s| s == 0)
+            {
+                return Err(self.invalid(
+                    text,
+                    format!("the step {step:?} is not a positive whole number"),
+                ));
+            }
+            if base == "*" || (base == "?" && self.question_mark) {
+                continue;
+            }
+            if base.is_empty() {
+                return Err(self.invalid(text, "an item of the list is empty".to_owned()));
+            }
+            let (low, high) = match base.split_once('-') {
+                Some((low, high)) => (low, Some(high)),
+                None => (base, None),
+            };
+            let low = self.number(text, low)?;
+            if let Some(high) = high
+                && low > self.number(text, high)?
+            {
+                return Err(self.invalid(text, format!("the range {base} goes from high to low")));
+            }
+        }
+        Ok(())
+    }
+
+    /// One number (or name) of the field, within range.
+    fn number(&self, text: &str, token: &str) -> Result<u32, ScheduleError> {
+        if token.is_empty() {
+            return Err(self.invalid(text, "a range needs a value on both sides".to_owned()));
+        }
+        if token.bytes().all(|b| b.is_ascii_digit()) {
+            return match token.parse::<u32>() {
+                Ok(n) if (self.min..=self.max).contains(&n) => Ok(n),
+                _ => Err(self.invalid(text, format!("{token} is out of range"))),
+            };
+        }
+        // Names by their first three letters (the crate also takes `Monday`, `Thurs`, ...).
+        let upper = token.to_ascii_uppercase();
+        let prefix = upper.get(..3).unwrap_or_default();
+        match self.names.iter().position(|name| *name == prefix) {
+            Some(i) => Ok(u32::try_from(i).unwrap_or(u32::MAX) + self.first_name),
+            None if self.names.is_empty() => {
+                Err(self.invalid(text, format!("{token:?} is not a number")))
+            }
+            None => Err(self.invalid(text, format!("{token:?} is neither a number nor a name"))),
+        }
+    }
+}
 
 impl Schedule {
     /// Parses `crontab_def` in time zone `timezone` (IANA name).
@@ -93,25 +235,27 @@ impl Schedule {
                 n => return Err(ScheduleError::FieldCount(text.to_owned(), n)),
             }
         };
+        // Each field as written first, so the error names the user's field and its range.
+        for (spec, field) in FIELDS.iter().zip(&fields) {
+            spec.check(field)?;
+        }
         let mut translated = fields.clone();
         translated[5] = day_of_week(&fields[5])?;
-        // Each field alone first, so the error names the field that is wrong.
-        for (i, field) in FIELDS.iter().enumerate() {
+        // Then each field alone through the crate; its own message describes the 6-field form
+        // it is given, so it is logged, not sent.
+        for (i, spec) in FIELDS.iter().enumerate() {
             let mut probe = ["*"; 6];
             probe[0] = "0";
             probe[i] = translated[i].as_str();
-            cron::Schedule::from_str(&probe.join(" ")).map_err(|e| ScheduleError::Field {
-                field,
-                value: fields[i].clone(),
-                reason: e.to_string(),
+            cron::Schedule::from_str(&probe.join(" ")).map_err(|e| {
+                tracing::debug!(error = %e, field = spec.name, "the cron crate refused a field");
+                spec.invalid(&fields[i], NOT_UNDERSTOOD.to_owned())
             })?;
         }
-        let cron =
-            cron::Schedule::from_str(&translated.join(" ")).map_err(|e| ScheduleError::Field {
-                field: "day-of-month",
-                value: fields[3].clone(),
-                reason: e.to_string(),
-            })?;
+        let cron = cron::Schedule::from_str(&translated.join(" ")).map_err(|e| {
+            tracing::debug!(error = %e, "the cron crate refused a crontab");
+            FIELDS[3].invalid(&fields[3], NOT_UNDERSTOOD.to_owned())
+        })?;
         let schedule = Self {
             cron,
             tz,
@@ -199,14 +343,14 @@ impl Schedule {
     }
 }
 
+/// The reason given when only the `cron` crate refuses a field.
+const NOT_UNDERSTOOD: &str =
+    "it is not understood; write numbers or names, ranges (a-b), lists (a,b) or steps (*/n)";
+
 /// Standard cron numbers days 0-7 from Sunday (0 and 7 both Sunday); the `cron` crate numbers
 /// them 1-7. Numeric items become explicit day names, which both read the same way.
 fn day_of_week(field: &str) -> Result<String, ScheduleError> {
-    let invalid = |reason: &str| ScheduleError::Field {
-        field: "day-of-week",
-        value: field.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| FIELDS[5].invalid(field, reason.to_owned());
     let mut items = Vec::new();
     for item in field.split(',') {
         let (base, step) = match item.split_once('/') {
@@ -398,6 +542,115 @@ mod tests {
             Schedule::parse("0 0 30 2 *", "UTC"),
             Err(ScheduleError::Never(_))
         ));
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_reported_in_the_users_field_with_its_range() {
+        let cases = [
+            ("61 * * * *", "minute", "61", "61 is out of range", "0-59"),
+            ("* 24 * * *", "hour", "24", "24 is out of range", "0-23"),
+            (
+                "* * 0 * *",
+                "day-of-month",
+                "0",
+                "0 is out of range",
+                "1-31",
+            ),
+            (
+                "* * 32 * *",
+                "day-of-month",
+                "32",
+                "32 is out of range",
+                "1-31",
+            ),
+            (
+                "* * * 13 *",
+                "month",
+                "13",
+                "13 is out of range",
+                "1-12 or JAN-DEC",
+            ),
+            (
+                "* * * 0 *",
+                "month",
+                "0",
+                "0 is out of range",
+                "1-12 or JAN-DEC",
+            ),
+            (
+                "* * * * 8",
+                "day-of-week",
+                "8",
+                "8 is out of range",
+                "0-7 (0 and 7 are Sunday) or SUN-SAT",
+            ),
+            ("60 * * * * *", "second", "60", "60 is out of range", "0-59"),
+            ("0 61 * * * *", "minute", "61", "61 is out of range", "0-59"),
+            (
+                "0-61 * * * *",
+                "minute",
+                "0-61",
+                "61 is out of range",
+                "0-59",
+            ),
+            (
+                "1,2,99 * * * *",
+                "minute",
+                "1,2,99",
+                "99 is out of range",
+                "0-59",
+            ),
+            (
+                "* 5-25/2 * * *",
+                "hour",
+                "5-25/2",
+                "25 is out of range",
+                "0-23",
+            ),
+            ("x * * * *", "minute", "x", "\"x\" is not a number", "0-59"),
+            (
+                "* * * FOO *",
+                "month",
+                "FOO",
+                "\"FOO\" is neither a number nor a name",
+                "1-12 or JAN-DEC",
+            ),
+            (
+                "* 9-5 * * *",
+                "hour",
+                "9-5",
+                "the range 9-5 goes from high to low",
+                "0-23",
+            ),
+            (
+                "*/0 * * * *",
+                "minute",
+                "*/0",
+                "the step \"0\" is not a positive whole number",
+                "0-59",
+            ),
+        ];
+        for (expr, field, value, reason, allowed) in cases {
+            let error = Schedule::parse(expr, "UTC").expect_err(expr);
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "the {field} field {value:?} of crontab_def is invalid: {reason}; the {field} field takes {allowed}"
+                ),
+                "{expr}"
+            );
+            // Nothing of the internal 6-field form or the crate's own limits leaks out.
+            assert!(!error.to_string().contains("less than"), "{expr}: {error}");
+        }
+        // Names and the crate's longer names are still fine.
+        for fine in [
+            "0 9 * JAN-MAR MON-FRI",
+            "0 9 * * Monday",
+            "0 9 ? * SUN",
+            "0 0 1 DEC *",
+        ] {
+            Schedule::parse(fine, "UTC").expect(fine);
+        }
     }
 
     #[test]

@@ -232,10 +232,11 @@ pub struct JobBody {
     pub overlap: Overlap,
     /// Extra attempts after a failure.
     pub retries: i32,
-    /// Whether it runs.
-    pub enabled: bool,
-    /// `!enabled`.
+    /// Whether it is paused (no ticks run; `next_run_at` is null).
     pub paused: bool,
+    /// Deprecated: the opposite of `paused`, kept for old clients.
+    #[schema(deprecated)]
+    pub enabled: bool,
     /// The next tick (`null` while paused).
     pub next_run_at: Option<DateTime<Utc>>,
     /// The latest run.
@@ -256,8 +257,8 @@ impl JobBody {
             timezone: job.timezone,
             overlap: job.overlap,
             retries: job.retries,
-            enabled: job.enabled,
             paused: !job.enabled,
+            enabled: job.enabled,
             next_run_at: job.next_run_at,
             last_run,
             created_at: job.created_at,

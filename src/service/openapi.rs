@@ -122,3 +122,28 @@ pub async fn redoc_script() -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
         .body(REDOC_SCRIPT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_allow_extension_members_and_the_jobs_enabled_flag_is_deprecated() {
+        let document: serde_json::Value =
+            serde_json::from_str(&DOCUMENT).expect("the document is JSON");
+        let schemas = &document["components"]["schemas"];
+        let problem = &schemas["Problem"];
+        assert!(problem["properties"]["code"].is_object(), "{problem}");
+        assert!(problem["properties"]["members"].is_null(), "{problem}");
+        assert!(
+            problem["additionalProperties"] != serde_json::Value::Bool(false),
+            "{problem}"
+        );
+        assert_eq!(
+            schemas["JobBody"]["properties"]["enabled"]["deprecated"], true,
+            "{}",
+            schemas["JobBody"]
+        );
+        assert!(schemas["CreateJob"]["properties"]["paused"].is_object());
+    }
+}

@@ -59,7 +59,17 @@ fn invalid(
         column: column.name.clone(),
         row: row_offset + index + 1,
         reason: reason.into(),
+        value: None,
+        expected_type: column.pg.to_string(),
     }
+}
+
+/// `error` with the offending value (as text) attached for the problem's `value` member.
+fn with_value(mut error: IngestError, shown: impl Into<String>) -> IngestError {
+    if let IngestError::InvalidValue { value, .. } = &mut error {
+        *value = Some(shown.into());
+    }
+    error
 }
 
 fn cast_to(
@@ -87,11 +97,15 @@ fn cast_to(
     if cast.null_count() != array.null_count()
         && let Some(i) = (0..array.len()).find(|&i| array.is_valid(i) && cast.is_null(i))
     {
-        return Err(invalid(
-            column,
-            row_offset,
-            i,
-            format!("the value does not fit {}", column.pg),
+        let shown = arrow::util::display::array_value_to_string(array, i).unwrap_or_default();
+        return Err(with_value(
+            invalid(
+                column,
+                row_offset,
+                i,
+                format!("the value {shown:?} does not fit {}", column.pg),
+            ),
+            shown,
         ));
     }
     Ok(cast)
@@ -130,11 +144,9 @@ fn convert_column(
                     if let Some(text) = text
                         && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
                     {
-                        return Err(invalid(
-                            column,
-                            row_offset,
-                            i,
-                            "the value is not valid JSON",
+                        return Err(with_value(
+                            invalid(column, row_offset, i, "the value is not valid JSON"),
+                            text,
                         ));
                     }
                 }
@@ -150,11 +162,9 @@ fn convert_column(
                     Some(text) => match uuid::Uuid::parse_str(text) {
                         Ok(uuid) => out.append_value(uuid.as_bytes()),
                         Err(_) => {
-                            return Err(invalid(
-                                column,
-                                row_offset,
-                                i,
-                                format!("{text:?} is not a UUID"),
+                            return Err(with_value(
+                                invalid(column, row_offset, i, format!("{text:?} is not a UUID")),
+                                text,
                             ));
                         }
                     },
@@ -169,11 +179,14 @@ fn convert_column(
                 .iter()
                 .position(|t| t.is_some_and(|t| t.chars().count() > limit))
             {
-                return Err(invalid(
-                    column,
-                    row_offset,
-                    i,
-                    format!("the value is longer than {limit} characters"),
+                return Err(with_value(
+                    invalid(
+                        column,
+                        row_offset,
+                        i,
+                        format!("the value is longer than {limit} characters"),
+                    ),
+                    texts.value(i),
                 ));
             }
             Ok(Arc::new(texts))
@@ -317,15 +330,18 @@ fn check_integral(
                 .is_some_and(|(_, decimals)| decimals.bytes().any(|b| b != b'0')),
         };
         if fractional {
-            return Err(invalid(
-                column,
-                row_offset,
-                i,
-                format!(
-                    "{} is not an integer; a {} column takes whole numbers only",
-                    texts.value(i),
-                    column.pg
+            return Err(with_value(
+                invalid(
+                    column,
+                    row_offset,
+                    i,
+                    format!(
+                        "{} is not an integer; a {} column takes whole numbers only",
+                        texts.value(i),
+                        column.pg
+                    ),
                 ),
+                texts.value(i),
             ));
         }
     }

@@ -188,6 +188,9 @@ pub fn json_rows(
                     column: name.clone(),
                     row: i + 1,
                     reason: format!("{problem}, too much for {pg}"),
+                    // The start is enough to find it; the whole may be megabytes.
+                    value: Some(text.chars().take(40).collect::<String>() + "..."),
+                    expected_type: pg.to_string(),
                 });
             }
             if matches!(pg, PgType::Int2 | PgType::Int4 | PgType::Int8) {
@@ -195,6 +198,8 @@ pub fn json_rows(
                     column: name.clone(),
                     row: i + 1,
                     reason: format!("{reason} for a {pg} column"),
+                    value: Some(value.to_string()),
+                    expected_type: pg.to_string(),
                 })?;
             }
             // Text-like columns take any JSON value as its text; jsonb keeps its structure.
@@ -207,15 +212,12 @@ pub fn json_rows(
         let line = serde_json::Value::Object(object).to_string();
         decoder
             .decode(line.as_bytes())
-            .map_err(|e| IngestError::InvalidRow {
-                row: i + 1,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| refused_row(table, &line, i + 1, &e))?;
         pending.push(line);
         if decoder.len() >= BATCH_ROWS {
             let flushed = decoder
                 .flush()
-                .map_err(|e| flush_error(&schema, &pending, first_pending, &e))?;
+                .map_err(|e| flush_error(&schema, table, &pending, first_pending, &e))?;
             batches.extend(flushed);
             pending.clear();
             first_pending = i + 2;
@@ -223,38 +225,122 @@ pub fn json_rows(
     }
     let flushed = decoder
         .flush()
-        .map_err(|e| flush_error(&schema, &pending, first_pending, &e))?;
+        .map_err(|e| flush_error(&schema, table, &pending, first_pending, &e))?;
     batches.extend(flushed);
     Ok((plan, batches))
+}
+
+/// Decodes one JSON object alone with `schema`, to find which row or value is refused.
+fn decode_alone(schema: &SchemaRef, line: &str) -> Result<(), arrow::error::ArrowError> {
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
+    decoder.decode(line.as_bytes())?;
+    decoder.flush().map(|_| ())
 }
 
 /// The decoder refuses some values (a date that is no date) only when it flushes a batch,
 /// without saying which row: decode the batch's rows one by one to name the first bad one.
 fn flush_error(
     schema: &SchemaRef,
+    table: &[(String, PgType)],
     rows: &[String],
     first_row: usize,
     error: &arrow::error::ArrowError,
 ) -> IngestError {
-    let alone = |line: &String| {
-        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema)).build_decoder()?;
-        decoder.decode(line.as_bytes())?;
-        decoder.flush()
-    };
     match rows
         .iter()
         .enumerate()
-        .find_map(|(i, line)| alone(line).err().map(|e| (i, e)))
+        .find_map(|(i, line)| decode_alone(schema, line).err().map(|e| (i, line, e)))
     {
-        Some((i, e)) => IngestError::InvalidRow {
-            row: first_row + i,
-            reason: e.to_string(),
-        },
-        None => IngestError::InvalidRow {
-            row: first_row,
-            reason: format!("in the batch of rows from here: {error}"),
-        },
+        Some((i, line, e)) => refused_row(table, line, first_row + i, &e),
+        None => {
+            tracing::debug!(%error, first_row, "the JSON decoder refused a batch no row explains");
+            IngestError::InvalidRow {
+                row: first_row,
+                reason: "a row from here on could not be read with the table's column types"
+                    .to_owned(),
+            }
+        }
     }
+}
+
+/// Why the decoder refused row `row` (`line`, the row as given to the decoder), in the user's
+/// terms: the first column whose value does not decode alone, with the value and its type.
+/// The decoder's own text ("whilst decoding field ...") is logged, not sent.
+fn refused_row(
+    table: &[(String, PgType)],
+    line: &str,
+    row: usize,
+    error: &arrow::error::ArrowError,
+) -> IngestError {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).unwrap_or_default();
+    for (name, pg) in table {
+        let Some(value) = object.get(name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            name,
+            json_decode_type(*pg),
+            true,
+        )]));
+        let mut alone = serde_json::Map::new();
+        alone.insert(name.clone(), value.clone());
+        if decode_alone(&schema, &serde_json::Value::Object(alone).to_string()).is_err() {
+            return IngestError::InvalidValue {
+                column: name.clone(),
+                row,
+                reason: value_reason(*pg, value),
+                value: Some(value.to_string()),
+                expected_type: pg.to_string(),
+            };
+        }
+    }
+    tracing::debug!(%error, row, "the JSON decoder refused a row no single value explains");
+    IngestError::InvalidRow {
+        row,
+        reason: "the row could not be read with the table's column types".to_owned(),
+    }
+}
+
+/// Why `value` (JSON) is not a `pg`, and what the column takes.
+fn value_reason(pg: PgType, value: &serde_json::Value) -> String {
+    let shown = value.to_string();
+    if let serde_json::Value::Array(_) | serde_json::Value::Object(_) = value {
+        let kind = if value.is_array() {
+            "an array"
+        } else {
+            "an object"
+        };
+        return format!("{shown} is {kind}; a {pg} column takes a single value");
+    }
+    let number_like = value.is_number()
+        || value
+            .as_str()
+            .is_some_and(|t| t.trim().parse::<f64>().is_ok_and(f64::is_finite));
+    let expected = match pg {
+        PgType::Int2 | PgType::Int4 | PgType::Int8 if value.is_i64() || value.is_u64() => {
+            let range = match pg {
+                PgType::Int2 => "-32768 to 32767",
+                PgType::Int4 => "-2147483648 to 2147483647",
+                _ => "-9223372036854775808 to 9223372036854775807",
+            };
+            return format!("{shown} is out of range for {pg} ({range})");
+        }
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => "a whole number",
+        PgType::Numeric(Some((precision, scale))) if number_like => {
+            let before = i16::from(precision) - i16::from(scale);
+            return format!(
+                "{shown} does not fit {pg}: at most {before} digits before the decimal point"
+            );
+        }
+        PgType::Float4 | PgType::Float8 | PgType::Numeric(_) => "a number",
+        PgType::Bool => "true or false",
+        PgType::Date => "a date such as \"2026-01-31\"",
+        PgType::Timestamp => "a date and time such as \"2026-01-31T10:00:00\"",
+        PgType::Timestamptz => "a date and time such as \"2026-01-31T10:00:00Z\"",
+        _ => "a value of that type",
+    };
+    format!("{shown} is not a valid {pg}; expected {expected}")
 }
 
 /// Copies rows decoded by [`json_rows`] into the tenant's table `schema.name`, within the
@@ -283,4 +369,136 @@ pub(super) async fn copy_rows(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Vec<(String, PgType)> {
+        [
+            ("id", PgType::Int8),
+            ("small", PgType::Int2),
+            ("ok", PgType::Bool),
+            ("day", PgType::Date),
+            ("at", PgType::Timestamptz),
+            ("price", PgType::Numeric(Some((6, 2)))),
+            ("score", PgType::Float8),
+        ]
+        .into_iter()
+        .map(|(name, pg)| (name.to_owned(), pg))
+        .collect()
+    }
+
+    fn refusal(body: &str, ndjson: bool) -> IngestError {
+        json_rows(body.as_bytes(), ndjson, &table())
+            .err()
+            .unwrap_or_else(|| panic!("{body} was accepted"))
+    }
+
+    #[test]
+    fn a_refused_value_names_its_row_column_value_and_type_in_plain_words() {
+        let cases = [
+            (
+                r#"[{"id": 1}, {"id": 2}, {"id": 3, "day": "not a date"}]"#,
+                r#"row 3, column "day": "not a date" is not a valid date; expected a date such as "2026-01-31""#,
+                (3, "day", r#""not a date""#, "date"),
+            ),
+            (
+                r#"[{"id": 1}, {"small": 3000000000}]"#,
+                r#"row 2, column "small": 3000000000 is out of range for smallint (-32768 to 32767)"#,
+                (2, "small", "3000000000", "smallint"),
+            ),
+            (
+                r#"[{"id": 1}, {"id": 2, "ok": "maybe"}]"#,
+                r#"row 2, column "ok": "maybe" is not a valid boolean; expected true or false"#,
+                (2, "ok", r#""maybe""#, "boolean"),
+            ),
+            (
+                r#"[{"at": "yesterday"}]"#,
+                r#"row 1, column "at": "yesterday" is not a valid timestamptz; expected a date and time such as "2026-01-31T10:00:00Z""#,
+                (1, "at", r#""yesterday""#, "timestamptz"),
+            ),
+            (
+                r#"[{"id": 1}, {"price": 123456789}]"#,
+                r#"row 2, column "price": 123456789 does not fit numeric(6,2): at most 4 digits before the decimal point"#,
+                (2, "price", "123456789", "numeric(6,2)"),
+            ),
+            (
+                r#"[{"id": 1}, {"score": [1, 2]}]"#,
+                r#"row 2, column "score": [1,2] is an array; a double precision column takes a single value"#,
+                (2, "score", "[1,2]", "double precision"),
+            ),
+            (
+                r#"[{"id": 1}, {"score": "many"}]"#,
+                r#"row 2, column "score": "many" is not a valid double precision; expected a number"#,
+                (2, "score", r#""many""#, "double precision"),
+            ),
+        ];
+        for (body, message, (row, column, value, expected_type)) in cases {
+            let error = refusal(body, false);
+            assert_eq!(error.to_string(), message, "{body}");
+            match error {
+                IngestError::InvalidValue {
+                    row: r,
+                    column: c,
+                    value: v,
+                    expected_type: t,
+                    ..
+                } => assert_eq!(
+                    (r, c.as_str(), v.as_deref(), t.as_str()),
+                    (row, column, Some(value), expected_type),
+                    "{body}"
+                ),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_row_of_a_refused_value_counts_rows_not_columns_or_lines() {
+        // Past the first batch: the decoder finds the bad date only when it flushes.
+        let mut rows: Vec<serde_json::Value> = (0..BATCH_ROWS + 10)
+            .map(|i| serde_json::json!({"id": i, "small": 1, "ok": true, "day": "2026-01-01"}))
+            .collect();
+        rows[BATCH_ROWS + 4]["day"] = serde_json::json!("2026-13-45");
+        let error = refusal(&serde_json::Value::Array(rows).to_string(), false);
+        assert!(
+            error.to_string().starts_with(&format!(
+                "row {}, column \"day\": \"2026-13-45\"",
+                BATCH_ROWS + 5
+            )),
+            "{error}"
+        );
+        // NDJSON: blank lines are not rows.
+        let error = refusal("{\"id\": 1}\n\n{\"id\": 2}\n{\"small\": 40000}\n", true);
+        assert!(
+            error
+                .to_string()
+                .starts_with("row 3, column \"small\": 40000"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_decoders_own_words_never_reach_the_client() {
+        for body in [
+            r#"[{"day": "x"}]"#,
+            r#"[{"ok": 3}]"#,
+            r#"[{"id": {"a": 1}}]"#,
+            r#"[{"price": "abc"}]"#,
+        ] {
+            let text = refusal(body, false).to_string();
+            for jargon in [
+                "whilst",
+                "Json error",
+                "Parser error",
+                "Date32",
+                "Int64",
+                "Decimal128",
+            ] {
+                assert!(!text.contains(jargon), "{body}: {text}");
+            }
+        }
+    }
 }

@@ -173,8 +173,9 @@ fn guarded<T>(what: &str, work: impl FnOnce() -> Result<T, IngestError>) -> Resu
 /// The reader of the uploaded file; an encrypted file is `unsupported_type`, anything else
 /// unreadable `invalid_parquet`.
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, IngestError> {
-    let file = File::open(path)
+    let mut file = File::open(path)
         .map_err(|e| IngestError::InvalidParquet(format!("cannot open the upload: {e}")))?;
+    check_magic(&mut file)?;
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
         let text = e.to_string();
         if text.contains("encrypt") {
@@ -185,6 +186,53 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, IngestErro
             IngestError::InvalidParquet(text)
         }
     })
+}
+
+/// A Parquet file starts with `PAR1` (`PARE` when its footer is encrypted): anything else (an empty file, CSV, JSON) is refused
+/// saying what it looks like, before the reader complains about a footer.
+fn check_magic(file: &mut File) -> Result<(), IngestError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => {
+                return Err(IngestError::InvalidParquet(format!(
+                    "cannot read the upload: {e}"
+                )));
+            }
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| IngestError::InvalidParquet(format!("cannot read the upload: {e}")))?;
+    let head = &head[..read];
+    // `PARE` marks a file with an encrypted footer: the reader refuses it as such.
+    if head.starts_with(b"PAR1") || head.starts_with(b"PARE") {
+        return Ok(());
+    }
+    Err(IngestError::NotParquet(looks_like(head)))
+}
+
+/// What the first bytes of a file that is not Parquet suggest it is.
+fn looks_like(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    let start = text.trim_start();
+    // Text, possibly cut in the middle of a character at the end of the sample.
+    let is_text = std::str::from_utf8(head).map_or_else(|e| e.error_len().is_none(), |_| true)
+        && !head.contains(&0);
+    if head.is_empty() {
+        "the file is empty".to_owned()
+    } else if start.starts_with('[') || start.starts_with('{') {
+        "it looks like JSON".to_owned()
+    } else if is_text && start.contains([',', ';', '\t']) {
+        "it looks like CSV (text with separators)".to_owned()
+    } else if is_text {
+        "it looks like text".to_owned()
+    } else {
+        "it does not start with PAR1, the mark of a Parquet file".to_owned()
+    }
 }
 
 /// Copies the file's rows into the tenant's table `schema.name` (whose columns are the plan's),

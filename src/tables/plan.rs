@@ -18,6 +18,12 @@ pub enum IngestError {
     /// The file is not readable Parquet.
     #[error("the file is not valid Parquet: {0}")]
     InvalidParquet(String),
+    /// The file is not Parquet at all (empty, CSV, JSON, ...): say what is accepted and where
+    /// JSON rows go.
+    #[error(
+        "the file is not Parquet: {0}. Only Parquet files are accepted in the form field file; send rows as JSON to POST /tables/{{name}}/rows/ with Content-Type: application/json (an array of objects) or application/x-ndjson (one object per line)"
+    )]
+    NotParquet(String),
     /// The declared columns and the file's columns disagree.
     #[error("{0}")]
     ColumnMismatch(String),
@@ -46,14 +52,18 @@ pub enum IngestError {
         reason: String,
     },
     /// A value does not fit its column.
-    #[error("column {column:?}, row {row}: {reason}")]
+    #[error("row {row}, column {column:?}: {reason}")]
     InvalidValue {
         /// The column.
         column: String,
-        /// 1-based row number in the file.
+        /// 1-based row number in the file or body.
         row: usize,
-        /// What is wrong.
+        /// What is wrong (names the value when it is known).
         reason: String,
+        /// The value as sent (JSON text for JSON rows), when known.
+        value: Option<String>,
+        /// The column's type (`date`, `smallint`, ...).
+        expected_type: String,
     },
 }
 
@@ -61,14 +71,33 @@ pub enum IngestError {
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let code = match &e {
-            IngestError::InvalidParquet(_) => "invalid_parquet",
+            IngestError::InvalidParquet(_) | IngestError::NotParquet(_) => "invalid_parquet",
             IngestError::ColumnMismatch(_) => "column_mismatch",
             IngestError::InvalidColumnName(_) => "invalid_column_name",
             IngestError::InvalidJson { .. } => "invalid_json",
             IngestError::UnsupportedType(_) => "unsupported_type",
             IngestError::InvalidValue { .. } | IngestError::InvalidRow { .. } => "invalid_value",
         };
-        ApiError::bad_request(code, e.to_string())
+        let members = match &e {
+            IngestError::InvalidValue {
+                column,
+                row,
+                value,
+                expected_type,
+                ..
+            } => serde_json::json!({
+                "row": row,
+                "column": column,
+                "value": value,
+                "expected_type": expected_type,
+            }),
+            IngestError::InvalidRow { row, .. } => serde_json::json!({ "row": row }),
+            IngestError::InvalidJson { line, column, .. } => {
+                serde_json::json!({ "line": line, "line_column": column })
+            }
+            _ => serde_json::Value::Null,
+        };
+        ApiError::bad_request(code, e.to_string()).with_members(members)
     }
 }
 

@@ -16,28 +16,73 @@ use crate::db::ident::Ident;
 use crate::db::tenant::{self, ServiceTx};
 use crate::error::ApiError;
 
-/// Maps a PostgreSQL error in tenant SQL to a 400 that quotes PostgreSQL (message and
-/// position), never a 500.
+/// Maps a PostgreSQL error in tenant SQL to a 400 that quotes PostgreSQL (message, detail and
+/// hint), never a 500. PostgreSQL's character position is left out: it counts in a statement
+/// the user did not write (see [`view_sql_error`]).
 pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
+    sql_error(e, None)
+}
+
+/// [`tenant_sql_error`] for the statement that creates a view: `head` (the text before the
+/// user's query in that statement) is taken off PostgreSQL's position, which then names the
+/// line and column in `user_sql` (the user's own text) and the text found there.
+pub fn view_sql_error(e: sqlx::Error, user_sql: &str, head: &str) -> ApiError {
+    sql_error(e, Some((user_sql, head.chars().count())))
+}
+
+fn sql_error(e: sqlx::Error, source: Option<(&str, usize)>) -> ApiError {
     match tenant::classify_error(e, "invalid_sql") {
         Ok(classified) => classified,
         Err(sqlx::Error::Database(db)) => {
-            let position = db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .and_then(|pg| match pg.position() {
-                    Some(sqlx::postgres::PgErrorPosition::Original(p)) => {
-                        Some(format!(" (at character {p})"))
-                    }
-                    _ => None,
-                })
-                .unwrap_or_default();
-            ApiError::bad_request(
-                "invalid_sql",
-                format!("PostgreSQL: {}{position}", db.message()),
-            )
+            let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            let mut detail = format!("PostgreSQL: {}", db.message());
+            let mut members = serde_json::Map::new();
+            let position = match (pg.and_then(|pg| pg.position()), source) {
+                (Some(sqlx::postgres::PgErrorPosition::Original(p)), Some((sql, head))) => p
+                    .checked_sub(head)
+                    .filter(|at| (1..=sql.chars().count()).contains(at))
+                    .map(|at| (sql, at)),
+                _ => None,
+            };
+            if let Some((sql, at)) = position {
+                let (line, column, near) = locate(sql, at);
+                detail.push_str(&format!(
+                    " (sql_query line {line}, column {column}, at {near:?})"
+                ));
+                members.insert("position".to_owned(), at.into());
+                members.insert("line".to_owned(), line.into());
+                members.insert("line_column".to_owned(), column.into());
+            }
+            if let Some(pg) = pg {
+                if let Some(more) = pg.detail() {
+                    detail.push_str(&format!("; detail: {more}"));
+                    members.insert("sql_detail".to_owned(), more.into());
+                }
+                if let Some(hint) = pg.hint() {
+                    detail.push_str(&format!("; hint: {hint}"));
+                    members.insert("hint".to_owned(), hint.into());
+                }
+            }
+            ApiError::bad_request("invalid_sql", detail)
+                .with_members(serde_json::Value::Object(members))
         }
         Err(other) => ApiError::from(other),
     }
+}
+
+/// The 1-based line and column of the 1-based character position `at` in `sql`, and the text
+/// from there to the next blank (at most 40 characters).
+fn locate(sql: &str, at: usize) -> (usize, usize, String) {
+    let before: Vec<char> = sql.chars().take(at - 1).collect();
+    let line = before.iter().filter(|c| **c == '\n').count() + 1;
+    let column = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
+    let near: String = sql
+        .chars()
+        .skip(at - 1)
+        .take_while(|c| !c.is_whitespace())
+        .take(40)
+        .collect();
+    (line, column, near)
 }
 
 /// What asked for a refresh.
@@ -212,6 +257,16 @@ pub async fn refresh_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_is_located_by_line_and_column_in_the_users_text() {
+        let sql = "SELECT 1 AS a,\n  \"SomeNumbr\"\nFROM t";
+        assert_eq!(locate(sql, 1), (1, 1, "SELECT".to_owned()));
+        assert_eq!(locate(sql, 18), (2, 3, "\"SomeNumbr\"".to_owned()));
+        assert_eq!(locate(sql, 30), (3, 1, "FROM".to_owned()));
+        // Characters, not bytes, as PostgreSQL counts.
+        assert_eq!(locate("SELECT 'é', x", 13), (1, 13, "x".to_owned()));
+    }
 
     fn view(refreshed_changes: Option<i64>, unique_key: bool, volatile: bool) -> ViewRow {
         ViewRow {

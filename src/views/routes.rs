@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error};
+use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error, view_sql_error};
 use super::store::{self, RefreshRecord, ViewRow, lookup_name};
 use super::{resolved, sandbox};
 use crate::auth::extract::AuthUser;
@@ -103,10 +103,15 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
     let row_count = tables_store::row_count(&mut tx, tenant, &name).await?;
     tx.commit().await?;
     let last_refresh = store::last_refresh(&state.pool, view.view_id).await?;
+    let mut last_runs =
+        crate::jobs::runs::last_runs(&state.pool, view.user_id, Some(view.view_id)).await?;
     let jobs = jobs_store::list(&state.pool, view.user_id, Some(view.view_id))
         .await?
         .into_iter()
-        .map(|j| JobBody::new(j, None))
+        .map(|j| {
+            let last = last_runs.remove(&j.job_id);
+            JobBody::new(j, last)
+        })
         .collect();
     let channels = channels_store::list(&state.pool, view.user_id, Some(view.view_id))
         .await?
@@ -174,7 +179,9 @@ pub async fn create_view(
     let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
     store::create_view(&mut tx, &tenant, &name, &checked.sql)
         .await
-        .map_err(tenant_sql_error)?;
+        .map_err(|e| {
+            view_sql_error(e, &body.sql_query, &store::create_view_head(&tenant, &name))
+        })?;
     if let Some(columns) = &unique_key {
         store::create_unique_index(&mut tx, &tenant, &name, columns)
             .await

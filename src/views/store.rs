@@ -95,6 +95,12 @@ pub async fn relation_names(pool: &PgPool, user_id: Uuid) -> Result<HashSet<Stri
     Ok(names.into_iter().collect())
 }
 
+/// What comes before the tenant's text in [`create_view`]'s statement. PostgreSQL's error
+/// positions count from the start of the statement: taking this off points into the user's text.
+pub fn create_view_head(schema: &Ident, name: &Ident) -> String {
+    format!("CREATE MATERIALIZED VIEW {schema}.{name} AS\n")
+}
+
 /// `CREATE MATERIALIZED VIEW ... WITH NO DATA` from the tenant's own text, run as the tenant.
 /// Nothing of the query runs: PostgreSQL only parses and resolves it, and `views::resolved`
 /// then decides on what it resolved to. The line breaks keep a trailing `--` comment from
@@ -106,13 +112,8 @@ pub async fn create_view(
     name: &Ident,
     checked_sql: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut ddl = QueryBuilder::new("CREATE MATERIALIZED VIEW ");
-    ddl.push(schema)
-        .push(".")
-        .push(name)
-        .push(" AS\n")
-        .push(checked_sql)
-        .push("\nWITH NO DATA");
+    let mut ddl = QueryBuilder::new(create_view_head(schema, name));
+    ddl.push(checked_sql).push("\nWITH NO DATA");
     ddl.build().execute(conn).await?;
     Ok(())
 }

@@ -603,7 +603,7 @@ async fn a_refresh_token_is_not_an_access_token_and_the_other_way_round() {
 }
 
 #[tokio::test]
-async fn an_expired_access_token_is_401_token_expired() {
+async fn an_expired_access_token_is_401_token_expired_and_says_to_refresh_it() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
     let claims = claims_of(&app, &user.access, TokenType::Access);
@@ -622,12 +622,22 @@ async fn an_expired_access_token_is_401_token_expired() {
     )
     .expect("sign");
 
-    assert_problem(
+    let body = assert_problem(
         app.me(&expired).await,
         StatusCode::UNAUTHORIZED,
         "token_expired",
     )
     .await;
+    // It says what to do: trade the refresh token for a new access token.
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(
+        detail.starts_with(
+            "the access token has expired; get a new one with POST /auth/tokens/refresh/"
+        ),
+        "{detail}"
+    );
+    let res = app.refresh(&user.refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]

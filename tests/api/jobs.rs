@@ -28,6 +28,28 @@ fn finished(runs: &[Value]) -> Vec<&Value> {
 const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
+async fn a_crontab_value_out_of_range_names_the_users_field_its_range_and_the_value() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let res = app
+        .post_as(
+            &user.access,
+            "/jobs/create/",
+            &json!({"view_name": "someview", "crontab_def": "61 * * * *"}),
+        )
+        .await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_crontab").await;
+    assert_eq!(
+        body["detail"],
+        "the minute field \"61\" of crontab_def is invalid: 61 is out of range; the minute field takes 0-59"
+    );
+    assert_eq!(
+        (&body["field"], &body["value"], &body["allowed"]),
+        (&json!("minute"), &json!("61"), &json!("0-59"))
+    );
+}
+
+#[tokio::test]
 async fn job_crud_and_validation() {
     let app = spawn_app().await;
     let user = app.user_with_view().await;
@@ -181,6 +203,83 @@ async fn job_crud_and_validation() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let res = app.get_as(a, &format!("/jobs/{id}/")).await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn the_job_list_shows_the_same_last_run_and_paused_flag_as_the_job_itself() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let a = &user.access;
+    let id = app.every_second_job(a, "someview", json!({})).await;
+    app.wait_for_runs(a, &id, 15 * SECOND, |runs| !finished(runs).is_empty())
+        .await;
+    let res = app
+        .patch_as(a, &format!("/jobs/{id}/"), &json!({"paused": true}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // A run may still be finishing after the pause: compare once the job stands still.
+    let mut agreed = false;
+    for _ in 0..50 {
+        let before: Value = app
+            .get_as(a, &format!("/jobs/{id}/"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let list: Value = app.get_as(a, "/jobs/").await.json().await.expect("json");
+        let after: Value = app
+            .get_as(a, &format!("/jobs/{id}/"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        if before != after {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(after["last_run"]["run_id"].is_string(), "{after}");
+        assert_eq!(list[0], after, "GET /jobs/ and GET /jobs/{{id}}/ disagree");
+        assert_eq!(
+            (&after["paused"], &after["enabled"]),
+            (&json!(true), &json!(false))
+        );
+        agreed = true;
+        break;
+    }
+    assert!(agreed, "the job never stood still");
+
+    // `paused` is the name on creation too; `enabled` stays as a deprecated alias.
+    let job = app
+        .created(
+            a,
+            "/jobs/create/",
+            json!({"view_name": "someview", "crontab_def": "@daily", "paused": true}),
+        )
+        .await;
+    assert_eq!(
+        (&job["paused"], &job["next_run_at"]),
+        (&json!(true), &Value::Null)
+    );
+    let job = app
+        .created(
+            a,
+            "/jobs/create/",
+            json!({"view_name": "someview", "crontab_def": "@daily", "enabled": false}),
+        )
+        .await;
+    assert_eq!(job["paused"], json!(true));
+    let res = app
+        .post_as(
+            a,
+            "/jobs/create/",
+            &json!({"view_name": "someview", "crontab_def": "@daily", "paused": true, "enabled": true}),
+        )
+        .await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_job").await;
+    assert_eq!(
+        body["detail"],
+        "paused (true) and its deprecated alias enabled (true) contradict each other; send paused only"
+    );
 }
 
 #[tokio::test]

@@ -594,6 +594,60 @@ async fn bad_json_rows_are_refused_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn a_json_row_with_a_bad_value_names_row_column_value_and_type_in_the_problem() {
+    let app = spawn_app().await;
+    let user = with_table(&app).await;
+    for (content_type, body) in [
+        (
+            "application/json",
+            r#"[{"id": 1}, {"id": 2, "day": "31/01/2026"}]"#,
+        ),
+        (
+            "application/x-ndjson",
+            "{\"id\": 1}\n\n{\"id\": 2, \"day\": \"31/01/2026\"}\n",
+        ),
+    ] {
+        let res = post_rows(
+            &app,
+            &user,
+            "things",
+            "",
+            content_type,
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_value").await;
+        assert_eq!(
+            problem["detail"],
+            r#"row 2, column "day": "31/01/2026" is not a valid date; expected a date such as "2026-01-31""#,
+            "{content_type}"
+        );
+        assert_eq!(
+            (
+                &problem["row"],
+                &problem["column"],
+                &problem["value"],
+                &problem["expected_type"]
+            ),
+            (
+                &json!(2),
+                &json!("day"),
+                &json!("\"31/01/2026\""),
+                &json!("date")
+            ),
+            "{content_type}"
+        );
+    }
+    assert_eq!(
+        rows(&app, &user, "").await["rows"]
+            .as_array()
+            .expect("rows")
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
 async fn a_bad_filter_on_a_csv_or_parquet_export_is_a_400_not_a_broken_download() {
     let app = spawn_app().await;
     let user = with_table(&app).await;

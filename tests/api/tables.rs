@@ -597,6 +597,33 @@ async fn files_that_are_not_parquet_are_refused() {
 }
 
 #[tokio::test]
+async fn a_csv_or_empty_file_sent_as_parquet_says_only_parquet_is_accepted_and_where_json_rows_go()
+{
+    let app = spawn_app().await;
+    let user = user(&app).await;
+    let cases: [(&str, &[u8]); 4] = [
+        ("it looks like CSV", b"SomeNumber,SomeString\n1,a\n"),
+        ("the file is empty", b""),
+        ("it looks like JSON", br#"[{"SomeNumber": 1}]"#),
+        ("it does not start with PAR1", b"\x00\x01\xfe\xff"),
+    ];
+    for (looks, bytes) in cases {
+        let res = app
+            .create_table(&user.access, bytes.to_vec(), "t", None)
+            .await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_parquet").await;
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(
+            detail.starts_with(&format!("the file is not Parquet: {looks}"))
+                && detail.contains("Only Parquet files are accepted")
+                && detail.contains("POST /tables/{name}/rows/ with Content-Type: application/json"),
+            "{looks}: {detail}"
+        );
+    }
+    assert!(table_names(&app, &user.access).await.is_empty());
+}
+
+#[tokio::test]
 async fn duplicate_column_names_in_the_file_are_refused() {
     let app = spawn_app().await;
     let user = user(&app).await;

@@ -256,9 +256,9 @@ async fn the_sandbox_refuses_with_sql_rejected_and_postgres_errors_are_400() {
     .await;
     let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_sql").await;
     let detail = body["detail"].as_str().expect("detail");
-    assert!(
-        detail.contains("column \"nope\" does not exist") && detail.contains("character"),
-        "{detail}"
+    assert_eq!(
+        detail,
+        "PostgreSQL: column \"nope\" does not exist (sql_query line 1, column 8, at \"nope\")"
     );
     let views: Value = app
         .get_as(&user.access, "/views/")
@@ -267,6 +267,31 @@ async fn the_sandbox_refuses_with_sql_rejected_and_postgres_errors_are_400() {
         .await
         .expect("json");
     assert_eq!(views, json!([]));
+}
+
+#[tokio::test]
+async fn an_sql_error_points_into_the_users_own_text_and_keeps_postgresqls_hint() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    // The mistake is on the second line, third character, of what the user wrote.
+    let sql = "SELECT 1 AS a,\n  \"SomeNumbr\"\nFROM sometable";
+    let res = create_view(&app, &user, json!({"view_name": "v", "sql_query": sql})).await;
+    let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_sql").await;
+    assert_eq!(
+        body["detail"],
+        "PostgreSQL: column \"SomeNumbr\" does not exist (sql_query line 2, column 3, at \"\\\"SomeNumbr\\\"\"); hint: Perhaps you meant to reference the column \"sometable.SomeNumber\"."
+    );
+    assert_eq!(
+        (&body["position"], &body["line"], &body["line_column"]),
+        (&json!(18), &json!(2), &json!(3))
+    );
+    assert_eq!(
+        body["hint"],
+        "Perhaps you meant to reference the column \"sometable.SomeNumber\"."
+    );
+    // The position is the user's: the text there is what PostgreSQL complained about.
+    let at: String = sql.chars().skip(17).take(11).collect();
+    assert_eq!(at, "\"SomeNumbr\"");
 }
 
 #[tokio::test]
