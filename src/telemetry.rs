@@ -74,10 +74,12 @@ impl RootSpanBuilder for AccessLog {
             .unwrap_or_else(|| "unmatched".to_owned());
         let latency_ms = request
             .and_then(|r| r.extensions().get::<Arrived>().copied())
-            .map_or(0.0, |Arrived(at)| at.elapsed().as_secs_f64() * 1000.0);
+            .map_or(0.0, |Arrived(at)| {
+                (at.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
+            });
         let method = request.map(|r| r.method().to_string()).unwrap_or_default();
         let status = status.as_u16();
-        span.record("route", route.as_str());
+        span.record("route", tracing::field::display(&route));
         span.record("status", status);
         span.in_scope(|| {
             if status >= 500 {
@@ -93,6 +95,6 @@ impl RootSpanBuilder for AccessLog {
 pub fn record_caller(req: &HttpRequest, user_id: Uuid, tenant: &str) {
     if let Some(span) = req.extensions().get::<RootSpan>() {
         span.record("user_id", tracing::field::display(user_id));
-        span.record("tenant", tenant);
+        span.record("tenant", tracing::field::display(tenant));
     }
 }
