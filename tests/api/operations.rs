@@ -421,7 +421,10 @@ async fn a_killed_managed_postgres_is_restarted_and_no_row_or_event_is_lost() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("healthy again {:?} after kill -9", killed.elapsed());
-    for line in std::fs::read_to_string(&log_path).unwrap_or_default().lines() {
+    for line in std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+    {
         if line.contains("PostgreSQL") {
             println!("{line}");
         }
