@@ -180,11 +180,16 @@ fn supervise(mut cluster: LocalCluster, stopped: &std::sync::mpsc::Receiver<()>)
             Err(e) => {
                 tracing::error!(attempt, error = %e, "restarting the managed PostgreSQL failed");
                 cluster.kill_child();
-                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+                backoff = next_backoff(backoff);
             }
         }
     }
     cluster.stop();
+}
+
+/// The pause after a failed restart: double the last, at most [`RESTART_BACKOFF_MAX`].
+fn next_backoff(last: Duration) -> Duration {
+    last.saturating_mul(2).min(RESTART_BACKOFF_MAX)
 }
 
 /// A managed cluster under a watchdog thread ([`LocalCluster::supervise`]).
@@ -468,5 +473,20 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_pauses_double_from_100_ms_up_to_5_s() {
+        let mut pauses = vec![RESTART_BACKOFF_MIN];
+        for _ in 0..8 {
+            pauses.push(next_backoff(pauses[pauses.len() - 1]));
+        }
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
     }
 }
