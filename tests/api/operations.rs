@@ -357,6 +357,33 @@ async fn healthy(client: &reqwest::Client, base: &str) -> bool {
         .is_ok_and(|r| r.status() == StatusCode::OK)
 }
 
+/// A `serve` process with its own cluster under `dir`: if the test fails half-way, the drop
+/// still stops serve and its PostgreSQL (a killed serve would leave the server running), and
+/// removes the directory.
+struct ManagedServe {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for ManagedServe {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(&self.child, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(pid) = postmaster_pid(&self.dir) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.dir.with_extension("log"));
+    }
+}
+
 #[tokio::test]
 async fn a_killed_managed_postgres_is_restarted_and_no_row_or_event_is_lost() {
     // A serve process with its own managed cluster.
@@ -365,8 +392,9 @@ async fn a_killed_managed_postgres_is_restarted_and_no_row_or_event_is_lost() {
     let log = std::fs::File::create(&log_path).expect("log");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut process = Serve(
-        Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
+    let mut process = ManagedServe {
+        dir: dir.clone(),
+        child: Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
             .arg("serve")
             .env_remove("DATABASE_URL")
             .env_remove("JWT_SECRET")
@@ -381,12 +409,12 @@ async fn a_killed_managed_postgres_is_restarted_and_no_row_or_event_is_lost() {
             .stderr(log)
             .spawn()
             .expect("spawn serve"),
-    );
+    };
     let client = reqwest::Client::new();
     let started = Instant::now();
     while !healthy(&client, &base).await {
         assert!(
-            process.0.try_wait().expect("try_wait").is_none(),
+            process.child.try_wait().expect("try_wait").is_none(),
             "serve exited: {}",
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
@@ -450,10 +478,8 @@ async fn a_killed_managed_postgres_is_restarted_and_no_row_or_event_is_lost() {
 
     // And serve still stops it at the end.
     drop(stream);
-    signal(&process.0, Signal::SIGTERM);
-    let status = exit_status(&mut process.0).await;
+    signal(&process.child, Signal::SIGTERM);
+    let status = exit_status(&mut process.child).await;
     assert!(status.success(), "serve exited with {status}");
     assert!(postmaster_pid(&dir).is_none(), "PostgreSQL was not stopped");
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&log_path);
 }
