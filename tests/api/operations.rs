@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{TestApp, database_url, spawn_app_with, temp_dir, test_settings};
 use crate::processes::{Serve, serve, wait_until_up};
+use crate::sse::Next;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -286,8 +287,20 @@ fn signal(child: &Child, signal: Signal) {
 #[tokio::test]
 async fn sigint_drains_an_in_flight_request_like_sigterm() {
     let logs = temp_dir("tdc-sigint");
-    let (mut process, base, _app) = serve_on_test_database(&logs.join("serve.log"), "warn").await;
+    let (mut process, base, app) = serve_on_test_database(&logs.join("serve.log"), "warn").await;
     let address = base.trim_start_matches("http://").to_owned();
+    // An open stream, which must end (cleanly) rather than hold the drain.
+    let user = app.user_with_view().await;
+    let channel = app
+        .created(
+            &user.access,
+            "/channels/create/",
+            json!({"view_name": "someview"}),
+        )
+        .await;
+    let mut listener = app
+        .listen(&user.access, channel["channel_id"].as_str().expect("id"))
+        .await;
 
     // A registration whose body is only half sent when the signal comes.
     let body = json!({"primary_email": "drain@example.com", "password": "correct horse battery"})
@@ -304,7 +317,10 @@ async fn sigint_drains_an_in_flight_request_like_sigterm() {
     stream.write_all(first.as_bytes()).await.expect("body");
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&process.0, Signal::SIGINT);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    match listener.next(Duration::from_secs(5)).await {
+        Next::End => {}
+        other => panic!("the stream did not end cleanly at SIGINT: {other:?}"),
+    }
 
     // New connections are refused while the request in flight finishes.
     assert!(
