@@ -29,7 +29,7 @@ use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
 use crate::jobs::scheduler::SchedulerConfig;
 use crate::state::{AppState, Background};
-use crate::{channels, db, jobs, secrets, service, tables, views};
+use crate::{channels, db, jobs, secrets, service, tables, telemetry, views};
 
 /// The database name inside the managed cluster.
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
@@ -58,9 +58,7 @@ pub fn build_server_on(
         settings.sse_session_recheck,
     );
     let mut tasks = vec![hub.spawn(), spawn_janitor(pool.clone(), &settings)];
-    if settings.close_streams_on_signal {
-        tasks.push(spawn_stream_closer(Arc::clone(&hub)));
-    }
+    let on_signal = settings.close_streams_on_signal.then(|| Arc::clone(&hub));
     if settings.scheduler {
         tasks.push(jobs::scheduler::spawn(
             pool.clone(),
@@ -128,7 +126,7 @@ pub fn build_server_on(
             .wrap(middleware::NormalizePath::trim())
             .wrap(from_fn(service::metrics::record))
             .wrap(from_fn(request_id_header))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<telemetry::AccessLog>::new())
             .wrap(from_fn(auth::query_token::strip_access_token))
     })
     .shutdown_timeout(10);
@@ -138,7 +136,15 @@ pub fn build_server_on(
     if let Some(workers) = workers {
         server = server.workers(workers);
     }
-    Ok(server.run())
+    if on_signal.is_some() {
+        // actix stops at once on SIGINT (drains only on SIGTERM); we drain on both.
+        server = server.disable_signals();
+    }
+    let server = server.run();
+    if let Some(hub) = on_signal {
+        spawn_drain_on_signal(hub, server.handle());
+    }
+    Ok(server)
 }
 
 /// CORS for the configured browser origins (exact, as validated by the configuration). Bearer
@@ -167,9 +173,10 @@ fn cors(origins: &[String], max_age: std::time::Duration) -> Cors {
         .block_on_origin_mismatch(false)
 }
 
-/// At SIGINT or SIGTERM (which actix also receives, to stop accepting and drain), ends the SSE
-/// streams: they never end by themselves, and would hold the drain for its whole timeout.
-fn spawn_stream_closer(hub: Arc<Hub>) -> tokio::task::JoinHandle<()> {
+/// At SIGINT or SIGTERM, drains: ends the SSE streams (they never end by themselves, and would
+/// hold the drain for its whole timeout), then stops the HTTP server gracefully (it stops
+/// accepting and lets in-flight requests finish, up to the shutdown timeout).
+fn spawn_drain_on_signal(hub: Arc<Hub>, server: actix_web::dev::ServerHandle) {
     tokio::spawn(async move {
         let terminate = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -183,9 +190,10 @@ fn spawn_stream_closer(hub: Arc<Hub>) -> tokio::task::JoinHandle<()> {
             _ = tokio::signal::ctrl_c() => {}
             () = terminate => {}
         }
-        tracing::info!("shutting down: ending SSE streams");
+        tracing::info!("shutting down: draining requests, ending SSE streams");
         hub.close_all();
-    })
+        server.stop(true).await;
+    });
 }
 
 /// Deletes run history and channel events past their retention, once a minute.
@@ -318,9 +326,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     db::check_privileges(&pool)
         .await
         .context("checking the database privileges")?;
+    // From here on, a managed server that dies is restarted; the pool reconnects by itself.
+    let supervised = database.cluster.map(LocalCluster::supervise);
     let result = build_server_on(listeners, pool.clone(), settings)?.await;
     pool.close().await;
-    stop_cluster(database.cluster).await;
+    if let Some(cluster) = supervised {
+        let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+    }
     result.context("the HTTP server failed")
 }
 

@@ -332,8 +332,9 @@ pub struct Settings {
         value_parser = seconds
     )]
     pub cors_max_age: Duration,
-    /// End SSE streams at SIGINT/SIGTERM. Not a flag: `serve` turns it on; tests leave it off,
-    /// where a signal handler would swallow Ctrl-C.
+    /// Drain at SIGINT/SIGTERM alike: end the SSE streams, stop accepting, finish the requests
+    /// in flight. Not a flag: `serve` turns it on; tests leave it off, where a signal handler
+    /// would swallow Ctrl-C.
     #[arg(skip)]
     pub close_streams_on_signal: bool,
 }

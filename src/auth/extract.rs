@@ -12,6 +12,7 @@ use super::store;
 use crate::db::ident::Ident;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::telemetry;
 
 /// The caller, from a valid access token of a live session.
 #[derive(Debug, Clone)]
@@ -85,11 +86,14 @@ impl FromRequest for AuthUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!("BUG: AppState is not registered"))
             })?;
-            authenticate(&state, &token?).await
+            let user = authenticate(&state, &token?).await?;
+            telemetry::record_caller(&req, user.user_id, user.tenant.as_str());
+            Ok(user)
         })
     }
 }

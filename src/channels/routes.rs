@@ -151,6 +151,7 @@ pub async fn listen(
     let session = state.hub.watch_session(claims.sid);
     let user = authenticate_claims(&state, claims).await?;
     tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
+    crate::telemetry::record_caller(&req, user.user_id, user.tenant.as_str());
     if session.ended().is_some() {
         return Err(ApiError::unauthorized(
             "token_revoked",

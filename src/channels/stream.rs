@@ -105,6 +105,7 @@ impl Listening {
 }
 
 fn refresh_event(event: &HubEvent) -> sse::Event {
+    metrics::counter!("tdc_sse_events_sent_total").increment(1);
     sse::Event::Data(
         sse::Data::new(event.data.clone())
             .event("refresh")

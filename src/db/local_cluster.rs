@@ -127,12 +127,105 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError
     move |source| ClusterError::Io { context, source }
 }
 
+/// What it takes to (re)start the server process.
+#[derive(Debug)]
+struct Server {
+    bin_dir: PathBuf,
+    pgdata: PathBuf,
+    owner: Option<(u32, u32)>,
+    settings: Vec<(String, String)>,
+    durable: bool,
+}
+
+/// The first pause before restarting a server that died; it doubles per failed attempt.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between restart attempts.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the watchdog looks at the server process.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The watchdog loop: restarts a dead server until told to stop (or its handle is dropped),
+/// then stops the server.
+fn supervise(mut cluster: LocalCluster, stopped: &std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut backoff = RESTART_BACKOFF_MIN;
+    let mut attempt = 0u32;
+    loop {
+        match stopped.recv_timeout(WATCH_INTERVAL) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if !cluster.exited() {
+            continue;
+        }
+        attempt += 1;
+        tracing::warn!(
+            attempt,
+            delay_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            "restarting the managed PostgreSQL"
+        );
+        match stopped.recv_timeout(backoff) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        // Backends of the dead server may linger a moment, holding its shared memory: the
+        // new server refuses to start until they are gone, and the next attempt retries.
+        match cluster.launch() {
+            Ok(()) => {
+                tracing::info!(attempt, port = cluster.port, "managed PostgreSQL restarted");
+                metrics::counter!("tdc_managed_postgres_restarts_total").increment(1);
+                backoff = RESTART_BACKOFF_MIN;
+                attempt = 0;
+            }
+            Err(e) => {
+                tracing::error!(attempt, error = %e, "restarting the managed PostgreSQL failed");
+                cluster.kill_child();
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+    cluster.stop();
+}
+
+/// The pause after a failed restart: double the last, at most [`RESTART_BACKOFF_MAX`].
+fn next_backoff(last: Duration) -> Duration {
+    last.saturating_mul(2).min(RESTART_BACKOFF_MAX)
+}
+
+/// A managed cluster under a watchdog thread ([`LocalCluster::supervise`]).
+#[derive(Debug)]
+pub struct SupervisedCluster {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SupervisedCluster {
+    /// Stops the watchdog, then the server (fast shutdown); blocks until both are done.
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SupervisedCluster {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// A running managed cluster; stops the server when stopped or dropped.
 #[derive(Debug)]
 pub struct LocalCluster {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     port: u16,
+    server: Server,
     child: Option<Child>,
     // Held for the life of the cluster: a second process on the same data dir fails fast.
     _lock: File,
@@ -170,7 +263,27 @@ impl LocalCluster {
             Some(port) => port,
             None => free_port()?,
         };
-        let log_path = data_dir.join("postgres.log");
+        let mut cluster = Self {
+            data_dir,
+            socket_dir,
+            port,
+            server: Server {
+                bin_dir,
+                pgdata,
+                owner,
+                settings: options.settings.clone(),
+                durable: options.durable,
+            },
+            child: None,
+            _lock: lock,
+        };
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    /// Starts the server process on the cluster's port and waits until it is ready.
+    fn launch(&mut self) -> Result<(), ClusterError> {
+        let log_path = self.data_dir.join("postgres.log");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,16 +291,17 @@ impl LocalCluster {
             .map_err(io(format!("opening {}", log_path.display())))?;
         let log_err = log.try_clone().map_err(io("duplicating the log handle"))?;
 
-        let mut command = Command::new(bin_dir.join("postgres"));
+        let server = &self.server;
+        let mut command = Command::new(server.bin_dir.join("postgres"));
         command
             .arg("-D")
-            .arg(&pgdata)
+            .arg(&server.pgdata)
             .arg("-p")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .arg("-k")
-            .arg(&socket_dir)
+            .arg(&self.socket_dir)
             .args(["-c", "listen_addresses=127.0.0.1"]);
-        if !options.durable {
+        if !server.durable {
             command.args([
                 "-c",
                 "fsync=off",
@@ -197,7 +311,7 @@ impl LocalCluster {
                 "full_page_writes=off",
             ]);
         }
-        for (name, value) in &options.settings {
+        for (name, value) in &server.settings {
             command.arg("-c").arg(format!("{name}={value}"));
         }
         command
@@ -208,23 +322,44 @@ impl LocalCluster {
             // Its own process group: a terminal's Ctrl-C reaches us, and we stop the server
             // after the HTTP server has drained, not before.
             .process_group(0);
-        if let Some((uid, gid)) = owner {
+        if let Some((uid, gid)) = server.owner {
             command.uid(uid).gid(gid);
         }
         let child = command.spawn().map_err(io(format!(
             "starting {}",
-            bin_dir.join("postgres").display()
+            server.bin_dir.join("postgres").display()
         )))?;
+        self.child = Some(child);
+        let pgdata = self.server.pgdata.clone();
+        self.wait_ready(&pgdata, &log_path, Duration::from_secs(60))
+    }
 
-        let mut cluster = Self {
-            data_dir,
-            socket_dir,
-            port,
-            child: Some(child),
-            _lock: lock,
-        };
-        cluster.wait_ready(&pgdata, &log_path, Duration::from_secs(60))?;
-        Ok(cluster)
+    /// Whether the server process has exited (reaping it if so); `true` when there is none.
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => false,
+            Some(Ok(Some(status))) => {
+                tracing::error!(%status, "managed PostgreSQL exited unexpectedly");
+                self.child = None;
+                true
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot watch the managed PostgreSQL");
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Hands the cluster to a watchdog thread that restarts the server whenever it dies
+    /// (killed, crashed), with a growing pause between failed attempts, until stopped.
+    pub fn supervise(self) -> SupervisedCluster {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("postgres-supervisor".to_owned())
+            .spawn(move || supervise(self, &stopped))
+            .ok();
+        SupervisedCluster { stop, thread }
     }
 
     fn wait_ready(
@@ -307,6 +442,14 @@ impl LocalCluster {
         self.shutdown();
     }
 
+    /// Kills a server that did not become ready, so that the next attempt starts afresh.
+    fn kill_child(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn shutdown(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -330,5 +473,20 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_pauses_double_from_100_ms_up_to_5_s() {
+        let mut pauses = vec![RESTART_BACKOFF_MIN];
+        for _ in 0..8 {
+            pauses.push(next_backoff(pauses[pauses.len() - 1]));
+        }
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
     }
 }

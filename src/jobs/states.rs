@@ -79,7 +79,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    const ALL: [Self; 5] = [
+    /// Every status, in order.
+    pub const ALL: [Self; 5] = [
         Self::Running,
         Self::Succeeded,
         Self::Failed,

@@ -131,23 +131,29 @@ pub(super) async fn copy_into(
     let result = copy_segments(conn, schema, storage_quota, &statement, &mut receiver).await;
     drop(receiver);
     let _ = producer.await;
-    if let Ok(rows) = &result {
-        tracing::info!(rows, "copied the rows");
+    let (rows, bytes) = result?;
+    tracing::info!(rows, bytes, "copied the rows");
+    #[expect(clippy::cast_precision_loss, reason = "metrics are approximate")]
+    {
+        metrics::histogram!("tdc_ingest_rows").record(rows as f64);
+        metrics::histogram!("tdc_ingest_bytes").record(bytes as f64);
     }
-    result
+    Ok(rows)
 }
 
 /// Pumps the chunks into one COPY statement after another, each framed by [`COPY_HEADER`] and
-/// [`COPY_TRAILER`], measuring the tenant's storage between them and at the end.
+/// [`COPY_TRAILER`], measuring the tenant's storage between them and at the end. Returns the
+/// rows written and the COPY bytes sent.
 async fn copy_segments(
     conn: &mut tenant::TenantTx,
     schema: &Ident,
     storage_quota: u64,
     statement: &str,
     receiver: &mut mpsc::Receiver<Result<Bytes, IngestError>>,
-) -> Result<u64, ApiError> {
+) -> Result<(u64, u64), ApiError> {
     let every = measure_every(storage_quota);
     let mut written = 0;
+    let mut sent = 0u64;
     let mut since_measured = 0;
     let mut copy = conn.copy_in_raw(statement).await?;
     while let Some(chunk) = receiver.recv().await {
@@ -174,6 +180,7 @@ async fn copy_segments(
             }
         }
         since_measured += bytes.len();
+        sent += bytes.len() as u64;
         if let Err(e) = copy.send(bytes).await {
             let _ = copy.abort("upload refused").await;
             return Err(copy_error(e));
@@ -182,7 +189,7 @@ async fn copy_segments(
     written += copy.finish().await.map_err(copy_error)?;
     let used = conn.storage_bytes(schema).await?;
     quota::check_storage(used, storage_quota)?;
-    Ok(written)
+    Ok((written, sent))
 }
 
 /// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).

@@ -166,6 +166,33 @@ pub async fn refresh_view(
     view: &ViewRow,
     trigger: Trigger,
 ) -> Result<RefreshRecord, ApiError> {
+    let clock = Instant::now();
+    let result = refresh(
+        pool,
+        statement_timeout,
+        storage_quota,
+        tenant,
+        view,
+        trigger,
+    )
+    .await;
+    let status = match &result {
+        Ok(record) => record.status,
+        Err(_) => RefreshStatus::Failed,
+    };
+    metrics::histogram!("tdc_view_refresh_duration_seconds", "status" => status.as_str())
+        .record(clock.elapsed().as_secs_f64());
+    result
+}
+
+async fn refresh(
+    pool: &PgPool,
+    statement_timeout: Duration,
+    storage_quota: u64,
+    tenant: &Ident,
+    view: &ViewRow,
+    trigger: Trigger,
+) -> Result<RefreshRecord, ApiError> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let refresh_id = Uuid::new_v4();

@@ -16,6 +16,7 @@ mod docs_run;
 mod fairness;
 mod helpers;
 mod jobs;
+mod operations;
 mod parquet_corpus;
 mod processes;
 mod quotas;

@@ -17,7 +17,7 @@ use crate::helpers::{
 };
 
 /// A `serve` process, killed when dropped.
-struct Serve(Child);
+pub(crate) struct Serve(pub(crate) Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ impl Drop for Serve {
 }
 
 /// `tinydevcrm serve` on a test database, logging to `log`; `env` adds or overrides variables.
-fn serve(database_url: &str, log: &std::path::Path, env: &[(&str, String)]) -> Serve {
+pub(crate) fn serve(database_url: &str, log: &std::path::Path, env: &[(&str, String)]) -> Serve {
     let log = std::fs::File::create(log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
         .arg("serve")
@@ -46,7 +46,7 @@ fn serve(database_url: &str, log: &std::path::Path, env: &[(&str, String)]) -> S
 }
 
 /// Waits (up to 10 s) until a serve process answers on `base`.
-async fn wait_until_up(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_until_up(client: &reqwest::Client, base: &str) {
     for _ in 0..100 {
         if client.get(format!("{base}/health")).send().await.is_ok() {
             break;
