@@ -71,6 +71,7 @@ fn serve(data_dir: &Path, port: u16) -> Child {
         .env_remove("JWT_SECRET")
         .env("TDC_DATA_DIR", data_dir)
         .env("TDC_BIND", format!("127.0.0.1:{port}"))
+        .env("TDC_STREAM_BIND", "")
         .env("TDC_WORKERS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -143,11 +144,14 @@ async fn serve_starts_its_own_postgres_keeps_data_across_restarts_and_stops_it()
         .env_remove("DATABASE_URL")
         .env("TDC_DATA_DIR", &dir)
         .env("TDC_BIND", format!("127.0.0.1:{}", free_port()))
+        .env("TDC_STREAM_BIND", "")
         .output()
         .expect("run a second serve");
     assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("in use by another tinydevcrm process")
+        stderr.contains("in use by another tinydevcrm process"),
+        "{stderr}"
     );
     stop(first, Signal::SIGINT).await;
     assert!(
