@@ -7,34 +7,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, Date32Array, Int16Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{Field, Schema};
+use arrow::array::{ArrayRef, Date32Array, Int16Array, Int64Array, StringArray};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::attacks::{GHOST_SCHEMA, Scene, scene};
-use crate::helpers::parquet_bytes;
-
-/// A Parquet file of the given columns.
-fn file_of(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    let arrays = columns.into_iter().map(|(_, array)| array).collect();
-    parquet_bytes(
-        &RecordBatch::try_new(Arc::new(schema), arrays).expect("batch"),
-        None,
-    )
-}
+use crate::helpers::parquet_of;
 
 /// One text column `x` holding `value`.
 fn text_file(value: &str) -> Vec<u8> {
-    file_of(vec![("x", Arc::new(StringArray::from(vec![value])))])
+    parquet_of(vec![("x", Arc::new(StringArray::from(vec![value])))])
 }
 
 /// The answer must be `status` with one of `codes`; returns the problem body.
@@ -55,7 +39,7 @@ async fn assert_refused(
 
 /// A file for the table `typed` (see [`Scene::typed_table`]) whose `numx` holds `numx`.
 fn typed_file(numx: &str) -> Vec<u8> {
-    file_of(vec![
+    parquet_of(vec![
         ("i2", Arc::new(Int16Array::from(vec![1]))),
         ("i8", Arc::new(Int64Array::from(vec![1]))),
         ("num", Arc::new(StringArray::from(vec!["1.5"]))),
@@ -656,21 +640,21 @@ async fn hostile_parquet_schemas_are_refused_or_kept_as_plain_names() {
             .app
             .create_table(
                 &scene.attacker.access,
-                file_of(vec![(name, one())]),
+                parquet_of(vec![(name, one())]),
                 "hostile",
                 None,
             )
             .await;
         assert_refused(res, StatusCode::BAD_REQUEST, &[code], name).await;
     }
-    let twice = file_of(vec![("a", one()), ("a", one())]);
+    let twice = parquet_of(vec![("a", one()), ("a", one())]);
     let res = scene
         .app
         .create_table(&scene.attacker.access, twice, "hostile", None)
         .await;
     assert_refused(res, StatusCode::BAD_REQUEST, &["column_mismatch"], "a, a").await;
     let names: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
-    let wide = file_of(names.iter().map(|n| (n.as_str(), one())).collect());
+    let wide = parquet_of(names.iter().map(|n| (n.as_str(), one())).collect());
     let res = scene
         .app
         .create_table(&scene.attacker.access, wide, "hostile", None)
@@ -690,7 +674,7 @@ async fn hostile_parquet_schemas_are_refused_or_kept_as_plain_names() {
         "secret\"; --",
         &"a".repeat(64),
     ] {
-        let file = file_of(vec![("n", one())]);
+        let file = parquet_of(vec![("n", one())]);
         let res = scene
             .app
             .create_table(&scene.attacker.access, file, table_name, None)
@@ -715,7 +699,7 @@ async fn hostile_parquet_schemas_are_refused_or_kept_as_plain_names() {
         "1",
         "oid",
     ];
-    let file = file_of(odd.iter().map(|n| (*n, one())).collect());
+    let file = parquet_of(odd.iter().map(|n| (*n, one())).collect());
     let res = scene
         .app
         .create_table(&scene.attacker.access, file, "odd", None)

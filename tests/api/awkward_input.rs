@@ -4,28 +4,13 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Decimal128Array, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, Decimal128Array, Float32Array, Float64Array, Int64Array, StringArray,
 };
-use arrow::datatypes::{Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_problem, parquet_bytes, spawn_app};
-
-fn file(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
-            .collect::<Vec<_>>(),
-    );
-    let arrays = columns.into_iter().map(|(_, array)| array).collect();
-    parquet_bytes(
-        &RecordBatch::try_new(Arc::new(schema), arrays).expect("batch"),
-        None,
-    )
-}
+use crate::helpers::{TestApp, TestUser, assert_problem, parquet_of, spawn_app};
 
 async fn post_rows(
     app: &TestApp,
@@ -78,7 +63,7 @@ async fn columns_named_like_the_aliases_of_the_rows_statement_read_filter_order_
         })
         .collect();
     let res = app
-        .create_table(&user.access, file(columns), "aliases", None)
+        .create_table(&user.access, parquet_of(columns), "aliases", None)
         .await;
     assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
     create_view(
@@ -159,7 +144,7 @@ async fn system_column_names_in_any_case_are_refused_naming_the_column() {
         for declared in [None, Some(declared.as_str())] {
             // Act
             let res = app
-                .create_table(&user.access, file(columns.clone()), "sys", declared)
+                .create_table(&user.access, parquet_of(columns.clone()), "sys", declared)
                 .await;
 
             // Assert
@@ -351,7 +336,7 @@ async fn a_body_that_is_not_json_is_invalid_json_with_line_and_column() {
     let user = app.signed_up_user().await;
     let columns: Vec<(&str, ArrayRef)> = vec![("id", Arc::new(Int64Array::from(vec![1])))];
     let res = app
-        .create_table(&user.access, file(columns), "t1", None)
+        .create_table(&user.access, parquet_of(columns), "t1", None)
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
@@ -403,7 +388,7 @@ async fn an_unknown_upload_mode_is_invalid_mode_listing_the_modes() {
     let user = app.signed_up_user().await;
     let columns: Vec<(&str, ArrayRef)> = vec![("id", Arc::new(Int64Array::from(vec![1])))];
     let res = app
-        .create_table(&user.access, file(columns), "t1", None)
+        .create_table(&user.access, parquet_of(columns), "t1", None)
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
@@ -449,7 +434,7 @@ async fn a_fraction_written_to_an_integer_column_is_refused_naming_row_column_an
     ];
     let declared = r#"[{"column_name":"s","column_type":"smallint"},{"column_name":"i","column_type":"integer"},{"column_name":"b","column_type":"bigint"}]"#;
     let res = app
-        .create_table(&user.access, file(columns), "ints", Some(declared))
+        .create_table(&user.access, parquet_of(columns), "ints", Some(declared))
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
@@ -522,7 +507,7 @@ async fn a_fraction_written_to_an_integer_column_is_refused_naming_row_column_an
     for (columns, column, value) in [(floats, "s", "1.9"), (decimals, "b", "1.90")] {
         let form = reqwest::multipart::Form::new().part(
             "file",
-            reqwest::multipart::Part::bytes(file(columns)).file_name("more.parquet"),
+            reqwest::multipart::Part::bytes(parquet_of(columns)).file_name("more.parquet"),
         );
         let res = app
             .client
@@ -553,7 +538,7 @@ async fn a_json_rows_body_that_is_not_utf8_is_invalid_json_naming_the_byte_offse
         ("name", Arc::new(StringArray::from(vec!["a"]))),
     ];
     let res = app
-        .create_table(&user.access, file(columns), "t1", None)
+        .create_table(&user.access, parquet_of(columns), "t1", None)
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
@@ -611,7 +596,7 @@ async fn a_value_refused_in_the_last_partial_batch_names_its_row_not_the_column_
         ),
     ];
     let res = app
-        .create_table(&user.access, file(columns), "t1", None)
+        .create_table(&user.access, parquet_of(columns), "t1", None)
         .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let rows: Vec<Value> = (1..=1500)

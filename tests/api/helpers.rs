@@ -413,6 +413,23 @@ pub fn parquet_bytes(
     out
 }
 
+/// A Parquet file of the given columns (all nullable).
+pub fn parquet_of(columns: Vec<(&str, arrow::array::ArrayRef)>) -> Vec<u8> {
+    let schema = arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|(name, array)| {
+                arrow::datatypes::Field::new(*name, array.data_type().clone(), true)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let arrays = columns.into_iter().map(|(_, array)| array).collect();
+    parquet_bytes(
+        &arrow::array::RecordBatch::try_new(std::sync::Arc::new(schema), arrays).expect("batch"),
+        None,
+    )
+}
+
 impl TestApp {
     /// `POST /tables/create/` as the original walkthrough sends it.
     pub async fn create_table(
