@@ -30,13 +30,31 @@ pub struct CreateChannel {
     pub view_name: Option<String>,
 }
 
+/// [`CreateChannel`] as the OpenAPI document shows it: exactly one of the two fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum CreateChannelDoc {
+    /// Watch the view a job refreshes.
+    Job {
+        /// The job's id.
+        job_id: Uuid,
+    },
+    /// Watch a view.
+    View {
+        /// The view's name.
+        #[schema(min_length = 1)]
+        view_name: String,
+    },
+}
+
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
     ApiError::id_in_path(raw, "channel")
 }
 
 /// Create a channel that gets an event at every refresh of a view.
-#[utoipa::path(post, path = "/channels/create/", tag = "channels", request_body = CreateChannel,
-    responses((status = 201, body = ChannelBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/channels/create/", tag = "channels", request_body = CreateChannelDoc,
+    responses((status = 201, body = ChannelBody), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the tenant has its most channels")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn create_channel(
@@ -134,6 +152,7 @@ pub async fn delete_channel(
         ("access_token" = Option<String>, Query, description = "for EventSource, which cannot send headers"),
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
+        (status = 400, body = Problem, description = "`Last-Event-ID` is not an event id"),
         (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(channel = %path.as_str(), user_id = tracing::field::Empty))]

@@ -19,6 +19,7 @@ use crate::views::store::lookup_name;
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// The view to refresh.
+    #[schema(min_length = 1)]
     pub view_name: String,
     /// 5 fields (minute hour day-of-month month day-of-week), 6 with leading seconds, or a
     /// macro (`@hourly`, `@daily`, ...).
@@ -28,6 +29,7 @@ pub struct CreateJob {
     /// `skip` (default) or `queue`.
     pub overlap: Option<Overlap>,
     /// Extra attempts after a failed refresh, with exponential backoff (0 to 10, default 0).
+    #[schema(minimum = 0, maximum = 10)]
     pub retries: Option<i32>,
     /// Create paused when false (default true).
     pub enabled: Option<bool>,
@@ -47,7 +49,8 @@ pub struct UpdateJob {
     pub timezone: Option<String>,
     /// A new overlap rule.
     pub overlap: Option<Overlap>,
-    /// New retry count.
+    /// New retry count (0 to 10).
+    #[schema(minimum = 0, maximum = 10)]
     pub retries: Option<i32>,
 }
 
@@ -72,7 +75,8 @@ fn check_retries(retries: i32) -> Result<i32, ApiError> {
 
 /// Create a cron job that refreshes a view.
 #[utoipa::path(post, path = "/jobs/create/", tag = "jobs", request_body = CreateJob,
-    responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+    responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the tenant has its most jobs")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user = %user.user_id, view = %body.view_name))]
 pub async fn create_job(
@@ -213,6 +217,7 @@ pub async fn delete_job(
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// Page size (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Cursor: runs scheduled before this time (the `next_cursor` of the previous page).
     pub before: Option<DateTime<Utc>>,
