@@ -85,8 +85,11 @@ call -H "$AUTH" -H 'Content-Type: application/json' \
   "$BASE/views/create/" >/dev/null
 JOB=$(call -H "$AUTH" -H 'Content-Type: application/json' \
   -d '{"view_name": "starts", "crontab_def": "@hourly"}' "$BASE/jobs/create/" | json '["job_id"]')
-call -H "$AUTH" -H 'Content-Type: application/json' -d "{\"job_id\": \"$JOB\"}" \
-  "$BASE/channels/create/" >/dev/null
+CHANNEL=$(call -H "$AUTH" -H 'Content-Type: application/json' -d "{\"job_id\": \"$JOB\"}" \
+  "$BASE/channels/create/" | json '["channel_id"]')
+# Read by schemathesis.toml.
+export TDC_CONFORMANCE_TABLE=calls TDC_CONFORMANCE_VIEW=starts
+export TDC_CONFORMANCE_JOB=$JOB TDC_CONFORMANCE_CHANNEL=$CHANNEL
 
 echo "conformance: schemathesis $SCHEMATHESIS_VERSION against $BASE (max $MAX_EXAMPLES examples per operation)"
 START=$(date +%s)

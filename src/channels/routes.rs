@@ -32,19 +32,29 @@ pub struct CreateChannel {
 
 /// [`CreateChannel`] as the OpenAPI document shows it: exactly one of the two fields.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged, deny_unknown_fields)]
+#[serde(untagged)]
 pub enum CreateChannelDoc {
     /// Watch the view a job refreshes.
-    Job {
-        /// The job's id.
-        job_id: Uuid,
-    },
+    Job(ChannelOfJob),
     /// Watch a view.
-    View {
-        /// The view's name.
-        #[schema(min_length = 1)]
-        view_name: String,
-    },
+    View(ChannelOfView),
+}
+
+/// A channel on the view a job refreshes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOfJob {
+    /// The job's id.
+    pub job_id: Uuid,
+}
+
+/// A channel on a view.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOfView {
+    /// The view's name.
+    #[schema(min_length = 1)]
+    pub view_name: String,
 }
 
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -150,7 +160,7 @@ pub async fn delete_channel(
 #[utoipa::path(get, path = "/channels/{id}/listen/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id"),
         ("access_token" = Option<String>, Query, description = "for EventSource, which cannot send headers"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this event")),
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
         (status = 400, body = Problem, description = "`Last-Event-ID` is not an event id"),
         (status = 401, body = Problem), (status = 404, body = Problem)),

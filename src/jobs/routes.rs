@@ -30,6 +30,7 @@ pub struct CreateJob {
     pub overlap: Option<Overlap>,
     /// Extra attempts after a failed refresh, with exponential backoff (0 to 10, default 0).
     #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub retries: Option<i32>,
     /// Create paused when false (default true).
     pub enabled: Option<bool>,
@@ -51,7 +52,26 @@ pub struct UpdateJob {
     pub overlap: Option<Overlap>,
     /// New retry count (0 to 10).
     #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub retries: Option<i32>,
+}
+
+/// An optional integer that may be written as a number with a zero fraction (`7.0`), which JSON
+/// Schema counts as an integer too.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|n| i32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number of the i32 range")))
 }
 
 fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {

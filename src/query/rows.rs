@@ -81,6 +81,7 @@ pub struct RowsParams {
     /// Comma-separated columns to return.
     pub select: Option<String>,
     /// `json` (default), `csv` or `parquet`.
+    #[param(inline)]
     pub format: Option<RowsFormat>,
 }
 

@@ -76,6 +76,16 @@ pub struct AddRowsForm {
     pub mode: Option<Mode>,
 }
 
+/// The JSON body of `POST /tables/{name}/rows/`: an array of row objects, or one row object.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JsonRows {
+    /// Rows.
+    Many(Vec<serde_json::Map<String, serde_json::Value>>),
+    /// One row.
+    One(serde_json::Map<String, serde_json::Value>),
+}
+
 /// Runs `work` on the blocking pool, in the request's span so its logs stay with the upload.
 async fn on_blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -354,8 +364,8 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
 /// row objects (`application/json`), or NDJSON (`application/x-ndjson`).
 #[utoipa::path(post, path = "/tables/{name}/rows/", tag = "tables",
     params(("name" = String, Path, description = "table name"), ("mode" = Option<Mode>, Query, description = "append (default) or replace")),
-    request_body(description = "a Parquet file, a JSON array of row objects, or NDJSON (one row object a line)",
-        content((AddRowsForm = "multipart/form-data"), (Vec<serde_json::Map<String, serde_json::Value>> = "application/json"), (String = "application/x-ndjson"))),
+    request_body(description = "a Parquet file, a JSON array of row objects (or one object), or NDJSON (one row object a line)",
+        content((AddRowsForm = "multipart/form-data"), (JsonRows = "application/json"), (String = "application/x-ndjson"))),
     responses((status = 200, body = RowsWritten), (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "the tenant's storage quota would be exceeded"), (status = 413, body = Problem), (status = 415, body = Problem)),
     security(("jwt" = [])))]

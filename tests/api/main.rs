@@ -12,6 +12,7 @@ mod db;
 mod fairness;
 mod helpers;
 mod jobs;
+mod openapi;
 mod parquet_corpus;
 mod processes;
 mod quotas;
