@@ -71,7 +71,9 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D
     whole
         .and_then(|n| i32::try_from(n).ok())
         .map(Some)
-        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number of the i32 range")))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{number} is not a whole number of the i32 range"))
+        })
 }
 
 fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {

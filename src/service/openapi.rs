@@ -171,8 +171,8 @@ pub struct Index {
     pub health: &'static str,
 }
 
-/// Where things are: the OpenAPI document (what PostgREST serves at its root), its two viewers
-/// and health.
+/// `GET /`: where things are. The OpenAPI document (what a `PostgREST` server describes at its
+/// root), its two viewers and health.
 #[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = Index)))]
 pub async fn index() -> HttpResponse {
     HttpResponse::Ok().json(Index {

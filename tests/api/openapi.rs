@@ -25,7 +25,11 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
             }
         }
     }
-    assert!(all.len() > 25, "the document lists {} operations", all.len());
+    assert!(
+        all.len() > 25,
+        "the document lists {} operations",
+        all.len()
+    );
     all
 }
 
