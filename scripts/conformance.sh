@@ -94,6 +94,10 @@ export TDC_CONFORMANCE_JOB=$JOB TDC_CONFORMANCE_CHANNEL=$CHANNEL
 echo "conformance: schemathesis $SCHEMATHESIS_VERSION against $BASE (max $MAX_EXAMPLES examples per operation)"
 START=$(date +%s)
 STATUS=0
+# schemathesis keeps the crashes it found (replayed first next time) under the working
+# directory's .schemathesis/: keep them out of the work tree.
+mkdir -p "$ROOT/target/conformance"
+cd "$ROOT/target/conformance"
 "$VENV/bin/st" --config-file "$ROOT/schemathesis.toml" run "$BASE/openapi.json" \
   --header "$AUTH" \
   --checks all \
