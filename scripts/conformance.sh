@@ -5,7 +5,8 @@
 # sample.parquet), a view, a job and a channel, so that paths can name real things.
 #
 #   scripts/conformance.sh            # build, start, test, stop
-#   ST_MAX_EXAMPLES=50 scripts/conformance.sh
+#   ST_MAX_EXAMPLES=50 scripts/conformance.sh   # more examples per operation (default 25)
+#   ST_SEED=7 scripts/conformance.sh            # another seed (default 1: CI is repeatable)
 #
 # schemathesis comes from PyPI into the venv target/ci-venv (created when missing, reused after).
 # Its settings (which statuses count as accepting valid data where the document cannot say

@@ -30,7 +30,8 @@ pub struct CreateChannel {
     pub view_name: Option<String>,
 }
 
-/// [`CreateChannel`] as the OpenAPI document shows it: exactly one of the two fields.
+// The document's view of `CreateChannel`, whose handler rejects anything else.
+/// What a channel watches: exactly one of `job_id` and `view_name`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum CreateChannelDoc {

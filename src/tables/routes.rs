@@ -52,7 +52,7 @@ pub struct TableSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The form of `POST /tables/create/`, as the OpenAPI document shows it (read by `read_form`).
+/// The multipart form of a table upload.
 #[derive(Debug, ToSchema)]
 pub struct CreateTableForm {
     /// The Parquet file.
