@@ -22,10 +22,10 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The account's e-mail; plus-addressed variants are distinct accounts.
-    #[schema(example = "me@yingw787.com")]
+    #[schema(example = "me@yingw787.com", format = Email, min_length = 3, max_length = 254)]
     pub primary_email: String,
     /// 8 to 1024 bytes.
-    #[schema(example = "test1234")]
+    #[schema(example = "test1234", min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
@@ -77,6 +77,7 @@ pub struct TokenPair {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The newest refresh token of the session.
+    #[schema(min_length = 1)]
     pub refresh: String,
 }
 

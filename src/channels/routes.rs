@@ -31,13 +31,42 @@ pub struct CreateChannel {
     pub view_name: Option<String>,
 }
 
+// The document's view of `CreateChannel`, whose handler rejects anything else.
+/// What a channel watches: exactly one of `job_id` and `view_name`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreateChannelDoc {
+    /// Watch the view a job refreshes.
+    Job(ChannelOfJob),
+    /// Watch a view.
+    View(ChannelOfView),
+}
+
+/// A channel on the view a job refreshes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOfJob {
+    /// The job's id.
+    pub job_id: Uuid,
+}
+
+/// A channel on a view.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOfView {
+    /// The view's name.
+    #[schema(min_length = 1)]
+    pub view_name: String,
+}
+
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
     ApiError::id_in_path(raw, "channel")
 }
 
 /// Create a channel that gets an event at every refresh of a view.
-#[utoipa::path(post, path = "/channels/create/", tag = "channels", request_body = CreateChannel,
-    responses((status = 201, body = ChannelBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/channels/create/", tag = "channels", request_body = CreateChannelDoc,
+    responses((status = 201, body = ChannelBody), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the tenant has its most channels")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn create_channel(
@@ -133,10 +162,12 @@ pub async fn delete_channel(
 #[utoipa::path(get, path = "/channels/{id}/listen/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id"),
         ("access_token" = Option<String>, Query, description = "for EventSource, which cannot send headers"),
-        ("last_event_id" = Option<i64>, Query, description = "resume after this event, for a new EventSource (the header wins)"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
+        ("last_event_id" = Option<i64>, Query, nullable = false, minimum = 0, description = "resume after this event, for a new EventSource (the header wins)"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "resume after this event")),
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
-        (status = 401, body = Problem), (status = 404, body = Problem)),
+        (status = 400, body = Problem, description = "`Last-Event-ID` is not an event id"),
+        (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 429, body = Problem, description = "the tenant has as many streams open as it may")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(channel = %path.as_str(), user_id = tracing::field::Empty))]
 pub async fn listen(

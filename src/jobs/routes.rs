@@ -19,6 +19,7 @@ use crate::views::store::lookup_name;
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// The view to refresh.
+    #[schema(min_length = 1)]
     pub view_name: String,
     /// 5 fields (minute hour day-of-month month day-of-week), 6 with leading seconds, or a
     /// macro (`@hourly`, `@daily`, ...).
@@ -28,6 +29,8 @@ pub struct CreateJob {
     /// `skip` (default) or `queue`.
     pub overlap: Option<Overlap>,
     /// Extra attempts after a failed refresh, with exponential backoff (0 to 10, default 0).
+    #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub retries: Option<i32>,
     /// Create the job paused (default false).
     pub paused: Option<bool>,
@@ -51,8 +54,30 @@ pub struct UpdateJob {
     pub timezone: Option<String>,
     /// A new overlap rule.
     pub overlap: Option<Overlap>,
-    /// New retry count.
+    /// New retry count (0 to 10).
+    #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub retries: Option<i32>,
+}
+
+/// An optional integer that may be written as a number with a zero fraction (`7.0`), which JSON
+/// Schema counts as an integer too.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|n| i32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{number} is not a whole number of the i32 range"))
+        })
 }
 
 fn bad_schedule(e: super::schedule::ScheduleError) -> ApiError {
@@ -105,7 +130,8 @@ fn check_retries(retries: i32) -> Result<i32, ApiError> {
 
 /// Create a cron job that refreshes a view.
 #[utoipa::path(post, path = "/jobs/create/", tag = "jobs", request_body = CreateJob,
-    responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem)),
+    responses((status = 201, body = JobBody), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the tenant has its most jobs")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user = %user.user_id, view = %body.view_name))]
 pub async fn create_job(
@@ -241,6 +267,7 @@ pub async fn delete_job(
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// Page size (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Cursor: runs scheduled before this time (the `next_cursor` of the previous page).
     pub before: Option<DateTime<Utc>>,

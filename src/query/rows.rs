@@ -57,3 +57,60 @@ pub async fn read(
         }
     }
 }
+
+/// The parameters of `GET .../rows/` as the OpenAPI document shows them; [`RowsQuery::parse`]
+/// reads them (and the filters `column=op.value`, which name the relation's columns and so
+/// cannot be listed).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RowsParams {
+    /// Rows per response: 1 to 10000 for JSON (default 100); CSV and Parquet exports take
+    /// every row unless limited.
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page (not with `page` or `size`).
+    pub cursor: Option<String>,
+    /// 1-based page of `size` rows.
+    #[param(minimum = 1, maximum = 922_337_203_685_477_i64)]
+    pub page: Option<i64>,
+    /// Rows per page (1 to 10000).
+    #[param(minimum = 1, maximum = 10_000)]
+    pub size: Option<i64>,
+    /// Sort order, e.g. `record_timestamp.desc,call_id`.
+    pub order: Option<String>,
+    /// Comma-separated columns to return.
+    pub select: Option<String>,
+    /// `json` (default), `csv` or `parquet`.
+    #[param(inline)]
+    pub format: Option<RowsFormat>,
+}
+
+/// The output formats of `GET .../rows/`.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum RowsFormat {
+    /// `{"rows": [...], "next_cursor": ...}`.
+    Json,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// A Parquet file.
+    Parquet,
+}
+
+/// One JSON page of rows.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct RowsPage {
+    /// The rows, one object each, keyed by column name.
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Pass as `cursor` for the next page; `null` on the last one (and with `page`).
+    pub next_cursor: Option<String>,
+    /// With `page`/`size`: the page.
+    #[schema(required = false)]
+    pub page: Option<i64>,
+    /// With `page`/`size`: its size.
+    #[schema(required = false)]
+    pub size: Option<i64>,
+    /// With `page`/`size`: whether a next page exists.
+    #[schema(required = false)]
+    pub has_more: Option<bool>,
+}

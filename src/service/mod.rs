@@ -6,9 +6,10 @@ pub mod openapi;
 
 use actix_web::web;
 
-/// Registers `/health`, `/metrics`, `/openapi.json`, `/docs` and `/redoc`.
+/// Registers `/` (an index of the links below), `/health`, `/metrics`, `/openapi.json`, `/docs` and `/redoc`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health").route(web::get().to(health::health)))
+    cfg.service(web::resource("/").route(web::get().to(openapi::index)))
+        .service(web::resource("/health").route(web::get().to(health::health)))
         .service(web::resource("/metrics").route(web::get().to(metrics::render)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
         .service(web::resource("/docs").route(web::get().to(openapi::swagger_index)))

@@ -7,13 +7,15 @@ use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::routes as auth;
 use crate::channels::events::RefreshEvent;
 use crate::channels::routes as channels;
-use crate::error::Problem;
+use crate::error::{PROBLEM_JSON, Problem};
 use crate::jobs::routes as jobs;
 use crate::service::{health, metrics};
 use crate::tables::routes as tables;
@@ -25,14 +27,14 @@ use crate::views::routes as views;
     info(title = "tinydevcrm", description = "Multi-tenant realtime data platform. Errors are RFC 9457 problem JSON with a `code`."),
     paths(
         auth::register_user, auth::obtain_tokens, auth::refresh_tokens, auth::blacklist_token, auth::get_me,
-        health::health, metrics::render,
+        index, health::health, metrics::render,
         tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows, tables::add_rows,
         views::create_view, views::list_views, views::describe_view, views::refresh_view, views::list_view_rows, views::delete_view,
         jobs::create_job, jobs::list_jobs, jobs::describe_job, jobs::update_job, jobs::delete_job, jobs::list_runs,
         channels::create_channel, channels::list_channels, channels::describe_channel, channels::delete_channel, channels::listen,
     ),
     components(schemas(Problem, RefreshEvent)),
-    modifiers(&JwtSecurity),
+    modifiers(&JwtSecurity, &ProblemResponses),
     tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
@@ -54,6 +56,95 @@ impl Modify for JwtSecurity {
     }
 }
 
+/// Adds to every operation the error statuses it can answer for reasons common to many routes,
+/// and makes every error response problem JSON (`application/problem+json` with the `Problem`
+/// schema). The statuses peculiar to one route (409, 429, a 400 of its own) are in its
+/// annotation; this adds, by what the operation has:
+/// - a JSON or multipart request body: 400 (malformed or invalid), 413 (too large), 415 (other
+///   content type), from the body extractors;
+/// - query parameters: 400, from the query extractor;
+/// - path parameters: 404 (no such resource, or somebody else's);
+/// - `security`: 401 (missing, invalid, expired or revoked token);
+/// - every operation but `/health` and `/metrics`: 500 (a bug) and 503 (no database connection
+///   became free in time).
+///
+/// `/health` answers 503 only when the database does not, and `/metrics` never fails.
+struct ProblemResponses;
+
+/// Routes that touch no database through a failing path: nothing common is added to them.
+const SERVICE_PATHS: &[&str] = &["/", "/health", "/metrics"];
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let service = SERVICE_PATHS.contains(&path.as_str());
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for status in common_statuses(path, operation, service) {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::T(Response::new(reason(status))));
+                }
+                for (status, response) in &mut operation.responses.responses {
+                    let is_error = status.starts_with('4') || status.starts_with('5');
+                    if let (true, RefOr::T(response)) = (is_error, response) {
+                        response.content.clear();
+                        response.content.insert(
+                            PROBLEM_JSON.to_owned(),
+                            RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The statuses `operation` can answer for the reasons shared by many routes.
+fn common_statuses(path: &str, operation: &Operation, service: bool) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    if operation.request_body.is_some() {
+        statuses.extend([400, 413, 415]);
+    }
+    let parameters = operation.parameters.iter().flatten();
+    let mut in_query = false;
+    for parameter in parameters {
+        if let RefOr::T(p) = parameter {
+            in_query |= matches!(p.parameter_in, ParameterIn::Query);
+        }
+    }
+    if in_query {
+        statuses.push(400);
+    }
+    if path.contains('{') {
+        statuses.push(404);
+    }
+    if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+        statuses.push(401);
+    }
+    if !service {
+        statuses.extend([500, 503]);
+    }
+    statuses
+}
+
+fn reason(status: u16) -> &'static str {
+    actix_web::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
+}
+
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     ApiDoc::openapi()
         .to_json()
@@ -62,6 +153,37 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
 
 static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
     LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+
+/// The links of `GET /`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Index {
+    /// The service's name.
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// This OpenAPI document.
+    pub openapi: &'static str,
+    /// Swagger UI over it.
+    pub docs: &'static str,
+    /// ReDoc over it.
+    pub redoc: &'static str,
+    /// Liveness and readiness.
+    pub health: &'static str,
+}
+
+/// `GET /`: where things are. The OpenAPI document (what a `PostgREST` server describes at its
+/// root), its two viewers and health.
+#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = Index)))]
+pub async fn index() -> HttpResponse {
+    HttpResponse::Ok().json(Index {
+        name: "tinydevcrm",
+        version: env!("CARGO_PKG_VERSION"),
+        openapi: "/openapi.json",
+        docs: "/docs",
+        redoc: "/redoc",
+        health: "/health",
+    })
+}
 
 /// `GET /openapi.json`.
 pub async fn document() -> HttpResponse {

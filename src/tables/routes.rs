@@ -21,6 +21,7 @@ use crate::db::ident::Ident;
 use crate::db::quota::{self, Counted};
 use crate::db::tenant;
 use crate::error::{ApiError, Problem};
+use crate::query::rows::{RowsPage, RowsParams};
 use crate::state::AppState;
 
 /// A table as the API describes it.
@@ -51,6 +52,40 @@ pub struct TableSummary {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The multipart form of a table upload.
+#[derive(Debug, ToSchema)]
+pub struct CreateTableForm {
+    /// The Parquet file.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    pub file: String,
+    /// A letter or `_`, then letters, digits and `_`; at most 63 characters, not a reserved SQL
+    /// word, not starting with `pg_` (surrounding blanks are trimmed).
+    #[schema(pattern = r"^\s*[A-Za-z_][A-Za-z0-9_]{0,62}\s*$")]
+    pub table_name: String,
+    /// A JSON list of `{"column_name", "column_type"}` overriding the file's types.
+    pub columns: Option<String>,
+}
+
+/// The form of a Parquet upload to `POST /tables/{name}/rows/`.
+#[derive(Debug, ToSchema)]
+pub struct AddRowsForm {
+    /// The Parquet file.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    pub file: String,
+    /// `append` (default) or `replace`; overrides the query's `mode`.
+    pub mode: Option<Mode>,
+}
+
+/// The JSON body of `POST /tables/{name}/rows/`: an array of row objects, or one row object.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JsonRows {
+    /// Rows.
+    Many(Vec<serde_json::Map<String, serde_json::Value>>),
+    /// One row.
+    One(serde_json::Map<String, serde_json::Value>),
+}
+
 /// Runs `work` on the blocking pool, in the request's span so its logs stay with the upload.
 async fn on_blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -76,8 +111,9 @@ fn upload_slot(
 
 /// Create a table from a Parquet file (multipart: `file`, `table_name`, optional `columns`).
 #[utoipa::path(post, path = "/tables/create/", tag = "tables",
-    request_body(content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`)"),
-    responses((status = 201, body = TableBody), (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem)),
+    request_body(content = CreateTableForm, content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`)"),
+    responses((status = 201, body = TableBody), (status = 400, body = Problem), (status = 409, body = Problem, description = "the name is taken, or a quota is reached"), (status = 413, body = Problem),
+        (status = 429, body = Problem, description = "all of the tenant's upload slots are busy")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user = %user.user_id, table = tracing::field::Empty))]
 pub async fn create_table(
@@ -268,15 +304,12 @@ fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
 /// Rows of a table: filters (`col=op.value`), `select`, `order`, `limit` + `cursor` or `page` +
 /// `size`, `format=json|csv|parquet`.
 #[utoipa::path(get, path = "/tables/{name}/rows/", tag = "tables",
-    params(("name" = String, Path, description = "table name"),
-        ("limit" = Option<i64>, Query, description = "rows per page (JSON: at most 10000)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("page" = Option<i64>, Query, description = "1-based page (with size)"),
-        ("size" = Option<i64>, Query, description = "rows per page"),
-        ("order" = Option<String>, Query, description = "e.g. `record_timestamp.desc,call_id`"),
-        ("select" = Option<String>, Query, description = "comma-separated columns"),
-        ("format" = Option<String>, Query, description = "json (default), csv or parquet")),
-    responses((status = 200, description = "rows"), (status = 400, body = Problem), (status = 404, body = Problem)),
+    params(("name" = String, Path, description = "table name"), RowsParams),
+    responses((status = 200, description = "rows: a JSON page, or a CSV or Parquet export",
+            content((RowsPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
+        (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the table stayed locked past the lock timeout (`lock_timeout`)"),
+        (status = 429, body = Problem, description = "all of the tenant's read slots are busy")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
 pub async fn list_rows(
@@ -346,8 +379,12 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
 /// Add rows to a table: a Parquet file (multipart `file`, optional `mode`), or a JSON array of
 /// row objects (`application/json`), or NDJSON (`application/x-ndjson`).
 #[utoipa::path(post, path = "/tables/{name}/rows/", tag = "tables",
-    params(("name" = String, Path, description = "table name"), ("mode" = Option<String>, Query, description = "append (default) or replace")),
-    responses((status = 200, body = RowsWritten), (status = 400, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)),
+    params(("name" = String, Path, description = "table name"), ("mode" = Option<Mode>, Query, description = "append (default) or replace")),
+    request_body(description = "a Parquet file, a JSON array of row objects (or one object), or NDJSON (one row object a line)",
+        content((AddRowsForm = "multipart/form-data"), (JsonRows = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = 200, body = RowsWritten), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the tenant's storage quota would be exceeded, or the table stayed locked past the lock timeout"), (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 429, body = Problem, description = "all of the tenant's upload slots are busy")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
 pub async fn add_rows(

@@ -17,6 +17,7 @@ use crate::db::tenant;
 use crate::error::{ApiError, Problem};
 use crate::jobs::store as jobs_store;
 use crate::jobs::store::JobBody;
+use crate::query::rows::{RowsPage, RowsParams};
 use crate::state::AppState;
 use crate::tables::name::table_name;
 use crate::tables::store::{self as tables_store, ColumnInfo};
@@ -25,11 +26,14 @@ use crate::tables::store::{self as tables_store, ColumnInfo};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateView {
-    /// Name of the view (table-name rules).
+    /// Name of the view (table-name rules; surrounding blanks are trimmed).
+    #[schema(pattern = r"^\s*[A-Za-z_][A-Za-z0-9_]{0,62}\s*$")]
     pub view_name: String,
     /// One read-only SELECT (WITH allowed) over your own tables and views.
+    #[schema(min_length = 1)]
     pub sql_query: String,
     /// Columns that identify a row: makes refreshes concurrent, so readers are never blocked.
+    #[schema(min_items = 1)]
     pub unique_key: Option<Vec<String>>,
 }
 
@@ -135,7 +139,9 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
 
 /// Create a materialized view from one checked SELECT, filled at once.
 #[utoipa::path(post, path = "/views/create/", tag = "views", request_body = CreateView,
-    responses((status = 201, body = ViewBody), (status = 400, body = Problem), (status = 409, body = Problem)),
+    responses((status = 201, body = ViewBody), (status = 400, body = Problem),
+        (status = 409, body = Problem, description = "the name is taken, or a quota is reached"),
+        (status = 429, body = Problem, description = "the tenant's heavy-work slots are busy")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = tracing::field::Empty))]
 pub async fn create_view(
@@ -270,7 +276,9 @@ pub async fn describe_view(
 /// Refresh now (skipped when nothing it reads changed, unless it is volatile).
 #[utoipa::path(post, path = "/views/{name}/refresh/", tag = "views",
     params(("name" = String, Path, description = "view name")),
-    responses((status = 200, body = RefreshRecord), (status = 400, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = RefreshRecord), (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the tenant's storage quota would be exceeded"),
+        (status = 429, body = Problem, description = "the tenant's heavy-work slots are busy")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
 pub async fn refresh_view(
@@ -295,8 +303,12 @@ pub async fn refresh_view(
 
 /// Rows of a view: the same parameters as table rows.
 #[utoipa::path(get, path = "/views/{name}/rows/", tag = "views",
-    params(("name" = String, Path, description = "view name")),
-    responses((status = 200, description = "rows"), (status = 400, body = Problem), (status = 404, body = Problem)),
+    params(("name" = String, Path, description = "view name"), RowsParams),
+    responses((status = 200, description = "rows: a JSON page, or a CSV or Parquet export",
+            content((RowsPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
+        (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "a refresh kept the view locked past the lock timeout (`lock_timeout`)"),
+        (status = 429, body = Problem, description = "all of the tenant's read slots are busy")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
 pub async fn list_view_rows(
@@ -329,7 +341,7 @@ pub struct DeleteQuery {
 
 /// Delete a view (409 while other views read it, unless `?cascade=true`).
 #[utoipa::path(delete, path = "/views/{name}/", tag = "views",
-    params(("name" = String, Path, description = "view name")),
+    params(("name" = String, Path, description = "view name"), ("cascade" = Option<bool>, Query, description = "also drop the views that read this one")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)), security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str(), cascade = query.cascade))]
 pub async fn delete_view(

@@ -17,6 +17,7 @@ mod fairness;
 mod helpers;
 mod jobs;
 mod operations;
+mod openapi;
 mod parquet_corpus;
 mod processes;
 mod quotas;
