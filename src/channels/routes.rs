@@ -192,12 +192,7 @@ pub async fn listen(
     let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
     let last_event_id = last_event_id(&req)?;
     // Held as long as the stream: a tenant's streams take at most their share of sockets.
-    let slot = state
-        .stream_slots
-        .try_acquire(&user.tenant)
-        .ok_or(ApiError::TooManyRequests {
-            retry_after_secs: 1,
-        })?;
+    let slot = state.stream_slots.admit(&user.tenant)?;
     let receiver = state.hub.subscribe(channel.channel_id, channel.last_seq);
     let now = Utc::now().timestamp();
     let token_left = Duration::from_secs(u64::try_from(user.expires_at - now).unwrap_or(0));

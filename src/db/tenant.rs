@@ -183,6 +183,14 @@ impl TenantSlots {
         }
     }
 
+    /// A slot for `tenant`, held until the permit drops; 429 `too_many_requests` (retry in a
+    /// second) when all are taken.
+    pub fn admit(&self, tenant: &Ident) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.try_acquire(tenant).ok_or(ApiError::TooManyRequests {
+            retry_after_secs: 1,
+        })
+    }
+
     /// A slot for `tenant`, held until the permit drops; `None` when all are taken.
     pub fn try_acquire(&self, tenant: &Ident) -> Option<OwnedSemaphorePermit> {
         let semaphore = {

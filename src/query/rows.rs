@@ -30,11 +30,7 @@ pub async fn read(
 ) -> Result<HttpResponse, ApiError> {
     // A slot is per process and held until the answer is fully sent, so one tenant's slow
     // or stalled downloads only ever queue behind each other.
-    let slot = slots
-        .try_acquire(&tenant)
-        .ok_or(ApiError::TooManyRequests {
-            retry_after_secs: 1,
-        })?;
+    let slot = slots.admit(&tenant)?;
     let query = RowsQuery::parse(pairs)?;
     let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
     let relation = Relation {

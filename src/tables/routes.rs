@@ -96,19 +96,6 @@ async fn on_blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("a blocking task failed: {e}")))
 }
 
-/// One of the tenant's upload slots, held until the upload ends; 429 when all are taken.
-fn upload_slot(
-    state: &AppState,
-    tenant: &Ident,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    state
-        .upload_slots
-        .try_acquire(tenant)
-        .ok_or(ApiError::TooManyRequests {
-            retry_after_secs: 1,
-        })
-}
-
 /// Create a table from a Parquet file (multipart: `file`, `table_name`, optional `columns`).
 #[utoipa::path(post, path = "/tables/create/", tag = "tables",
     request_body(content = CreateTableForm, content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`)"),
@@ -123,7 +110,7 @@ pub async fn create_table(
     payload: Multipart,
 ) -> Result<HttpResponse, ApiError> {
     require_multipart(&req)?;
-    let _slot = upload_slot(&state, &user.tenant)?;
+    let _slot = state.upload_slots.admit(&user.tenant)?;
     let settings = state.settings.clone();
     let mut form = read_form(
         payload,
@@ -400,7 +387,7 @@ pub async fn add_rows(
     let tenant = user.tenant.clone();
     // Before the body is read: the slot bounds the connections and the memory one tenant's
     // uploads take.
-    let _slot = upload_slot(&state, &tenant)?;
+    let _slot = state.upload_slots.admit(&tenant)?;
     let columns = store::columns(&state.pool, &tenant, &name).await?;
     let settings = state.settings.clone();
     let content_type = req

@@ -89,16 +89,6 @@ fn unique_key_error(e: sqlx::Error) -> ApiError {
     }
 }
 
-/// A heavy-work slot of the tenant, or 429.
-fn slot(state: &AppState, tenant: &Ident) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    state
-        .tenant_slots
-        .try_acquire(tenant)
-        .ok_or(ApiError::TooManyRequests {
-            retry_after_secs: 1,
-        })
-}
-
 async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<ViewBody, ApiError> {
     let name = lookup_name(&view.view_name)?;
     let columns = tables_store::columns(&state.pool, tenant, &name).await?;
@@ -180,7 +170,7 @@ pub async fn create_view(
         None => None,
     };
 
-    let _slot = slot(&state, &tenant)?;
+    let _slot = state.tenant_slots.admit(&tenant)?;
     let timeout = state.settings.tenant_statement_timeout;
     let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
     store::create_view(&mut tx, &tenant, &name, &checked.sql)
@@ -288,7 +278,7 @@ pub async fn refresh_view(
 ) -> Result<HttpResponse, ApiError> {
     let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
     let tenant = user.tenant.clone();
-    let _slot = slot(&state, &tenant)?;
+    let _slot = state.tenant_slots.admit(&tenant)?;
     let record = run_refresh(
         &state.pool,
         state.settings.tenant_statement_timeout,
