@@ -325,6 +325,16 @@ impl Hub {
                     continue;
                 }
             };
+            // Revocations announced while nobody listened are in the sessions table. Read
+            // first: an event that committed after a revocation must not reach the revoked
+            // session's streams through the catch-up below (seen when the LISTEN connection of
+            // a fresh process came up after both had committed).
+            if let Err(e) = self.recheck_sessions().await {
+                tracing::warn!(
+                    error = %format_args!("{e:#}"),
+                    "hub: re-checking stream sessions failed"
+                );
+            }
             // Whatever was committed while nobody listened is in the table.
             if let Err(e) = self.catch_up_all().await {
                 tracing::warn!(
@@ -333,13 +343,6 @@ impl Hub {
                 );
                 tokio::time::sleep(backoff).await;
                 continue;
-            }
-            // Revocations announced while nobody listened are in the sessions table.
-            if let Err(e) = self.recheck_sessions().await {
-                tracing::warn!(
-                    error = %format_args!("{e:#}"),
-                    "hub: re-checking stream sessions failed"
-                );
             }
             backoff = Duration::from_millis(100);
             loop {
