@@ -74,6 +74,7 @@ pub fn build_server_on(
         ));
     }
     let state = web::Data::new(AppState {
+        sessions: auth::sessions::SessionCache::new(settings.session_cache, hub.revocations()),
         hub,
         background: Background::new(tasks),
         health: db::probe::Probe::new(&pool),

@@ -311,6 +311,17 @@ pub struct Settings {
         value_parser = seconds_at_least_one
     )]
     pub sse_session_recheck: Duration,
+    /// Seconds an authenticated request may trust a session found live by an earlier request
+    /// of this process, instead of reading it again (0 reads it every time). Revocations end
+    /// the trust at once: see `auth::sessions`.
+    #[arg(
+        long = "session-cache-secs",
+        value_name = "SESSION_CACHE_SECS",
+        env = "TDC_SESSION_CACHE_SECS",
+        default_value = "10",
+        value_parser = seconds
+    )]
+    pub session_cache: Duration,
     /// Browser origins (`https://dash.example.com`, comma-separated, exact) allowed to call the
     /// API from their pages (CORS); none by default, and then no CORS headers are sent at all.
     // One value holding the list (the path spelled out keeps clap from reading `Vec` as a

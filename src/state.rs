@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::auth;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::throttle::LoginThrottle;
 use crate::channels::hub::Hub;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub stream_slots: db::tenant::TenantSlots,
     /// `/health`'s own database connection.
     pub health: db::probe::Probe,
+    /// Sessions recently found live, trusted until a revocation is announced.
+    pub sessions: auth::sessions::SessionCache,
     /// Live channel events of this process.
     pub hub: Arc<Hub>,
     /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -36,7 +37,17 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
 /// Checks the session of already verified access-token claims: the caller, or 401. Split from
 /// [`authenticate`] for the listen stream, which registers with the hub between the two.
 pub async fn authenticate_claims(state: &AppState, claims: Claims) -> Result<AuthUser, ApiError> {
-    let tenant = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
+    let user = |tenant| AuthUser {
+        user_id: claims.sub,
+        session_id: claims.sid,
+        tenant,
+        expires_at: claims.exp,
+    };
+    if let Some(tenant) = state.sessions.get(claims.sid, claims.sub) {
+        return Ok(user(tenant));
+    }
+    let ticket = state.sessions.ticket();
+    let live = store::live_session_tenant(&state.pool, claims.sid, claims.sub)
         .await?
         .ok_or_else(|| {
             ApiError::unauthorized(
@@ -44,15 +55,14 @@ pub async fn authenticate_claims(state: &AppState, claims: Claims) -> Result<Aut
                 "the session of this token has been revoked",
             )
         })?;
-    let tenant = Ident::new(tenant).map_err(|e| {
+    let tenant = Ident::new(live.tenant_role).map_err(|e| {
         ApiError::Internal(anyhow::anyhow!("BUG: stored tenant role is invalid: {e}"))
     })?;
-    Ok(AuthUser {
-        user_id: claims.sub,
-        session_id: claims.sid,
-        tenant,
-        expires_at: claims.exp,
-    })
+    let lifetime = Duration::from_millis(u64::try_from(live.lifetime_ms).unwrap_or(0));
+    state
+        .sessions
+        .remember(ticket, claims.sid, claims.sub, tenant.clone(), lifetime);
+    Ok(user(tenant))
 }
 
 /// The token of `Authorization: JWT <t>` or `Authorization: Bearer <t>` (scheme in any case).

@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod password;
 pub mod query_token;
 pub mod routes;
+pub mod sessions;
 pub mod store;
 pub mod throttle;
 

@@ -258,7 +258,7 @@ pub async fn refresh_tokens(
     let claims = state.jwt.verify(&body.refresh, TokenType::Refresh)?;
     tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
     let new_jti = Uuid::new_v4();
-    match store::rotate_refresh(
+    let rotation = store::rotate_refresh(
         &state.pool,
         claims.sid,
         claims.sub,
@@ -266,8 +266,14 @@ pub async fn refresh_tokens(
         new_jti,
         session_expiry(&state),
     )
-    .await?
-    {
+    .await?;
+    // The session row changed (a later expiry, or revoked): what this process remembers of
+    // it goes; other processes hear of a revocation from its notice.
+    match rotation {
+        Rotation::ReuseDetected => state.sessions.revoked(claims.sid),
+        Rotation::Rotated | Rotation::Dead => state.sessions.forget(claims.sid),
+    }
+    match rotation {
         Rotation::Rotated => {
             let pair = issue_pair(&state, claims.sub, claims.sid, new_jti).await?;
             Ok(HttpResponse::Ok().json(pair))
@@ -298,7 +304,9 @@ pub async fn blacklist_token(
 ) -> Result<HttpResponse, ApiError> {
     let claims = state.jwt.verify(&body.refresh, TokenType::Refresh)?;
     tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
-    if !store::revoke_session(&state.pool, claims.sid, claims.sub).await? {
+    let revoked = store::revoke_session(&state.pool, claims.sid, claims.sub).await?;
+    state.sessions.revoked(claims.sid);
+    if !revoked {
         return Err(ApiError::unauthorized(
             "token_revoked",
             "the session of this token no longer exists",

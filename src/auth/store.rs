@@ -189,6 +189,15 @@ pub async fn revoke_session(
     Ok(found == 1)
 }
 
+/// A live session's tenant, and how long the session has left.
+#[derive(Debug)]
+pub struct LiveSession {
+    /// The user's tenant role.
+    pub tenant_role: String,
+    /// Milliseconds before the session expires.
+    pub lifetime_ms: i64,
+}
+
 /// The tenant role of a live session's user (the session exists, is not revoked and has not
 /// expired), or `None`. Checked on every authenticated request, so a revocation is seen at once
 /// by every process sharing the database; the tenant comes with it in the same query.
@@ -196,11 +205,13 @@ pub async fn live_session_tenant(
     pool: &PgPool,
     session_id: Uuid,
     user_id: Uuid,
-) -> Result<Option<String>, ApiError> {
-    Ok(sqlx::query_scalar!(
-        "SELECT u.tenant_role
+) -> Result<Option<LiveSession>, ApiError> {
+    Ok(sqlx::query_as!(
+        LiveSession,
+        r#"SELECT u.tenant_role,
+                (extract(epoch FROM s.expires_at - now()) * 1000)::bigint AS "lifetime_ms!"
          FROM tinydevcrm.sessions s JOIN tinydevcrm.users u ON u.user_id = s.user_id
-         WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
+         WHERE s.session_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()"#,
         session_id,
         user_id,
     )

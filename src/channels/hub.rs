@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::events;
-use crate::db::notify::{NOTIFY_CHANNEL, Notice};
+use crate::db::notify::{NOTIFY_CHANNEL, Notice, Revocations};
 
 /// An event as broadcast: serialized once, shared by every listener.
 #[derive(Debug)]
@@ -113,6 +113,9 @@ pub struct Hub {
     slots: Mutex<HashMap<Uuid, Slot>>,
     sessions: Mutex<HashMap<Uuid, SessionEntry>>,
     closed: AtomicBool,
+    /// Moved by every revocation notice and every change of the listener's state, for the
+    /// session cache (`auth::sessions`).
+    revocations: Arc<Revocations>,
 }
 
 /// A stream's registration with the hub under its session: tells the stream when the session
@@ -184,7 +187,13 @@ impl Hub {
             slots: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            revocations: Arc::new(Revocations::default()),
         })
+    }
+
+    /// What this hub's listener has heard of revocations.
+    pub fn revocations(&self) -> Arc<Revocations> {
+        Arc::clone(&self.revocations)
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Slot>> {
@@ -325,6 +334,7 @@ impl Hub {
                     continue;
                 }
             };
+            self.revocations.listening();
             // Revocations announced while nobody listened are in the sessions table. Read
             // first: an event that committed after a revocation must not reach the revoked
             // session's streams through the catch-up below (seen when the LISTEN connection of
@@ -341,6 +351,7 @@ impl Hub {
                     error = %format_args!("{e:#}"),
                     "hub: catching up failed; reconnecting"
                 );
+                self.revocations.deaf();
                 tokio::time::sleep(backoff).await;
                 continue;
             }
@@ -366,6 +377,7 @@ impl Hub {
                     }
                 }
             }
+            self.revocations.deaf();
             metrics::counter!("tdc_hub_reconnects_total").increment(1);
         }
     }
@@ -398,6 +410,7 @@ impl Hub {
                 Ok(())
             }
             Notice::SessionRevoked { session_id } => {
+                self.revocations.revoked();
                 self.end_session(session_id, SessionEnd::Revoked);
                 Ok(())
             }

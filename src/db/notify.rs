@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -75,6 +76,45 @@ impl FromStr for Notice {
     }
 }
 
+/// What this process knows of revocations, for the caches that remember live sessions: an
+/// epoch that moves at every revocation announced on [`NOTIFY_CHANNEL`] (and at every change of
+/// the listener's state), and whether the listener is up. A cache entry made at one epoch is
+/// good only while the epoch has not moved and the listener is up: a revocation that commits
+/// after the entry's read reaches this process as a notice and moves the epoch; while nobody
+/// listens, notices are lost, so nothing cached counts.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    epoch: AtomicU64,
+    listening: AtomicBool,
+}
+
+impl Revocations {
+    /// The current epoch, or `None` while the listener is down (trust no cached session).
+    pub fn epoch(&self) -> Option<u64> {
+        // Epoch first: `deaf` clears the flag before it moves the epoch, so an epoch read here
+        // with the flag still set is one that `deaf` then leaves behind.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.listening.load(Ordering::SeqCst).then_some(epoch)
+    }
+
+    /// A session was revoked (announced, or by this process): every cached session is stale.
+    pub fn revoked(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The listener is up again (after `LISTEN`): notices arrive from now on.
+    pub fn listening(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    /// The listener is down: notices may be lost until it is back.
+    pub fn deaf(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Sends `notices` on [`NOTIFY_CHANNEL`] inside the caller's transaction: PostgreSQL delivers
 /// them when it commits (in this order), never before and never after a rollback.
 pub async fn send(conn: &mut PgConnection, notices: &[Notice]) -> Result<(), sqlx::Error> {
@@ -110,6 +150,26 @@ mod tests {
             Notice::ChannelDeleted { channel_id: id },
             Notice::SessionRevoked { session_id: id },
         ]
+    }
+
+    #[test]
+    fn cached_sessions_count_only_while_listening_and_until_the_next_revocation() {
+        let revocations = Revocations::default();
+        assert_eq!(revocations.epoch(), None, "nothing counts before the first LISTEN");
+        revocations.listening();
+        let epoch = revocations.epoch().expect("listening");
+        assert_eq!(revocations.epoch(), Some(epoch), "nothing happened");
+        revocations.revoked();
+        assert_ne!(revocations.epoch(), Some(epoch), "a revocation moves the epoch");
+        let epoch = revocations.epoch().expect("listening");
+        revocations.deaf();
+        assert_eq!(revocations.epoch(), None, "nothing counts while deaf");
+        revocations.listening();
+        assert_ne!(
+            revocations.epoch(),
+            Some(epoch),
+            "what was cached before the listener went down never counts again"
+        );
     }
 
     #[test]

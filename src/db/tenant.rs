@@ -141,28 +141,47 @@ impl ServiceTx {
 }
 
 /// Begins a transaction that runs as the tenant role, with the tenant's schema as search path
-/// and a statement timeout. Settings are made before the role switch (the tenant may not call
-/// `set_config`) and end with the transaction, so the pooled connection comes back clean.
+/// and a statement timeout. Settings end with the transaction, so the pooled connection comes
+/// back clean.
 pub async fn begin_as(
     pool: &PgPool,
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    enter(pool.begin().await?, tenant, statement_timeout).await
+}
+
+/// Turns a service-role transaction in which nothing of the tenant's has run yet into a
+/// [`begin_as`] one: a request that first looks something up as the service role then checks
+/// out one connection, not two.
+pub async fn continue_as(
+    tx: Transaction<'static, Postgres>,
+    tenant: &Ident,
+    statement_timeout: Duration,
+) -> Result<TenantTx, sqlx::Error> {
+    enter(tx, tenant, statement_timeout).await
+}
+
+/// Every setting and the role in one statement (one round trip), all made by the service role
+/// before any statement of the tenant's runs (the tenant may not call `set_config`).
+/// `set_config('role', ...)` is `SET LOCAL ROLE`: the same membership check, undone at the end
+/// of the transaction.
+async fn enter(
+    mut tx: Transaction<'static, Postgres>,
+    tenant: &Ident,
+    statement_timeout: Duration,
+) -> Result<TenantTx, sqlx::Error> {
     sqlx::query(
         "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true),
                 set_config('work_mem', '32MB', true),
-                set_config('idle_in_transaction_session_timeout', '60s', true)",
+                set_config('idle_in_transaction_session_timeout', '60s', true),
+                set_config('search_path', $2, true), set_config('role', $3, true)",
     )
     .bind(format!("{}ms", statement_timeout.as_millis()))
+    .bind(tenant.to_string())
+    .bind(tenant.as_str())
     .execute(&mut *tx)
     .await?;
-    let mut path = QueryBuilder::new("SET LOCAL search_path TO ");
-    path.push(tenant);
-    path.build().execute(&mut *tx).await?;
-    let mut role = QueryBuilder::new("SET LOCAL ROLE ");
-    role.push(tenant);
-    role.build().execute(&mut *tx).await?;
     Ok(TenantTx(tx))
 }
 

@@ -3,7 +3,7 @@
 
 use actix_web::HttpResponse;
 use futures_util::StreamExt;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use super::limits::ReadLimits;
 use super::params::{Cursor, Position, RowsQuery};
@@ -14,14 +14,14 @@ use crate::error::ApiError;
 /// Answers with one JSON page: `{"rows": [...], "next_cursor": ...}` (plus `page`, `size` and
 /// `has_more` in page mode), refusing a page larger than the response limit.
 pub(super) async fn json_page(
-    pool: &PgPool,
+    tx: Transaction<'static, Postgres>,
     limits: ReadLimits,
     relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
     query: &RowsQuery,
     compared: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = tenant::begin_as(pool, &relation.schema, limits.statement_timeout).await?;
+    let mut tx = tenant::continue_as(tx, &relation.schema, limits.statement_timeout).await?;
     let mut rows = Vec::new();
     let mut bytes = 0usize;
     let mut stream = sql.build().fetch(&mut *tx);

@@ -3,7 +3,8 @@
 //! (`export`). The statement itself is built in `statement`.
 
 use actix_web::HttpResponse;
-use sqlx::PgPool;
+use futures_util::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
 
 use super::export::{Export, export};
 use super::page::json_page;
@@ -12,14 +13,21 @@ use super::statement::{Relation, build};
 use crate::db::ident::Ident;
 use crate::db::tenant::TenantSlots;
 use crate::error::ApiError;
+use crate::tables::store::ColumnInfo;
 
 // Defined in `limits`, below `page` and `export` that take it, so no module circle forms;
 // callers name it here, next to `read`.
 pub use super::limits::ReadLimits;
 
-/// Answers `GET .../rows/` on the tenant's relation `name` (a table or a view the caller has
-/// already been found to own): takes one of the tenant's read slots (429 when all are busy),
-/// parses the parameters, reads the columns, runs as the tenant.
+/// Finds a relation the caller owns and its columns, as the service role, on the connection
+/// given (404 when the caller owns no such relation). Each feature brings its own registry.
+pub type FindColumns =
+    Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Vec<ColumnInfo>, ApiError>> + Send>;
+
+/// Answers `GET .../rows/` on the tenant's relation `name`: finds the relation and its columns
+/// with `find` (404 first, as before), takes one of the tenant's read slots (429 when all are
+/// busy), parses the parameters, runs as the tenant. A JSON page is read in the transaction
+/// `find` began (which then becomes the tenant's).
 pub async fn read(
     pool: &PgPool,
     slots: &TenantSlots,
@@ -27,12 +35,14 @@ pub async fn read(
     tenant: Ident,
     name: Ident,
     pairs: &[(String, String)],
+    find: FindColumns,
 ) -> Result<HttpResponse, ApiError> {
+    let mut tx = pool.begin().await?;
+    let columns = find(&mut tx).await?;
     // A slot is per process and held until the answer is fully sent, so one tenant's slow
     // or stalled downloads only ever queue behind each other.
     let slot = slots.admit(&tenant)?;
     let query = RowsQuery::parse(pairs)?;
-    let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
     let relation = Relation {
         schema: tenant,
         name,
@@ -40,8 +50,9 @@ pub async fn read(
     };
     let (sql, columns, compared) = build(&relation, &query)?;
     match query.format {
-        Format::Json => json_page(pool, limits, &relation, sql, &query, &compared).await,
+        Format::Json => json_page(tx, limits, &relation, sql, &query, &compared).await,
         Format::Csv | Format::Parquet => {
+            drop(tx);
             let export_of = Export {
                 relation,
                 sql,
