@@ -263,8 +263,8 @@ impl FieldSpec {
 impl Schedule {
     /// Parses `crontab_def` in time zone `timezone` (IANA name).
     pub fn parse(crontab_def: &str, timezone: &str) -> Result<Self, ScheduleError> {
-        let tz = Tz::from_str(timezone.trim())
-            .map_err(|_| ScheduleError::TimeZone(shown(timezone)))?;
+        let tz =
+            Tz::from_str(timezone.trim()).map_err(|_| ScheduleError::TimeZone(shown(timezone)))?;
         let text = crontab_def.trim();
         let fields: Vec<String> = if let Some(name) = text.strip_prefix('@') {
             let expanded = match name.to_ascii_lowercase().as_str() {
@@ -584,7 +584,11 @@ mod tests {
     #[test]
     fn a_step_past_the_last_day_of_the_week_is_refused_not_wrapped_round() {
         // Once an overflow: a panic in debug builds, a silent Sunday in release ones.
-        for crontab in ["0 0 * * 1/4294967295", "0 0 * * 6/4294967290", "0 0 * * 1-7/4294967295"] {
+        for crontab in [
+            "0 0 * * 1/4294967295",
+            "0 0 * * 6/4294967290",
+            "0 0 * * 1-7/4294967295",
+        ] {
             let (field, _, reason) = field_error(crontab);
             assert_eq!(field, "day-of-week", "{crontab}");
             assert!(reason.contains("larger than 7"), "{crontab}: {reason}");
@@ -600,7 +604,11 @@ mod tests {
     fn steps_are_digits_up_to_the_fields_largest_value() {
         for (crontab, field, reason) in [
             ("*/60 * * * *", "minute", "the step 60 is larger than 59"),
-            ("*/999999999999999999999 * * * *", "minute", "larger than 59"),
+            (
+                "*/999999999999999999999 * * * *",
+                "minute",
+                "larger than 59",
+            ),
             ("0 */24 * * *", "hour", "larger than 23"),
             ("0 0 1/32 * *", "day-of-month", "larger than 31"),
             ("0 0 1 */13 *", "month", "larger than 12"),

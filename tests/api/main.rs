@@ -4,6 +4,7 @@
 
 mod architecture;
 mod attacks;
+mod attacks_first_hour;
 mod attacks_input;
 mod auth;
 mod awkward_input;

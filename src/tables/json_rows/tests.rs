@@ -136,7 +136,10 @@ fn a_refused_value_of_megabytes_is_quoted_by_its_start_only() {
         (format!(r#"[{{"day": "{huge}"}}]"#), "day"),
         (format!(r#"[{{"id": "1.{}"}}]"#, "5".repeat(1 << 18)), "id"),
         (format!(r#"[{{"ok": ["{huge}"]}}]"#), "ok"),
-        (format!(r#"[{{"price": "{}"}}]"#, "9".repeat(1 << 18)), "price"),
+        (
+            format!(r#"[{{"price": "{}"}}]"#, "9".repeat(1 << 18)),
+            "price",
+        ),
     ] {
         let body = body.replace('\u{1}', "\\u0001");
         match refusal(&body, false) {
