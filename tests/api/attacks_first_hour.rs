@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, TestUser, assert_problem, parquet_of, spawn_app};
 use crate::sse::SseStream;
 
+/// Extra request headers.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 async fn assert_healthy(app: &TestApp) {
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
 }
@@ -106,7 +109,7 @@ async fn last_event_id_spellings_resume_exactly_or_are_refused_and_stay_in_the_t
     }
 
     // Not an event id, in the parameter or the header, or copies that disagree: 400.
-    let refused: &[(&str, &[(&str, &str)], &str)] = &[
+    let refused: &[(&str, Headers<'_>, &str)] = &[
         ("?last_event_id=-1", &[], "last_event_id must be"),
         ("?last_event_id=", &[], "last_event_id must be"),
         ("?last_event_id", &[], "last_event_id must be"),
