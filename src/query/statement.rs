@@ -205,7 +205,9 @@ impl KeyPart<'_> {
         match self.column {
             Some(column) => push_value(sql, column, value.to_owned()),
             None => {
-                sql.push("CAST(").push_bind(value.to_owned()).push(" AS tid)");
+                sql.push("CAST(")
+                    .push_bind(value.to_owned())
+                    .push(" AS tid)");
             }
         }
     }
@@ -340,7 +342,11 @@ pub(super) fn build_after(
     let in_order = |name: &String| query.order.iter().any(|o| &o.column == name);
     let paging = Paging {
         unique: !ordered.is_empty()
-            && relation.keys.unique.iter().any(|key| key.iter().all(in_order)),
+            && relation
+                .keys
+                .unique
+                .iter()
+                .any(|key| key.iter().all(in_order)),
         keyset: !ordered.is_empty() && ordered.iter().all(|(column, _)| column.pg.is_some()),
     };
     let selected: Vec<String> = match &query.select {
@@ -468,7 +474,11 @@ pub(super) fn build_after(
     }
     // A total order needs no tie-break, and an index in its order then needs no sort.
     if !paging.unique {
-        sql.push(if ordered.is_empty() { "t.ctid" } else { ", t.ctid" });
+        sql.push(if ordered.is_empty() {
+            "t.ctid"
+        } else {
+            ", t.ctid"
+        });
     }
     let offset = match &query.position {
         Position::Page { page, size } => (page - 1).saturating_mul(*size),
@@ -702,6 +712,114 @@ mod tests {
             build(&calls(), &huge).is_ok(),
             "the offset saturates instead of overflowing"
         );
+    }
+
+    fn order(column: &str, desc: bool, nulls_first: Option<bool>) -> OrderBy {
+        OrderBy {
+            column: column.to_owned(),
+            desc,
+            nulls_first,
+        }
+    }
+
+    fn keyed() -> Relation {
+        let mut r = calls();
+        r.keys = OrderKeys {
+            unique: vec![vec!["id".to_owned()]],
+            not_null: vec!["id".to_owned()],
+        };
+        r
+    }
+
+    #[test]
+    fn an_order_over_a_unique_key_has_no_tie_break_and_its_next_page_is_a_row_comparison() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", true, None)];
+        let (sql, _, _, paging) = build(&keyed(), &q).expect("builds");
+        let sql = sql.sql().as_str().to_owned();
+        assert_eq!(
+            paging,
+            Paging {
+                unique: true,
+                keyset: true
+            }
+        );
+        assert!(
+            sql.starts_with("SELECT t.ctid::text, to_json(x.*)::text, json_build_array(t.\"id\"::text)::text FROM"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY t.\"id\" DESC LIMIT $1"), "{sql}");
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("17".to_owned())],
+            tid: None,
+        }));
+        let sql = sql_of(&keyed(), &q);
+        assert!(
+            sql.contains(
+                "WHERE true AND (t.\"id\") < (CAST($1 AS bigint)) ORDER BY t.\"id\" DESC LIMIT $2"
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("OFFSET"), "{sql}");
+    }
+
+    #[test]
+    fn a_nullable_or_mixed_order_keeps_the_tie_break_and_expands_the_keyset_with_its_nulls() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", false, None), order("Caller", true, Some(false))];
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("5".to_owned()), None],
+            tid: Some("(0,9)".to_owned()),
+        }));
+        let sql = sql_of(&calls(), &q);
+        assert!(
+            sql.contains(
+                "WHERE true AND (((t.\"id\" > CAST($1 AS bigint) OR t.\"id\" IS NULL)) \
+                 OR (t.\"id\" = CAST($2 AS bigint) AND false) \
+                 OR (t.\"id\" = CAST($3 AS bigint) AND t.\"Caller\" IS NULL AND t.ctid > CAST($4 AS tid))) \
+                 ORDER BY t.\"id\" ASC, t.\"Caller\" DESC NULLS LAST, t.ctid LIMIT $5"
+            ),
+            "{sql}"
+        );
+        // Without its tie-break the cursor cannot continue a non-unique order.
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("5".to_owned()), None],
+            tid: None,
+        }));
+        assert_eq!(refusal(&calls(), &q).0, "invalid_cursor");
+    }
+
+    #[test]
+    fn a_bound_on_the_first_column_leads_the_expanded_keyset_when_it_holds() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", false, None), order("Caller", true, None)];
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("5".to_owned()), Some("x".to_owned())],
+            tid: None,
+        }));
+        let sql = sql_of(&keyed(), &q);
+        assert!(
+            sql.contains("WHERE true AND t.\"id\" >= CAST($1 AS bigint) AND ((t.\"id\" > CAST($2 AS bigint)) OR (t.\"id\" = CAST($3 AS bigint) AND t.\"Caller\" < CAST($4 AS text))) ORDER BY"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_keyset_cursor_of_another_order_is_refused_and_an_old_offset_cursor_still_works() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", false, None)];
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&[order("id", true, None)]),
+            values: vec![Some("1".to_owned())],
+            tid: Some("(0,1)".to_owned()),
+        }));
+        assert_eq!(refusal(&calls(), &q).0, "invalid_cursor");
+        q.position = Position::Cursor(Some(Cursor::Offset(40)));
+        assert!(sql_of(&calls(), &q).ends_with("ORDER BY t.\"id\" ASC, t.ctid LIMIT $1 OFFSET $2"));
     }
 
     #[test]

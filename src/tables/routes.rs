@@ -162,8 +162,14 @@ pub async fn create_table(
         settings.tenant_storage_bytes,
     )
     .await?;
-    indexes::create_declared(&mut tx, &tenant, &name, &specs, settings.tenant_storage_bytes)
-        .await?;
+    indexes::create_declared(
+        &mut tx,
+        &tenant,
+        &name,
+        &specs,
+        settings.tenant_storage_bytes,
+    )
+    .await?;
     let mut tx = tx.into_service().await?;
     quota::check_locked(
         &mut tx,

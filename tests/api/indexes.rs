@@ -45,7 +45,9 @@ async fn create(
 
 /// A file of `n` calls: `record_id` 0..n, `source` one of 100, `note` text.
 fn calls(n: i64, duplicate: bool) -> Vec<u8> {
-    let ids: Vec<i64> = (0..n).map(|i| if duplicate && i == 1 { 0 } else { i }).collect();
+    let ids: Vec<i64> = (0..n)
+        .map(|i| if duplicate && i == 1 { 0 } else { i })
+        .collect();
     parquet_of(vec![
         ("record_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
         (
@@ -110,7 +112,12 @@ async fn declared_indexes_are_built_with_the_table_listed_and_kept_by_a_replace(
         ]
     );
     for index in &listed {
-        assert!(index["index_name"].as_str().expect("name").starts_with("ix_"));
+        assert!(
+            index["index_name"]
+                .as_str()
+                .expect("name")
+                .starts_with("ix_")
+        );
         assert!(index["size_bytes"].as_i64().expect("size") > 0, "{index}");
         assert_eq!(index["valid"], true);
     }
@@ -147,7 +154,7 @@ async fn declared_indexes_are_built_with_the_table_listed_and_kept_by_a_replace(
 
 #[tokio::test]
 async fn a_unique_index_over_duplicates_fails_the_creation_naming_the_duplicate_and_leaves_nothing()
- {
+{
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
 
@@ -179,7 +186,15 @@ async fn a_unique_index_over_duplicates_fails_the_creation_naming_the_duplicate_
     .await
     .expect("count");
     assert_eq!(left, 0, "no table or index is left behind");
-    let res = create(&app, &user, calls(10, false), "calls", None, Some(r#"[["record_id"]]"#)).await;
+    let res = create(
+        &app,
+        &user,
+        calls(10, false),
+        "calls",
+        None,
+        Some(r#"[["record_id"]]"#),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 }
 
@@ -187,7 +202,7 @@ async fn a_unique_index_over_duplicates_fails_the_creation_naming_the_duplicate_
 async fn malformed_or_excessive_declarations_are_refused() {
     let app = spawn_app().await;
     let user = app.signed_up_user().await;
-    let nine = format!("[{}]", vec![r#"["source"]"#; 9].join(","));
+    let nine = format!("[{}]", [r#"["source"]"#; 9].join(","));
     let too_wide = json!([vec!["source"; 9]]).to_string();
     for (indexes, unique, code) in [
         (Some(r#"[["nope"]]"#), None, "unknown_column"),
@@ -249,7 +264,10 @@ async fn an_index_is_built_concurrently_while_reads_and_writes_of_the_table_go_o
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(waiting, "the build started and waits for the open transaction");
+    assert!(
+        waiting,
+        "the build started and waits for the open transaction"
+    );
 
     let read = tokio::time::timeout(
         Duration::from_secs(5),
@@ -332,15 +350,19 @@ async fn a_failed_concurrent_build_is_dropped_and_explained_and_indexes_are_drop
     let other = app.signed_up_user().await;
     for (who, path) in [
         (&other, format!("/tables/calls/indexes/{name}/")),
-        (&user, "/tables/calls/indexes/ix_0000000000000000/".to_owned()),
-        (&user, "/tables/calls/indexes/Robert'); DROP TABLE calls; --/".to_owned()),
+        (
+            &user,
+            "/tables/calls/indexes/ix_0000000000000000/".to_owned(),
+        ),
+        (
+            &user,
+            "/tables/calls/indexes/Robert'); DROP TABLE calls; --/".to_owned(),
+        ),
     ] {
         let res = app.delete_as(&who.access, &path).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
     }
-    let res = app
-        .get_as(&other.access, "/tables/calls/indexes/")
-        .await;
+    let res = app.get_as(&other.access, "/tables/calls/indexes/").await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let res = app
         .delete_as(&user.access, &format!("/tables/calls/indexes/{name}/"))
@@ -374,7 +396,10 @@ async fn a_column_without_an_ordering_cannot_be_indexed() {
         .await;
     let problem = assert_problem(res, StatusCode::BAD_REQUEST, "unsupported_operation").await;
     let detail = problem["detail"].as_str().expect("detail");
-    assert!(detail.contains("\"spot\"") && detail.contains("point"), "{detail}");
+    assert!(
+        detail.contains("\"spot\"") && detail.contains("point"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
@@ -390,10 +415,17 @@ async fn an_index_counts_in_the_storage_quota() {
     assert_eq!(res.status(), StatusCode::CREATED);
 
     let res = app
-        .post_as(&user.access, "/tables/small/indexes/", &json!({"columns": ["n"]}))
+        .post_as(
+            &user.access,
+            "/tables/small/indexes/",
+            &json!({"columns": ["n"]}),
+        )
         .await;
     assert_problem(res, StatusCode::CONFLICT, "storage_quota_exceeded").await;
-    assert!(indexes(&app, &user, "small").await.is_empty(), "dropped again");
+    assert!(
+        indexes(&app, &user, "small").await.is_empty(),
+        "dropped again"
+    );
 
     let res = create(&app, &user, file, "declared", Some(r#"[["n"]]"#), None).await;
     assert_problem(res, StatusCode::CONFLICT, "storage_quota_exceeded").await;
@@ -437,7 +469,9 @@ async fn filters_and_ordered_keyset_pages_on_indexed_columns_are_index_scans_wit
 
     let filtered = plan(&app, &user, "calls", &[("source", "eq.s42")]).await;
     assert!(
-        filtered.contains("Index Scan") && filtered.contains(" ix_") && !filtered.contains("Seq Scan"),
+        filtered.contains("Index Scan")
+            && filtered.contains(" ix_")
+            && !filtered.contains("Seq Scan"),
         "a filter on an indexed column reads the index:\n{filtered}"
     );
     let one = plan(&app, &user, "calls", &[("record_id", "eq.4242")]).await;
@@ -457,14 +491,23 @@ async fn filters_and_ordered_keyset_pages_on_indexed_columns_are_index_scans_wit
             .await
             .expect("json");
         let cursor = first["next_cursor"].as_str().expect("a next page");
-        for query in [vec![("order", order)], vec![("order", order), ("cursor", cursor)]] {
+        for query in [
+            vec![("order", order)],
+            vec![("order", order), ("cursor", cursor)],
+        ] {
             let text = plan(&app, &user, "calls", &query).await;
             assert!(
                 text.contains("Index Scan") && !text.contains("Sort") && !text.contains("Seq Scan"),
                 "{query:?}:\n{text}"
             );
         }
-        let keyset = plan(&app, &user, "calls", &[("order", order), ("cursor", cursor)]).await;
+        let keyset = plan(
+            &app,
+            &user,
+            "calls",
+            &[("order", order), ("cursor", cursor)],
+        )
+        .await;
         assert!(
             keyset.contains("Index Cond: ") && keyset.contains("record_id"),
             "the page starts at the cursor in the index, no offset:\n{keyset}"
@@ -491,7 +534,10 @@ async fn keyset_pages_walk_every_order_exactly_like_one_read() {
     let user = app.signed_up_user().await;
     let n = 60_i64;
     let file = parquet_of(vec![
-        ("id", Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())) as ArrayRef,
+        ),
         (
             "a",
             Arc::new(Int64Array::from(
@@ -524,7 +570,10 @@ async fn keyset_pages_walk_every_order_exactly_like_one_read() {
         "id.desc",
     ] {
         let all: Value = app
-            .get_as(&user.access, &format!("/tables/mixed/rows/?order={order}&limit=1000"))
+            .get_as(
+                &user.access,
+                &format!("/tables/mixed/rows/?order={order}&limit=1000"),
+            )
             .await
             .json()
             .await
@@ -548,7 +597,10 @@ async fn keyset_pages_walk_every_order_exactly_like_one_read() {
             }
         }
         assert_eq!(walked, expected, "order {order}");
-        let mut ids: Vec<i64> = walked.iter().map(|r| r["id"].as_i64().expect("id")).collect();
+        let mut ids: Vec<i64> = walked
+            .iter()
+            .map(|r| r["id"].as_i64().expect("id"))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len() as i64, n, "order {order}: every row exactly once");

@@ -19,8 +19,8 @@ use super::plan::Plan;
 use super::store::ColumnInfo;
 use super::types::PgType;
 use crate::db::ident::{ColumnIdent, Ident};
-use crate::db::tenant::{self, TenantTx};
 use crate::db::quota;
+use crate::db::tenant::{self, TenantTx};
 use crate::error::ApiError;
 
 /// Most indexes on one table (declared and added together).
@@ -137,7 +137,10 @@ pub fn validate(
 }
 
 /// The create form's `indexes` and `unique` fields (JSON lists of column lists).
-pub fn from_form(indexes: Option<&str>, unique: Option<&str>) -> Result<Vec<IndexRequest>, ApiError> {
+pub fn from_form(
+    indexes: Option<&str>,
+    unique: Option<&str>,
+) -> Result<Vec<IndexRequest>, ApiError> {
     let mut requests = Vec::new();
     for (field, text, is_unique) in [("indexes", indexes, false), ("unique", unique, true)] {
         let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
@@ -225,7 +228,10 @@ pub async fn create_declared(
         alter.push(schema).push(".").push(table);
         for (i, column) in spec.columns.iter().enumerate() {
             alter.push(if i > 0 { ", " } else { " " });
-            alter.push("ALTER COLUMN ").push(column).push(" SET NOT NULL");
+            alter
+                .push("ALTER COLUMN ")
+                .push(column)
+                .push(" SET NOT NULL");
         }
         alter
             .build()
@@ -279,7 +285,11 @@ fn build_error(e: sqlx::Error, spec: &IndexSpec) -> ApiError {
 }
 
 /// The table's indexes, by name (catalog read as the service role).
-pub async fn list(pool: &PgPool, schema: &Ident, table: &Ident) -> Result<Vec<IndexBody>, ApiError> {
+pub async fn list(
+    pool: &PgPool,
+    schema: &Ident,
+    table: &Ident,
+) -> Result<Vec<IndexBody>, ApiError> {
     Ok(sqlx::query_as::<_, IndexBody>(
         "SELECT i.relname::text AS index_name,
                 array_agg(a.attname::text ORDER BY k.ord) AS columns,
@@ -313,7 +323,11 @@ pub struct OrderKeys {
 }
 
 /// The [`OrderKeys`] of a tenant table or materialized view.
-pub async fn order_keys(pool: &PgPool, schema: &Ident, name: &Ident) -> Result<OrderKeys, ApiError> {
+pub async fn order_keys(
+    pool: &PgPool,
+    schema: &Ident,
+    name: &Ident,
+) -> Result<OrderKeys, ApiError> {
     let rows: Vec<(bool, Vec<String>)> = sqlx::query_as(
         "WITH rel AS (
              SELECT c.oid FROM pg_catalog.pg_class c
@@ -380,7 +394,11 @@ async fn tenant_session(
 }
 
 /// `DROP INDEX CONCURRENTLY IF EXISTS schema.index`.
-async fn drop_statement(conn: &mut PgConnection, schema: &Ident, index: &Ident) -> Result<(), sqlx::Error> {
+async fn drop_statement(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    index: &Ident,
+) -> Result<(), sqlx::Error> {
     let mut ddl = QueryBuilder::new("DROP INDEX CONCURRENTLY IF EXISTS ");
     ddl.push(schema).push(".").push(index);
     ddl.build().execute(conn).await.map(|_| ())
@@ -441,13 +459,18 @@ mod tests {
     use super::*;
 
     fn table() -> Vec<ColumnInfo> {
-        [("id", "bigint"), ("Source", "text"), ("meta", "json"), ("at", "point")]
-            .iter()
-            .map(|(n, t)| ColumnInfo {
-                column_name: (*n).to_owned(),
-                column_type: (*t).to_owned(),
-            })
-            .collect()
+        [
+            ("id", "bigint"),
+            ("Source", "text"),
+            ("meta", "json"),
+            ("at", "point"),
+        ]
+        .iter()
+        .map(|(n, t)| ColumnInfo {
+            column_name: (*n).to_owned(),
+            column_type: (*t).to_owned(),
+        })
+        .collect()
     }
 
     fn request(columns: &[&str]) -> IndexRequest {
@@ -478,7 +501,8 @@ mod tests {
 
     #[test]
     fn the_form_fields_are_lists_of_column_lists() {
-        let requests = from_form(Some(r#"[["a"], ["b", "c"]]"#), Some(r#"[["id"]]"#)).expect("parses");
+        let requests =
+            from_form(Some(r#"[["a"], ["b", "c"]]"#), Some(r#"[["id"]]"#)).expect("parses");
         assert_eq!(requests.len(), 3);
         assert!(requests[2].unique && !requests[0].unique);
         assert!(from_form(Some(r#"["a"]"#), None).is_err());

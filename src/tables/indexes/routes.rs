@@ -50,11 +50,17 @@ pub async fn create_index(
         .pop()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("BUG: one request, no spec")))?;
     let quota_bytes = state.settings.tenant_storage_bytes;
-    quota::check_storage(super::storage_bytes(&state.pool, &tenant).await?, quota_bytes)?;
+    quota::check_storage(
+        super::storage_bytes(&state.pool, &tenant).await?,
+        quota_bytes,
+    )?;
     let index = spec.name.clone();
     let timeout = state.settings.tenant_statement_timeout;
     super::build_concurrently(&state.pool, &tenant, &name, spec, timeout).await?;
-    if let Err(over) = quota::check_storage(super::storage_bytes(&state.pool, &tenant).await?, quota_bytes) {
+    if let Err(over) = quota::check_storage(
+        super::storage_bytes(&state.pool, &tenant).await?,
+        quota_bytes,
+    ) {
         super::drop_concurrently(&state.pool, &tenant, &index, timeout).await?;
         return Err(over);
     }
