@@ -253,7 +253,7 @@ async fn an_index_is_built_concurrently_while_reads_and_writes_of_the_table_go_o
     for _ in 0..100 {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-              WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'",
+              WHERE query LIKE 'CREATE %INDEX %' AND wait_event_type = 'Lock'",
         )
         .fetch_one(&mut admin)
         .await
