@@ -60,7 +60,8 @@ pub struct RowsParams {
     /// every row unless limited.
     #[param(minimum = 1)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page (not with `page` or `size`).
+    /// The `next_cursor` of the previous page (not with `page` or `size`): keyset, and only
+    /// good for the `order` it was issued with.
     pub cursor: Option<String>,
     /// 1-based page of `size` rows.
     #[param(minimum = 1, maximum = 922_337_203_685_477_i64)]

@@ -624,3 +624,52 @@ async fn keyset_pages_walk_every_order_exactly_like_one_read() {
         assert_problem(res, StatusCode::BAD_REQUEST, "invalid_cursor").await;
     }
 }
+
+/// A measurement, not a check: the same deep page of a 100k-row table by `order=record_id`,
+/// reached by an offset cursor (as issued before keyset cursors) and by a keyset cursor.
+/// `cargo test --release --test api indexes::deep_page_timing -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement; run by hand"]
+async fn deep_page_timing() {
+    use base64::Engine;
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let res = create(
+        &app,
+        &user,
+        calls(100_000, false),
+        "calls",
+        None,
+        Some(r#"[["record_id"]]"#),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let encode = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let offset = encode(json!({"offset": 99_000}));
+    let keyset = encode(
+        json!({"keyset": {"order": [["record_id", false, null]], "values": ["98999"], "ctid": null}}),
+    );
+    for (what, cursor) in [("offset", offset), ("keyset", keyset)] {
+        let path = format!("/tables/calls/rows/?order=record_id&limit=100&cursor={cursor}");
+        let first: Value = app
+            .get_as(&user.access, &path)
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(first["rows"][0]["record_id"], 99_000, "{what}");
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let start = std::time::Instant::now();
+            let res = app.get_as(&user.access, &path).await;
+            assert_eq!(res.status(), StatusCode::OK);
+            res.bytes().await.expect("body");
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{what}: page at row 99,000 of 100,000, 50 requests: p50 {:.2} ms, p90 {:.2} ms",
+            times[25], times[45]
+        );
+    }
+}
