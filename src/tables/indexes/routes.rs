@@ -64,8 +64,20 @@ pub async fn create_index(
         super::drop_concurrently(&state.pool, &tenant, &index, timeout).await?;
         return Err(over);
     }
-    let body = super::list(&state.pool, &tenant, &name)
-        .await?
+    // Builds of one tenant may pass the count at once: one that finds the table over the
+    // limit gives way (both may; a retry then succeeds).
+    let now = super::list(&state.pool, &tenant, &name).await?;
+    if now.len() > super::MAX_INDEXES_PER_TABLE {
+        super::drop_concurrently(&state.pool, &tenant, &index, timeout).await?;
+        return Err(ApiError::bad_request(
+            "too_many_indexes",
+            format!(
+                "a table may have at most {} indexes; another build of this table finished first",
+                super::MAX_INDEXES_PER_TABLE
+            ),
+        ));
+    }
+    let body = now
         .into_iter()
         .find(|i| i.index_name == index.as_str())
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the index just built is gone")))?;
