@@ -3,15 +3,16 @@
 //! (`export`). The statement itself is built in `statement`.
 
 use actix_web::HttpResponse;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::export::{Export, export};
 use super::page::json_page;
 use super::params::{Format, RowsQuery};
-use super::statement::{Relation, build};
+use super::statement::{Relation, build, build_after};
 use crate::db::ident::Ident;
 use crate::db::tenant::TenantSlots;
 use crate::error::ApiError;
+use crate::tables::indexes::OrderKeys;
 
 // Defined in `limits`, below `page` and `export` that take it, so no module circle forms;
 // callers name it here, next to `read`.
@@ -32,15 +33,10 @@ pub async fn read(
     // or stalled downloads only ever queue behind each other.
     let slot = slots.admit(&tenant)?;
     let query = RowsQuery::parse(pairs)?;
-    let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
-    let relation = Relation {
-        schema: tenant,
-        name,
-        columns,
-    };
-    let (sql, columns, compared) = build(&relation, &query)?;
+    let relation = relation(pool, tenant, name, &query).await?;
+    let (sql, columns, compared, paging) = build(&relation, &query)?;
     match query.format {
-        Format::Json => json_page(pool, limits, &relation, sql, &query, &compared).await,
+        Format::Json => json_page(pool, limits, &relation, sql, &query, &compared, paging).await,
         Format::Csv | Format::Parquet => {
             let export_of = Export {
                 relation,
@@ -64,7 +60,8 @@ pub struct RowsParams {
     /// every row unless limited.
     #[param(minimum = 1)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page (not with `page` or `size`).
+    /// The `next_cursor` of the previous page (not with `page` or `size`): keyset, and only
+    /// good for the `order` it was issued with.
     pub cursor: Option<String>,
     /// 1-based page of `size` rows.
     #[param(minimum = 1, maximum = 922_337_203_685_477_i64)]
@@ -109,4 +106,42 @@ pub struct RowsPage {
     /// With `page`/`size`: whether a next page exists.
     #[schema(required = false)]
     pub has_more: Option<bool>,
+}
+
+/// The relation as a statement needs it: its columns and, only for a custom order (one more
+/// catalog read), which orders are unique.
+async fn relation(
+    pool: &PgPool,
+    tenant: Ident,
+    name: Ident,
+    query: &RowsQuery,
+) -> Result<Relation, ApiError> {
+    let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
+    let keys = if query.order.is_empty() {
+        OrderKeys::default()
+    } else {
+        crate::tables::indexes::order_keys(pool, &tenant, &name).await?
+    };
+    Ok(Relation {
+        schema: tenant,
+        name,
+        columns,
+        keys,
+    })
+}
+
+/// The plan PostgreSQL chooses for the statement a rows request runs, as `EXPLAIN` prints it
+/// (one line a row), run on `conn`: the plan tests run it as a superuser, and an operator can
+/// ask why a read is slow. Nothing of the statement is executed.
+pub async fn explain(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    tenant: Ident,
+    name: Ident,
+    pairs: &[(String, String)],
+) -> Result<Vec<String>, ApiError> {
+    let query = RowsQuery::parse(pairs)?;
+    let relation = relation(pool, tenant, name, &query).await?;
+    let (mut sql, ..) = build_after(&relation, &query, "EXPLAIN ")?;
+    Ok(sql.build_query_scalar::<String>().fetch_all(conn).await?)
 }

@@ -16,6 +16,7 @@ mod db;
 mod docs_run;
 mod fairness;
 mod helpers;
+mod indexes;
 mod jobs;
 mod openapi;
 mod operations;
