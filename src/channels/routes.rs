@@ -222,25 +222,42 @@ pub async fn listen(
 /// Where to resume: the `Last-Event-ID` header, else the `?last_event_id=` query parameter (a
 /// browser cannot set the header on a new `EventSource`). The header wins: `EventSource` sends
 /// it when it reconnects by itself, with the newest id it saw, while the URL keeps the id the
-/// stream was opened with. Either, when present, must be an event id (400 otherwise).
+/// stream was opened with. Either, when present, must be an event id (400 otherwise); sent more
+/// than once (two headers, a repeated parameter), every copy must be an event id and the same
+/// one, rather than the first silently winning.
 fn last_event_id(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
-    let header = req
-        .headers()
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(event_id)
-                .ok_or_else(|| invalid_last_event_id("Last-Event-ID"))
-        })
-        .transpose()?;
-    let query = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
-        .unwrap_or_default()
-        .into_iter()
-        .find(|(key, _)| key == "last_event_id")
-        .map(|(_, value)| event_id(&value).ok_or_else(|| invalid_last_event_id("last_event_id")))
-        .transpose()?;
+    let header = agreed(
+        "Last-Event-ID",
+        req.headers()
+            .get_all("last-event-id")
+            .map(|v| v.to_str().ok().and_then(event_id)),
+    )?;
+    let query = agreed(
+        "last_event_id",
+        serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| key == "last_event_id")
+            .map(|(_, value)| event_id(&value)),
+    )?;
     Ok(header.or(query))
+}
+
+/// The one event id all copies of `what` give (`None` for no copy): each must be an event id,
+/// and all the same.
+fn agreed(what: &str, ids: impl Iterator<Item = Option<i64>>) -> Result<Option<i64>, ApiError> {
+    let mut agreed = None;
+    for id in ids {
+        let id = id.ok_or_else(|| invalid_last_event_id(what))?;
+        if agreed.is_some_and(|first| first != id) {
+            return Err(ApiError::bad_request(
+                "invalid_last_event_id",
+                format!("{what} is sent more than once with different event ids; send it once"),
+            ));
+        }
+        agreed = Some(id);
+    }
+    Ok(agreed)
 }
 
 /// A non-negative event id.

@@ -31,7 +31,8 @@ pub enum ScheduleError {
     Field {
         /// Which field (`minute`, `day-of-week`, ...).
         field: &'static str,
-        /// The text of the field, as the user wrote it.
+        /// The text of the field, as the user wrote it (cut after 64 characters, see
+        /// [`MAX_SHOWN_CHARS`]).
         value: String,
         /// What is wrong with it.
         reason: String,
@@ -71,6 +72,23 @@ struct FieldSpec {
     first_name: u32,
     /// Whether `?` (no specific value) is allowed.
     question_mark: bool,
+}
+
+/// The longest field accepted, in characters: every field's values fit well within it (all 60
+/// minutes listed take 170). Bounds the work of checking and of the `cron` crate, which the
+/// scheduler repeats for every run.
+pub const MAX_FIELD_CHARS: usize = 256;
+
+/// The most characters of a crontab, a field or a time zone an error quotes; longer text is
+/// cut there and ends in `...`, so a refusal never echoes a megabyte back.
+pub const MAX_SHOWN_CHARS: usize = 64;
+
+/// `text` as an error quotes it: whole, or its first [`MAX_SHOWN_CHARS`] characters and `...`.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// The six fields of the 6-field form, in order; a 5-field crontab has no `second`.
@@ -141,7 +159,7 @@ impl FieldSpec {
     fn invalid(&self, value: &str, reason: String) -> ScheduleError {
         ScheduleError::Field {
             field: self.name,
-            value: value.to_owned(),
+            value: shown(value),
             reason,
             allowed: self.allowed,
         }
@@ -151,18 +169,20 @@ impl FieldSpec {
     /// optional `/step`, every number within range. The `cron` crate checks too, but reports
     /// on the 6-field form it is given, with its own limits in the text.
     fn check(&self, text: &str) -> Result<(), ScheduleError> {
+        let length = text.chars().count();
+        if length > MAX_FIELD_CHARS {
+            return Err(self.invalid(
+                text,
+                format!("it is {length} characters long; a field has at most {MAX_FIELD_CHARS}"),
+            ));
+        }
         for item in text.split(',') {
             let (base, step) = match item.split_once('/') {
                 Some((base, step)) => (base, Some(step)),
                 None => (item, None),
             };
-            if let Some(step) = step
-                && step.parse::<u32>().map_or(true, |s| s == 0)
-            {
-                return Err(self.invalid(
-                    text,
-                    format!("the step {step:?} is not a positive whole number"),
-                ));
+            if let Some(step) = step {
+                self.step(text, step)?;
             }
             if base == "*" || (base == "?" && self.question_mark) {
                 continue;
@@ -178,10 +198,39 @@ impl FieldSpec {
             if let Some(high) = high
                 && low > self.number(text, high)?
             {
-                return Err(self.invalid(text, format!("the range {base} goes from high to low")));
+                return Err(self.invalid(
+                    text,
+                    format!("the range {} goes from high to low", shown(base)),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// A step (the `n` of `*/n`): digits only, from 1 to the field's largest value (the `cron`
+    /// crate's limit; a larger step could only ever give the first value).
+    fn step(&self, text: &str, step: &str) -> Result<u32, ScheduleError> {
+        if step.is_empty() || !step.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.invalid(
+                text,
+                format!("the step {:?} is not a positive whole number", shown(step)),
+            ));
+        }
+        match step.parse::<u32>() {
+            Ok(0) => Err(self.invalid(
+                text,
+                format!("the step {step:?} is not a positive whole number"),
+            )),
+            Ok(n) if n <= self.max => Ok(n),
+            _ => Err(self.invalid(
+                text,
+                format!(
+                    "the step {} is larger than {}, the field's largest value",
+                    shown(step),
+                    self.max
+                ),
+            )),
+        }
     }
 
     /// One number (or name) of the field, within range.
@@ -192,7 +241,7 @@ impl FieldSpec {
         if token.bytes().all(|b| b.is_ascii_digit()) {
             return match token.parse::<u32>() {
                 Ok(n) if (self.min..=self.max).contains(&n) => Ok(n),
-                _ => Err(self.invalid(text, format!("{token} is out of range"))),
+                _ => Err(self.invalid(text, format!("{} is out of range", shown(token)))),
             };
         }
         // Names by their first three letters (the crate also takes `Monday`, `Thurs`, ...).
@@ -201,9 +250,12 @@ impl FieldSpec {
         match self.names.iter().position(|name| *name == prefix) {
             Some(i) => Ok(u32::try_from(i).unwrap_or(u32::MAX) + self.first_name),
             None if self.names.is_empty() => {
-                Err(self.invalid(text, format!("{token:?} is not a number")))
+                Err(self.invalid(text, format!("{:?} is not a number", shown(token))))
             }
-            None => Err(self.invalid(text, format!("{token:?} is neither a number nor a name"))),
+            None => Err(self.invalid(
+                text,
+                format!("{:?} is neither a number nor a name", shown(token)),
+            )),
         }
     }
 }
@@ -211,8 +263,8 @@ impl FieldSpec {
 impl Schedule {
     /// Parses `crontab_def` in time zone `timezone` (IANA name).
     pub fn parse(crontab_def: &str, timezone: &str) -> Result<Self, ScheduleError> {
-        let tz = Tz::from_str(timezone.trim())
-            .map_err(|_| ScheduleError::TimeZone(timezone.to_owned()))?;
+        let tz =
+            Tz::from_str(timezone.trim()).map_err(|_| ScheduleError::TimeZone(shown(timezone)))?;
         let text = crontab_def.trim();
         let fields: Vec<String> = if let Some(name) = text.strip_prefix('@') {
             let expanded = match name.to_ascii_lowercase().as_str() {
@@ -221,7 +273,7 @@ impl Schedule {
                 "weekly" => "0 0 0 * * 0",
                 "daily" | "midnight" => "0 0 0 * * *",
                 "hourly" => "0 0 * * * *",
-                _ => return Err(ScheduleError::Macro(text.to_owned())),
+                _ => return Err(ScheduleError::Macro(shown(text))),
             };
             expanded.split(' ').map(str::to_owned).collect()
         } else {
@@ -232,7 +284,7 @@ impl Schedule {
                     .map(str::to_owned)
                     .collect(),
                 6 => given.into_iter().map(str::to_owned).collect(),
-                n => return Err(ScheduleError::FieldCount(text.to_owned(), n)),
+                n => return Err(ScheduleError::FieldCount(shown(text), n)),
             }
         };
         // Each field as written first, so the error names the user's field and its range.
@@ -248,12 +300,13 @@ impl Schedule {
             probe[0] = "0";
             probe[i] = translated[i].as_str();
             cron::Schedule::from_str(&probe.join(" ")).map_err(|e| {
-                tracing::debug!(error = %e, field = spec.name, "the cron crate refused a field");
+                // Debug-formatted: the tenant's text in it cannot start a log line of its own.
+                tracing::debug!(error = ?e.to_string(), field = spec.name, "the cron crate refused a field");
                 spec.invalid(&fields[i], NOT_UNDERSTOOD.to_owned())
             })?;
         }
         let cron = cron::Schedule::from_str(&translated.join(" ")).map_err(|e| {
-            tracing::debug!(error = %e, "the cron crate refused a crontab");
+            tracing::debug!(error = ?e.to_string(), "the cron crate refused a crontab");
             FIELDS[3].invalid(&fields[3], NOT_UNDERSTOOD.to_owned())
         })?;
         let schedule = Self {
@@ -262,7 +315,7 @@ impl Schedule {
             hour_wildcard: fields[2].starts_with('*'),
         };
         if schedule.next_after(Utc::now()).is_none() {
-            return Err(ScheduleError::Never(text.to_owned()));
+            return Err(ScheduleError::Never(shown(text)));
         }
         Ok(schedule)
     }
@@ -351,7 +404,14 @@ const NOT_UNDERSTOOD: &str =
 /// them 1-7. Numeric items become explicit day names, which both read the same way.
 fn day_of_week(field: &str) -> Result<String, ScheduleError> {
     let invalid = |reason: &str| FIELDS[5].invalid(field, reason.to_owned());
+    // Each item once, in order: `seen` keeps this linear however long the list.
     let mut items = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |items: &mut Vec<String>, item: &str| {
+        if seen.insert(item.to_owned()) {
+            items.push(item.to_owned());
+        }
+    };
     for item in field.split(',') {
         let (base, step) = match item.split_once('/') {
             Some((base, step)) => (
@@ -369,7 +429,7 @@ fn day_of_week(field: &str) -> Result<String, ScheduleError> {
         let range = match base.split_once('-') {
             _ if base == "*" || base == "?" => {
                 if step.is_none() {
-                    items.push(base.to_owned());
+                    push(&mut items, base);
                     continue;
                 }
                 Some((0, 6))
@@ -383,7 +443,7 @@ fn day_of_week(field: &str) -> Result<String, ScheduleError> {
         };
         let Some((start, end)) = range else {
             // Names (MON-FRI): the crate reads them as standard cron does.
-            items.push(item.to_owned());
+            push(&mut items, item);
             continue;
         };
         if start > 7 || end > 7 {
@@ -394,11 +454,12 @@ fn day_of_week(field: &str) -> Result<String, ScheduleError> {
         }
         let mut day = start;
         while day <= end {
-            let name = DAY_NAMES[(day % 7) as usize];
-            if !items.iter().any(|i| i == name) {
-                items.push(name.to_owned());
+            push(&mut items, DAY_NAMES[(day % 7) as usize]);
+            // A step past the last day ends the range (never wraps round to Sunday).
+            match day.checked_add(step.unwrap_or(1)) {
+                Some(next) => day = next,
+                None => break,
             }
-            day += step.unwrap_or(1);
         }
     }
     Ok(items.join(","))
@@ -506,6 +567,97 @@ mod tests {
             ticks(&names, "2026-01-03T00:00:00Z", 1)[0].weekday(),
             Weekday::Mon
         );
+    }
+
+    fn field_error(crontab: &str) -> (&'static str, String, String) {
+        match Schedule::parse(crontab, "UTC") {
+            Err(ScheduleError::Field {
+                field,
+                value,
+                reason,
+                ..
+            }) => (field, value, reason),
+            other => panic!("{crontab:?}: expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_step_past_the_last_day_of_the_week_is_refused_not_wrapped_round() {
+        // Once an overflow: a panic in debug builds, a silent Sunday in release ones.
+        for crontab in [
+            "0 0 * * 1/4294967295",
+            "0 0 * * 6/4294967290",
+            "0 0 * * 1-7/4294967295",
+        ] {
+            let (field, _, reason) = field_error(crontab);
+            assert_eq!(field, "day-of-week", "{crontab}");
+            assert!(reason.contains("larger than 7"), "{crontab}: {reason}");
+        }
+        // The same walk below the limit: Monday only, never Sunday.
+        let mut items = day_of_week("1/7").expect("parses");
+        assert_eq!(items, "MON");
+        items = day_of_week("6/4").expect("parses");
+        assert_eq!(items, "SAT");
+    }
+
+    #[test]
+    fn steps_are_digits_up_to_the_fields_largest_value() {
+        for (crontab, field, reason) in [
+            ("*/60 * * * *", "minute", "the step 60 is larger than 59"),
+            (
+                "*/999999999999999999999 * * * *",
+                "minute",
+                "larger than 59",
+            ),
+            ("0 */24 * * *", "hour", "larger than 23"),
+            ("0 0 1/32 * *", "day-of-month", "larger than 31"),
+            ("0 0 1 */13 *", "month", "larger than 12"),
+            ("*/+5 * * * *", "minute", "not a positive whole number"),
+            ("*/\u{661} * * * *", "minute", "not a positive whole number"),
+            ("*/0 * * * *", "minute", "not a positive whole number"),
+        ] {
+            let (got, _, why) = field_error(crontab);
+            assert_eq!(got, field, "{crontab}");
+            assert!(why.contains(reason), "{crontab}: {why}");
+        }
+        assert!(Schedule::parse("*/59 */23 */31 */12 */7", "UTC").is_ok());
+    }
+
+    #[test]
+    fn long_lists_are_refused_quickly_and_quoted_short() {
+        let clock = std::time::Instant::now();
+        let days = std::iter::repeat_n("TUE", 30_000)
+            .chain(std::iter::repeat_n("1", 60_000))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (field, value, reason) = field_error(&format!("0 0 * * {days}"));
+        assert_eq!(field, "day-of-week");
+        assert!(reason.contains("characters long"), "{reason}");
+        assert_eq!(value.chars().count(), MAX_SHOWN_CHARS + 3);
+        assert!(value.ends_with("..."), "{value}");
+        // The translation alone is linear too (it ran quadratic before the field limit).
+        assert_eq!(day_of_week(&days).expect("translates"), "TUE,MON");
+        assert!(
+            clock.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            clock.elapsed()
+        );
+        // A list of every minute is well within the limit.
+        let every = (0..60).map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+        assert!(Schedule::parse(&format!("{every} * * * *"), "UTC").is_ok());
+    }
+
+    #[test]
+    fn errors_quote_at_most_the_start_of_long_text() {
+        let long = "x".repeat(100_000);
+        for error in [
+            Schedule::parse(&format!("@{long}"), "UTC"),
+            Schedule::parse(&format!("{long} 1 2"), "UTC"),
+            Schedule::parse("* * * * *", &long),
+        ] {
+            let text = error.expect_err("refused").to_string();
+            assert!(text.len() < 400, "{} bytes: {}", text.len(), &text[..200]);
+        }
     }
 
     #[test]

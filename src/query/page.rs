@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use super::limits::ReadLimits;
-use super::params::{Cursor, Position, RowsQuery};
-use super::statement::{Relation, query_error};
+use super::params::{Cursor, Position, RowsQuery, order_key};
+use super::statement::{Paging, Relation, query_error};
 use crate::db::tenant;
 use crate::error::ApiError;
 
@@ -20,6 +20,7 @@ pub(super) async fn json_page(
     mut sql: QueryBuilder<Postgres>,
     query: &RowsQuery,
     compared: &[(String, String)],
+    paging: Paging,
 ) -> Result<HttpResponse, ApiError> {
     let mut tx = tenant::continue_as(tx, &relation.schema, limits.statement_timeout).await?;
     let mut rows = Vec::new();
@@ -45,17 +46,29 @@ pub(super) async fn json_page(
     let more = rows.len() > limit;
     let mut body = String::from("{\"rows\":[");
     let mut last_tid = None;
+    let mut last_values = None;
     for (i, row) in rows.iter().take(limit).enumerate() {
         if i > 0 {
             body.push(',');
         }
         body.push_str(row.try_get::<&str, _>(1)?);
         last_tid = Some(row.try_get::<String, _>(0)?);
+        if paging.keyset {
+            last_values = Some(row.try_get::<&str, _>(2)?);
+        }
     }
     body.push_str("],\"next_cursor\":");
     let next = match (&query.position, more) {
         (_, false) => None,
         (Position::Cursor(_), true) if query.order.is_empty() => last_tid.map(Cursor::After),
+        (Position::Cursor(_), true) if paging.keyset => match last_values {
+            Some(values) => Some(Cursor::Keyset {
+                order: order_key(&query.order),
+                values: serde_json::from_str(values).map_err(anyhow::Error::from)?,
+                tid: if paging.unique { None } else { last_tid },
+            }),
+            None => None,
+        },
         (Position::Cursor(Some(Cursor::Offset(n))), true) => Some(Cursor::Offset(n + query.limit)),
         (Position::Cursor(_), true) => Some(Cursor::Offset(query.limit)),
         (Position::Page { .. }, true) => None,

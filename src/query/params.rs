@@ -77,13 +77,46 @@ pub enum Position {
     },
 }
 
-/// An opaque cursor: after a row position (default order) or an offset (custom order).
+/// An opaque cursor: after a row position (default order), after the order values of a row
+/// (custom order, keyset), or an offset (custom order, as issued before keyset cursors; still
+/// accepted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
     /// After this physical row (`ctid`), for the default order.
     After(String),
+    /// After the row with these order values (as text, `None` for NULL) and, when the order
+    /// is not unique by itself, this `ctid`; only for the order it was issued for.
+    Keyset {
+        /// The order it belongs to ([`order_key`]).
+        order: serde_json::Value,
+        /// The last row's values of the order's columns.
+        values: Vec<Option<String>>,
+        /// The last row's `ctid`, when it breaks ties.
+        tid: Option<String>,
+    },
     /// Skip this many rows, for a custom order.
     Offset(i64),
+}
+
+/// Most order values a keyset cursor carries.
+const MAX_CURSOR_VALUES: usize = 64;
+
+/// The form of an order a keyset cursor remembers, to refuse it under another order.
+pub fn order_key(order: &[OrderBy]) -> serde_json::Value {
+    order
+        .iter()
+        .map(|o| serde_json::json!([o.column, o.desc, o.nulls_first]))
+        .collect()
+}
+
+/// A `ctid` as text, `(block,offset)`: the only form a cursor may carry.
+fn is_tid(tid: &str) -> bool {
+    tid.starts_with('(')
+        && tid.ends_with(')')
+        && tid[1..tid.len() - 1]
+            .split(',')
+            .all(|n| n.parse::<u32>().is_ok())
+        && tid.matches(',').count() == 1
 }
 
 impl Cursor {
@@ -91,6 +124,9 @@ impl Cursor {
     pub fn encode(&self) -> String {
         let json = match self {
             Self::After(tid) => serde_json::json!({ "after": tid }),
+            Self::Keyset { order, values, tid } => {
+                serde_json::json!({ "keyset": { "order": order, "values": values, "ctid": tid } })
+            }
             Self::Offset(n) => serde_json::json!({ "offset": n }),
         };
         URL_SAFE_NO_PAD.encode(json.to_string())
@@ -102,17 +138,32 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
         let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         if let Some(tid) = json.get("after").and_then(|v| v.as_str()) {
-            let valid = tid.starts_with('(')
-                && tid.ends_with(')')
-                && tid[1..tid.len() - 1]
-                    .split(',')
-                    .all(|n| n.parse::<u32>().is_ok())
-                && tid.matches(',').count() == 1;
-            return if valid {
+            return if is_tid(tid) {
                 Ok(Self::After(tid.to_owned()))
             } else {
                 Err(bad())
             };
+        }
+        if let Some(keyset) = json.get("keyset") {
+            let values = keyset
+                .get("values")
+                .and_then(serde_json::Value::as_array)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CURSOR_VALUES)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::Null => Ok(None),
+                    serde_json::Value::String(s) => Ok(Some(s.clone())),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let tid = match keyset.get("ctid") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(tid)) if is_tid(tid) => Some(tid.clone()),
+                Some(_) => return Err(bad()),
+            };
+            let order = keyset.get("order").cloned().ok_or_else(bad)?;
+            return Ok(Self::Keyset { order, values, tid });
         }
         json.get("offset")
             .and_then(serde_json::Value::as_i64)
@@ -372,6 +423,28 @@ mod tests {
         let forged = URL_SAFE_NO_PAD.encode(r#"{"after":"(1,1)); DROP TABLE x; --"}"#);
         assert!(Cursor::decode(&forged).is_err());
         assert!(Cursor::decode("garbage!").is_err());
+    }
+
+    #[test]
+    fn keyset_cursors_round_trip_and_malformed_ones_are_refused() {
+        let order = parse_order("a.desc,b").expect("order");
+        let cursor = Cursor::Keyset {
+            order: order_key(&order),
+            values: vec![Some("5".to_owned()), None],
+            tid: Some("(0,3)".to_owned()),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).expect("decodes"), cursor);
+        for forged in [
+            r#"{"keyset":{"order":[],"values":[]}}"#,
+            r#"{"keyset":{"order":[],"values":[1]}}"#,
+            r#"{"keyset":{"order":[],"values":["1"],"ctid":"(1,1) OR true"}}"#,
+            r#"{"keyset":{"values":["1"]}}"#,
+        ] {
+            assert!(
+                Cursor::decode(&URL_SAFE_NO_PAD.encode(forged)).is_err(),
+                "{forged}"
+            );
+        }
     }
 
     #[test]

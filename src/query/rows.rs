@@ -9,10 +9,11 @@ use sqlx::{PgConnection, PgPool};
 use super::export::{Export, export};
 use super::page::json_page;
 use super::params::{Format, RowsQuery};
-use super::statement::{Relation, build};
+use super::statement::{Relation, build, build_after};
 use crate::db::ident::Ident;
 use crate::db::tenant::TenantSlots;
 use crate::error::ApiError;
+use crate::tables::indexes::OrderKeys;
 use crate::tables::store::ColumnInfo;
 
 // Defined in `limits`, below `page` and `export` that take it, so no module circle forms;
@@ -43,14 +44,21 @@ pub async fn read(
     // or stalled downloads only ever queue behind each other.
     let slot = slots.admit(&tenant)?;
     let query = RowsQuery::parse(pairs)?;
+    // Which orders are unique (one more catalog read, only for a custom order).
+    let keys = if query.order.is_empty() {
+        OrderKeys::default()
+    } else {
+        crate::tables::indexes::order_keys(&mut tx, &tenant, &name).await?
+    };
     let relation = Relation {
         schema: tenant,
         name,
         columns,
+        keys,
     };
-    let (sql, columns, compared) = build(&relation, &query)?;
+    let (sql, columns, compared, paging) = build(&relation, &query)?;
     match query.format {
-        Format::Json => json_page(tx, limits, &relation, sql, &query, &compared).await,
+        Format::Json => json_page(tx, limits, &relation, sql, &query, &compared, paging).await,
         Format::Csv | Format::Parquet => {
             drop(tx);
             let export_of = Export {
@@ -75,7 +83,8 @@ pub struct RowsParams {
     /// every row unless limited.
     #[param(minimum = 1)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page (not with `page` or `size`).
+    /// The `next_cursor` of the previous page (not with `page` or `size`): keyset, and only
+    /// good for the `order` it was issued with.
     pub cursor: Option<String>,
     /// 1-based page of `size` rows.
     #[param(minimum = 1, maximum = 922_337_203_685_477_i64)]
@@ -120,4 +129,27 @@ pub struct RowsPage {
     /// With `page`/`size`: whether a next page exists.
     #[schema(required = false)]
     pub has_more: Option<bool>,
+}
+
+/// The plan PostgreSQL chooses for the statement a rows request runs, as `EXPLAIN` prints it
+/// (one line a row), run on `conn`: the plan tests run it as a superuser, and an operator can
+/// ask why a read is slow. Nothing of the statement is executed.
+pub async fn explain(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    tenant: Ident,
+    name: Ident,
+    pairs: &[(String, String)],
+) -> Result<Vec<String>, ApiError> {
+    let query = RowsQuery::parse(pairs)?;
+    let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
+    let keys = crate::tables::indexes::order_keys(conn, &tenant, &name).await?;
+    let relation = Relation {
+        schema: tenant,
+        name,
+        columns,
+        keys,
+    };
+    let (mut sql, ..) = build_after(&relation, &query, "EXPLAIN ")?;
+    Ok(sql.build_query_scalar::<String>().fetch_all(conn).await?)
 }

@@ -3,10 +3,11 @@
 
 use sqlx::{Postgres, QueryBuilder};
 
-use super::params::{Cursor, Filter, Format, Op, Position, RowsQuery};
+use super::params::{Cursor, Filter, Format, Op, OrderBy, Position, RowsQuery, order_key};
 use crate::db::ident::{ColumnIdent, Ident};
 use crate::db::tenant;
 use crate::error::ApiError;
+use crate::tables::indexes::OrderKeys;
 use crate::tables::store::ColumnInfo;
 use crate::tables::types::PgType;
 
@@ -19,6 +20,18 @@ pub(crate) struct Relation {
     pub name: Ident,
     /// Its columns, in order.
     pub columns: Vec<ColumnInfo>,
+    /// Its unique keys and `NOT NULL` columns (read only for a custom order).
+    pub keys: OrderKeys,
+}
+
+/// How a statement orders its rows, for the cursor of the next page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Paging {
+    /// The custom order covers a unique key, so it is total by itself: no `ctid` breaks ties.
+    pub unique: bool,
+    /// The order pages by keyset: a third output column (JSON pages) holds each row's order
+    /// values as a JSON array of texts.
+    pub keyset: bool,
 }
 
 /// Output columns: name and type (when the type is one we know).
@@ -170,14 +183,172 @@ fn push_filter(query: &mut QueryBuilder<Postgres>, column: &Column, filter: &Fil
     }
 }
 
+/// One column of a keyset comparison: an order column, or the `ctid` tie-break (`column`
+/// `None`).
+struct KeyPart<'a> {
+    column: Option<&'a Column>,
+    desc: bool,
+    nulls_first: bool,
+    not_null: bool,
+    value: Option<&'a str>,
+}
+
+impl KeyPart<'_> {
+    fn push_column(&self, sql: &mut QueryBuilder<Postgres>) {
+        match self.column {
+            Some(column) => sql.push("t.").push(&column.ident),
+            None => sql.push("t.ctid"),
+        };
+    }
+
+    fn push_value(&self, sql: &mut QueryBuilder<Postgres>, value: &str) {
+        match self.column {
+            Some(column) => push_value(sql, column, value.to_owned()),
+            None => {
+                sql.push("CAST(")
+                    .push_bind(value.to_owned())
+                    .push(" AS tid)");
+            }
+        }
+    }
+
+    /// The rows after the cursor's value in this column alone.
+    fn push_after(&self, sql: &mut QueryBuilder<Postgres>) {
+        let op = if self.desc { " < " } else { " > " };
+        match self.value {
+            // NULLs sort first: every value comes after; last: nothing does.
+            None if self.nulls_first && !self.not_null => {
+                self.push_column(sql);
+                sql.push(" IS NOT NULL");
+            }
+            None => {
+                sql.push("false");
+            }
+            Some(value) if !self.not_null && !self.nulls_first => {
+                sql.push("(");
+                self.push_column(sql);
+                sql.push(op);
+                self.push_value(sql, value);
+                sql.push(" OR ");
+                self.push_column(sql);
+                sql.push(" IS NULL)");
+            }
+            Some(value) => {
+                self.push_column(sql);
+                sql.push(op);
+                self.push_value(sql, value);
+            }
+        }
+    }
+
+    /// The rows with the cursor's value in this column.
+    fn push_equal(&self, sql: &mut QueryBuilder<Postgres>) {
+        self.push_column(sql);
+        match self.value {
+            None => {
+                sql.push(" IS NULL");
+            }
+            Some(value) => {
+                sql.push(" = ");
+                self.push_value(sql, value);
+            }
+        }
+    }
+}
+
+/// The keyset predicate: the rows after the cursor's in the order. One row comparison
+/// (`(a, b) > ($1, $2)`, which an index scan takes as its start) when every column sorts the
+/// same way and holds no NULL; otherwise the expanded form `a > $1 OR (a = $1 AND b > $2)`
+/// with the NULLs placed as the order places them, led by a bound on the first column
+/// (`a >= $1`) whenever that bound holds, so an index on it still starts at the cursor.
+fn push_keyset(sql: &mut QueryBuilder<Postgres>, parts: &[KeyPart<'_>]) {
+    let simple = parts
+        .iter()
+        .all(|p| p.not_null && p.value.is_some() && p.desc == parts[0].desc);
+    if simple {
+        sql.push("(");
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            part.push_column(sql);
+        }
+        sql.push(if parts[0].desc { ") < (" } else { ") > (" });
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            part.push_value(sql, part.value.unwrap_or_default());
+        }
+        sql.push(")");
+        return;
+    }
+    let first = &parts[0];
+    if let Some(value) = first.value
+        && (first.not_null || first.nulls_first)
+    {
+        first.push_column(sql);
+        sql.push(if first.desc { " <= " } else { " >= " });
+        first.push_value(sql, value);
+        sql.push(" AND ");
+    }
+    sql.push("(");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for earlier in &parts[..i] {
+            earlier.push_equal(sql);
+            sql.push(" AND ");
+        }
+        part.push_after(sql);
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
 /// Builds `SELECT t.ctid, to_json(x.*) FROM relation t, LATERAL (SELECT ...) x ...` for a
 /// request. User columns may carry any name, the aliases `t` and `x` included, so every
 /// reference is qualified: a bare `x` would resolve to a column named `x` first.
+///
+/// A custom order that covers a unique key of the relation is total, so it goes without the
+/// `ctid` tie-break (an index on it then gives the order without a sort); cursors of a custom
+/// order carry the last row's order values (and its `ctid` when that breaks ties) and the next
+/// page starts with a keyset predicate, not an `OFFSET`.
 pub(super) fn build(
     relation: &Relation,
     query: &RowsQuery,
-) -> Result<(QueryBuilder<Postgres>, OutputColumns, Compared), ApiError> {
+) -> Result<(QueryBuilder<Postgres>, OutputColumns, Compared, Paging), ApiError> {
+    build_after(relation, query, "")
+}
+
+/// [`build`], the statement preceded by `prefix` (`EXPLAIN `, a fixed text).
+pub(super) fn build_after(
+    relation: &Relation,
+    query: &RowsQuery,
+    prefix: &'static str,
+) -> Result<(QueryBuilder<Postgres>, OutputColumns, Compared, Paging), ApiError> {
     let mut compared = Compared::new();
+    let ordered: Vec<(Column, &OrderBy)> = query
+        .order
+        .iter()
+        .map(|order| {
+            let column = relation.column(&order.column)?;
+            refuse_json(&column, "order")?;
+            Ok((column, order))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let in_order = |name: &String| query.order.iter().any(|o| &o.column == name);
+    let paging = Paging {
+        unique: !ordered.is_empty()
+            && relation
+                .keys
+                .unique
+                .iter()
+                .any(|key| key.iter().all(in_order)),
+        keyset: !ordered.is_empty() && ordered.iter().all(|(column, _)| column.pg.is_some()),
+    };
     let selected: Vec<String> = match &query.select {
         Some(names) => names.clone(),
         None => relation
@@ -186,8 +357,20 @@ pub(super) fn build(
             .map(|c| c.column_name.clone())
             .collect(),
     };
-    let mut sql = QueryBuilder::new("SELECT t.ctid::text, to_json(x.*)::text FROM ");
-    sql.push(&relation.schema)
+    let mut sql = QueryBuilder::new(prefix);
+    sql.push("SELECT t.ctid::text, to_json(x.*)::text");
+    if paging.keyset && query.format == Format::Json {
+        sql.push(", json_build_array(");
+        for (i, (column, _)) in ordered.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("t.").push(&column.ident).push("::text");
+        }
+        sql.push(")::text");
+    }
+    sql.push(" FROM ")
+        .push(&relation.schema)
         .push(".")
         .push(&relation.name)
         .push(" t, LATERAL (SELECT ");
@@ -217,22 +400,69 @@ pub(super) fn build(
         sql.push(" AND ");
         push_filter(&mut sql, &column, filter);
     }
-    if let Position::Cursor(Some(Cursor::After(tid))) = &query.position {
-        if !query.order.is_empty() {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
-                "this cursor belongs to another order",
-            ));
+    for (column, order) in &ordered {
+        compared.push((order.column.clone(), column.type_name.clone()));
+    }
+    match &query.position {
+        Position::Cursor(Some(Cursor::After(tid))) => {
+            if !query.order.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_cursor",
+                    "this cursor belongs to another order",
+                ));
+            }
+            sql.push(" AND t.ctid > CAST(")
+                .push_bind(tid.clone())
+                .push(" AS tid)");
         }
-        sql.push(" AND t.ctid > CAST(")
-            .push_bind(tid.clone())
-            .push(" AS tid)");
+        Position::Cursor(Some(Cursor::Keyset { order, values, tid })) => {
+            if !paging.keyset || *order != order_key(&query.order) || values.len() != ordered.len()
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_cursor",
+                    "this cursor belongs to another order",
+                ));
+            }
+            let tid = match (paging.unique, tid) {
+                (true, _) => None,
+                (false, Some(tid)) => Some(tid.as_str()),
+                (false, None) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_cursor",
+                        "the table's unique indexes changed since this cursor was issued; read again from the first page",
+                    ));
+                }
+            };
+            let mut parts: Vec<KeyPart<'_>> = ordered
+                .iter()
+                .zip(values)
+                .map(|((column, order), value)| KeyPart {
+                    column: Some(column),
+                    desc: order.desc,
+                    nulls_first: order.nulls_first.unwrap_or(order.desc),
+                    not_null: relation.keys.not_null.contains(&order.column),
+                    value: value.as_deref(),
+                })
+                .collect();
+            if let Some(tid) = tid {
+                parts.push(KeyPart {
+                    column: None,
+                    desc: false,
+                    nulls_first: false,
+                    not_null: true,
+                    value: Some(tid),
+                });
+            }
+            sql.push(" AND ");
+            push_keyset(&mut sql, &parts);
+        }
+        _ => {}
     }
     sql.push(" ORDER BY ");
-    for order in &query.order {
-        let column = relation.column(&order.column)?;
-        refuse_json(&column, "order")?;
-        compared.push((order.column.clone(), column.type_name.clone()));
+    for (i, (column, order)) in ordered.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
         sql.push("t.")
             .push(&column.ident)
             .push(if order.desc { " DESC" } else { " ASC" });
@@ -241,9 +471,15 @@ pub(super) fn build(
             Some(false) => sql.push(" NULLS LAST"),
             None => &mut sql,
         };
-        sql.push(", ");
     }
-    sql.push("t.ctid");
+    // A total order needs no tie-break, and an index in its order then needs no sort.
+    if !paging.unique {
+        sql.push(if ordered.is_empty() {
+            "t.ctid"
+        } else {
+            ", t.ctid"
+        });
+    }
     let offset = match &query.position {
         Position::Page { page, size } => (page - 1).saturating_mul(*size),
         Position::Cursor(Some(Cursor::Offset(n))) => *n,
@@ -258,7 +494,7 @@ pub(super) fn build(
     if offset > 0 {
         sql.push(" OFFSET ").push_bind(offset);
     }
-    Ok((sql, out, compared))
+    Ok((sql, out, compared, paging))
 }
 
 /// Maps a failure of the rows statement: a type without the operator a filter or order needs
@@ -308,6 +544,7 @@ mod tests {
                     column_type: (*ty).to_owned(),
                 })
                 .collect(),
+            keys: OrderKeys::default(),
         }
     }
 
@@ -334,7 +571,7 @@ mod tests {
     }
 
     fn sql_of(relation: &Relation, q: &RowsQuery) -> String {
-        let (sql, _, _) = build(relation, q).expect("builds");
+        let (sql, _, _, _) = build(relation, q).expect("builds");
         sql.sql().as_str().to_owned()
     }
 
@@ -477,6 +714,114 @@ mod tests {
         );
     }
 
+    fn order(column: &str, desc: bool, nulls_first: Option<bool>) -> OrderBy {
+        OrderBy {
+            column: column.to_owned(),
+            desc,
+            nulls_first,
+        }
+    }
+
+    fn keyed() -> Relation {
+        let mut r = calls();
+        r.keys = OrderKeys {
+            unique: vec![vec!["id".to_owned()]],
+            not_null: vec!["id".to_owned()],
+        };
+        r
+    }
+
+    #[test]
+    fn an_order_over_a_unique_key_has_no_tie_break_and_its_next_page_is_a_row_comparison() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", true, None)];
+        let (sql, _, _, paging) = build(&keyed(), &q).expect("builds");
+        let sql = sql.sql().as_str().to_owned();
+        assert_eq!(
+            paging,
+            Paging {
+                unique: true,
+                keyset: true
+            }
+        );
+        assert!(
+            sql.starts_with("SELECT t.ctid::text, to_json(x.*)::text, json_build_array(t.\"id\"::text)::text FROM"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY t.\"id\" DESC LIMIT $1"), "{sql}");
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("17".to_owned())],
+            tid: None,
+        }));
+        let sql = sql_of(&keyed(), &q);
+        assert!(
+            sql.contains(
+                "WHERE true AND (t.\"id\") < (CAST($1 AS bigint)) ORDER BY t.\"id\" DESC LIMIT $2"
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("OFFSET"), "{sql}");
+    }
+
+    #[test]
+    fn a_nullable_or_mixed_order_keeps_the_tie_break_and_expands_the_keyset_with_its_nulls() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", false, None), order("Caller", true, Some(false))];
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("5".to_owned()), None],
+            tid: Some("(0,9)".to_owned()),
+        }));
+        let sql = sql_of(&calls(), &q);
+        assert!(
+            sql.contains(
+                "WHERE true AND (((t.\"id\" > CAST($1 AS bigint) OR t.\"id\" IS NULL)) \
+                 OR (t.\"id\" = CAST($2 AS bigint) AND false) \
+                 OR (t.\"id\" = CAST($3 AS bigint) AND t.\"Caller\" IS NULL AND t.ctid > CAST($4 AS tid))) \
+                 ORDER BY t.\"id\" ASC, t.\"Caller\" DESC NULLS LAST, t.ctid LIMIT $5"
+            ),
+            "{sql}"
+        );
+        // Without its tie-break the cursor cannot continue a non-unique order.
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("5".to_owned()), None],
+            tid: None,
+        }));
+        assert_eq!(refusal(&calls(), &q).0, "invalid_cursor");
+    }
+
+    #[test]
+    fn a_bound_on_the_first_column_leads_the_expanded_keyset_when_it_holds() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", false, None), order("Caller", true, None)];
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&q.order),
+            values: vec![Some("5".to_owned()), Some("x".to_owned())],
+            tid: None,
+        }));
+        let sql = sql_of(&keyed(), &q);
+        assert!(
+            sql.contains("WHERE true AND t.\"id\" >= CAST($1 AS bigint) AND ((t.\"id\" > CAST($2 AS bigint)) OR (t.\"id\" = CAST($3 AS bigint) AND t.\"Caller\" < CAST($4 AS text))) ORDER BY"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_keyset_cursor_of_another_order_is_refused_and_an_old_offset_cursor_still_works() {
+        let mut q = query(Format::Json);
+        q.order = vec![order("id", false, None)];
+        q.position = Position::Cursor(Some(Cursor::Keyset {
+            order: order_key(&[order("id", true, None)]),
+            values: vec![Some("1".to_owned())],
+            tid: Some("(0,1)".to_owned()),
+        }));
+        assert_eq!(refusal(&calls(), &q).0, "invalid_cursor");
+        q.position = Position::Cursor(Some(Cursor::Offset(40)));
+        assert!(sql_of(&calls(), &q).ends_with("ORDER BY t.\"id\" ASC, t.ctid LIMIT $1 OFFSET $2"));
+    }
+
     #[test]
     fn an_export_without_a_limit_has_no_limit_clause() {
         let mut q = query(Format::Csv);
@@ -497,7 +842,7 @@ mod tests {
             json.contains("t.\"amount\"::text AS \"amount\", t.\"at\" AS \"at\""),
             "{json}"
         );
-        let (_, out, _) = build(&r, &query(Format::Parquet)).expect("builds");
+        let (_, out, _, _) = build(&r, &query(Format::Parquet)).expect("builds");
         assert_eq!(out.len(), 2);
         assert!(
             !sql_of(&r, &query(Format::Parquet)).contains("\"amount\"::text"),
@@ -514,7 +859,7 @@ mod tests {
             desc: false,
             nulls_first: None,
         }];
-        let (_, _, compared) = build(&calls(), &q).expect("builds");
+        let (_, _, compared, _) = build(&calls(), &q).expect("builds");
         assert_eq!(
             compared,
             [

@@ -18,6 +18,7 @@ use crate::channels::routes as channels;
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::jobs::routes as jobs;
 use crate::service::{health, metrics};
+use crate::tables::indexes::routes as table_indexes;
 use crate::tables::routes as tables;
 use crate::views::routes as views;
 
@@ -29,6 +30,7 @@ use crate::views::routes as views;
         auth::register_user, auth::obtain_tokens, auth::refresh_tokens, auth::blacklist_token, auth::get_me,
         index, health::health, metrics::render,
         tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows, tables::add_rows,
+        table_indexes::create_index, table_indexes::list_indexes, table_indexes::delete_index,
         views::create_view, views::list_views, views::describe_view, views::refresh_view, views::list_view_rows, views::delete_view,
         jobs::create_job, jobs::list_jobs, jobs::describe_job, jobs::update_job, jobs::delete_job, jobs::list_runs,
         channels::create_channel, channels::list_channels, channels::describe_channel, channels::delete_channel, channels::listen,

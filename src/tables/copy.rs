@@ -192,7 +192,27 @@ async fn copy_segments(
     Ok((written, sent))
 }
 
-/// A COPY rejected by PostgreSQL is about the data (a value out of range for its type, say).
+/// A COPY rejected by PostgreSQL is about the data: a value out of range for its type (400
+/// `invalid_value`), a row without a value for a unique key's column (the same), or a row that
+/// repeats a unique key (409 `duplicate_key`, naming the index and the value).
 fn copy_error(e: sqlx::Error) -> ApiError {
+    if let sqlx::Error::Database(db) = &e
+        && matches!(db.code().as_deref(), Some("23505" | "23502"))
+    {
+        let detail = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(sqlx::postgres::PgDatabaseError::detail)
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        let detail = format!("PostgreSQL: {}{detail}; no row was written", db.message());
+        return if db.code().as_deref() == Some("23505") {
+            ApiError::Conflict {
+                code: "duplicate_key",
+                detail,
+            }
+        } else {
+            ApiError::bad_request("invalid_value", detail)
+        };
+    }
     tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from)
 }

@@ -36,6 +36,23 @@ fn json_decode_type(pg: PgType) -> DataType {
     }
 }
 
+/// The most characters of a refused value an error quotes (in `detail` and in `value`): a
+/// value of megabytes is cut there and ends in `...`, so the refusal stays small.
+pub const MAX_SHOWN_VALUE_CHARS: usize = 64;
+
+/// A refused value as its error quotes it: its JSON text, cut after [`MAX_SHOWN_VALUE_CHARS`]
+/// characters.
+fn shown_value(value: &serde_json::Value) -> String {
+    shown_text(&value.to_string())
+}
+
+fn shown_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_SHOWN_VALUE_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// A JSON syntax error at its place in the body; `line` overrides the parser's line for NDJSON,
 /// which is parsed one line at a time.
 fn invalid_json(e: &serde_json::Error, line: Option<usize>) -> IngestError {
@@ -73,9 +90,10 @@ fn json_integer(value: &serde_json::Value) -> Result<serde_json::Value, String> 
         #[expect(clippy::cast_possible_truncation, reason = "integral, range checked")]
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(serde_json::Value::from(f as i64)),
         Some(f) if f.fract() == 0.0 => Err(format!(
-            "{value} is written as a floating-point number too large to be exact; write it as an integer"
+            "{} is written as a floating-point number too large to be exact; write it as an integer",
+            shown_value(value)
         )),
-        _ => Err(format!("{value} is not an integer")),
+        _ => Err(format!("{} is not an integer", shown_value(value))),
     }
 }
 
@@ -189,7 +207,7 @@ pub fn json_rows(
                     row: i + 1,
                     reason: format!("{problem}, too much for {pg}"),
                     // The start is enough to find it; the whole may be megabytes.
-                    value: Some(text.chars().take(40).collect::<String>() + "..."),
+                    value: Some(shown_text(text)),
                     expected_type: pg.to_string(),
                 });
             }
@@ -198,7 +216,7 @@ pub fn json_rows(
                     column: name.clone(),
                     row: i + 1,
                     reason: format!("{reason} for a {pg} column"),
-                    value: Some(value.to_string()),
+                    value: Some(shown_value(value)),
                     expected_type: pg.to_string(),
                 })?;
             }
@@ -253,7 +271,8 @@ fn flush_error(
     {
         Some((i, line, e)) => refused_row(table, line, first_row + i, &e),
         None => {
-            tracing::debug!(%error, first_row, "the JSON decoder refused a batch no row explains");
+            // Debug-formatted: a value in the decoder's text cannot start a log line of its own.
+            tracing::debug!(error = ?error.to_string(), first_row, "the JSON decoder refused a batch no row explains");
             IngestError::InvalidRow {
                 row: first_row,
                 reason: "a row from here on could not be read with the table's column types"
@@ -290,12 +309,12 @@ fn refused_row(
                 column: name.clone(),
                 row,
                 reason: value_reason(*pg, value),
-                value: Some(value.to_string()),
+                value: Some(shown_value(value)),
                 expected_type: pg.to_string(),
             };
         }
     }
-    tracing::debug!(%error, row, "the JSON decoder refused a row no single value explains");
+    tracing::debug!(error = ?error.to_string(), row, "the JSON decoder refused a row no single value explains");
     IngestError::InvalidRow {
         row,
         reason: "the row could not be read with the table's column types".to_owned(),
@@ -304,7 +323,7 @@ fn refused_row(
 
 /// Why `value` (JSON) is not a `pg`, and what the column takes.
 fn value_reason(pg: PgType, value: &serde_json::Value) -> String {
-    let shown = value.to_string();
+    let shown = shown_value(value);
     if let serde_json::Value::Array(_) | serde_json::Value::Object(_) = value {
         let kind = if value.is_array() {
             "an array"

@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::indexes;
 use super::json_rows::{self, copy_rows};
 use super::name::table_name;
 use super::parquet::{self, copy_file};
 use super::plan::{DeclaredColumn, Plan};
 use super::store::{self, ColumnInfo};
 use super::types::PgType;
-use super::upload::{read_body, read_form, require_multipart};
+use super::upload::{on_blocking, read_body, read_form, require_multipart};
 use crate::auth::extract::AuthUser;
 use crate::db::ident::Ident;
 use crate::db::quota::{self, Counted};
@@ -64,6 +65,10 @@ pub struct CreateTableForm {
     pub table_name: String,
     /// A JSON list of `{"column_name", "column_type"}` overriding the file's types.
     pub columns: Option<String>,
+    /// A JSON list of column lists to index, e.g. `[["source"], ["record_timestamp"]]`.
+    pub indexes: Option<String>,
+    /// A JSON list of column lists that are unique keys (their columns become `NOT NULL`).
+    pub unique: Option<String>,
 }
 
 /// The form of a Parquet upload to `POST /tables/{name}/rows/`.
@@ -86,19 +91,10 @@ pub enum JsonRows {
     One(serde_json::Map<String, serde_json::Value>),
 }
 
-/// Runs `work` on the blocking pool, in the request's span so its logs stay with the upload.
-async fn on_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(work))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("a blocking task failed: {e}")))
-}
-
-/// Create a table from a Parquet file (multipart: `file`, `table_name`, optional `columns`).
+/// Create a table from a Parquet file (multipart: `file`, `table_name`, optional `columns`,
+/// `indexes` and `unique`; at most 8 indexes of at most 8 columns).
 #[utoipa::path(post, path = "/tables/create/", tag = "tables",
-    request_body(content = CreateTableForm, content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`)"),
+    request_body(content = CreateTableForm, content_type = "multipart/form-data", description = "`file` (Parquet), `table_name`, optional `columns` (JSON list of `{column_name, column_type}`), `indexes` and `unique` (JSON lists of column lists)"),
     responses((status = 201, body = TableBody), (status = 400, body = Problem), (status = 409, body = Problem, description = "the name is taken, or a quota is reached"), (status = 413, body = Problem),
         (status = 429, body = Problem, description = "all of the tenant's upload slots are busy")),
     security(("jwt" = [])))]
@@ -112,12 +108,8 @@ pub async fn create_table(
     require_multipart(&req)?;
     let _slot = state.upload_slots.admit(&user.tenant)?;
     let settings = state.settings.clone();
-    let mut form = read_form(
-        payload,
-        settings.upload_limit_bytes,
-        &["table_name", "columns"],
-    )
-    .await?;
+    let fields = ["table_name", "columns", "indexes", "unique"];
+    let mut form = read_form(payload, settings.upload_limit_bytes, &fields).await?;
     let raw_name = form.fields.remove("table_name").ok_or_else(|| {
         ApiError::bad_request("invalid_form", "the form field table_name is missing")
     })?;
@@ -157,6 +149,8 @@ pub async fn create_table(
         ));
     }
 
+    let field = |f: &str| form.fields.get(f).map(String::as_str);
+    let specs = indexes::declared(field("indexes"), field("unique"), &plan)?;
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     store::create_table(&mut tx, &tenant, &name, &plan).await?;
     copy_file(
@@ -165,6 +159,14 @@ pub async fn create_table(
         &name,
         plan,
         path,
+        settings.tenant_storage_bytes,
+    )
+    .await?;
+    indexes::create_declared(
+        &mut tx,
+        &tenant,
+        &name,
+        &specs,
         settings.tenant_storage_bytes,
     )
     .await?;

@@ -115,6 +115,16 @@ async fn save_file(
     Ok(path)
 }
 
+/// Runs `work` on the blocking pool, in the request's span so its logs stay with the upload.
+pub(super) async fn on_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("a blocking task failed: {e}")))
+}
+
 /// 415 unless the request is `multipart/form-data`.
 pub(super) fn require_multipart(req: &HttpRequest) -> Result<(), ApiError> {
     let is_multipart = req

@@ -71,15 +71,25 @@ fn sql_error(e: sqlx::Error, source: Option<(&str, usize)>) -> ApiError {
 }
 
 /// The 1-based line and column of the 1-based character position `at` in `sql`, and the text
-/// from there to the next blank (at most 40 characters).
+/// from there to the next blank (at most 40 characters). Characters are Unicode scalar values,
+/// as PostgreSQL counts them; blanks are PostgreSQL's (space, tab, line feed, carriage return,
+/// form feed): a Unicode space such as U+2028 is part of a PostgreSQL identifier.
 fn locate(sql: &str, at: usize) -> (usize, usize, String) {
-    let before: Vec<char> = sql.chars().take(at - 1).collect();
-    let line = before.iter().filter(|c| **c == '\n').count() + 1;
-    let column = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
+    let is_blank = |c: &char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c');
+    let mut line = 1;
+    let mut column = 1;
+    for c in sql.chars().take(at.saturating_sub(1)) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
     let near: String = sql
         .chars()
-        .skip(at - 1)
-        .take_while(|c| !c.is_whitespace())
+        .skip(at.saturating_sub(1))
+        .take_while(|c| !is_blank(c))
         .take(40)
         .collect();
     (line, column, near)
@@ -293,6 +303,28 @@ mod tests {
         assert_eq!(locate(sql, 30), (3, 1, "FROM".to_owned()));
         // Characters, not bytes, as PostgreSQL counts.
         assert_eq!(locate("SELECT 'é', x", 13), (1, 13, "x".to_owned()));
+    }
+
+    #[test]
+    fn positions_around_wide_characters_and_odd_blanks_stay_in_the_users_text() {
+        // 4-byte, combining and emoji characters just before the position.
+        let sql = "SELECT '𝔘e\u{301}😀', nope";
+        assert_eq!(locate(sql, 16), (1, 16, "nope".to_owned()));
+        // CRLF: the line counts at the line feed, the carriage return ends the text shown.
+        assert_eq!(
+            locate("SELECT 1,\r\n  nope\r\nFROM t", 14),
+            (2, 3, "nope".to_owned())
+        );
+        assert_eq!(locate("SELECT\tnope", 8), (1, 8, "nope".to_owned()));
+        // U+2028 is no blank to PostgreSQL: it starts the identifier it names.
+        assert_eq!(
+            locate("SELECT 1,\u{2028}nope", 10),
+            (1, 10, "\u{2028}nope".to_owned())
+        );
+        // The first and the last character; `at` 0 (never sent) does not underflow.
+        assert_eq!(locate("x", 1), (1, 1, "x".to_owned()));
+        assert_eq!(locate("ab 😀", 4), (1, 4, "😀".to_owned()));
+        assert_eq!(locate("ab", 0), (1, 1, "ab".to_owned()));
     }
 
     fn view(refreshed_changes: Option<i64>, unique_key: bool, volatile: bool) -> ViewRow {

@@ -176,7 +176,9 @@ pub async fn create_view(
     store::create_view(&mut tx, &tenant, &name, &checked.sql)
         .await
         .map_err(|e| {
-            view_sql_error(e, &body.sql_query, &store::create_view_head(&tenant, &name))
+            // The checked text is the user's without trailing semicolons and blanks: a
+            // position past it is in `WITH NO DATA`, which the user did not write.
+            view_sql_error(e, &checked.sql, &store::create_view_head(&tenant, &name))
         })?;
     if let Some(columns) = &unique_key {
         store::create_unique_index(&mut tx, &tenant, &name, columns)

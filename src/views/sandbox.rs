@@ -457,6 +457,14 @@ fn check_size(sql: &str) -> Result<(), Rejected> {
             sql.len()
         )));
     }
+    // PostgreSQL's protocol ends the statement text at a NUL: the bytes after it would be read
+    // as the rest of the message, and PostgreSQL would run a prefix of what was checked.
+    if let Some(at) = sql.chars().position(|c| c == '\0') {
+        return Err(Rejected(format!(
+            "the query holds a NUL character (\\u0000) at character {}; PostgreSQL text cannot hold one",
+            at + 1
+        )));
+    }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize()
         .map_err(|e| Rejected(format!("the query does not parse: {e}")))?;

@@ -146,7 +146,10 @@ pub async fn create_view(
     Ok(())
 }
 
-/// A unique index on the given columns (makes `REFRESH ... CONCURRENTLY` possible).
+/// A unique index on the given columns (makes `REFRESH ... CONCURRENTLY` possible). NULLs are
+/// not distinct: a key identifies one row, so at most one row may lack it, and an order by
+/// the key is then unique (pages by keyset with no `ctid` tie-break; see
+/// `tables::indexes::order_keys`).
 pub async fn create_unique_index(
     conn: &mut PgConnection,
     schema: &Ident,
@@ -161,7 +164,7 @@ pub async fn create_unique_index(
         }
         ddl.push(column);
     }
-    ddl.push(")");
+    ddl.push(") NULLS NOT DISTINCT");
     ddl.build().execute(conn).await?;
     Ok(())
 }

@@ -534,6 +534,9 @@ async fn hostile_rows_parameters_and_forged_cursors_are_refused() {
         json!({"offset": 1.5}),
         json!({"offset": "5"}),
         json!({"relation": format!("{v}.secret"), "offset": "x"}),
+        json!({"keyset": {"order": [["n", false, null]], "values": ["1"], "ctid": "(1,1)) OR (true"}}),
+        json!({"keyset": {"order": [["n", false, null]], "values": [1]}}),
+        json!({"keyset": {"order": [["n", false, null]], "values": []}}),
         json!([]),
     ] {
         queries.push(format!("cursor={}", cursor(forged.clone())));
@@ -541,6 +544,20 @@ async fn hostile_rows_parameters_and_forged_cursors_are_refused() {
     queries.push(format!(
         "order=n&cursor={}",
         cursor(json!({"after": "(0,1)"}))
+    ));
+    // A keyset cursor's values travel as binds: text that is no value of the column is a
+    // 400, and a cursor of another order is refused.
+    for values in [json!(["1) OR (true"]), json!(["1", "2"])] {
+        queries.push(format!(
+            "order=n&cursor={}",
+            cursor(json!({"keyset": {"order": [["n", false, null]], "values": values, "ctid": "(0,1)"}}))
+        ));
+    }
+    queries.push(format!(
+        "order=n.desc&cursor={}",
+        cursor(
+            json!({"keyset": {"order": [["n", false, null]], "values": ["1"], "ctid": "(0,1)"}})
+        )
     ));
 
     for query in &queries {

@@ -4,6 +4,7 @@
 
 mod architecture;
 mod attacks;
+mod attacks_first_hour;
 mod attacks_input;
 mod auth;
 mod awkward_input;
@@ -15,6 +16,7 @@ mod db;
 mod docs_run;
 mod fairness;
 mod helpers;
+mod indexes;
 mod jobs;
 mod openapi;
 mod operations;

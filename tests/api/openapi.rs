@@ -138,6 +138,10 @@ async fn every_operation_lists_the_statuses_it_can_answer() {
         ("post", "/tables/{name}/rows/", 429),
         ("get", "/tables/{name}/rows/", 409),
         ("get", "/views/{name}/rows/", 409),
+        ("post", "/tables/{name}/indexes/", 409),
+        ("post", "/tables/{name}/indexes/", 429),
+        ("delete", "/tables/{name}/indexes/{index}/", 409),
+        ("delete", "/tables/{name}/indexes/{index}/", 429),
     ] {
         let op = &doc["paths"][path][method];
         assert!(
@@ -162,6 +166,8 @@ async fn no_operation_lists_a_status_it_cannot_answer() {
         "POST /tables/create/",
         "POST /tables/{name}/rows/",
         "GET /channels/{id}/listen/",
+        "POST /tables/{name}/indexes/",
+        "DELETE /tables/{name}/indexes/{index}/",
     ];
     // Unauthenticated routes that answer 401 on the credentials or the token in their body.
     let credential_checks = [

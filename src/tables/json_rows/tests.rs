@@ -128,3 +128,39 @@ fn the_decoders_own_words_never_reach_the_client() {
         }
     }
 }
+
+#[test]
+fn a_refused_value_of_megabytes_is_quoted_by_its_start_only() {
+    let huge = "\u{1}".repeat(1 << 18);
+    for (body, column) in [
+        (format!(r#"[{{"day": "{huge}"}}]"#), "day"),
+        (format!(r#"[{{"id": "1.{}"}}]"#, "5".repeat(1 << 18)), "id"),
+        (format!(r#"[{{"ok": ["{huge}"]}}]"#), "ok"),
+        (
+            format!(r#"[{{"price": "{}"}}]"#, "9".repeat(1 << 18)),
+            "price",
+        ),
+    ] {
+        let body = body.replace('\u{1}', "\\u0001");
+        match refusal(&body, false) {
+            error @ IngestError::InvalidValue { .. } => {
+                let text = error.to_string();
+                let IngestError::InvalidValue {
+                    column: got, value, ..
+                } = error
+                else {
+                    unreachable!()
+                };
+                assert_eq!(got, column);
+                let value = value.expect("a value");
+                assert!(value.ends_with("..."), "{column}: {value}");
+                assert!(
+                    value.chars().count() <= MAX_SHOWN_VALUE_CHARS + 3,
+                    "{column}: {value}"
+                );
+                assert!(text.len() < 400, "{column}: {} bytes", text.len());
+            }
+            other => panic!("{column}: {other:?}"),
+        }
+    }
+}

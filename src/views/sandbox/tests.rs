@@ -71,3 +71,18 @@ fn everything_that_reaches_outside_is_refused_with_a_reason() {
         assert!(message.contains(why), "{sql}: {message}");
     }
 }
+
+#[test]
+fn a_nul_anywhere_is_refused_before_postgresql_sees_the_text() {
+    // The protocol ends the statement at a NUL: PostgreSQL would run a prefix of the checked
+    // text, and read the rest as the message's parameter types.
+    for sql in [
+        "SELECT 1 AS x --\0\0\u{4}abcd",
+        "SELECT 'a\0b' AS x",
+        "SELECT 1 AS x /* \0 */",
+        "\0SELECT 1 AS x",
+    ] {
+        let why = refused(sql);
+        assert!(why.contains("NUL character"), "{sql:?}: {why}");
+    }
+}

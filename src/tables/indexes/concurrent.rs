@@ -1,0 +1,104 @@
+//! The DDL that cannot run in a transaction: `CREATE INDEX CONCURRENTLY` and `DROP INDEX
+//! CONCURRENTLY`, as the tenant, on a connection of their own; and the storage measure the
+//! handlers check around a build.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
+use tracing::Instrument;
+
+use super::{IndexSpec, build_error, create_statement};
+use crate::db::ident::Ident;
+use crate::db::{quota, tenant};
+use crate::error::ApiError;
+
+/// Bytes the tenant's relations take now, measured as the service role.
+pub async fn storage_bytes(pool: &PgPool, schema: &Ident) -> Result<i64, ApiError> {
+    let mut conn = pool.acquire().await?;
+    Ok(quota::storage_bytes(&mut conn, schema).await?)
+}
+
+/// A connection of its own (taken out of the pool, closed afterwards) that runs as the tenant
+/// for the whole session: concurrent index DDL cannot run in a transaction, so `SET LOCAL` is
+/// out, and a connection that stays a tenant must never go back to the pool.
+async fn tenant_session(
+    pool: &PgPool,
+    schema: &Ident,
+    statement_timeout: Duration,
+) -> Result<PgConnection, ApiError> {
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query(
+        "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', '10s', false)",
+    )
+    .bind(format!("{}ms", statement_timeout.as_millis()))
+    .execute(&mut conn)
+    .await?;
+    let mut path = QueryBuilder::new("SET search_path TO ");
+    path.push(schema);
+    path.build().execute(&mut conn).await?;
+    let mut role = QueryBuilder::new("SET ROLE ");
+    role.push(schema);
+    role.build().execute(&mut conn).await?;
+    Ok(conn)
+}
+
+/// `DROP INDEX CONCURRENTLY IF EXISTS schema.index`.
+async fn drop_statement(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    index: &Ident,
+) -> Result<(), sqlx::Error> {
+    let mut ddl = QueryBuilder::new("DROP INDEX CONCURRENTLY IF EXISTS ");
+    ddl.push(schema).push(".").push(index);
+    ddl.build().execute(conn).await.map(|_| ())
+}
+
+/// Builds one index with `CREATE INDEX CONCURRENTLY` as the tenant: reads and writes of the
+/// table go on meanwhile. A failed build leaves an invalid index behind, which is dropped
+/// before the error is returned. Runs in a task of its own, so a client that goes away does
+/// not leave a half-built index.
+pub async fn build_concurrently(
+    pool: &PgPool,
+    schema: &Ident,
+    table: &Ident,
+    spec: IndexSpec,
+    statement_timeout: Duration,
+) -> Result<(), ApiError> {
+    let (pool, schema, table) = (pool.clone(), schema.clone(), table.clone());
+    let task = tokio::spawn(
+        async move {
+        let mut conn = tenant_session(&pool, &schema, statement_timeout).await?;
+        let built = create_statement(&schema, &table, &spec, true)
+            .build()
+            .execute(&mut conn)
+            .await;
+        let result = match built {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Err(cleanup) = drop_statement(&mut conn, &schema, &spec.name).await {
+                    tracing::warn!(index = %spec.name.as_str(), error = %cleanup, "dropping a failed index build");
+                }
+                Err(build_error(e, &spec))
+            }
+        };
+        let _ = conn.close().await;
+        result
+    }
+        .instrument(tracing::Span::current()),
+    );
+    task.await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("an index build task failed: {e}")))?
+}
+
+/// Drops one index with `DROP INDEX CONCURRENTLY` as the tenant.
+pub async fn drop_concurrently(
+    pool: &PgPool,
+    schema: &Ident,
+    index: &Ident,
+    statement_timeout: Duration,
+) -> Result<(), ApiError> {
+    let mut conn = tenant_session(pool, schema, statement_timeout).await?;
+    let dropped = drop_statement(&mut conn, schema, index).await;
+    let _ = conn.close().await;
+    dropped.map_err(|e| tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from))
+}
