@@ -175,10 +175,9 @@ async fn enter(
         "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true),
                 set_config('work_mem', '32MB', true),
                 set_config('idle_in_transaction_session_timeout', '60s', true),
-                set_config('search_path', $2, true), set_config('role', $3, true)",
+                set_config('search_path', quote_ident($2), true), set_config('role', $2, true)",
     )
     .bind(format!("{}ms", statement_timeout.as_millis()))
-    .bind(tenant.to_string())
     .bind(tenant.as_str())
     .execute(&mut *tx)
     .await?;
