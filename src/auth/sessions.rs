@@ -150,14 +150,32 @@ mod tests {
     fn any_revocation_or_a_deaf_listener_voids_what_was_remembered() {
         let (cache, revocations) = listening_cache(Duration::from_secs(10));
         let (sid, uid) = (Uuid::now_v7(), Uuid::now_v7());
-        cache.remember(cache.ticket(), sid, uid, tenant(), Duration::from_secs(3600));
+        cache.remember(
+            cache.ticket(),
+            sid,
+            uid,
+            tenant(),
+            Duration::from_secs(3600),
+        );
         revocations.revoked();
         assert_eq!(cache.get(sid, uid), None, "after a revocation");
 
-        cache.remember(cache.ticket(), sid, uid, tenant(), Duration::from_secs(3600));
+        cache.remember(
+            cache.ticket(),
+            sid,
+            uid,
+            tenant(),
+            Duration::from_secs(3600),
+        );
         revocations.deaf();
         assert_eq!(cache.get(sid, uid), None, "while nobody listens");
-        cache.remember(cache.ticket(), sid, uid, tenant(), Duration::from_secs(3600));
+        cache.remember(
+            cache.ticket(),
+            sid,
+            uid,
+            tenant(),
+            Duration::from_secs(3600),
+        );
         revocations.listening();
         assert_eq!(cache.get(sid, uid), None, "read while nobody listened");
     }
@@ -178,7 +196,13 @@ mod tests {
     fn this_process_forgets_its_own_revocation_at_once() {
         let (cache, _) = listening_cache(Duration::from_secs(10));
         let (sid, uid) = (Uuid::now_v7(), Uuid::now_v7());
-        cache.remember(cache.ticket(), sid, uid, tenant(), Duration::from_secs(3600));
+        cache.remember(
+            cache.ticket(),
+            sid,
+            uid,
+            tenant(),
+            Duration::from_secs(3600),
+        );
         cache.revoked(sid);
         assert_eq!(cache.get(sid, uid), None);
     }

@@ -155,12 +155,20 @@ mod tests {
     #[test]
     fn cached_sessions_count_only_while_listening_and_until_the_next_revocation() {
         let revocations = Revocations::default();
-        assert_eq!(revocations.epoch(), None, "nothing counts before the first LISTEN");
+        assert_eq!(
+            revocations.epoch(),
+            None,
+            "nothing counts before the first LISTEN"
+        );
         revocations.listening();
         let epoch = revocations.epoch().expect("listening");
         assert_eq!(revocations.epoch(), Some(epoch), "nothing happened");
         revocations.revoked();
-        assert_ne!(revocations.epoch(), Some(epoch), "a revocation moves the epoch");
+        assert_ne!(
+            revocations.epoch(),
+            Some(epoch),
+            "a revocation moves the epoch"
+        );
         let epoch = revocations.epoch().expect("listening");
         revocations.deaf();
         assert_eq!(revocations.epoch(), None, "nothing counts while deaf");

@@ -22,8 +22,10 @@ pub use super::limits::ReadLimits;
 
 /// Finds a relation the caller owns and its columns, as the service role, on the connection
 /// given (404 when the caller owns no such relation). Each feature brings its own registry.
-pub type FindColumns =
-    Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Vec<ColumnInfo>, ApiError>> + Send>;
+pub type FindColumns = Box<
+    dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Vec<ColumnInfo>, ApiError>>
+        + Send,
+>;
 
 /// Answers `GET .../rows/` on the tenant's relation `name`: finds the relation and its columns
 /// with `find` (404 first, as before), takes one of the tenant's read slots (429 when all are

@@ -244,6 +244,16 @@ async fn refresh(
     let outcome = async {
         let mut tx = tenant::begin_as(pool, tenant, statement_timeout).await?;
         store::refresh(&mut tx, tenant, &name, concurrently).await?;
+        if let Some(key) = &view.unique_key
+            && let Some(column) = store::null_key_column(&mut tx, tenant, &name, key).await?
+        {
+            return Ok(Err(ApiError::bad_request(
+                "null_unique_key",
+                format!(
+                    "the view's unique_key column {column:?} would be NULL in some row; a key identifies rows, so the refresh was rolled back. Leave those rows out (WHERE {column} IS NOT NULL) or fill them (COALESCE) in the view's SQL"
+                ),
+            ))); // rolls the refresh back
+        }
         let rows = crate::tables::store::row_count(&mut tx, tenant, &name)
             .await
             .ok();

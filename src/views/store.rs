@@ -146,10 +146,10 @@ pub async fn create_view(
     Ok(())
 }
 
-/// A unique index on the given columns (makes `REFRESH ... CONCURRENTLY` possible). NULLs are
-/// not distinct: a key identifies one row, so at most one row may lack it, and an order by
-/// the key is then unique (pages by keyset with no `ctid` tie-break; see
-/// `tables::indexes::order_keys`).
+/// A unique index on the given columns (makes `REFRESH ... CONCURRENTLY` possible). A key
+/// identifies rows, so a refresh that leaves a NULL in it fails ([`null_key_column`]); the
+/// index says so to the reader (`NULLS NOT DISTINCT` on a view: see
+/// `tables::indexes::order_keys`), whose keyset pages then start at the cursor in the index.
 pub async fn create_unique_index(
     conn: &mut PgConnection,
     schema: &Ident,
@@ -167,6 +167,37 @@ pub async fn create_unique_index(
     ddl.push(") NULLS NOT DISTINCT");
     ddl.build().execute(conn).await?;
     Ok(())
+}
+
+/// The first `unique_key` column that is NULL in some row of the view, if any (one index
+/// probe per column: `IS NULL` is an index condition). Run as the tenant after a refresh.
+pub async fn null_key_column(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    unique_key: &[String],
+) -> Result<Option<String>, sqlx::Error> {
+    for column in unique_key {
+        let Ok(ident) = ColumnIdent::new(column.clone()) else {
+            continue;
+        };
+        let mut probe = QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM ");
+        probe
+            .push(schema)
+            .push(".")
+            .push(name)
+            .push(" WHERE ")
+            .push(&ident)
+            .push(" IS NULL)");
+        if probe
+            .build_query_scalar::<bool>()
+            .fetch_one(&mut *conn)
+            .await?
+        {
+            return Ok(Some(column.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// `REFRESH MATERIALIZED VIEW [CONCURRENTLY]`, run as the tenant.

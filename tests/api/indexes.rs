@@ -624,3 +624,100 @@ async fn keyset_pages_walk_every_order_exactly_like_one_read() {
         assert_problem(res, StatusCode::BAD_REQUEST, "invalid_cursor").await;
     }
 }
+
+#[tokio::test]
+async fn keyset_pages_of_a_view_by_its_unique_key_start_at_the_cursor_in_its_index() {
+    // Arrange: a view over 20,000 calls whose unique key is record_id.
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let res = create(&app, &user, calls(20_000, false), "calls", None, None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .post_as(
+            &user.access,
+            "/views/create/",
+            &json!({"view_name": "bill", "sql_query": "SELECT * FROM calls", "unique_key": ["record_id"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let first: Value = app
+        .get_as(&user.access, "/views/bill/rows/?order=record_id&limit=100")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+
+    // Act
+    let text = plan(
+        &app,
+        &user,
+        "bill",
+        &[("order", "record_id"), ("cursor", cursor)],
+    )
+    .await;
+
+    // Assert: no sort, no tie-break, and the scan starts at the cursor.
+    assert!(
+        text.contains("Index Cond: ") && !text.contains("Sort") && !text.contains("Seq Scan"),
+        "{text}"
+    );
+    let second: Value = app
+        .get_as(
+            &user.access,
+            &format!("/views/bill/rows/?order=record_id&limit=100&cursor={cursor}"),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(second["rows"][0]["record_id"], 100, "{second}");
+}
+
+#[tokio::test]
+async fn a_refresh_that_would_leave_a_null_in_a_views_unique_key_fails_and_keeps_the_rows() {
+    // Arrange: a view keyed by a column that only some rows have.
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let res = create(&app, &user, calls(10, false), "calls", None, None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let sql = "SELECT CASE WHEN record_id < 10 THEN record_id END AS k FROM calls";
+    let res = app
+        .post_as(
+            &user.access,
+            "/views/create/",
+            &json!({"view_name": "keyed", "sql_query": sql, "unique_key": ["k"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // Act: one more call, whose record_id (10) makes k NULL.
+    let res = app
+        .post_as(
+            &user.access,
+            "/tables/calls/rows/",
+            &json!([{"record_id": 10}]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .post_as(&user.access, "/views/keyed/refresh/", &json!({}))
+        .await;
+
+    // Assert
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "null_unique_key").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"k\""),
+        "{problem}"
+    );
+    let rows: Value = app
+        .get_as(&user.access, "/views/keyed/rows/?limit=100")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows["rows"].as_array().map(Vec::len), Some(10), "{rows}");
+}

@@ -1,6 +1,7 @@
 //! Revocation is immediate: logout and refresh-token reuse end the revoked session's SSE streams
 //! on every process within a second, and a revocation whose notice was missed ends them at the
-//! hub's next session re-check.
+//! hub's next session re-check. A process that remembers a live session (`auth::sessions`)
+//! refuses it as soon as any revocation is announced.
 
 use std::time::{Duration, Instant};
 
@@ -196,5 +197,91 @@ async fn after_its_listener_reconnects_the_hub_ends_the_streams_of_sessions_revo
     assert_eq!(
         events_until_end(&mut stream, started, 5 * WITHIN).await,
         revoked()
+    );
+}
+
+/// Asks `app` for the caller's account with `access` until the answer is 401, for at most
+/// `within`; how long that took, or `None`.
+async fn refused_within(app: &TestApp, access: &str, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if app.get_as(access, "/auth/users/me/").await.status() == StatusCode::UNAUTHORIZED {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Has `app` remember the session of `access` (its hub must be listening for that), shown by
+/// a silent revocation it does not notice; the session is left revoked silently.
+async fn remembered_then_revoked_silently(app: &TestApp, access: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(
+            app.get_as(access, "/auth/users/me/").await.status(),
+            StatusCode::OK
+        );
+        change_sessions_silently(app, "revoked_at = now()").await;
+        if app.get_as(access, "/auth/users/me/").await.status() == StatusCode::OK {
+            return;
+        }
+        // Not remembered yet (the hub was not listening): undo, and again.
+        assert!(
+            Instant::now() < deadline,
+            "the session was never remembered"
+        );
+        let mut admin = superuser(&app.db).await;
+        sqlx::query("UPDATE tinydevcrm.sessions SET revoked_at = NULL, revoked_reason = NULL")
+            .execute(&mut admin)
+            .await
+            .expect("undo");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_a_process_remembers_is_refused_there_as_soon_as_it_revokes_any_session() {
+    // Arrange: the process remembers the session (long enough that only a revocation ends
+    // it), and the session is then revoked behind its back.
+    let app = spawn_app_with(|s| s.session_cache = Duration::from_secs(600)).await;
+    let user = app.signed_up_user().await;
+    remembered_then_revoked_silently(&app, &user.access).await;
+    let other = app.signed_up_user().await;
+
+    // Act: someone else logs out here (this process forgets at once, before its notice).
+    assert_eq!(app.blacklist(&other.refresh).await.status(), StatusCode::OK);
+
+    // Assert: at once, not when the notice comes back.
+    assert_problem(
+        app.get_as(&user.access, "/auth/users/me/").await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_revocation_announced_by_another_process_ends_what_this_one_remembers_within_a_second() {
+    // Arrange: the first process remembers a session that was then revoked behind its back;
+    // a second process serves another user.
+    let first = spawn_app_with(|s| s.session_cache = Duration::from_secs(600)).await;
+    let user = first.signed_up_user().await;
+    remembered_then_revoked_silently(&first, &user.access).await;
+    let mut settings = first.settings.clone();
+    settings.scheduler = false;
+    let second = spawn_app_on(first.db.clone(), settings).await;
+    let other = second.signed_up_user().await;
+
+    // Act: the other user logs out on the second process; only its notice reaches the first.
+    assert_eq!(
+        second.blacklist(&other.refresh).await.status(),
+        StatusCode::OK
+    );
+
+    // Assert
+    assert!(
+        refused_within(&first, &user.access, WITHIN).await.is_some(),
+        "the first process still trusted what it remembered after a revocation was announced"
     );
 }

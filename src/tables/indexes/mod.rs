@@ -344,8 +344,13 @@ pub async fn order_keys(
          UNION ALL
          SELECT false, array_agg(a.attname::text)
            FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = (SELECT oid FROM rel) AND a.attnum > 0 AND a.attnotnull
-            AND NOT a.attisdropped
+          WHERE a.attrelid = (SELECT oid FROM rel) AND a.attnum > 0 AND NOT a.attisdropped
+            AND (a.attnotnull OR EXISTS (
+                 -- A view's unique_key: refreshes never leave a NULL in it (views::refresh).
+                 SELECT 1 FROM pg_catalog.pg_index v
+                   JOIN pg_catalog.pg_class m ON m.oid = v.indrelid AND m.relkind = 'm'
+                  WHERE v.indrelid = a.attrelid AND v.indisunique AND v.indnullsnotdistinct
+                    AND a.attnum = ANY (v.indkey::int2[])))
          HAVING count(*) > 0",
     )
     .bind(schema.as_str())
