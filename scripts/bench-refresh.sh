@@ -19,7 +19,7 @@ for tool in wrk pgbench curl jq; do
   command -v "$tool" >/dev/null || { echo "bench-refresh needs $tool"; exit 1; }
 done
 . scripts/bench-lib.sh
-bench_start refresh TDC_SCHEDULER=false TDC_TENANT_STATEMENT_TIMEOUT_SECS=600
+bench_start refresh TDC_SCHEDULER=false TDC_TENANT_STATEMENT_TIMEOUT_SECS=600 TDC_LOGIN_PER_IP_PER_MINUTE=100000
 TOKEN=$(bench_user bench@example.com)
 H="Authorization: Bearer $TOKEN"
 json() { curl -sf -H "$1" -H 'Content-Type: application/json' -d "$3" "$B$2"; }
