@@ -381,8 +381,9 @@ mod tests {
 
     #[test]
     fn a_waiting_stream_keeps_a_small_state() {
-        // What every idle stream holds: the state and the future of its next frame. A large
-        // future awaited inline (a query) would be in every stream; those are boxed.
+        // What every idle stream holds: the state and the future of its next frame (792 bytes
+        // with rustc 1.95; 832 with the replay's query futures inline). A future awaited inline
+        // is in every stream's state whether it runs or not: rare ones are boxed.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -391,6 +392,6 @@ mod tests {
         let (_sender, receiver) = broadcast::channel(16);
         let waiting = next_event(state(receiver, 0));
         let size = std::mem::size_of_val(&waiting);
-        assert!(size <= 1024, "next_event's future is {size} bytes");
+        assert!(size <= 800, "next_event's future is {size} bytes");
     }
 }
