@@ -6,6 +6,7 @@
 //! ```text
 //! realtime sse   --base URL --channel ID --view NAME --listeners N [--rounds 20]
 //!                [--interval-ms 1000] [--serve-pid PID] [--net 1] [--settle-secs 3]
+//!                [--label serve]
 //! realtime sched --base URL --every-second 50 [--spread 0] [--idle 0] [--secs 25] [--warmup-secs 4]
 //!                [--pghost DIR --pgport PORT]
 //! ```
@@ -17,7 +18,10 @@
 //! addresses `127.0.<net>.2`, `127.0.<net>.3`, ... 5,000 per address), reads the server's
 //! `VmRSS` before and after they are all connected and idle, then triggers `--rounds` refreshes
 //! with `POST /views/<view>/refresh/` and computes, for every listener and every round,
-//! latency = time the bytes were read here − the event's `refreshed_at` (same machine clock).
+//! latency = time the bytes were read here − the event's `refreshed_at` (same machine clock),
+//! and the same from the time the refresh request returned here (`latency_from_return`). The
+//! same client loads the reference broadcaster (`benches/sse_reference.rs`, `--label
+//! reference`), which answers the same requests.
 //!
 //! `sched` creates `--every-second` volatile views, each with one job `* * * * * *`, and
 //! optionally `--spread` more jobs `S * * * * *` (S = i % 60, on `ceil(spread / 60)` views so
@@ -185,8 +189,9 @@ async fn api(
 // ---------------------------------------------------------------------------------------------
 // SSE fan-out
 
-/// What one listener saw: (event id, latency in ms) per refresh event.
-type Seen = Vec<(i64, f64)>;
+/// What one listener saw per refresh event: (event id, latency from `refreshed_at` in ms, time
+/// read in µs since the epoch).
+type Seen = Vec<(i64, f64, i64)>;
 
 /// Incremental `Transfer-Encoding: chunked` decoder.
 enum Chunk {
@@ -288,7 +293,7 @@ impl Listener {
                     .ok_or("refresh event without refreshed_at")?;
                 let at = DateTime::parse_from_rfc3339(at)?.with_timezone(&Utc);
                 let latency = (now - at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
-                out.push((id.unwrap_or(-1), latency));
+                out.push((id.unwrap_or(-1), latency, now.timestamp_micros()));
             } else if kind == "token_expired" {
                 return Err("the access token expired mid-benchmark".into());
             }
@@ -351,7 +356,7 @@ async fn listen_one(
                     return Err("the server closed the stream".into());
                 }
                 listener.feed(&buf[..n], now, &mut seen)?;
-                for (id, _) in &seen[counted..] {
+                for (id, _, _) in &seen[counted..] {
                     let round = id - shared.base_seq - 1;
                     if let Some(c) = usize::try_from(round).ok().and_then(|r| shared.per_round.get(r)) {
                         c.fetch_add(1, Ordering::SeqCst);
@@ -465,6 +470,8 @@ async fn sse(opts: &Opts) -> Res<()> {
 
     // Refresh rounds.
     let mut refresh_ms = Vec::new();
+    // When each refresh request returned here (µs since the epoch).
+    let mut returned_at = Vec::new();
     let mut round_complete = Vec::new();
     for r in 0..rounds {
         let start = Instant::now();
@@ -476,6 +483,7 @@ async fn sse(opts: &Opts) -> Res<()> {
         )
         .await?;
         refresh_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        returned_at.push(Utc::now().timestamp_micros());
         let deadline = start + Duration::from_secs(10);
         while shared.per_round[r].load(Ordering::SeqCst) < connected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -488,17 +496,18 @@ async fn sse(opts: &Opts) -> Res<()> {
     let hwm = serve_pid.and_then(|p| proc_status_kib(p, "VmHWM"));
     let _ = stop_tx.send(true);
     let mut latencies = Vec::with_capacity(connected * rounds);
+    let mut from_return = Vec::with_capacity(connected * rounds);
     let mut per_round_max = vec![f64::MIN; rounds];
     for t in tasks {
         if let Ok(Ok(seen)) = t.await {
-            for (id, ms) in seen {
+            for (id, ms, read_at) in seen {
                 let round = id - base_seq - 1;
-                if let Some(m) = usize::try_from(round)
-                    .ok()
-                    .and_then(|r| per_round_max.get_mut(r))
-                {
-                    *m = m.max(ms);
+                if let Some(r) = usize::try_from(round).ok().filter(|r| *r < rounds) {
+                    per_round_max[r] = per_round_max[r].max(ms);
                     latencies.push(ms);
+                    if let Some(ret) = returned_at.get(r) {
+                        from_return.push((read_at - ret) as f64 / 1000.0);
+                    }
                 }
             }
         }
@@ -520,6 +529,7 @@ async fn sse(opts: &Opts) -> Res<()> {
     result(
         "sse",
         json!({
+            "label": opts.str_or("label", "serve"),
             "listeners": n,
             "connected": connected,
             "failed": shared.failed.load(Ordering::SeqCst),
@@ -528,6 +538,9 @@ async fn sse(opts: &Opts) -> Res<()> {
             "received": received,
             "expected": expected,
             "latency": summary(latencies),
+            // Receipt − when the refresh request returned to this client (negative: the event
+            // arrived before the response).
+            "latency_from_return": summary(from_return),
             "per_round_max_ms": per_round_max.iter().map(|x| round3(*x)).collect::<Vec<_>>(),
             "round_complete_ms": summary(round_complete),
             "refresh_request_ms": summary(refresh_ms),

@@ -23,6 +23,7 @@ use crate::auth::{
     password,
     throttle::{LoginLimits, LoginThrottle},
 };
+use crate::channels::heartbeat::Heartbeat;
 use crate::channels::hub::Hub;
 use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
 use crate::db::local_cluster::{ClusterOptions, LocalCluster};
@@ -57,7 +58,12 @@ pub fn build_server_on(
         settings.sse_queue,
         settings.sse_session_recheck,
     );
-    let mut tasks = vec![hub.spawn(), spawn_janitor(pool.clone(), &settings)];
+    let heartbeat = Heartbeat::new();
+    let mut tasks = vec![
+        hub.spawn(),
+        heartbeat.spawn(settings.sse_heartbeat),
+        spawn_janitor(pool.clone(), &settings),
+    ];
     let on_signal = settings.close_streams_on_signal.then(|| Arc::clone(&hub));
     if settings.scheduler {
         tasks.push(jobs::scheduler::spawn(
@@ -76,6 +82,7 @@ pub fn build_server_on(
     let state = web::Data::new(AppState {
         sessions: auth::sessions::SessionCache::new(settings.session_cache, hub.revocations()),
         hub,
+        heartbeat,
         background: Background::new(tasks),
         health: db::probe::Probe::new(&pool),
         pool,

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::auth;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::throttle::LoginThrottle;
+use crate::channels::heartbeat::Heartbeat;
 use crate::channels::hub::Hub;
 use crate::config::Settings;
 use crate::db;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub sessions: auth::sessions::SessionCache,
     /// Live channel events of this process.
     pub hub: Arc<Hub>,
+    /// The one heartbeat of this process's SSE streams.
+    pub heartbeat: Heartbeat,
     /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
     pub background: Background,
 }

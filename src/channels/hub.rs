@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytestring::ByteString;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
@@ -31,13 +30,13 @@ use uuid::Uuid;
 use super::events;
 use crate::db::notify::{NOTIFY_CHANNEL, Notice, Revocations};
 
-/// An event as broadcast: serialized once, shared by every listener.
+/// An event as broadcast: encoded once into its SSE frame, whose bytes every listener sends.
 #[derive(Debug)]
 pub struct HubEvent {
     /// Per-channel sequence number.
     pub seq: i64,
-    /// The JSON `data:`.
-    pub data: ByteString,
+    /// The `refresh` event's frame (`id:`, `event:`, `data:`).
+    pub frame: bytes::Bytes,
 }
 
 #[derive(Debug)]
@@ -80,7 +79,7 @@ impl Slot {
                 // No receiver left is fine: the slot goes at the next event.
                 let _ = self.sender.send(Arc::new(HubEvent {
                     seq: event.seq,
-                    data: ByteString::from(event.data),
+                    frame: super::frame::event("refresh", Some(event.seq), &event.data),
                 }));
             }
         }
@@ -501,7 +500,7 @@ mod tests {
 
     fn received(receiver: &mut broadcast::Receiver<Arc<HubEvent>>) -> Vec<(i64, String)> {
         std::iter::from_fn(|| receiver.try_recv().ok())
-            .map(|e| (e.seq, e.data.to_string()))
+            .map(|e| (e.seq, String::from_utf8_lossy(&e.frame).into_owned()))
             .collect()
     }
 
@@ -540,9 +539,9 @@ mod tests {
         assert_eq!(
             received(&mut listener),
             [
-                (5, r#"{"n":5}"#.to_owned()),
-                (6, r#"{"n":6}"#.to_owned()),
-                (9, r#"{"n":9}"#.to_owned())
+                (5, "id: 5\nevent: refresh\ndata: {\"n\":5}\n\n".to_owned()),
+                (6, "id: 6\nevent: refresh\ndata: {\"n\":6}\n\n".to_owned()),
+                (9, "id: 9\nevent: refresh\ndata: {\"n\":9}\n\n".to_owned())
             ]
         );
         assert_eq!(slot.last_seq, 9);

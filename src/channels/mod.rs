@@ -3,6 +3,8 @@
 //! `/channels/...` routes.
 
 pub mod events;
+pub mod frame;
+pub mod heartbeat;
 pub mod hub;
 pub mod routes;
 pub mod store;

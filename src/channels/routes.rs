@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, Responder, web};
-use actix_web_lab::sse;
+use std::convert::Infallible;
+
+use actix_web::http::header::{
+    CacheControl, CacheDirective, ContentEncoding, HeaderName, HeaderValue,
+};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -174,7 +177,7 @@ pub async fn listen(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-) -> Result<impl Responder, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let token = header_or_query_token(&req)?;
     let claims = state.jwt.verify(&token, TokenType::Access)?;
     // Registered before the session is checked: a revocation committed after the check is
@@ -202,21 +205,23 @@ pub async fn listen(
         last_event_id,
         receiver,
         session,
+        state.heartbeat.receiver(),
+        Some(slot),
         token_left,
     )
     .into_stream()
-    .map(move |event| {
-        let _held = &slot;
-        event
-    });
-    Ok(sse::Sse::from_infallible_stream(stream)
-        .with_keep_alive(state.settings.sse_heartbeat)
-        .with_retry_duration(Duration::from_secs(3))
-        .customize()
+    .map(Ok::<_, Infallible>);
+    // The frames are ready-made bytes (shared by every listener of an event); the body sends
+    // them as they come.
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(ContentEncoding::Identity)
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         .insert_header((
             HeaderName::from_static("x-accel-buffering"),
             HeaderValue::from_static("no"),
-        )))
+        ))
+        .streaming(stream))
 }
 
 /// Where to resume: the `Last-Event-ID` header, else the `?last_event_id=` query parameter (a
