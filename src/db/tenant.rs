@@ -148,25 +148,15 @@ pub async fn begin_as(
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
-    enter(pool.begin().await?, tenant, statement_timeout).await
+    continue_as(pool.begin().await?, tenant, statement_timeout).await
 }
 
 /// Turns a service-role transaction in which nothing of the tenant's has run yet into a
-/// [`begin_as`] one: a request that first looks something up as the service role then checks
-/// out one connection, not two.
+/// [`begin_as`] one (a request that first looks something up as the service role then checks
+/// out one connection, not two). Every setting and the role in one statement, made by the
+/// service role (the tenant may not call `set_config`); `set_config('role', ...)` is
+/// `SET LOCAL ROLE`: the same membership check, undone at the end of the transaction.
 pub async fn continue_as(
-    tx: Transaction<'static, Postgres>,
-    tenant: &Ident,
-    statement_timeout: Duration,
-) -> Result<TenantTx, sqlx::Error> {
-    enter(tx, tenant, statement_timeout).await
-}
-
-/// Every setting and the role in one statement (one round trip), all made by the service role
-/// before any statement of the tenant's runs (the tenant may not call `set_config`).
-/// `set_config('role', ...)` is `SET LOCAL ROLE`: the same membership check, undone at the end
-/// of the transaction.
-async fn enter(
     mut tx: Transaction<'static, Postgres>,
     tenant: &Ident,
     statement_timeout: Duration,
