@@ -5,7 +5,7 @@
 //! one `data: ...` line per line of the data (CRLF and CR become line breaks), a blank line;
 //! comments are `: text`.
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// The first frame of every stream: how long a browser waits before it reconnects.
 pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
@@ -13,43 +13,23 @@ pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
 /// The heartbeat comment.
 pub const KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
 
-/// One event. `name` and `id` come from us (an event name, a number): no line breaks.
+/// One event, encoded by `russe` (as `actix-web-lab`'s `Sse` did per stream before). `name` and
+/// `id` come from us (an event name, a number): they hold no line break, which is all `russe`
+/// refuses; should one ever, the event goes out without its name rather than not at all.
 pub fn event(name: &str, id: Option<i64>, data: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + name.len() + 40);
-    if let Some(id) = id {
-        out.put_slice(b"id: ");
-        out.put_slice(id.to_string().as_bytes());
-        out.put_u8(b'\n');
-    }
-    out.put_slice(b"event: ");
-    out.put_slice(name.as_bytes());
-    out.put_u8(b'\n');
-    for line in lines(data) {
-        out.put_slice(b"data: ");
-        out.put_slice(line.as_bytes());
-        out.put_u8(b'\n');
-    }
-    out.put_u8(b'\n');
-    out.freeze()
-}
-
-/// The lines of `text` split at LF, CRLF and CR (an empty text is one empty line).
-fn lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(text);
-    std::iter::from_fn(move || {
-        let text = rest?;
-        match text.find(['\r', '\n']) {
-            Some(i) => {
-                let skip = if text[i..].starts_with("\r\n") { 2 } else { 1 };
-                rest = Some(&text[i + skip..]);
-                Some(&text[..i])
-            }
-            None => {
-                rest = None;
-                Some(text)
-            }
-        }
-    })
+    let message = |event: Option<&str>| {
+        russe::Event::Message(russe::Message {
+            data: data.into(),
+            event: event.map(Into::into),
+            retry: None,
+            id: id.map(|id| id.to_string().into()),
+        })
+    };
+    message(Some(name))
+        .into_bytestring()
+        .or_else(|_| message(None).into_bytestring())
+        .map(bytestring::ByteString::into_bytes)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
