@@ -216,7 +216,8 @@ impl TenantSlots {
 }
 
 /// The failures of a statement run as a tenant that are the tenant's doing: the statement
-/// timeout (`query_timeout`), a lock held past the lock timeout (409 `lock_timeout`), a
+/// timeout (`query_timeout`), a lock held past the lock timeout or a deadlock (409
+/// `lock_timeout`, safe to retry), a
 /// resource limit such as `temp_file_limit`
 /// (`resource_limit_exceeded`), and data that does not fit (SQLSTATE class 22, answered with
 /// `data_code`). Anything else comes back unchanged for the caller to decide.
@@ -231,6 +232,12 @@ pub fn classify_error(e: sqlx::Error, data_code: &'static str) -> Result<ApiErro
         )),
 
         Some("55P03") => Ok(ApiError::lock_timeout()),
+        // Two concurrent index builds (or a build and a drop) of one table wait for each
+        // other's snapshots; PostgreSQL cancels one. Nothing is left behind: safe to retry.
+        Some("40P01") => Ok(ApiError::Conflict {
+            code: "lock_timeout",
+            detail: "another statement on the same table deadlocked with this one and PostgreSQL cancelled it; retry".to_owned(),
+        }),
         Some("53400") => Ok(ApiError::bad_request(
             "resource_limit_exceeded",
             format!(

@@ -996,3 +996,353 @@ async fn a_page_of_huge_rows_is_refused_instead_of_filling_the_servers_memory() 
     let rows: Value = one.json().await.expect("json");
     assert_eq!(rows["rows"][0]["s"].as_str().map(str::len), Some(400_000));
 }
+
+/// `POST /tables/create/` with the attacker's numbers and the given extra form fields.
+async fn create_with_fields(
+    scene: &Scene,
+    name: &str,
+    fields: &[(&str, String)],
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(numbers(10)).file_name("upload.parquet"),
+        )
+        .text("table_name", name.to_owned());
+    for (field, value) in fields {
+        form = form.text((*field).to_owned(), value.clone());
+    }
+    scene
+        .app
+        .client
+        .post(scene.app.url("/tables/create/"))
+        .header("Authorization", format!("Bearer {}", scene.attacker.access))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The victim's one index, built for the attack to aim at; returns its name.
+async fn victim_index(scene: &Scene) -> String {
+    let built = scene
+        .app
+        .post_as(
+            &scene.victim.access,
+            "/tables/secret/indexes/",
+            &json!({"columns": ["n"], "unique": true}),
+        )
+        .await;
+    assert_eq!(built.status(), StatusCode::CREATED);
+    let body: Value = built.json().await.expect("json");
+    body["index_name"].as_str().expect("name").to_owned()
+}
+
+/// The victim's index is still there, valid, and the victim's rows are untouched.
+async fn assert_victim_index_unharmed(scene: &Scene, index: &str) {
+    let listed: Value = scene
+        .app
+        .get_as(&scene.victim.access, "/tables/secret/indexes/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["index_name"], index, "{listed}");
+    assert_eq!(listed[0]["valid"], true, "{listed}");
+    scene.assert_unharmed().await;
+}
+
+#[tokio::test]
+async fn index_requests_in_odd_spellings_are_refused_with_a_clear_code() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let index = victim_index(&scene).await;
+    let long = "x".repeat(64);
+    let bodies = [
+        (json!({"columns": ["ctid"]}), "unknown_column"),
+        (json!({"columns": ["xmin"]}), "unknown_column"),
+        (json!({"columns": ["N"]}), "unknown_column"),
+        (json!({"columns": ["\"n\""]}), "unknown_column"),
+        (json!({"columns": ["a\"\"b"]}), "unknown_column"),
+        (
+            json!({"columns": ["n\") ; DROP TABLE mine; --"]}),
+            "unknown_column",
+        ),
+        (json!({"columns": ["\u{43f}"]}), "unknown_column"),
+        (json!({"columns": [long]}), "unknown_column"),
+        (json!({"columns": ["n", "n"]}), "invalid_index"),
+        (json!({"columns": []}), "invalid_index"),
+        (json!({"columns": vec!["n"; 9]}), "invalid_index"),
+        (json!({"columns": [["n"]]}), "invalid_body"),
+        (json!({"columns": [1]}), "invalid_body"),
+        (json!({"columns": [null]}), "invalid_body"),
+        (json!({"columns": ["n"], "unique": "yes"}), "invalid_body"),
+        (json!({"columns": ["n"], "name": index}), "invalid_body"),
+        (json!([{"columns": ["n"]}]), "invalid_body"),
+    ];
+    for (body, code) in &bodies {
+        let answer = scene
+            .app
+            .post_as(&scene.attacker.access, "/tables/mine/indexes/", body)
+            .await;
+        let problem = assert_problem(answer, StatusCode::BAD_REQUEST, code).await;
+        assert!(!problem.to_string().contains("t_"), "{problem}");
+    }
+    // The victim's table, from the attacker: the same 404 as a table nobody has.
+    for path in ["/tables/secret/indexes/", "/tables/..%2Fsecret/indexes/"] {
+        let answer = scene
+            .app
+            .post_as(&scene.attacker.access, path, &json!({"columns": ["n"]}))
+            .await;
+        assert_problem(answer, StatusCode::NOT_FOUND, "not_found").await;
+        let answer = scene.app.get_as(&scene.attacker.access, path).await;
+        assert_problem(answer, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    // The victim's index name, through the attacker's table or the victim's.
+    for path in [
+        format!("/tables/secret/indexes/{index}/"),
+        format!("/tables/mine/indexes/{index}/"),
+        format!("/tables/mine/indexes/{}/", index.to_uppercase()),
+        format!("/tables/mine/indexes/%22{index}%22/"),
+        format!("/tables/mine/indexes/..%2Fsecret%2Findexes%2F{index}/"),
+        format!("/tables/mine/indexes/{}.{index}/", scene.victim_schema),
+        "/tables/mine/indexes/mine/".to_owned(),
+        "/tables/mine/indexes/pg_class/".to_owned(),
+        format!("/tables/mine/indexes/{long}/"),
+    ] {
+        let answer = scene.app.delete_as(&scene.attacker.access, &path).await;
+        assert_problem(answer, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    // The same classes in the create form's fields.
+    let fields = [
+        ("indexes", "{nope".to_owned(), "invalid_index"),
+        ("indexes", r#"[[["n"]]]"#.to_owned(), "invalid_index"),
+        ("indexes", "[[1]]".to_owned(), "invalid_index"),
+        ("unique", r#"["n"]"#.to_owned(), "invalid_index"),
+        ("indexes", "[[1e999]]".to_owned(), "invalid_index"),
+        ("indexes", r#"[["n", "n"]]"#.to_owned(), "invalid_index"),
+        ("unique", r#"[["ctid"]]"#.to_owned(), "unknown_column"),
+        ("indexes", r#"[["a""b"]]"#.to_owned(), "invalid_index"),
+        (
+            "indexes",
+            serde_json::to_string(&vec![vec!["n"]; 9]).expect("json"),
+            "too_many_indexes",
+        ),
+    ];
+    for (field, value, code) in &fields {
+        let answer = create_with_fields(&scene, "odd", &[(*field, value.clone())]).await;
+        assert_problem(answer, StatusCode::BAD_REQUEST, code).await;
+    }
+    let tables: Value = scene
+        .app
+        .get_as(&scene.attacker.access, "/tables/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tables.as_array().map(Vec::len), Some(1), "{tables}");
+    assert_victim_index_unharmed(&scene, &index).await;
+}
+
+#[tokio::test]
+async fn racing_index_builds_and_drops_answer_409_or_429_never_500() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let index = victim_index(&scene).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    let on_n = json!({"columns": ["n"]});
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let builds = (0..4).map(|_| app.post_as(access, "/tables/mine/indexes/", &on_n));
+        statuses.extend(
+            futures_util::future::join_all(builds)
+                .await
+                .into_iter()
+                .map(|r| r.status()),
+        );
+        let listed: Value = app
+            .get_as(access, "/tables/mine/indexes/")
+            .await
+            .json()
+            .await
+            .expect("json");
+        let names: Vec<String> = listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|i| i["index_name"].as_str().expect("name").to_owned())
+            .collect();
+        // Every drop races a build and the other drops (each lists the table first).
+        let paths: Vec<String> = names
+            .iter()
+            .map(|name| format!("/tables/mine/indexes/{name}/"))
+            .collect();
+        let drops = paths.iter().map(|path| app.delete_as(access, path));
+        let build = app.post_as(access, "/tables/mine/indexes/", &on_n);
+        let (dropped, built) =
+            futures_util::future::join(futures_util::future::join_all(drops), build).await;
+        statuses.extend(dropped.into_iter().map(|r| r.status()));
+        statuses.push(built.status());
+        for leftover in app
+            .get_as(access, "/tables/mine/indexes/")
+            .await
+            .json::<Value>()
+            .await
+            .expect("json")
+            .as_array()
+            .expect("list")
+        {
+            let name = leftover["index_name"].as_str().expect("name");
+            app.delete_as(access, &format!("/tables/mine/indexes/{name}/"))
+                .await;
+        }
+    }
+    for status in &statuses {
+        assert!(
+            [201, 204, 409, 429].contains(&status.as_u16()),
+            "a racing build or drop answered {status}: {statuses:?}"
+        );
+    }
+    assert_victim_index_unharmed(&scene, &index).await;
+}
+
+/// A keyset cursor of the attacker's `mine` with `keyset` replaced by `edit` of it.
+fn forged(real: &str, edit: impl FnOnce(&mut Value)) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut json: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(real).expect("base64")).expect("json");
+    edit(&mut json["keyset"]);
+    URL_SAFE_NO_PAD.encode(json.to_string())
+}
+
+#[tokio::test]
+async fn forged_keyset_cursors_are_400s_and_reach_nothing() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    let page: Value = app
+        .get_as(access, "/tables/mine/rows/?order=n.desc&limit=2")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let real = page["next_cursor"]
+        .as_str()
+        .expect("a keyset cursor")
+        .to_owned();
+    let values = |v: Value| move |k: &mut Value| k["values"] = v;
+    let cases: Vec<(String, &str)> = vec![
+        // Values that do not cast to the column's type: the value is a bind parameter.
+        (forged(&real, values(json!(["abc"]))), "invalid_filter"),
+        (forged(&real, values(json!(["1.5"]))), "invalid_filter"),
+        (forged(&real, values(json!(["NaN"]))), "invalid_filter"),
+        (
+            forged(&real, values(json!(["9".repeat(400)]))),
+            "invalid_filter",
+        ),
+        (
+            forged(&real, values(json!(["2026-01-01T00:00:00Z"]))),
+            "invalid_filter",
+        ),
+        (
+            forged(&real, values(json!(["1) OR true; DROP TABLE mine; --"]))),
+            "invalid_filter",
+        ),
+        (
+            forged(&real, |k| k["ctid"] = json!("(0,70000)")),
+            "invalid_filter",
+        ),
+        // Shapes the API never issues.
+        (forged(&real, values(json!([]))), "invalid_cursor"),
+        (forged(&real, values(json!(["1", "2"]))), "invalid_cursor"),
+        (forged(&real, values(json!([1]))), "invalid_cursor"),
+        (forged(&real, values(json!([["1"]]))), "invalid_cursor"),
+        (
+            forged(&real, values(json!(vec!["1"; 65]))),
+            "invalid_cursor",
+        ),
+        (
+            forged(&real, |k| k["ctid"] = json!("(0,1); SELECT 1")),
+            "invalid_cursor",
+        ),
+        (forged(&real, |k| k["ctid"] = json!(null)), "invalid_cursor"),
+        (
+            forged(&real, |k| k["order"] = json!([["n", false, null]])),
+            "invalid_cursor",
+        ),
+        (forged(&real, |k| k["order"] = json!("n")), "invalid_cursor"),
+        (format!("{real}=="), "invalid_cursor"),
+        ("!!!!".to_owned(), "invalid_cursor"),
+    ];
+    for (cursor, code) in &cases {
+        let answer = app
+            .get_as(
+                access,
+                &format!("/tables/mine/rows/?order=n.desc&limit=2&cursor={cursor}"),
+            )
+            .await;
+        assert_problem(answer, StatusCode::BAD_REQUEST, code).await;
+    }
+    // A cursor of the attacker's order, aimed at the victim's table: the same 404 as no table.
+    let answer = app
+        .get_as(
+            access,
+            &format!("/tables/secret/rows/?order=n.desc&limit=2&cursor={real}"),
+        )
+        .await;
+    assert_problem(answer, StatusCode::NOT_FOUND, "not_found").await;
+    // A NULL where the column has none is just a position: the page is the attacker's own.
+    let answer = app
+        .get_as(
+            access,
+            &format!(
+                "/tables/mine/rows/?order=n.desc&limit=2&cursor={}",
+                forged(&real, values(json!([null])))
+            ),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    scene.assert_unharmed().await;
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_at_once_on_the_process_that_cached_it() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    // Logout, then the access token it leaves behind: cached live a moment ago.
+    let user = app.signed_up_user().await;
+    assert_eq!(app.me(&user.access).await.status(), StatusCode::OK);
+    assert_eq!(app.blacklist(&user.refresh).await.status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_problem(
+            app.me(&user.access).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
+    }
+    // A refresh token used twice revokes the session: both access tokens die with it.
+    let user = app.signed_up_user().await;
+    assert_eq!(app.me(&user.access).await.status(), StatusCode::OK);
+    let fresh: Value = app.refresh(&user.refresh).await.json().await.expect("json");
+    let new_access = fresh["access"].as_str().expect("access").to_owned();
+    assert_eq!(app.me(&new_access).await.status(), StatusCode::OK);
+    assert_problem(
+        app.refresh(&user.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    for access in [&user.access, &new_access] {
+        assert_problem(
+            app.me(access).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
+    }
+    // Nobody else's session went with them.
+    assert_eq!(app.me(&scene.victim.access).await.status(), StatusCode::OK);
+    scene.assert_unharmed().await;
+}

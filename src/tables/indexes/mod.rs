@@ -293,16 +293,17 @@ pub async fn list(
     Ok(sqlx::query_as::<_, IndexBody>(
         "SELECT i.relname::text AS index_name,
                 array_agg(a.attname::text ORDER BY k.ord) AS columns,
-                x.indisunique AS unique, pg_catalog.pg_relation_size(i.oid) AS size_bytes,
-                x.indisvalid AS valid
+                x.indisunique AS unique, s.size AS size_bytes, x.indisvalid AS valid
            FROM pg_catalog.pg_index x
            JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
            JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
            JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+          -- NULL for an index a concurrent drop removed after the catalog scan: not listed.
+          CROSS JOIN LATERAL (SELECT pg_catalog.pg_relation_size(i.oid) AS size) s
           CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
            JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
-          WHERE n.nspname = $1 AND t.relname = $2
-          GROUP BY i.oid, i.relname, x.indisunique, x.indisvalid
+          WHERE n.nspname = $1 AND t.relname = $2 AND s.size IS NOT NULL
+          GROUP BY i.oid, i.relname, x.indisunique, x.indisvalid, s.size
           ORDER BY i.relname",
     )
     .bind(schema.as_str())
