@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, QueryBuilder, SqlSafeStr, Transaction};
 use uuid::Uuid;
 
 use super::ident::Ident;
@@ -103,8 +104,7 @@ impl std::ops::DerefMut for ServiceTx {
 impl TenantTx {
     /// Back to the service role in the same transaction, once the tenant's statements are done.
     pub async fn into_service(mut self) -> Result<ServiceTx, sqlx::Error> {
-        sqlx::query("RESET ROLE").execute(&mut *self.0).await?;
-        sqlx::query("SELECT set_config('search_path', 'public', true)")
+        sqlx::raw_sql("RESET ROLE; SET LOCAL search_path = public")
             .execute(&mut *self.0)
             .await?;
         Ok(ServiceTx(self.0))
@@ -148,30 +148,35 @@ pub async fn begin_as(
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
-    continue_as(pool.begin().await?, tenant, statement_timeout).await
+    begin_as_on(pool.acquire().await?, tenant, statement_timeout).await
 }
 
-/// Turns a service-role transaction in which nothing of the tenant's has run yet into a
-/// [`begin_as`] one (a request that first looks something up as the service role then checks
-/// out one connection, not two). Every setting and the role in one statement, made by the
-/// service role (the tenant may not call `set_config`); `set_config('role', ...)` is
-/// `SET LOCAL ROLE`: the same membership check, undone at the end of the transaction.
-pub async fn continue_as(
-    mut tx: Transaction<'static, Postgres>,
+/// [`begin_as`] on a connection the caller already holds (a read that first looked its
+/// relation up as the service role checks out one connection, not two).
+pub async fn begin_as_on(
+    conn: PoolConnection<Postgres>,
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
-    sqlx::query(
-        "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', '10s', true),
-                set_config('work_mem', '32MB', true),
-                set_config('idle_in_transaction_session_timeout', '60s', true),
-                set_config('search_path', quote_ident($2), true), set_config('role', $2, true)",
+    let begin = AssertSqlSafe(begin_sql(tenant, statement_timeout));
+    Ok(TenantTx(
+        Transaction::begin(conn, Some(begin.into_sql_str())).await?,
+    ))
+}
+
+/// `BEGIN`, every setting, then the role, as one simple query: one round trip. `SET LOCAL` ends
+/// with the transaction, `SET LOCAL ROLE` makes the same membership check as `SET ROLE`, and
+/// the role comes last so the settings are made by the service role. Nothing here comes from a
+/// request: the tenant is a validated identifier (rendered quoted), the timeout a number. If a
+/// statement fails (the role was dropped meanwhile), the connection is left in a failed
+/// transaction, which the pool's release check closes.
+fn begin_sql(tenant: &Ident, statement_timeout: Duration) -> String {
+    format!(
+        "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = '10s'; \
+         SET LOCAL work_mem = '32MB'; SET LOCAL idle_in_transaction_session_timeout = '60s'; \
+         SET LOCAL search_path = {tenant}; SET LOCAL ROLE {tenant}",
+        statement_timeout.as_millis()
     )
-    .bind(format!("{}ms", statement_timeout.as_millis()))
-    .bind(tenant.as_str())
-    .execute(&mut *tx)
-    .await?;
-    Ok(TenantTx(tx))
 }
 
 /// Per-tenant slots for heavy work (creating and refreshing views): beyond the limit a tenant

@@ -2,13 +2,14 @@
 //! page pagination, and JSON/CSV/Parquet output. One implementation serves every relation.
 //!
 //! From the top: `rows` (the entry) -> `page` (JSON) and `export` (CSV, and streaming any
-//! spooled file) -> `parquet_export` -> `spool`; `statement` and `limits` are below them all.
+//! spooled file) -> `parquet_export` -> `spool`; `relation` (the lookup), `statement` and `limits` are below them all.
 
 mod export;
 mod limits;
 mod page;
 pub mod params;
 mod parquet_export;
+mod relation;
 pub mod rows;
 mod spool;
 mod statement;

@@ -3,26 +3,24 @@
 
 use actix_web::HttpResponse;
 use futures_util::StreamExt;
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::limits::ReadLimits;
 use super::params::{Cursor, Position, RowsQuery, order_key};
-use super::statement::{Paging, Relation, query_error};
-use crate::db::tenant;
+use super::statement::{Paging, query_error};
+use crate::db::tenant::TenantTx;
 use crate::error::ApiError;
 
 /// Answers with one JSON page: `{"rows": [...], "next_cursor": ...}` (plus `page`, `size` and
 /// `has_more` in page mode), refusing a page larger than the response limit.
 pub(super) async fn json_page(
-    tx: Transaction<'static, Postgres>,
+    mut tx: TenantTx,
     limits: ReadLimits,
-    relation: &Relation,
     mut sql: QueryBuilder<Postgres>,
     query: &RowsQuery,
     compared: &[(String, String)],
     paging: Paging,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = tenant::continue_as(tx, &relation.schema, limits.statement_timeout).await?;
     let mut rows = Vec::new();
     let mut bytes = 0usize;
     let mut stream = sql.build().fetch(&mut *tx);

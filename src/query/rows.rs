@@ -3,66 +3,60 @@
 //! (`export`). The statement itself is built in `statement`.
 
 use actix_web::HttpResponse;
-use futures_util::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use super::export::{Export, export};
 use super::page::json_page;
 use super::params::{Format, RowsQuery};
+use super::relation::find;
+pub use super::relation::{Kind, OrderKeys};
 use super::statement::{Relation, build, build_after};
 use crate::db::ident::Ident;
-use crate::db::tenant::TenantSlots;
+use crate::db::tenant::{self, TenantSlots};
 use crate::error::ApiError;
-use crate::tables::indexes::OrderKeys;
-use crate::tables::store::ColumnInfo;
 
 // Defined in `limits`, below `page` and `export` that take it, so no module circle forms;
 // callers name it here, next to `read`.
 pub use super::limits::ReadLimits;
 
-/// Finds a relation the caller owns and its columns, as the service role, on the connection
-/// given (404 when the caller owns no such relation). Each feature brings its own registry.
-pub type FindColumns = Box<
-    dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Vec<ColumnInfo>, ApiError>>
-        + Send,
->;
-
-/// Answers `GET .../rows/` on the tenant's relation `name`: finds the relation and its columns
-/// with `find` (404 first, as before), takes one of the tenant's read slots (429 when all are
-/// busy), parses the parameters, runs as the tenant. A JSON page is read in the transaction
-/// `find` began (which then becomes the tenant's).
+/// Answers `GET .../rows/` on the relation `name` of `kind` that `user_id` owns in its schema
+/// `tenant`: finds it with its columns and keys (404 first, as before), takes one of the
+/// tenant's read slots (429 when all are busy), parses the parameters, runs as the tenant. A
+/// JSON page costs four round trips on one connection: the lookup, `BEGIN` with the tenant's
+/// settings and role, the page, `COMMIT` (and the pool's role check on release).
 pub async fn read(
     pool: &PgPool,
     slots: &TenantSlots,
     limits: ReadLimits,
+    (user_id, kind): (Uuid, Kind),
     tenant: Ident,
     name: Ident,
     pairs: &[(String, String)],
-    find: FindColumns,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = pool.begin().await?;
-    let columns = find(&mut tx).await?;
+    let mut conn = pool.acquire().await?;
+    // Which orders are unique is read only for a custom order; a query that does not parse
+    // needs the keys of no order (it is refused after the 404 below).
+    let ordered = RowsQuery::parse(pairs).is_ok_and(|q| !q.order.is_empty());
+    let found = find(&mut conn, user_id, kind, &tenant, &name, ordered).await?;
     // A slot is per process and held until the answer is fully sent, so one tenant's slow
     // or stalled downloads only ever queue behind each other.
     let slot = slots.admit(&tenant)?;
     let query = RowsQuery::parse(pairs)?;
-    // Which orders are unique (one more catalog read, only for a custom order).
-    let keys = if query.order.is_empty() {
-        OrderKeys::default()
-    } else {
-        crate::tables::indexes::order_keys(&mut tx, &tenant, &name).await?
-    };
     let relation = Relation {
         schema: tenant,
         name,
-        columns,
-        keys,
+        columns: found.columns,
+        keys: found.keys,
     };
     let (sql, columns, compared, paging) = build(&relation, &query)?;
     match query.format {
-        Format::Json => json_page(tx, limits, &relation, sql, &query, &compared, paging).await,
+        Format::Json => {
+            let tx = tenant::begin_as_on(conn, &relation.schema, limits.statement_timeout).await?;
+            json_page(tx, limits, sql, &query, &compared, paging).await
+        }
         Format::Csv | Format::Parquet => {
-            drop(tx);
+            drop(conn);
             let export_of = Export {
                 relation,
                 sql,
@@ -135,22 +129,31 @@ pub struct RowsPage {
 
 /// The plan PostgreSQL chooses for the statement a rows request runs, as `EXPLAIN` prints it
 /// (one line a row), run on `conn`: the plan tests run it as a superuser, and an operator can
-/// ask why a read is slow. Nothing of the statement is executed.
+/// ask why a read is slow. The relation is found as [`read`] finds it (on the pool); nothing of
+/// the statement is executed.
 pub async fn explain(
     pool: &PgPool,
     conn: &mut PgConnection,
+    (user_id, kind): (Uuid, Kind),
     tenant: Ident,
     name: Ident,
     pairs: &[(String, String)],
 ) -> Result<Vec<String>, ApiError> {
     let query = RowsQuery::parse(pairs)?;
-    let columns = crate::tables::store::columns(pool, &tenant, &name).await?;
-    let keys = crate::tables::indexes::order_keys(conn, &tenant, &name).await?;
+    let found = find(
+        &mut *pool.acquire().await?,
+        user_id,
+        kind,
+        &tenant,
+        &name,
+        true,
+    )
+    .await?;
     let relation = Relation {
         schema: tenant,
         name,
-        columns,
-        keys,
+        columns: found.columns,
+        keys: found.keys,
     };
     let (mut sql, ..) = build_after(&relation, &query, "EXPLAIN ")?;
     Ok(sql.build_query_scalar::<String>().fetch_all(conn).await?)

@@ -4,10 +4,10 @@
 use sqlx::{Postgres, QueryBuilder};
 
 use super::params::{Cursor, Filter, Format, Op, OrderBy, Position, RowsQuery, order_key};
+use super::relation::OrderKeys;
 use crate::db::ident::{ColumnIdent, Ident};
 use crate::db::tenant;
 use crate::error::ApiError;
-use crate::tables::indexes::OrderKeys;
 use crate::tables::store::ColumnInfo;
 use crate::tables::types::PgType;
 

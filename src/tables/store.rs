@@ -140,55 +140,6 @@ pub struct ColumnInfo {
     pub column_type: String,
 }
 
-/// The columns, in order, of the table `name` that `user_id` owns in its schema `schema`; 404
-/// when the user has no such table. One statement for the lookup and the catalog.
-pub async fn owned_columns(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    schema: &Ident,
-    name: &Ident,
-) -> Result<Vec<ColumnInfo>, ApiError> {
-    let rows = sqlx::query!(
-        r#"SELECT a.attname::text AS "column_name?", format_type(a.atttypid, a.atttypmod) AS "column_type?"
-         FROM tinydevcrm.tables r
-         JOIN pg_catalog.pg_namespace n ON n.nspname = $3
-         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
-         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-         WHERE r.user_id = $1 AND r.table_name = $2
-         ORDER BY a.attnum"#,
-        user_id,
-        name.as_str(),
-        schema.as_str(),
-    )
-    .fetch_all(conn)
-    .await?;
-    found_columns(
-        rows.into_iter().map(|r| (r.column_name, r.column_type)),
-        || format!("no table named {:?}", name.as_str()),
-    )
-}
-
-/// The columns of a lookup that joined a registry row to the catalog: no row at all is 404,
-/// one row without a column a relation without columns.
-pub fn found_columns(
-    rows: impl ExactSizeIterator<Item = (Option<String>, Option<String>)>,
-    not_found: impl FnOnce() -> String,
-) -> Result<Vec<ColumnInfo>, ApiError> {
-    if rows.len() == 0 {
-        return Err(ApiError::NotFound {
-            detail: not_found(),
-        });
-    }
-    Ok(rows
-        .filter_map(|(name, ty)| {
-            Some(ColumnInfo {
-                column_name: name?,
-                column_type: ty?,
-            })
-        })
-        .collect())
-}
-
 /// Columns of a tenant table or view, in order, from the catalogs.
 pub async fn columns(
     pool: &PgPool,

@@ -310,17 +310,14 @@ pub async fn list_view_rows(
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
-    let (user_id, tenant, view) = (user.user_id, user.tenant.clone(), name.clone());
     crate::query::rows::read(
         &state.pool,
         &state.read_slots,
         crate::query::rows::ReadLimits::from_settings(&state.settings),
+        (user.user_id, crate::query::rows::Kind::View),
         user.tenant,
         name,
         &query,
-        Box::new(move |conn| {
-            Box::pin(async move { store::owned_columns(conn, user_id, &tenant, &view).await })
-        }),
     )
     .await
 }

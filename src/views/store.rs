@@ -70,34 +70,6 @@ pub async fn find(pool: &PgPool, user_id: Uuid, name: &Ident) -> Result<ViewRow,
     })
 }
 
-/// The columns, in order, of the view `name` that `user_id` owns in its schema `schema`; 404
-/// when the user has no such view.
-pub async fn owned_columns(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    schema: &Ident,
-    name: &Ident,
-) -> Result<Vec<crate::tables::store::ColumnInfo>, ApiError> {
-    let rows = sqlx::query!(
-        r#"SELECT a.attname::text AS "column_name?", format_type(a.atttypid, a.atttypmod) AS "column_type?"
-         FROM tinydevcrm.views r
-         JOIN pg_catalog.pg_namespace n ON n.nspname = $3
-         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = r.view_name
-         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-         WHERE r.user_id = $1 AND r.view_name = $2
-         ORDER BY a.attnum"#,
-        user_id,
-        name.as_str(),
-        schema.as_str(),
-    )
-    .fetch_all(conn)
-    .await?;
-    crate::tables::store::found_columns(
-        rows.into_iter().map(|r| (r.column_name, r.column_type)),
-        || format!("no view named {:?}", name.as_str()),
-    )
-}
-
 /// A user's views, by name.
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<ViewRow>, ApiError> {
     Ok(sqlx::query_as!(
@@ -149,7 +121,7 @@ pub async fn create_view(
 /// A unique index on the given columns (makes `REFRESH ... CONCURRENTLY` possible). A key
 /// identifies rows, so a refresh that leaves a NULL in it fails ([`null_key_column`]); the
 /// index says so to the reader (`NULLS NOT DISTINCT` on a view: see
-/// `tables::indexes::order_keys`), whose keyset pages then start at the cursor in the index.
+/// `query::relation`), whose keyset pages then start at the cursor in the index.
 pub async fn create_unique_index(
     conn: &mut PgConnection,
     schema: &Ident,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tinydevcrm::query::rows::Kind;
 
 use crate::helpers::{
     TestApp, TestUser, assert_problem, parquet_of, spawn_app, spawn_app_with, superuser,
@@ -75,9 +76,12 @@ async fn indexes(app: &TestApp, user: &TestUser, table: &str) -> Vec<Value> {
 }
 
 async fn schema_of(app: &TestApp, user: &TestUser) -> String {
+    format!("t_{}", id_of(app, user).await.simple())
+}
+
+async fn id_of(app: &TestApp, user: &TestUser) -> uuid::Uuid {
     let me: Value = app.me(&user.access).await.json().await.expect("json");
-    let id = uuid::Uuid::parse_str(me["id"].as_str().expect("id")).expect("uuid");
-    format!("t_{}", id.simple())
+    uuid::Uuid::parse_str(me["id"].as_str().expect("id")).expect("uuid")
 }
 
 #[tokio::test]
@@ -433,8 +437,14 @@ async fn an_index_counts_in_the_storage_quota() {
 }
 
 /// The plan of a rows request, as the superuser reads it.
-async fn plan(app: &TestApp, user: &TestUser, table: &str, query: &[(&str, &str)]) -> String {
-    let schema = schema_of(app, user).await;
+async fn plan(
+    app: &TestApp,
+    user: &TestUser,
+    (kind, relation): (Kind, &str),
+    query: &[(&str, &str)],
+) -> String {
+    let id = id_of(app, user).await;
+    let schema = format!("t_{}", id.simple());
     let mut admin = superuser(&app.db).await;
     let pairs: Vec<(String, String)> = query
         .iter()
@@ -443,8 +453,9 @@ async fn plan(app: &TestApp, user: &TestUser, table: &str, query: &[(&str, &str)
     tinydevcrm::query::rows::explain(
         &app.pool,
         &mut admin,
+        (id, kind),
         tinydevcrm::db::ident::Ident::new(schema).expect("schema"),
-        tinydevcrm::db::ident::Ident::new(table).expect("table"),
+        tinydevcrm::db::ident::Ident::new(relation).expect("relation"),
         &pairs,
     )
     .await
@@ -467,14 +478,20 @@ async fn filters_and_ordered_keyset_pages_on_indexed_columns_are_index_scans_wit
     .await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
-    let filtered = plan(&app, &user, "calls", &[("source", "eq.s42")]).await;
+    let filtered = plan(&app, &user, (Kind::Table, "calls"), &[("source", "eq.s42")]).await;
     assert!(
         filtered.contains("Index Scan")
             && filtered.contains(" ix_")
             && !filtered.contains("Seq Scan"),
         "a filter on an indexed column reads the index:\n{filtered}"
     );
-    let one = plan(&app, &user, "calls", &[("record_id", "eq.4242")]).await;
+    let one = plan(
+        &app,
+        &user,
+        (Kind::Table, "calls"),
+        &[("record_id", "eq.4242")],
+    )
+    .await;
     assert!(
         one.contains("Index Scan using ix_") && !one.contains("Seq Scan"),
         "{one}"
@@ -495,7 +512,7 @@ async fn filters_and_ordered_keyset_pages_on_indexed_columns_are_index_scans_wit
             vec![("order", order)],
             vec![("order", order), ("cursor", cursor)],
         ] {
-            let text = plan(&app, &user, "calls", &query).await;
+            let text = plan(&app, &user, (Kind::Table, "calls"), &query).await;
             assert!(
                 text.contains("Index Scan") && !text.contains("Sort") && !text.contains("Seq Scan"),
                 "{query:?}:\n{text}"
@@ -504,7 +521,7 @@ async fn filters_and_ordered_keyset_pages_on_indexed_columns_are_index_scans_wit
         let keyset = plan(
             &app,
             &user,
-            "calls",
+            (Kind::Table, "calls"),
             &[("order", order), ("cursor", cursor)],
         )
         .await;
@@ -652,7 +669,7 @@ async fn keyset_pages_of_a_view_by_its_unique_key_start_at_the_cursor_in_its_ind
     let text = plan(
         &app,
         &user,
-        "bill",
+        (Kind::View, "bill"),
         &[("order", "record_id"), ("cursor", cursor)],
     )
     .await;

@@ -3,7 +3,7 @@
 //! DDL runs as the tenant, the table's owner; the catalog reads run as the service role. Index
 //! names are ours (`ix_` and 16 hex digits), never the caller's.
 //!
-//! The rows reader asks [`order_keys`] which orders are unique, to page them by keyset.
+//! The rows reader (`query::relation`) reads the unique ones, to page ordered reads by keyset.
 
 mod concurrent;
 pub mod routes;
@@ -12,7 +12,7 @@ pub use concurrent::{build_concurrently, drop_concurrently, storage_bytes};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgDatabaseError;
-use sqlx::{PgConnection, PgPool, QueryBuilder};
+use sqlx::{PgPool, QueryBuilder};
 use utoipa::ToSchema;
 
 use super::plan::Plan;
@@ -310,63 +310,6 @@ pub async fn list(
     .bind(table.as_str())
     .fetch_all(pool)
     .await?)
-}
-
-/// What makes an order over a relation unique: the column lists of its valid unique indexes
-/// whose columns cannot hold NULL (all `NOT NULL`, or the index treats NULLs as equal), and
-/// the `NOT NULL` columns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrderKeys {
-    /// Column lists of unique keys.
-    pub unique: Vec<Vec<String>>,
-    /// Columns that never hold NULL.
-    pub not_null: Vec<String>,
-}
-
-/// The [`OrderKeys`] of a tenant table or materialized view.
-pub async fn order_keys(
-    conn: &mut PgConnection,
-    schema: &Ident,
-    name: &Ident,
-) -> Result<OrderKeys, ApiError> {
-    let rows: Vec<(bool, Vec<String>)> = sqlx::query_as(
-        "WITH rel AS (
-             SELECT c.oid FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = $1 AND c.relname = $2)
-         SELECT true, array_agg(a.attname::text ORDER BY k.ord)
-           FROM pg_catalog.pg_index x
-          CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-           JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
-          WHERE x.indrelid = (SELECT oid FROM rel) AND x.indisunique AND x.indisvalid
-            AND x.indpred IS NULL AND x.indexprs IS NULL
-          GROUP BY x.indexrelid, x.indnullsnotdistinct
-         HAVING bool_and(a.attnotnull) OR x.indnullsnotdistinct
-         UNION ALL
-         SELECT false, array_agg(a.attname::text)
-           FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = (SELECT oid FROM rel) AND a.attnum > 0 AND NOT a.attisdropped
-            AND (a.attnotnull OR EXISTS (
-                 -- A view's unique_key: refreshes never leave a NULL in it (views::refresh).
-                 SELECT 1 FROM pg_catalog.pg_index v
-                   JOIN pg_catalog.pg_class m ON m.oid = v.indrelid AND m.relkind = 'm'
-                  WHERE v.indrelid = a.attrelid AND v.indisunique AND v.indnullsnotdistinct
-                    AND a.attnum = ANY (v.indkey::int2[])))
-         HAVING count(*) > 0",
-    )
-    .bind(schema.as_str())
-    .bind(name.as_str())
-    .fetch_all(conn)
-    .await?;
-    let mut keys = OrderKeys::default();
-    for (unique, columns) in rows {
-        if unique {
-            keys.unique.push(columns);
-        } else {
-            keys.not_null = columns;
-        }
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]
