@@ -252,13 +252,35 @@ pub async fn spawn_app_on(db: PgConnectOptions, settings: Settings) -> TestApp {
 
 /// An app whose database does not answer.
 pub fn spawn_app_without_database() -> TestApp {
-    let db = PgConnectOptions::new()
+    let db = nowhere();
+    let pool = db::pool(db.clone(), 1);
+    start(db, pool, test_settings(), Arc::default())
+}
+
+/// Connect options of a database that is not there.
+fn nowhere() -> PgConnectOptions {
+    PgConnectOptions::new()
         .host("127.0.0.1")
         .port(1)
         .username("nobody")
-        .database("nothing");
-    let pool = db::pool(db.clone(), 1);
-    start(db, pool, test_settings(), Arc::default())
+        .database("nothing")
+}
+
+/// A client of a server started elsewhere (`infra-prod/local.sh`): its `pool` and `db` point
+/// nowhere and must not be used.
+pub fn remote_app(address: &str) -> TestApp {
+    let db = nowhere();
+    TestApp {
+        address: address.to_owned(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        pool: db::pool(db.clone(), 1),
+        db,
+        settings: test_settings(),
+        role_leaks: Arc::default(),
+    }
 }
 
 fn start(

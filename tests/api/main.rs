@@ -28,5 +28,6 @@ mod rows;
 mod service;
 mod sse;
 mod tables;
+mod topology;
 mod tutorials;
 mod views;

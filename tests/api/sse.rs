@@ -61,6 +61,12 @@ impl SseStream {
         }
         let res = req.send().await.expect("listen request");
         assert_eq!(res.status(), StatusCode::OK, "listen failed");
+        Self::from_response(res)
+    }
+
+    /// A stream of an answer already received, which must be a 200 event stream.
+    pub fn from_response(res: reqwest::Response) -> Self {
+        assert_eq!(res.status(), StatusCode::OK, "listen failed");
         let content_type = res
             .headers()
             .get("content-type")
