@@ -10,6 +10,7 @@
 # cfn-lint and pytest come from PyPI into the venv target/aws-venv (created when missing,
 # reused after; CI_AWS_VENV to put it elsewhere).
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
