@@ -334,6 +334,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     db::check_privileges(&pool)
         .await
         .context("checking the database privileges")?;
+    let hardening = db::hardening::checks(&pool)
+        .await
+        .context("checking which database hardening is in force")?;
+    // The gauges need the recorder, which the server would install a moment later.
+    service::metrics::handle();
+    db::hardening::report(&hardening);
     // From here on, a managed server that dies is restarted; the pool reconnects by itself.
     let supervised = database.cluster.map(LocalCluster::supervise);
     let result = build_server_on(listeners, pool.clone(), settings)?.await;

@@ -1,6 +1,7 @@
 //! Database plumbing: the connection pool, migrations, validated identifiers, tenant
 //! provisioning and the managed local PostgreSQL cluster.
 
+pub mod hardening;
 pub mod ident;
 pub mod local_cluster;
 pub mod notify;
@@ -63,25 +64,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!("./migrations").run(pool).await
 }
 
-/// Warns when the service role could be abused (a superuser), or when the database was not
-/// hardened (`harden.sql`): tenant isolation then rests on the view check alone, which holds by
-/// itself but has no privilege layer behind it.
+/// Warns when the service role could be abused (a superuser). What tenants may do is asked
+/// separately, check by check ([`hardening`]).
 pub async fn check_privileges(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let (superuser, public_set_config, public_catalogs): (bool, bool, bool) = sqlx::query_as(
-        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-                has_function_privilege('public', 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE'),
-                has_table_privilege('public', 'pg_catalog.pg_class', 'SELECT')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(pool)
+            .await?;
     if superuser {
         tracing::warn!(
             "the service role is a superuser; use a role with CREATEROLE only (docs/OPERATIONS.md)"
-        );
-    }
-    if public_set_config || public_catalogs {
-        tracing::warn!(
-            "this database is not hardened: run src/db/harden.sql once as a superuser (docs/OPERATIONS.md)"
         );
     }
     Ok(())

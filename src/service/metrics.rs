@@ -120,6 +120,12 @@ pub const METRICS: &[Metric] = &[
         "COPY bytes sent to PostgreSQL per upload",
     ),
     metric(
+        "tdc_hardening",
+        Kind::Gauge,
+        Unit::Count,
+        "Whether a protection of src/db/harden.sql is in force (1) or not (0), by check, read at start",
+    ),
+    metric(
         "tdc_sse_streams",
         Kind::Gauge,
         Unit::Count,

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 use tinydevcrm::db::ident::Ident;
 use tinydevcrm::db::tenant::begin_as;
 
@@ -118,4 +118,58 @@ async fn a_connection_released_as_a_tenant_is_closed_by_the_pool_and_counted() {
             "the tenant connection was reused"
         );
     }
+}
+
+/// The checks that are in force on `options`' database, by name.
+async fn in_force(options: &sqlx::postgres::PgConnectOptions) -> Vec<&'static str> {
+    let pool = tinydevcrm::db::pool(options.clone(), 1);
+    let checks = tinydevcrm::db::hardening::checks(&pool)
+        .await
+        .expect("checks");
+    assert_eq!(checks.len(), 10, "{checks:?}");
+    checks
+        .into_iter()
+        .filter(|c| c.in_force)
+        .map(|c| c.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_hardening_check_is_in_force_where_harden_sql_ran_as_a_superuser() {
+    let options = crate::helpers::fresh_database_hardened(true).await;
+    assert_eq!(in_force(&options).await.len(), 10);
+}
+
+#[tokio::test]
+async fn on_a_database_nobody_hardened_only_postgresql_15s_own_default_is_in_force() {
+    let options = crate::helpers::fresh_database_hardened(false).await;
+    // PostgreSQL 15 no longer lets PUBLIC create in the public schema.
+    assert_eq!(in_force(&options).await, ["public_schema"]);
+}
+
+/// What an administrator who is not a superuser (Amazon RDS's master user, a `CREATEROLE`
+/// database owner) gets from running `harden.sql`: the database's own grants, nothing of the
+/// catalogs' or of `pg_catalog`'s functions, which belong to the bootstrap superuser. The
+/// script still runs to the end (PostgreSQL only warns about grants it cannot take back).
+#[tokio::test]
+async fn harden_sql_run_by_a_database_owner_who_is_no_superuser_takes_away_only_the_databases_own_grants()
+ {
+    let options = crate::helpers::fresh_database_hardened(false).await;
+    let mut owner = sqlx::PgConnection::connect_with(&options)
+        .await
+        .expect("connect as the service role");
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut owner)
+            .await
+            .expect("rolsuper");
+    assert!(!superuser, "the service role of the tests is no superuser");
+    sqlx::raw_sql(include_str!("../../src/db/harden.sql"))
+        .execute(&mut owner)
+        .await
+        .expect("harden.sql runs to the end as the owner");
+    assert_eq!(
+        in_force(&options).await,
+        ["database_connect", "public_schema"]
+    );
 }
