@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use super::export::{Export, export};
 use super::page::json_page;
 use super::params::{Format, RowsQuery};
-use super::statement::{Relation, build, build_after};
+use super::statement::{Relation, build, build_after, cursor_check, cursor_error};
 use crate::db::ident::Ident;
 use crate::db::tenant::TenantSlots;
 use crate::error::ApiError;
@@ -59,6 +59,13 @@ pub async fn read(
         keys,
     };
     let (sql, columns, compared, paging) = build(&relation, &query)?;
+    if let Some(mut check) = cursor_check(&relation, &query)? {
+        check
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(cursor_error)?;
+    }
     match query.format {
         Format::Json => json_page(tx, limits, &relation, sql, &query, &compared, paging).await,
         Format::Csv | Format::Parquet => {
