@@ -1,5 +1,5 @@
--- A session that ends outside the API (revoked, expired early or deleted by hand in SQL, or
--- deleted with its user) is announced like a logout, so that no process keeps trusting what it
+-- A session that ends outside the API (revoked or deleted by hand in SQL, or deleted with its
+-- user) is announced like a logout, so that no process keeps trusting what it
 -- remembered of it (auth::sessions). The API's own revocations send the same notice in the
 -- same transaction; PostgreSQL delivers identical notices of one transaction once.
 CREATE FUNCTION tinydevcrm.announce_session_end() RETURNS trigger
@@ -15,9 +15,8 @@ CREATE TRIGGER sessions_announce_delete
     FOR EACH ROW EXECUTE FUNCTION tinydevcrm.announce_session_end();
 
 CREATE TRIGGER sessions_announce_end
-    AFTER UPDATE OF revoked_at, expires_at, user_id ON tinydevcrm.sessions
+    AFTER UPDATE OF revoked_at, user_id ON tinydevcrm.sessions
     FOR EACH ROW
     WHEN (NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL
-          OR NEW.expires_at < OLD.expires_at
           OR NEW.user_id IS DISTINCT FROM OLD.user_id)
     EXECUTE FUNCTION tinydevcrm.announce_session_end();
