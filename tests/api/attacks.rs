@@ -1899,3 +1899,91 @@ async fn view_unique_keys_in_odd_spellings_and_repeats_are_clear_400s() {
     scene.delete_view("keyed").await;
     scene.assert_unharmed().await;
 }
+
+#[tokio::test]
+async fn indexes_never_take_a_tenant_past_its_quota_even_when_their_drop_must_wait() {
+    let app = spawn_app_in(Setup::Hardened, |s| {
+        s.tenant_statement_timeout = Duration::from_secs(1);
+        s.tenant_storage_bytes = 1_500_000;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    let access = &user.access;
+    let wide: Vec<String> = (0..2000).map(|i| format!("{i:0>200}")).collect();
+    let file =
+        crate::helpers::parquet_of(vec![("s", Arc::new(arrow::array::StringArray::from(wide)))]);
+    assert_eq!(
+        app.create_table(access, file.clone(), "wide", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let schema = schema_of(&app, access).await;
+    let on_s = json!({"columns": ["s"]});
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        // A reader of the table that the drop of an index over the quota must wait for,
+        // longer than the statement timeout.
+        let mut reader = crate::helpers::superuser(&app.db).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE {schema}.wide IN ACCESS SHARE MODE"
+        )))
+        .execute(&mut reader)
+        .await
+        .expect("lock");
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut reader)
+                .await
+                .expect("commit");
+        };
+        let build = app.post_as(access, "/tables/wide/indexes/", &on_s);
+        let (answer, ()) = futures_util::future::join(build, release).await;
+        let status = answer.status();
+        statuses.push(status);
+        if status != StatusCode::CREATED {
+            assert_problem(answer, StatusCode::CONFLICT, "storage_quota_exceeded").await;
+        }
+        let me: Value = app.me(access).await.json().await.expect("json");
+        assert!(
+            me["storage_bytes"].as_i64().expect("bytes") <= 1_500_000,
+            "over the quota after {statuses:?}: {me}"
+        );
+        let listed: Value = app
+            .get_as(access, "/tables/wide/indexes/")
+            .await
+            .json()
+            .await
+            .expect("json");
+        for index in listed.as_array().expect("list") {
+            assert_eq!(index["valid"], true, "{listed}");
+        }
+    }
+    assert!(statuses.contains(&StatusCode::CONFLICT), "{statuses:?}");
+    // The create form with indexes that do not fit: refused whole, no table left.
+    let eight = serde_json::to_string(&vec![vec!["s"]; 8]).expect("json");
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(file).file_name("upload.parquet"),
+        )
+        .text("table_name", "wider")
+        .text("indexes", eight);
+    let answer = app
+        .client
+        .post(app.url("/tables/create/"))
+        .header("Authorization", format!("JWT {access}"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request");
+    assert_problem(answer, StatusCode::CONFLICT, "storage_quota_exceeded").await;
+    let tables: Value = app
+        .get_as(access, "/tables/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tables.as_array().map(Vec::len), Some(1), "{tables}");
+}
