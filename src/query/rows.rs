@@ -11,7 +11,7 @@ use super::page::json_page;
 use super::params::{Format, RowsQuery};
 use super::relation::find;
 pub use super::relation::{Kind, OrderKeys};
-use super::statement::{Relation, build, build_after};
+use super::statement::{Relation, build, build_after, cursor_check, cursor_error};
 use crate::db::ident::Ident;
 use crate::db::tenant::{self, TenantSlots};
 use crate::error::ApiError;
@@ -53,9 +53,24 @@ pub async fn read(
     match query.format {
         Format::Json => {
             let tx = tenant::begin_as_on(conn, &relation.schema, limits.statement_timeout).await?;
-            json_page(tx, limits, sql, &query, &compared, paging).await
+            match json_page(tx, limits, sql, &query, &compared, paging).await {
+                // A value that does not fit its column: the cursor's fault when its values do
+                // not cast (asked only now, so a good page costs no extra round trip).
+                Err(ApiError::BadRequest {
+                    code: "invalid_filter",
+                    detail,
+                }) => {
+                    check_cursor(pool, &relation, &query).await?;
+                    Err(ApiError::BadRequest {
+                        code: "invalid_filter",
+                        detail,
+                    })
+                }
+                answer => answer,
+            }
         }
         Format::Csv | Format::Parquet => {
+            check_cursor(&mut *conn, &relation, &query).await?;
             drop(conn);
             let export_of = Export {
                 relation,
@@ -67,6 +82,20 @@ pub async fn read(
             export(pool, limits, export_of, slot).await
         }
     }
+}
+
+/// 400 `invalid_cursor` when the request's keyset cursor has values that do not cast to its
+/// order's columns (a cursor issued for another table or view, or before a replace), run as
+/// the service role: casts of bound values to fixed types, nothing of the tenant's is read.
+async fn check_cursor<'c>(
+    on: impl sqlx::PgExecutor<'c>,
+    relation: &Relation,
+    query: &RowsQuery,
+) -> Result<(), ApiError> {
+    if let Some(mut check) = cursor_check(relation, query)? {
+        check.build().execute(on).await.map_err(cursor_error)?;
+    }
+    Ok(())
 }
 
 /// The parameters of `GET .../rows/` as the OpenAPI document shows them; [`RowsQuery::parse`]

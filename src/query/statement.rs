@@ -497,6 +497,52 @@ pub(super) fn build_after(
     Ok((sql, out, compared, paging))
 }
 
+/// `SELECT CAST($1 AS type), ...` over the values (and `ctid`) of the request's keyset cursor,
+/// when it has one of this order: run as the service role when a JSON page failed on a value
+/// that does not fit (and before an export), casts to the fixed types [`PgType`] renders,
+/// nothing of the tenant's read; so that a value that
+/// does not fit its column, a cursor issued for another table or view or for the table before
+/// it was replaced, is the cursor's 400 `invalid_cursor`, not a filter's.
+pub(super) fn cursor_check(
+    relation: &Relation,
+    query: &RowsQuery,
+) -> Result<Option<QueryBuilder<Postgres>>, ApiError> {
+    let Position::Cursor(Some(Cursor::Keyset { values, tid, .. })) = &query.position else {
+        return Ok(None);
+    };
+    let mut check = QueryBuilder::new("SELECT CAST(");
+    check.push_bind(tid.clone()).push(" AS tid)");
+    for (order, value) in query.order.iter().zip(values) {
+        let column = relation.column(&order.column)?;
+        if let (Some(pg), Some(value)) = (column.pg, value) {
+            check
+                .push(", CAST(")
+                .push_bind(value.clone())
+                .push(" AS ")
+                .push(pg.to_string())
+                .push(")");
+        }
+    }
+    Ok(Some(check))
+}
+
+/// Maps a failure of [`cursor_check`]: a value that does not cast is `invalid_cursor`.
+pub(super) fn cursor_error(e: sqlx::Error) -> ApiError {
+    match tenant::classify_error(e, "invalid_cursor") {
+        Ok(ApiError::BadRequest {
+            code: "invalid_cursor",
+            detail,
+        }) => ApiError::bad_request(
+            "invalid_cursor",
+            format!(
+                "the cursor's values do not fit the columns of this order ({detail}): it was issued for another table or view, or before this one was replaced; read again from the first page"
+            ),
+        ),
+        Ok(other) => other,
+        Err(e) => ApiError::from(e),
+    }
+}
+
 /// Maps a failure of the rows statement: a type without the operator a filter or order needs
 /// (`point` has no ordering, say) is the client's 400 naming the column, data errors are 400s
 /// as everywhere, the rest is a 500.

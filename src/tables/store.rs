@@ -127,7 +127,10 @@ pub async fn register(
 pub fn table_exists(name: &Ident) -> ApiError {
     ApiError::Conflict {
         code: "table_exists",
-        detail: format!("a table or view named {:?} already exists", name.as_str()),
+        detail: format!(
+            "a table, view or index named {:?} already exists (indexes share the names of tables and views)",
+            name.as_str()
+        ),
     }
 }
 

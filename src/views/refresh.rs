@@ -23,6 +23,30 @@ pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
     sql_error(e, None)
 }
 
+/// [`tenant_sql_error`] for a refresh: a repeated key (or row) is the view's `unique_key` meeting
+/// rows that repeat it (two NULLs included: the key's index treats NULLs as equal), a 400
+/// `duplicate_unique_key` naming the key and the repeated value, not an SQL error.
+fn refresh_error(e: sqlx::Error, unique_key: Option<&[String]>) -> ApiError {
+    if let (sqlx::Error::Database(db), Some(key)) = (&e, unique_key)
+        // unique_violation, or cardinality_violation: `REFRESH ... CONCURRENTLY` finding whole
+        // rows repeated ("new data ... contains duplicate rows") before the index does.
+        && matches!(db.code().as_deref(), Some("23505" | "21000"))
+    {
+        let repeated = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(sqlx::postgres::PgDatabaseError::detail)
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        return ApiError::bad_request(
+            "duplicate_unique_key",
+            format!(
+                "the view's unique_key {key:?} is repeated in the new rows{repeated}; a key identifies rows (two NULLs in it count as a repeat), so the refresh was rolled back. Make the key unique in the view's SQL, or create the view with another unique_key"
+            ),
+        );
+    }
+    tenant_sql_error(e)
+}
+
 /// [`tenant_sql_error`] for the statement that creates a view: `head` (the text before the
 /// user's query in that statement) is taken off PostgreSQL's position, which then names the
 /// line and column in `user_sql` (the user's own text) and the text found there.
@@ -288,7 +312,10 @@ async fn refresh(
         Ok::<_, sqlx::Error>(Ok(done))
     }
     .await;
-    match outcome.map_err(tenant_sql_error).and_then(|done| done) {
+    match outcome
+        .map_err(|e| refresh_error(e, view.unique_key.as_deref()))
+        .and_then(|done| done)
+    {
         Ok(done) => Ok(done),
         Err(error) => {
             let failed = record(RefreshStatus::Failed, None, Some(error.to_string()));

@@ -76,7 +76,11 @@ pub struct ViewSummary {
 /// A failed unique index is the `unique_key` field's fault, not the SQL's: say so.
 fn unique_key_error(e: sqlx::Error) -> ApiError {
     match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42703") => {
+        // An unknown column, a system column (`ctid`: feature_not_supported), a type without
+        // a btree ordering (`xmin`, `json`, `point`: undefined_object).
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("42703" | "0A000" | "42704")) =>
+        {
             ApiError::bad_request(
                 "invalid_unique_key",
                 format!(
@@ -158,6 +162,17 @@ pub async fn create_view(
                 "unique_key names no column",
             ));
         }
+        Some(columns)
+            if columns
+                .iter()
+                .enumerate()
+                .any(|(i, c)| columns[..i].contains(c)) =>
+        {
+            return Err(ApiError::bad_request(
+                "invalid_unique_key",
+                "unique_key lists a column twice",
+            ));
+        }
         Some(columns) => Some(
             columns
                 .iter()
@@ -176,6 +191,13 @@ pub async fn create_view(
     store::create_view(&mut tx, &tenant, &name, &checked.sql)
         .await
         .map_err(|e| {
+            // The name is no table's or view's (checked above) but the schema has a relation
+            // of that name: one of the tenant's indexes (`ix_...`, or a view's key index).
+            if let sqlx::Error::Database(db) = &e
+                && db.code().as_deref() == Some("42P07")
+            {
+                return store::name_taken(&name);
+            }
             // The checked text is the user's without trailing semicolons and blanks: a
             // position past it is in `WITH NO DATA`, which the user did not write.
             view_sql_error(e, &checked.sql, &store::create_view_head(&tenant, &name))

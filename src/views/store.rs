@@ -222,7 +222,10 @@ pub async fn register(
 pub fn name_taken(name: &Ident) -> ApiError {
     ApiError::Conflict {
         code: "name_taken",
-        detail: format!("a table or view named {:?} already exists", name.as_str()),
+        detail: format!(
+            "a table, view or index named {:?} already exists (indexes share the names of tables and views)",
+            name.as_str()
+        ),
     }
 }
 

@@ -1233,25 +1233,26 @@ async fn forged_keyset_cursors_are_400s_and_reach_nothing() {
         .to_owned();
     let values = |v: Value| move |k: &mut Value| k["values"] = v;
     let cases: Vec<(String, &str)> = vec![
-        // Values that do not cast to the column's type: the value is a bind parameter.
-        (forged(&real, values(json!(["abc"]))), "invalid_filter"),
-        (forged(&real, values(json!(["1.5"]))), "invalid_filter"),
-        (forged(&real, values(json!(["NaN"]))), "invalid_filter"),
+        // Values that do not cast to the column's type: the value is a bind parameter, and the
+        // cursor's fault (checked before the rows statement runs).
+        (forged(&real, values(json!(["abc"]))), "invalid_cursor"),
+        (forged(&real, values(json!(["1.5"]))), "invalid_cursor"),
+        (forged(&real, values(json!(["NaN"]))), "invalid_cursor"),
         (
             forged(&real, values(json!(["9".repeat(400)]))),
-            "invalid_filter",
+            "invalid_cursor",
         ),
         (
             forged(&real, values(json!(["2026-01-01T00:00:00Z"]))),
-            "invalid_filter",
+            "invalid_cursor",
         ),
         (
             forged(&real, values(json!(["1) OR true; DROP TABLE mine; --"]))),
-            "invalid_filter",
+            "invalid_cursor",
         ),
         (
             forged(&real, |k| k["ctid"] = json!("(0,70000)")),
-            "invalid_filter",
+            "invalid_cursor",
         ),
         // Shapes the API never issues.
         (forged(&real, values(json!([]))), "invalid_cursor"),
@@ -1345,4 +1346,644 @@ async fn a_revoked_session_is_refused_at_once_on_the_process_that_cached_it() {
     // Nobody else's session went with them.
     assert_eq!(app.me(&scene.victim.access).await.status(), StatusCode::OK);
     scene.assert_unharmed().await;
+}
+
+/// The attacker's schema name, read from `/auth/users/me/`.
+async fn schema_of(app: &TestApp, access: &str) -> String {
+    let me: Value = app.me(access).await.json().await.expect("json");
+    format!(
+        "t_{}",
+        uuid::Uuid::parse_str(me["id"].as_str().expect("id"))
+            .expect("uuid")
+            .simple()
+    )
+}
+
+/// `POST /views/create/` as the attacker.
+async fn attacker_view(
+    scene: &Scene,
+    name: &str,
+    sql: &str,
+    key: Option<Value>,
+) -> reqwest::Response {
+    let mut body = json!({"view_name": name, "sql_query": sql});
+    if let Some(key) = key {
+        body["unique_key"] = key;
+    }
+    scene
+        .app
+        .post_as(&scene.attacker.access, "/views/create/", &body)
+        .await
+}
+
+#[tokio::test]
+async fn index_names_collide_with_tables_and_views_as_409s_and_leave_nothing_behind() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let index = victim_index(&scene).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    let built: Value = app
+        .post_as(
+            access,
+            "/tables/mine/indexes/",
+            &json!({"columns": ["n"], "unique": true}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let own = built["index_name"].as_str().expect("name").to_owned();
+    // A view with a unique_key gets an index PostgreSQL names `<view>_<column>_idx`.
+    let keyed = attacker_view(&scene, "keyed", "SELECT n FROM mine", Some(json!(["n"]))).await;
+    assert_eq!(keyed.status(), StatusCode::CREATED);
+    for name in [own.as_str(), "keyed_n_idx"] {
+        let answer = create_with_fields(&scene, name, &[]).await;
+        let problem = assert_problem(answer, StatusCode::CONFLICT, "table_exists").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("index"),
+            "{problem}"
+        );
+        let answer = attacker_view(&scene, name, "SELECT 1 AS x", None).await;
+        let problem = assert_problem(answer, StatusCode::CONFLICT, "name_taken").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("index"),
+            "{problem}"
+        );
+        let answer = attacker_view(&scene, name, "SELECT n FROM mine", Some(json!(["n"]))).await;
+        assert_problem(answer, StatusCode::CONFLICT, "name_taken").await;
+    }
+    // The victim's index name is no name of the attacker's: it is free in the attacker's schema.
+    let answer = attacker_view(&scene, &index, "SELECT 1 AS x", None).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    scene.delete_view(&index).await;
+    // The reverse: a table named like the index a view's key will get; the key index goes
+    // under another name.
+    assert_eq!(
+        create_with_fields(&scene, "other_n_idx", &[])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let other = attacker_view(&scene, "other", "SELECT n FROM mine", Some(json!(["n"]))).await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    // A replace that repeats the unique key is refused whole; the rows and the index stay.
+    let answer = app
+        .post_as(
+            access,
+            "/tables/mine/rows/?mode=replace",
+            &json!([{"n": 1}, {"n": 1}]),
+        )
+        .await;
+    assert_problem(answer, StatusCode::CONFLICT, "duplicate_key").await;
+    let mine: Value = app
+        .get_as(access, "/tables/mine/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["row_count"], 10, "{mine}");
+    let listed: Value = app
+        .get_as(access, "/tables/mine/indexes/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed[0]["index_name"], own.as_str(), "{listed}");
+    // Dropping the table takes its indexes along: their names are free again.
+    for view in ["keyed", "other"] {
+        scene.delete_view(view).await;
+    }
+    assert_eq!(
+        app.delete_as(access, "/tables/mine/").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        create_with_fields(&scene, &own, &[]).await.status(),
+        StatusCode::CREATED
+    );
+    for table in [own.as_str(), "other_n_idx"] {
+        let path = format!("/tables/{table}/");
+        assert_eq!(
+            app.delete_as(access, &path).await.status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_victim_index_unharmed(&scene, &index).await;
+}
+
+/// The attacker's rows of `path` under `order`, walked page by page with `limit`; panics on
+/// any answer but 200.
+async fn walk_rows(scene: &Scene, path: &str, order: &str, limit: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut url = format!("{path}?order={order}&limit={limit}");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let answer = scene.app.get_as(&scene.attacker.access, &url).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{url}");
+        let page: Value = answer.json().await.expect("json");
+        rows.extend(page["rows"].as_array().expect("rows").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return rows,
+        }
+    }
+    panic!("{path} {order}: the walk never ended");
+}
+
+/// The `next_cursor` of the first page of `path` under `order` (2 rows).
+async fn first_cursor(scene: &Scene, path: &str, order: &str) -> String {
+    let page: Value = scene
+        .app
+        .get_as(
+            &scene.attacker.access,
+            &format!("{path}?order={order}&limit=2"),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    page["next_cursor"].as_str().expect("a cursor").to_owned()
+}
+
+#[tokio::test]
+async fn cursors_reused_across_relations_orders_and_changes_are_invalid_cursor_or_a_true_page() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    // Awkward values: NULLs, NaN, -0 and infinities, mixed-case and accented text,
+    // timestamps with time zones and microseconds, exact numerics.
+    let awkward = "SELECT g AS id,
+        CASE WHEN g % 5 = 0 THEN NULL ELSE g % 7 END AS k,
+        CASE WHEN g % 6 = 0 THEN 'NaN'::float8 WHEN g % 11 = 0 THEN NULL
+             WHEN g % 13 = 0 THEN '-0'::float8 WHEN g % 17 = 0 THEN '-Infinity'::float8
+             ELSE (g % 4) / 3.0 END::float8 AS f,
+        CASE WHEN g % 4 = 0 THEN NULL
+             ELSE (ARRAY['a', 'B', 'b', 'A', 'é', 'e', 'Z', ' z', 'a b', 'ab'])[1 + g % 10] END AS s,
+        CASE WHEN g % 9 = 0 THEN NULL
+             ELSE timestamptz '2026-01-01 00:00:00.123456+05:30' + (g % 8) * interval '1 hour 0.000001 second' END AS ts,
+        (g % 3)::numeric / 7 AS num
+      FROM generate_series(1, 41) g";
+    for (name, key) in [("awkward", None), ("keyed", Some(json!(["id"])))] {
+        let made = attacker_view(&scene, name, awkward, key).await;
+        assert_eq!(made.status(), StatusCode::CREATED);
+    }
+    let sorted = |rows: &[Value]| {
+        let mut texts: Vec<String> = rows.iter().map(Value::to_string).collect();
+        texts.sort();
+        texts
+    };
+    for view in ["awkward", "keyed"] {
+        let path = format!("/views/{view}/rows/");
+        for order in [
+            "k",
+            "k.desc",
+            "k.asc.nullsfirst",
+            "k.desc.nullslast",
+            "f",
+            "f.desc.nullslast",
+            "s",
+            "s.desc",
+            "s.asc.nullsfirst",
+            "ts",
+            "ts.desc.nullslast",
+            "num.desc",
+            "k.desc,f.asc.nullsfirst",
+            "s,ts.desc",
+            "f.desc,id",
+            "k.nullsfirst,s.desc,f",
+        ] {
+            let full: Value = app
+                .get_as(access, &format!("{path}?order={order}&limit=1000"))
+                .await
+                .json()
+                .await
+                .expect("json");
+            let full = full["rows"].as_array().expect("rows").clone();
+            assert_eq!(full.len(), 41);
+            for limit in [1, 4, 7] {
+                let walked = walk_rows(&scene, &path, order, limit).await;
+                assert_eq!(
+                    sorted(&walked),
+                    sorted(&full),
+                    "{view} {order} by {limit}: rows skipped or repeated"
+                );
+            }
+        }
+    }
+    // Cursors carried to another relation whose column of the same name has another type.
+    let typed = "SELECT 'x' || g AS n, g::float8 / 3 AS id FROM generate_series(1, 5) g";
+    assert_eq!(
+        attacker_view(&scene, "typed", typed, None).await.status(),
+        StatusCode::CREATED
+    );
+    let text_cursor = first_cursor(&scene, "/views/typed/rows/", "n").await;
+    let float_cursor = first_cursor(&scene, "/views/typed/rows/", "id").await;
+    let ts_cursor = first_cursor(&scene, "/views/awkward/rows/", "ts").await;
+    let nan_cursor = first_cursor(&scene, "/views/awkward/rows/", "f.desc").await;
+    for (path, order, cursor) in [
+        ("/tables/mine/rows/", "n", &text_cursor),
+        ("/views/keyed/rows/", "id", &float_cursor),
+        ("/views/keyed/rows/", "id", &text_cursor),
+        ("/views/awkward/rows/", "k", &text_cursor),
+        ("/views/typed/rows/", "n", &ts_cursor),
+    ] {
+        let url = format!("{path}?order={order}&limit=2&cursor={cursor}");
+        let answer = app.get_as(access, &url).await;
+        if answer.status() != StatusCode::OK {
+            assert_problem(answer, StatusCode::BAD_REQUEST, "invalid_cursor").await;
+        }
+    }
+    for (path, order) in [("/tables/mine/rows/", "n"), ("/views/keyed/rows/", "id")] {
+        // Not this relation's order at all, or a value that does not cast to the column.
+        for cursor in [&ts_cursor, &nan_cursor] {
+            let url = format!("{path}?order={order}&limit=2&cursor={cursor}");
+            assert_problem(
+                app.get_as(access, &url).await,
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+            )
+            .await;
+        }
+    }
+    let url = format!("/tables/mine/rows/?order=n&limit=2&cursor={text_cursor}");
+    let problem = assert_problem(
+        app.get_as(access, &url).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await;
+    assert!(!problem.to_string().contains("t_"), "{problem}");
+    // An order on a column the table lacks is refused before any cursor is read.
+    let url = format!("/tables/mine/rows/?order=id&limit=2&cursor={float_cursor}");
+    assert_problem(
+        app.get_as(access, &url).await,
+        StatusCode::BAD_REQUEST,
+        "unknown_column",
+    )
+    .await;
+    let typed_n = first_cursor(&scene, "/views/typed/rows/", "n.desc").await;
+    let url = format!("/tables/mine/rows/?order=n.desc&limit=2&cursor={typed_n}");
+    assert_problem(
+        app.get_as(access, &url).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await;
+    // A cursor of the table before it was replaced by one with another type.
+    let before = first_cursor(&scene, "/tables/mine/rows/", "n.desc").await;
+    assert_eq!(
+        app.delete_as(access, "/tables/mine/").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let texts = arrow::array::StringArray::from(vec!["a", "b", "c"]);
+    let file = crate::helpers::parquet_of(vec![("n", Arc::new(texts))]);
+    assert_eq!(
+        app.create_table(access, file, "mine", None).await.status(),
+        StatusCode::CREATED
+    );
+    let url = format!("/tables/mine/rows/?order=n.desc&limit=2&cursor={before}");
+    let answer = app.get_as(access, &url).await;
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "a number is a text too: a position"
+    );
+    // Offset and physical cursors swapped with keyset ones.
+    let physical: Value = app
+        .get_as(access, "/tables/mine/rows/?limit=1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let physical = physical["next_cursor"].as_str().expect("cursor").to_owned();
+    let url = format!("/tables/mine/rows/?order=n&limit=1&cursor={physical}");
+    assert_problem(
+        app.get_as(access, &url).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await;
+    let url = format!("/tables/mine/rows/?limit=1&cursor={typed_n}");
+    assert_problem(
+        app.get_as(access, &url).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_cursor",
+    )
+    .await;
+    for view in ["awkward", "keyed", "typed"] {
+        scene.delete_view(view).await;
+    }
+    scene.assert_unharmed().await;
+}
+
+#[tokio::test]
+async fn a_failed_index_build_leaves_nothing_behind_even_while_the_table_is_being_read() {
+    let scene = scene(Duration::from_secs(1)).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    let schema = schema_of(app, access).await;
+    let repeats = Int64Array::from(vec![1, 1, 2, 3]);
+    let file = crate::helpers::parquet_of(vec![("n", Arc::new(repeats))]);
+    assert_eq!(
+        app.create_table(access, file, "twice", None).await.status(),
+        StatusCode::CREATED
+    );
+    let unique_n = json!({"columns": ["n"], "unique": true});
+    for hold in [Duration::from_millis(1500), Duration::from_millis(2500)] {
+        // A reader of the table (the tenant's own, say a slow refresh) that the drop of the
+        // failed build must wait for: longer than the statement timeout.
+        let mut reader = crate::helpers::superuser(&app.db).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE {schema}.twice IN ACCESS SHARE MODE"
+        )))
+        .execute(&mut reader)
+        .await
+        .expect("lock");
+        let release = async {
+            tokio::time::sleep(hold).await;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut reader)
+                .await
+                .expect("commit");
+        };
+        let build = app.post_as(access, "/tables/twice/indexes/", &unique_n);
+        let (answer, ()) = futures_util::future::join(build, release).await;
+        assert_problem(answer, StatusCode::BAD_REQUEST, "index_failed").await;
+        let listed: Value = app
+            .get_as(access, "/tables/twice/indexes/")
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(listed, json!([]), "the failed build left an index behind");
+    }
+    scene.assert_unharmed().await;
+}
+
+/// Polls `GET path` with `access` until it is a 401 `token_revoked`, for at most 2 s (the
+/// notice of a change made in SQL arrives a moment after its commit); well inside the session
+/// cache's 10 s, so a refusal here is the notice's doing, not the cache's expiry.
+async fn refused_soon(app: &TestApp, access: &str, path: &str) {
+    assert!(app.settings.session_cache >= Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    loop {
+        let answer = app.get_as(access, path).await;
+        if answer.status() == StatusCode::UNAUTHORIZED || started.elapsed() > Duration::from_secs(2)
+        {
+            assert_problem(answer, StatusCode::UNAUTHORIZED, "token_revoked").await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_ended_by_hand_in_sql_are_refused_at_once_even_where_cached() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let user = app.signed_up_user().await;
+    let me: Value = app.me(&user.access).await.json().await.expect("json");
+    let user_id = uuid::Uuid::parse_str(me["id"].as_str().expect("id")).expect("uuid");
+    // Each way of ending a session in SQL, with the session cached a moment before.
+    for end in [
+        "UPDATE tinydevcrm.sessions SET revoked_at = now(), revoked_reason = 'logout' WHERE user_id = $1",
+        "DELETE FROM tinydevcrm.sessions WHERE user_id = $1",
+    ] {
+        let user = app.login(&user.email, &user.password).await;
+        assert_eq!(
+            app.get_as(&user.access, "/tables/").await.status(),
+            StatusCode::OK
+        );
+        sqlx::query(sqlx::AssertSqlSafe(end))
+            .bind(user_id)
+            .execute(&app.pool)
+            .await
+            .expect("end");
+        refused_soon(app, &user.access, "/tables/").await;
+    }
+    // The user deleted: the cached token creates nothing (it was a 500), and a user
+    // registered again with the same e-mail is someone else.
+    let user = app.login(&user.email, &user.password).await;
+    assert_eq!(
+        app.get_as(&user.access, "/tables/").await.status(),
+        StatusCode::OK
+    );
+    sqlx::query("DELETE FROM tinydevcrm.users WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&app.pool)
+        .await
+        .expect("delete");
+    refused_soon(app, &user.access, "/tables/").await;
+    let answer = app
+        .create_table(&user.access, numbers(3), "ghost", None)
+        .await;
+    assert_problem(answer, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    let answer = app
+        .post_as(
+            &user.access,
+            "/views/create/",
+            &json!({"view_name": "ghost", "sql_query": "SELECT 1 AS x"}),
+        )
+        .await;
+    assert_problem(answer, StatusCode::UNAUTHORIZED, "token_revoked").await;
+    assert_eq!(
+        app.register(&user.email, &user.password).await.status(),
+        StatusCode::CREATED
+    );
+    for path in ["/tables/", "/auth/users/me/"] {
+        assert_problem(
+            app.get_as(&user.access, path).await,
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+        )
+        .await;
+    }
+    assert_problem(
+        app.refresh(&user.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "token_revoked",
+    )
+    .await;
+    let again = app.login(&user.email, &user.password).await;
+    let tables: Value = app
+        .get_as(&again.access, "/tables/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tables, json!([]));
+    assert_eq!(app.me(&scene.victim.access).await.status(), StatusCode::OK);
+    scene.assert_unharmed().await;
+}
+
+#[tokio::test]
+async fn view_unique_keys_in_odd_spellings_and_repeats_are_clear_400s() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    let sql = "SELECT n AS id, NULLIF(n % 3, 0) AS maybe, n % 2 AS \"Parity\" FROM mine";
+    let cases = [
+        (json!(["id", "id"]), "invalid_unique_key"),
+        (json!(["ID"]), "invalid_unique_key"),
+        (json!(["parity"]), "invalid_unique_key"),
+        (json!(["\"Parity\""]), "invalid_unique_key"),
+        (json!(["lower(id)"]), "invalid_unique_key"),
+        (json!(["id + 1"]), "invalid_unique_key"),
+        (json!(["ctid"]), "invalid_unique_key"),
+        (json!(["xmin"]), "invalid_unique_key"),
+        (json!(["n"]), "invalid_unique_key"),
+        (json!(["*"]), "invalid_unique_key"),
+        (json!([]), "invalid_unique_key"),
+        (json!(["id;DROP TABLE mine"]), "invalid_unique_key"),
+        (json!(["Parity"]), "duplicate_unique_key"),
+        (json!(["maybe"]), "duplicate_unique_key"),
+        (json!([null]), "invalid_body"),
+    ];
+    for (key, code) in &cases {
+        let answer = attacker_view(&scene, "keyed", sql, Some(key.clone())).await;
+        let problem = assert_problem(answer, StatusCode::BAD_REQUEST, code).await;
+        assert!(!problem.to_string().contains("t_"), "{key}: {problem}");
+    }
+    // `SELECT *` and a key of two columns are fine.
+    let star = attacker_view(&scene, "keyed", "SELECT * FROM mine", Some(json!(["n"]))).await;
+    assert_eq!(star.status(), StatusCode::CREATED);
+    // A refresh that repeats the key, once with values and once with two NULLs; then one NULL.
+    for (rows, code) in [
+        (json!([{"n": 3}]), "duplicate_unique_key"),
+        (json!([{"n": null}, {"n": null}]), "duplicate_unique_key"),
+        (json!([{"n": null}]), "null_unique_key"),
+    ] {
+        let added = app.post_as(access, "/tables/mine/rows/", &rows).await;
+        assert_eq!(added.status(), StatusCode::OK);
+        let answer = app
+            .post_as(access, "/views/keyed/refresh/", &json!({}))
+            .await;
+        let problem = assert_problem(answer, StatusCode::BAD_REQUEST, code).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("\"n\""),
+            "{problem}"
+        );
+        let replaced = app
+            .client
+            .post(app.url("/tables/mine/rows/?mode=replace"))
+            .header("Authorization", format!("JWT {access}"))
+            .multipart(reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(numbers(10)).file_name("upload.parquet"),
+            ))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(replaced.status(), StatusCode::OK);
+        // The view still has its last good rows.
+        let rows: Value = app
+            .get_as(access, "/views/keyed/rows/?order=n")
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(rows["rows"].as_array().map(Vec::len), Some(10), "{rows}");
+    }
+    scene.delete_view("keyed").await;
+    scene.assert_unharmed().await;
+}
+
+#[tokio::test]
+async fn indexes_never_take_a_tenant_past_its_quota_even_when_their_drop_must_wait() {
+    let app = spawn_app_in(Setup::Hardened, |s| {
+        s.tenant_statement_timeout = Duration::from_secs(1);
+        s.tenant_storage_bytes = 1_500_000;
+    })
+    .await;
+    let user = app.signed_up_user().await;
+    let access = &user.access;
+    let wide: Vec<String> = (0..2000).map(|i| format!("{i:0>200}")).collect();
+    let file =
+        crate::helpers::parquet_of(vec![("s", Arc::new(arrow::array::StringArray::from(wide)))]);
+    assert_eq!(
+        app.create_table(access, file.clone(), "wide", None)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let schema = schema_of(&app, access).await;
+    let on_s = json!({"columns": ["s"]});
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        // A reader of the table that the drop of an index over the quota must wait for,
+        // longer than the statement timeout.
+        let mut reader = crate::helpers::superuser(&app.db).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE {schema}.wide IN ACCESS SHARE MODE"
+        )))
+        .execute(&mut reader)
+        .await
+        .expect("lock");
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut reader)
+                .await
+                .expect("commit");
+        };
+        let build = app.post_as(access, "/tables/wide/indexes/", &on_s);
+        let (answer, ()) = futures_util::future::join(build, release).await;
+        let status = answer.status();
+        statuses.push(status);
+        if status != StatusCode::CREATED {
+            assert_problem(answer, StatusCode::CONFLICT, "storage_quota_exceeded").await;
+        }
+        let me: Value = app.me(access).await.json().await.expect("json");
+        assert!(
+            me["storage_bytes"].as_i64().expect("bytes") <= 1_500_000,
+            "over the quota after {statuses:?}: {me}"
+        );
+        let listed: Value = app
+            .get_as(access, "/tables/wide/indexes/")
+            .await
+            .json()
+            .await
+            .expect("json");
+        for index in listed.as_array().expect("list") {
+            assert_eq!(index["valid"], true, "{listed}");
+        }
+    }
+    assert!(statuses.contains(&StatusCode::CONFLICT), "{statuses:?}");
+    // The create form with indexes that do not fit: refused whole, no table left.
+    let eight = serde_json::to_string(&vec![vec!["s"]; 8]).expect("json");
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(file).file_name("upload.parquet"),
+        )
+        .text("table_name", "wider")
+        .text("indexes", eight);
+    let answer = app
+        .client
+        .post(app.url("/tables/create/"))
+        .header("Authorization", format!("JWT {access}"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request");
+    assert_problem(answer, StatusCode::CONFLICT, "storage_quota_exceeded").await;
+    let tables: Value = app
+        .get_as(access, "/tables/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tables.as_array().map(Vec::len), Some(1), "{tables}");
 }

@@ -393,7 +393,7 @@ async fn hostile_unique_keys_are_refused_and_say_nothing_of_the_victim() {
         assert_refused(
             res,
             StatusCode::BAD_REQUEST,
-            &["invalid_unique_key", "invalid_sql"],
+            &["invalid_unique_key", "duplicate_unique_key", "invalid_sql"],
             &key.to_string(),
         )
         .await;

@@ -42,6 +42,30 @@ async fn tenant_session(
     Ok(conn)
 }
 
+/// How long the drop of an index the service itself gives up on (a failed build, one over
+/// the quota or the count) may take: `DROP INDEX CONCURRENTLY` waits, twice, for every
+/// transaction that holds a lock on the table, each of which the statement timeout bounds.
+/// Under the plain timeout the tenant's own reads of the table could make the drop time out
+/// and leave the index behind.
+fn cleanup_budget(statement_timeout: Duration) -> u128 {
+    statement_timeout.as_millis().saturating_mul(3)
+}
+
+/// Gives the session the [`cleanup_budget`] as its statement and lock timeouts (with `SET`:
+/// the tenant role may not call `set_config`; the number is ours).
+async fn allow_cleanup(
+    conn: &mut PgConnection,
+    statement_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    let budget = cleanup_budget(statement_timeout);
+    for setting in ["statement_timeout", "lock_timeout"] {
+        let mut set = QueryBuilder::new("SET ");
+        set.push(setting).push(" = ").push(budget);
+        set.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// `DROP INDEX CONCURRENTLY IF EXISTS schema.index`.
 async fn drop_statement(
     conn: &mut PgConnection,
@@ -75,7 +99,11 @@ pub async fn build_concurrently(
         let result = match built {
             Ok(_) => Ok(()),
             Err(e) => {
-                if let Err(cleanup) = drop_statement(&mut conn, &schema, &spec.name).await {
+                let cleanup = match allow_cleanup(&mut conn, statement_timeout).await {
+                    Ok(()) => drop_statement(&mut conn, &schema, &spec.name).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(cleanup) = cleanup {
                     tracing::warn!(index = %spec.name.as_str(), error = %cleanup, "dropping a failed index build");
                 }
                 Err(build_error(e, &spec))
@@ -88,6 +116,23 @@ pub async fn build_concurrently(
     );
     task.await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("an index build task failed: {e}")))?
+}
+
+/// Drops an index the service gives up on (over the quota, or over the count after a race)
+/// with `DROP INDEX CONCURRENTLY` as the tenant, under the [`cleanup_budget`].
+pub async fn drop_given_up(
+    pool: &PgPool,
+    schema: &Ident,
+    index: &Ident,
+    statement_timeout: Duration,
+) -> Result<(), ApiError> {
+    let mut conn = tenant_session(pool, schema, statement_timeout).await?;
+    let dropped = match allow_cleanup(&mut conn, statement_timeout).await {
+        Ok(()) => drop_statement(&mut conn, schema, index).await,
+        Err(e) => Err(e),
+    };
+    let _ = conn.close().await;
+    dropped.map_err(|e| tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from))
 }
 
 /// Drops one index with `DROP INDEX CONCURRENTLY` as the tenant.

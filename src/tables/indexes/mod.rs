@@ -8,7 +8,7 @@
 mod concurrent;
 pub mod routes;
 
-pub use concurrent::{build_concurrently, drop_concurrently, storage_bytes};
+pub use concurrent::{build_concurrently, drop_concurrently, drop_given_up, storage_bytes};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgDatabaseError;

@@ -61,14 +61,14 @@ pub async fn create_index(
         super::storage_bytes(&state.pool, &tenant).await?,
         quota_bytes,
     ) {
-        super::drop_concurrently(&state.pool, &tenant, &index, timeout).await?;
+        super::drop_given_up(&state.pool, &tenant, &index, timeout).await?;
         return Err(over);
     }
     // Builds of one tenant may pass the count at once: one that finds the table over the
     // limit gives way (both may; a retry then succeeds).
     let now = super::list(&state.pool, &tenant, &name).await?;
     if now.len() > super::MAX_INDEXES_PER_TABLE {
-        super::drop_concurrently(&state.pool, &tenant, &index, timeout).await?;
+        super::drop_given_up(&state.pool, &tenant, &index, timeout).await?;
         return Err(ApiError::bad_request(
             "too_many_indexes",
             format!(
