@@ -379,6 +379,8 @@ async fn hostile_unique_keys_are_refused_and_say_nothing_of_the_victim() {
         json!(["tableoid"]),
         json!(["oid"]),
         json!(["parity"]), // not unique: the first fill fails
+        json!(["n", "n"]),
+        json!(["n", "N"]),
         json!(vec!["n"; 33]),
         json!([format!("{v}.secret.n")]),
         json!(["secret.n"]),
@@ -415,8 +417,8 @@ async fn hostile_unique_keys_are_refused_and_say_nothing_of_the_victim() {
         victim.to_string().replace(&v, "{v}"),
         ghost.to_string().replace(GHOST_SCHEMA, "{v}")
     );
-    // A plain key still works, twice named too.
-    for key in [json!(["n"]), json!(["n", "n"])] {
+    // A plain key still works (a column named twice is refused above).
+    for key in [json!(["n"])] {
         let res = scene.create_view_keyed(sql, &key).await;
         assert_eq!(res.status(), StatusCode::CREATED, "{key}");
         let deleted = scene
