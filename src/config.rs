@@ -45,9 +45,24 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Ask a running `serve` for `/health`: exit 0 when it answers 200 with status UP within
+    /// 3 s, else say why and exit 1 (the container's health check).
+    Health(HealthArgs),
     /// Write deterministic telephone call records as Parquet (for `sample.parquet` and
     /// benchmarks).
     Sample(SampleArgs),
+}
+
+/// Flags of `health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The service's base URL (`http://host:port`); default: the address of `--bind`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The address `serve` listens on (read like `serve`'s, so the check finds it); an
+    /// unspecified address (`0.0.0.0`) is asked on loopback.
+    #[arg(long, env = "TDC_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
 }
 
 /// Flags of `sample`.
