@@ -107,6 +107,10 @@ pub struct DatabaseArgs {
     /// Largest number of pooled database connections.
     #[arg(long, env = "TDC_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
+    /// Refuse to start a managed local PostgreSQL: DATABASE_URL must be set (the container
+    /// image sets this; it has no PostgreSQL of its own).
+    #[arg(long, env = "TDC_REQUIRE_DATABASE_URL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_database_url: bool,
 }
 
 /// Flags of `serve`: where to listen and which key to sign with, then the [`Settings`].
