@@ -268,6 +268,11 @@ pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<Database> {
             cluster: None,
         });
     }
+    anyhow::ensure!(
+        !args.require_database_url,
+        "DATABASE_URL is not set, and TDC_REQUIRE_DATABASE_URL=true says this installation has \
+         no PostgreSQL of its own to start (the container image): set DATABASE_URL"
+    );
     let mut cluster_options = ClusterOptions::new(&args.data_dir);
     // Server-level only (a role setting would not apply after SET ROLE): a tenant query that
     // spills more than this to disk is cancelled.

@@ -45,9 +45,24 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Ask a running `serve` for `/health`: exit 0 when it answers 200 with status UP within
+    /// 3 s, else say why and exit 1 (the container's health check).
+    Health(HealthArgs),
     /// Write deterministic telephone call records as Parquet (for `sample.parquet` and
     /// benchmarks).
     Sample(SampleArgs),
+}
+
+/// Flags of `health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The service's base URL (`http://host:port`); default: the address of `--bind`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The address `serve` listens on (read like `serve`'s, so the check finds it); an
+    /// unspecified address (`0.0.0.0`) is asked on loopback.
+    #[arg(long, env = "TDC_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
 }
 
 /// Flags of `sample`.
@@ -92,6 +107,10 @@ pub struct DatabaseArgs {
     /// Largest number of pooled database connections.
     #[arg(long, env = "TDC_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
+    /// Refuse to start a managed local PostgreSQL: DATABASE_URL must be set (the container
+    /// image sets this; it has no PostgreSQL of its own).
+    #[arg(long, env = "TDC_REQUIRE_DATABASE_URL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_database_url: bool,
 }
 
 /// Flags of `serve`: where to listen and which key to sign with, then the [`Settings`].

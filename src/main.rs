@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tinydevcrm::config::{Cli, Command, SampleDataset};
 use tinydevcrm::tables::sample;
-use tinydevcrm::{app, telemetry};
+use tinydevcrm::{app, service, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => app::serve(*args).await,
         Command::Migrate(args) => app::migrate(args).await,
+        Command::Health(args) => service::health_check::run(&args).await,
         Command::Sample(args) => match args.dataset {
             SampleDataset::Calls => sample::write_sample(&args.out, args.calls, args.seed),
             SampleDataset::SimInventory => sample::write_sim_inventory(&args.out),

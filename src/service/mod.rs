@@ -1,6 +1,8 @@
-//! The service surface: health, the OpenAPI document with its two viewers, Prometheus metrics.
+//! The service surface: health (and the `health` command's client of it), the OpenAPI document
+//! with its two viewers, Prometheus metrics.
 
 pub mod health;
+pub mod health_check;
 pub mod metrics;
 pub mod openapi;
 

@@ -176,6 +176,31 @@ pub fn database_url(options: &PgConnectOptions) -> String {
     }
 }
 
+/// libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`) that give `psql` the superuser of the
+/// managed test cluster; `None` on a `DATABASE_URL` cluster.
+pub fn managed_superuser_env() -> Option<Vec<(&'static str, String)>> {
+    match cluster() {
+        TestCluster::Managed { cluster, .. } => {
+            let options = cluster.superuser_options("postgres");
+            let socket = options.get_socket()?.display().to_string();
+            Some(vec![
+                ("PGHOST", socket),
+                ("PGPORT", options.get_port().to_string()),
+                ("PGUSER", options.get_username().to_owned()),
+            ])
+        }
+        TestCluster::External(_) => None,
+    }
+}
+
+/// The managed test cluster's port on 127.0.0.1.
+pub fn managed_port() -> Option<u16> {
+    match cluster() {
+        TestCluster::Managed { cluster, .. } => Some(cluster.port()),
+        TestCluster::External(_) => None,
+    }
+}
+
 /// Superuser access to a test database, for assertions about roles and schemas.
 pub async fn superuser(options: &PgConnectOptions) -> PgConnection {
     let database = options.get_database().expect("database set").to_owned();

@@ -13,6 +13,7 @@ mod channels;
 mod cluster;
 mod cors;
 mod db;
+mod deploy;
 mod docs_run;
 mod fairness;
 mod helpers;

@@ -602,3 +602,35 @@ async fn serve_refuses_to_start_when_its_stream_port_is_taken() {
     );
     drop(held);
 }
+
+#[test]
+fn with_tdc_require_database_url_no_managed_cluster_is_started() {
+    // The container image sets it: without DATABASE_URL, serve and migrate must stop at once,
+    // saying so, rather than look for PostgreSQL binaries the image does not have.
+    let data_dir = temp_dir("tdc-require-url");
+    for command in ["migrate", "serve"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
+            .arg(command)
+            .env_remove("DATABASE_URL")
+            .env_remove("JWT_SECRET")
+            .env("TDC_REQUIRE_DATABASE_URL", "true")
+            .env("TDC_DATA_DIR", &data_dir)
+            .env("TDC_BIND", "127.0.0.1:0")
+            .env("TDC_STREAM_BIND", "")
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tinydevcrm");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("DATABASE_URL is not set")
+                && stderr.contains("TDC_REQUIRE_DATABASE_URL"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            !data_dir.join("pgdata").exists(),
+            "{command} created a cluster"
+        );
+    }
+}

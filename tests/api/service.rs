@@ -175,3 +175,76 @@ async fn every_response_carries_a_request_id() {
         assert!(uuid::Uuid::parse_str(id).is_ok());
     }
 }
+
+/// `tinydevcrm health` with `args` and `env`: its exit code and what it printed.
+async fn health_command(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tinydevcrm"))
+            .arg("health")
+            .args(&args)
+            .env_remove("TDC_BIND")
+            .envs(env)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("run tinydevcrm health");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    })
+    .await
+    .expect("the command ran")
+}
+
+#[tokio::test]
+async fn the_health_command_exits_0_when_the_service_is_up() {
+    let app = spawn_app().await;
+    let port = app.address.rsplit(':').next().expect("a port").to_owned();
+
+    let (by_url, url_output) = health_command(&["--url", &app.address], &[]).await;
+    // In a container serve listens on 0.0.0.0 and the check asks loopback.
+    let bind = format!("0.0.0.0:{port}");
+    let (by_bind, bind_output) = health_command(&[], &[("TDC_BIND", &bind)]).await;
+
+    assert_eq!(by_url, Some(0), "{url_output}");
+    assert!(url_output.contains("UP"), "{url_output}");
+    assert_eq!(by_bind, Some(0), "{bind_output}");
+}
+
+#[tokio::test]
+async fn the_health_command_exits_1_saying_why_when_the_service_is_not_up() {
+    // A closed port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let closed_url = format!("http://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    let (code, output) = health_command(&["--url", &closed_url], &[]).await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("Connection refused"), "{output}");
+
+    // A service whose database does not answer: 503.
+    let app = spawn_app_without_database();
+    let (code, output) = health_command(&["--url", &app.address], &[]).await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("503"), "{output}");
+
+    // A port that accepts the connection and never answers: the 3 s timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+    let began = std::time::Instant::now();
+    let (code, output) = health_command(&["--url", &silent_url], &[]).await;
+    let took = began.elapsed();
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("did not answer within 3s"), "{output}");
+    assert!(
+        took >= std::time::Duration::from_secs(3) && took < std::time::Duration::from_secs(10),
+        "took {took:?}"
+    );
+    drop(silent);
+}
