@@ -10,6 +10,10 @@ use bytes::Bytes;
 /// The first frame of every stream: how long a browser waits before it reconnects.
 pub const RETRY: Bytes = Bytes::from_static(b"retry: 3000\n\n");
 
+/// The last frame of a stream the hub let go (this process is shutting down, or the channel
+/// went): reconnect soon, to another process behind the load balancer, with `Last-Event-ID`.
+pub const RECONNECT_SOON: Bytes = Bytes::from_static(b"retry: 500\n\n");
+
 /// The heartbeat comment.
 pub const KEEP_ALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
 

@@ -228,7 +228,12 @@ async fn next_event(mut s: Listening) -> Option<(Bytes, Listening)> {
                     metrics::counter!("tdc_sse_lagged_total").increment(1);
                     return None;
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                // The hub let go: at shutdown, so the HTTP server can drain; a reconnect hint
+                // sends EventSource to the other replica at once rather than in 3 s.
+                Err(broadcast::error::RecvError::Closed) => {
+                    s.done = true;
+                    return Some((frame::RECONNECT_SOON, s));
+                }
             },
             () = beat(&mut s.heartbeat) => return Some((frame::KEEP_ALIVE, s)),
         }
@@ -309,10 +314,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_stream_ends_when_the_channel_goes() {
+    async fn a_stream_the_hub_lets_go_ends_with_a_hint_to_reconnect_soon() {
         let (sender, receiver) = broadcast::channel(2);
         drop(sender);
-        assert!(next_event(state(receiver, 0)).await.is_none());
+        let (last, s) = next_event(state(receiver, 0)).await.expect("a last frame");
+        assert_eq!(last, frame::RECONNECT_SOON);
+        assert_eq!(&last[..], b"retry: 500\n\n");
+        assert!(next_event(s).await.is_none());
     }
 
     #[tokio::test]

@@ -156,6 +156,8 @@ struct Listener {
     stream: Option<SseStream>,
     seqs: Vec<i64>,
     reconnects: usize,
+    /// Streams that ended cleanly with the server's hint to reconnect soon (`retry: 500`).
+    hinted_ends: usize,
 }
 
 impl Listener {
@@ -199,7 +201,13 @@ impl Listener {
             let stream = self.stream.as_mut().expect("open");
             match stream.next(Duration::from_secs(5)).await {
                 Next::Event(event) => self.seqs.push(event.seq()),
-                Next::End | Next::Broken(_) => self.stream = None,
+                Next::End => {
+                    if stream.retry.as_deref() == Some("500") {
+                        self.hinted_ends += 1;
+                    }
+                    self.stream = None;
+                }
+                Next::Broken(_) => self.stream = None,
                 Next::Timeout => {}
             }
         }
@@ -323,6 +331,7 @@ async fn two_replicas_behind_nginx_lose_no_event_and_fail_no_request_across_kill
         stream: None,
         seqs: Vec::new(),
         reconnects: 0,
+        hinted_ends: 0,
     };
     listener.open().await;
     let job_id = app.every_second_job(&access, "live", json!({})).await;
@@ -413,10 +422,16 @@ async fn two_replicas_behind_nginx_lose_no_event_and_fail_no_request_across_kill
         "the kill and a restart each ended the stream: {} reconnects",
         listener.reconnects
     );
+    // A replica stopped with SIGTERM drains: it ends its streams cleanly, with the hint.
+    assert!(
+        listener.hinted_ends >= 1,
+        "no stream ended with the reconnect hint during the rolling restart"
+    );
     eprintln!(
-        "topology: {} events (1..={last}) received in order, {} during the restarts; {} stream reconnects; {requests} requests through nginx during the rolling restart, 0 failed",
+        "topology: {} events (1..={last}) received in order, {} during the restarts; {} stream reconnects ({} clean ends with the reconnect hint); {requests} requests through nginx during the rolling restart, 0 failed",
         got.len(),
         got.len() - before_restarts,
-        listener.reconnects
+        listener.reconnects,
+        listener.hinted_ends
     );
 }
