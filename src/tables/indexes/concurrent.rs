@@ -126,13 +126,7 @@ pub async fn drop_given_up(
     index: &Ident,
     statement_timeout: Duration,
 ) -> Result<(), ApiError> {
-    let mut conn = tenant_session(pool, schema, statement_timeout).await?;
-    let dropped = match allow_cleanup(&mut conn, statement_timeout).await {
-        Ok(()) => drop_statement(&mut conn, schema, index).await,
-        Err(e) => Err(e),
-    };
-    let _ = conn.close().await;
-    dropped.map_err(|e| tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from))
+    drop_as_tenant(pool, schema, index, statement_timeout, true).await
 }
 
 /// Drops one index with `DROP INDEX CONCURRENTLY` as the tenant.
@@ -142,8 +136,26 @@ pub async fn drop_concurrently(
     index: &Ident,
     statement_timeout: Duration,
 ) -> Result<(), ApiError> {
+    drop_as_tenant(pool, schema, index, statement_timeout, false).await
+}
+
+/// The drop of both, with the cleanup budget when `cleanup`.
+async fn drop_as_tenant(
+    pool: &PgPool,
+    schema: &Ident,
+    index: &Ident,
+    statement_timeout: Duration,
+    cleanup: bool,
+) -> Result<(), ApiError> {
     let mut conn = tenant_session(pool, schema, statement_timeout).await?;
-    let dropped = drop_statement(&mut conn, schema, index).await;
+    let mut dropped = if cleanup {
+        allow_cleanup(&mut conn, statement_timeout).await
+    } else {
+        Ok(())
+    };
+    if dropped.is_ok() {
+        dropped = drop_statement(&mut conn, schema, index).await;
+    }
     let _ = conn.close().await;
     dropped.map_err(|e| tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from))
 }
