@@ -738,3 +738,89 @@ async fn a_refresh_that_would_leave_a_null_in_a_views_unique_key_fails_and_keeps
         .expect("json");
     assert_eq!(rows["rows"].as_array().map(Vec::len), Some(10), "{rows}");
 }
+
+#[tokio::test]
+async fn concurrent_index_builds_of_many_tenants_stay_within_the_pools_connections() {
+    // Arrange: three tenants with a table each, each table held in SHARE mode for two seconds
+    // by a superuser (a build waits for it, holding its connection), and a watcher of the
+    // test database's connections made by the service role.
+    let app = spawn_app_with(|s| s.tenant_concurrent_queries = 4).await;
+    let mut users = Vec::new();
+    for _ in 0..3 {
+        let user = app.signed_up_user().await;
+        let res = create(&app, &user, calls(1_000, false), "calls", None, None).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        users.push(user);
+    }
+    let mut holders = Vec::new();
+    for user in &users {
+        let mut admin = superuser(&app.db).await;
+        let schema = schema_of(&app, user).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE {schema}.calls IN SHARE MODE"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("lock");
+        holders.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut admin)
+                .await
+                .expect("commit");
+        }));
+    }
+    let database = app.db.get_database().expect("a database").to_owned();
+    let service_role = app.db.get_username().to_owned();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, mut admin) = (Arc::clone(&stop), superuser(&app.db).await);
+        tokio::spawn(async move {
+            let mut most = 0_i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+                )
+                .bind(&database)
+                .bind(&service_role)
+                .fetch_one(&mut admin)
+                .await
+                .expect("pg_stat_activity");
+                most = most.max(now);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        })
+    };
+
+    // Act: four builds per tenant at once, each on a connection that stays the tenant's.
+    let bodies = [
+        json!({"columns": ["source"]}),
+        json!({"columns": ["record_id"]}),
+        json!({"columns": ["note"]}),
+        json!({"columns": ["source", "note"]}),
+    ];
+    let builds = users.iter().flat_map(|user| {
+        bodies
+            .iter()
+            .map(|body| app.post_as(&user.access, "/tables/calls/indexes/", body))
+    });
+    let answers = futures_util::future::join_all(builds).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.await.expect("watcher");
+    for holder in holders {
+        holder.await.expect("lock holder");
+    }
+
+    // Assert: the waiting builds queued for the pool's 5 connections instead of each opening
+    // one of its own (one more: the hub's LISTEN connection, outside the pool).
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(
+        most <= 6,
+        "the service role held {most} connections to the database at once (pool of 5): {statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 201).count() >= 6,
+        "most builds went through once the locks were gone: {statuses:?}"
+    );
+}

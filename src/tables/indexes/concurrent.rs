@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool, QueryBuilder};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use tracing::Instrument;
 
 use super::{IndexSpec, build_error, create_statement};
@@ -18,27 +19,30 @@ pub async fn storage_bytes(pool: &PgPool, schema: &Ident) -> Result<i64, ApiErro
     Ok(quota::storage_bytes(&mut conn, schema).await?)
 }
 
-/// A connection of its own (taken out of the pool, closed afterwards) that runs as the tenant
-/// for the whole session: concurrent index DDL cannot run in a transaction, so `SET LOCAL` is
-/// out, and a connection that stays a tenant must never go back to the pool.
+/// A pooled connection that runs as the tenant for the whole session and is closed, never
+/// returned: concurrent index DDL cannot run in a transaction, so `SET LOCAL` is out, and a
+/// connection that stays a tenant must never serve anyone else. It stays counted in the pool
+/// until it closes, so builds cannot take the process past `TDC_DB_MAX_CONNECTIONS` (a
+/// detached one did: the pool opened a replacement for each).
 async fn tenant_session(
     pool: &PgPool,
     schema: &Ident,
     statement_timeout: Duration,
-) -> Result<PgConnection, ApiError> {
-    let mut conn = pool.acquire().await?.detach();
+) -> Result<PoolConnection<Postgres>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
     sqlx::query(
         "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', '10s', false)",
     )
     .bind(format!("{}ms", statement_timeout.as_millis()))
-    .execute(&mut conn)
+    .execute(&mut *conn)
     .await?;
     let mut path = QueryBuilder::new("SET search_path TO ");
     path.push(schema);
-    path.build().execute(&mut conn).await?;
+    path.build().execute(&mut *conn).await?;
     let mut role = QueryBuilder::new("SET ROLE ");
     role.push(schema);
-    role.build().execute(&mut conn).await?;
+    role.build().execute(&mut *conn).await?;
     Ok(conn)
 }
 
@@ -94,13 +98,13 @@ pub async fn build_concurrently(
         let mut conn = tenant_session(&pool, &schema, statement_timeout).await?;
         let built = create_statement(&schema, &table, &spec, true)
             .build()
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await;
         let result = match built {
             Ok(_) => Ok(()),
             Err(e) => {
-                let cleanup = match allow_cleanup(&mut conn, statement_timeout).await {
-                    Ok(()) => drop_statement(&mut conn, &schema, &spec.name).await,
+                let cleanup = match allow_cleanup(&mut *conn, statement_timeout).await {
+                    Ok(()) => drop_statement(&mut *conn, &schema, &spec.name).await,
                     Err(e) => Err(e),
                 };
                 if let Err(cleanup) = cleanup {
@@ -149,12 +153,12 @@ async fn drop_as_tenant(
 ) -> Result<(), ApiError> {
     let mut conn = tenant_session(pool, schema, statement_timeout).await?;
     let mut dropped = if cleanup {
-        allow_cleanup(&mut conn, statement_timeout).await
+        allow_cleanup(&mut *conn, statement_timeout).await
     } else {
         Ok(())
     };
     if dropped.is_ok() {
-        dropped = drop_statement(&mut conn, schema, index).await;
+        dropped = drop_statement(&mut *conn, schema, index).await;
     }
     let _ = conn.close().await;
     dropped.map_err(|e| tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from))
