@@ -103,8 +103,8 @@ pub async fn build_concurrently(
         let result = match built {
             Ok(_) => Ok(()),
             Err(e) => {
-                let cleanup = match allow_cleanup(&mut *conn, statement_timeout).await {
-                    Ok(()) => drop_statement(&mut *conn, &schema, &spec.name).await,
+                let cleanup = match allow_cleanup(&mut conn, statement_timeout).await {
+                    Ok(()) => drop_statement(&mut conn, &schema, &spec.name).await,
                     Err(e) => Err(e),
                 };
                 if let Err(cleanup) = cleanup {
@@ -153,12 +153,12 @@ async fn drop_as_tenant(
 ) -> Result<(), ApiError> {
     let mut conn = tenant_session(pool, schema, statement_timeout).await?;
     let mut dropped = if cleanup {
-        allow_cleanup(&mut *conn, statement_timeout).await
+        allow_cleanup(&mut conn, statement_timeout).await
     } else {
         Ok(())
     };
     if dropped.is_ok() {
-        dropped = drop_statement(&mut *conn, schema, index).await;
+        dropped = drop_statement(&mut conn, schema, index).await;
     }
     let _ = conn.close().await;
     dropped.map_err(|e| tenant::classify_error(e, "invalid_value").unwrap_or_else(ApiError::from))
