@@ -173,3 +173,174 @@ async fn harden_sql_run_by_a_database_owner_who_is_no_superuser_takes_away_only_
         ["database_connect", "public_schema"]
     );
 }
+
+/// Runs `openssl` with `args`, which must succeed.
+fn openssl(args: &[&std::ffi::OsStr]) {
+    let made = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+}
+
+/// A certificate authority `name` in `dir` (`name.crt`, `name.key`), and with `server` a
+/// certificate for 127.0.0.1 it signed (`server.crt`, `server.key`, readable by the cluster's
+/// owner); returns the CA's certificate.
+fn certificates(dir: &std::path::Path, name: &str, server: bool) -> std::path::PathBuf {
+    let file = |f: &str| dir.join(f).into_os_string();
+    let (ca_crt, ca_key) = (file(&format!("{name}.crt")), file(&format!("{name}.key")));
+    let s = std::ffi::OsStr::new;
+    openssl(&[
+        s("req"),
+        s("-x509"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-days"),
+        s("1"),
+        s("-subj"),
+        s("/CN=tinydevcrm test CA"),
+        s("-keyout"),
+        &ca_key,
+        s("-out"),
+        &ca_crt,
+    ]);
+    if server {
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("ext file");
+        let (crt, key, csr) = (file("server.crt"), file("server.key"), file("server.csr"));
+        openssl(&[
+            s("req"),
+            s("-newkey"),
+            s("rsa:2048"),
+            s("-nodes"),
+            s("-subj"),
+            s("/CN=localhost"),
+            s("-keyout"),
+            &key,
+            s("-out"),
+            &csr,
+        ]);
+        openssl(&[
+            s("x509"),
+            s("-req"),
+            s("-in"),
+            &csr,
+            s("-CA"),
+            &ca_crt,
+            s("-CAkey"),
+            &ca_key,
+            s("-CAcreateserial"),
+            s("-days"),
+            s("1"),
+            s("-extfile"),
+            &file("server.ext"),
+            s("-out"),
+            &crt,
+        ]);
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
+        // As root the cluster runs as `postgres`, which must own its key.
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(&key)
+                .arg(&crt)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+    }
+    dir.join(format!("{name}.crt"))
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// A managed PostgreSQL (Amazon RDS 15 and later) requires TLS (`rds.force_ssl`): the service
+/// connects with `sslmode=require`, or `verify-full` against the server's CA, and refuses a
+/// server whose certificate its CA did not sign.
+#[tokio::test]
+async fn the_service_speaks_tls_to_postgresql_and_verifies_the_server_it_is_told_to() {
+    use sqlx::postgres::PgSslMode;
+    use tinydevcrm::db::local_cluster::{ClusterOptions, LocalCluster};
+
+    // Arrange: a cluster that serves TLS with a certificate of its own, and another
+    // certificate that did not sign it.
+    let dir = crate::helpers::temp_dir("tdc-tls");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let ca = certificates(&certs, "ca", true);
+    let stranger = certificates(&certs, "stranger", false);
+    let (crt, key) = (certs.join("server.crt"), certs.join("server.key"));
+    let mut options = ClusterOptions::new(dir.join("cluster"));
+    options.durable = false;
+    options.settings = vec![
+        ("ssl".to_owned(), "on".to_owned()),
+        ("ssl_cert_file".to_owned(), crt.display().to_string()),
+        ("ssl_key_file".to_owned(), key.display().to_string()),
+    ];
+    let cluster = std::thread::spawn(move || LocalCluster::start(&options).expect("start"))
+        .join()
+        .expect("start thread");
+    let password = secrecy::SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+    cluster
+        .ensure_service_role(&password)
+        .await
+        .expect("service role");
+    cluster.ensure_database("tdc").await.expect("database");
+    let service = cluster.service_options("tdc", &password);
+    let ssl_of = |options: sqlx::postgres::PgConnectOptions| async move {
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query_scalar::<_, bool>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+    };
+
+    // Act and assert: encrypted with `require` and with `verify-full` against its CA.
+    let required = ssl_of(service.clone().ssl_mode(PgSslMode::Require)).await;
+    assert!(required.expect("sslmode=require connects"), "not encrypted");
+    let verified = ssl_of(
+        service
+            .clone()
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert(&ca),
+    )
+    .await;
+    assert!(verified.expect("verify-full against its CA connects"));
+    // A server its CA did not sign is refused.
+    let refused = ssl_of(
+        service
+            .clone()
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert(&stranger),
+    )
+    .await;
+    assert!(refused.is_err(), "verify-full accepted a stranger's server");
+    // The whole service runs over it: a sign-up through the API.
+    let app = crate::helpers::spawn_app_on(
+        service.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(&ca),
+        crate::helpers::test_settings(),
+    )
+    .await;
+    app.signed_up_user().await;
+    drop(app);
+    std::thread::spawn(move || cluster.stop())
+        .join()
+        .expect("stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
