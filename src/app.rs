@@ -65,8 +65,9 @@ pub fn build_server_on(
         spawn_janitor(pool.clone(), &settings),
     ];
     let on_signal = settings.close_streams_on_signal.then(|| Arc::clone(&hub));
+    let mut scheduler_drain = None;
     if settings.scheduler {
-        tasks.push(jobs::scheduler::spawn(
+        let (task, drain) = jobs::scheduler::spawn(
             pool.clone(),
             SchedulerConfig {
                 statement_timeout: settings.tenant_statement_timeout,
@@ -77,7 +78,9 @@ pub fn build_server_on(
                 retry_backoff: settings.retry_backoff,
                 max_sleep: std::time::Duration::from_secs(30),
             },
-        ));
+        );
+        tasks.push(task);
+        scheduler_drain = Some(drain);
     }
     let state = web::Data::new(AppState {
         sessions: auth::sessions::SessionCache::new(settings.session_cache, hub.revocations()),
@@ -150,7 +153,7 @@ pub fn build_server_on(
     }
     let server = server.run();
     if let Some(hub) = on_signal {
-        spawn_drain_on_signal(hub, server.handle());
+        spawn_drain_on_signal(hub, scheduler_drain, server.handle());
     }
     Ok(server)
 }
@@ -182,9 +185,15 @@ fn cors(origins: &[String], max_age: std::time::Duration) -> Cors {
 }
 
 /// At SIGINT or SIGTERM, drains: ends the SSE streams (they never end by themselves, and would
-/// hold the drain for its whole timeout), then stops the HTTP server gracefully (it stops
-/// accepting and lets in-flight requests finish, up to the shutdown timeout).
-fn spawn_drain_on_signal(hub: Arc<Hub>, server: actix_web::dev::ServerHandle) {
+/// hold the drain for its whole timeout), lets the job runs this process started finish (up
+/// to 10 s; it claims no new ones), then stops the HTTP server gracefully (it stops accepting
+/// and lets in-flight requests finish, up to the shutdown timeout). While the runs finish the
+/// server still answers, so a load balancer that has not yet seen the replica go loses nothing.
+fn spawn_drain_on_signal(
+    hub: Arc<Hub>,
+    scheduler: Option<jobs::scheduler::Drain>,
+    server: actix_web::dev::ServerHandle,
+) {
     tokio::spawn(async move {
         let terminate = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -200,6 +209,9 @@ fn spawn_drain_on_signal(hub: Arc<Hub>, server: actix_web::dev::ServerHandle) {
         }
         tracing::info!("shutting down: draining requests, ending SSE streams");
         hub.close_all();
+        if let Some(scheduler) = scheduler {
+            scheduler.drain(std::time::Duration::from_secs(10)).await;
+        }
         server.stop(true).await;
     });
 }

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
 use super::claims::{self, Claim, DueJob, SkipReason, TickAction};
@@ -63,16 +63,76 @@ pub fn worker_name() -> String {
 }
 
 /// Starts the scheduler loop on the current runtime.
-pub fn spawn(pool: PgPool, config: SchedulerConfig) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(pool, config))
+pub fn spawn(pool: PgPool, config: SchedulerConfig) -> (tokio::task::JoinHandle<()>, Drain) {
+    let (stop, stopped) = watch::channel(false);
+    let (drained_tx, drained) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        run(pool, config, stopped).await;
+        let _ = drained_tx.send(true);
+    });
+    (task, Drain { stop, drained })
 }
 
-async fn run(pool: PgPool, config: SchedulerConfig) {
+/// Stops a scheduler at shutdown: it claims nothing more, and the runs it started finish (a
+/// run cut off mid-way would leave its tick without its refresh until the lease expired).
+#[derive(Debug)]
+pub struct Drain {
+    stop: watch::Sender<bool>,
+    drained: watch::Receiver<bool>,
+}
+
+impl Drain {
+    /// Stops claiming, then waits until every run this process started has ended, or `limit`.
+    pub async fn drain(mut self, limit: Duration) {
+        let _ = self.stop.send(true);
+        let finished = tokio::time::timeout(limit, self.drained.wait_for(|done| *done)).await;
+        if finished.is_err() {
+            tracing::warn!(
+                ?limit,
+                "scheduler: runs still going at shutdown; leaving them to their leases"
+            );
+        }
+    }
+}
+
+async fn run(pool: PgPool, config: SchedulerConfig, mut stopped: watch::Receiver<bool>) {
     let worker: Arc<str> = Arc::from(worker_name());
-    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let concurrency = config.concurrency.max(1);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    claim_until_stopped(&pool, &config, &worker, &slots, &mut stopped).await;
+    // Every permit back: every run this process started has ended.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+    tracing::info!(worker = %worker, "scheduler stopped; its runs ended");
+}
+
+/// Resolves when a stop is asked for; never when nobody can ask any more (a server built
+/// without signal handling drops its [`Drain`]).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    if stopped.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn claim_until_stopped(
+    pool: &PgPool,
+    config: &SchedulerConfig,
+    worker: &Arc<str>,
+    slots: &Arc<Semaphore>,
+    stopped: &mut watch::Receiver<bool>,
+) {
+    let (pool, config, worker, slots) = (
+        pool.clone(),
+        config.clone(),
+        Arc::clone(worker),
+        Arc::clone(slots),
+    );
     let mut listener: Option<PgListener> = None;
     tracing::info!(worker = %worker, "scheduler started");
     loop {
+        if *stopped.borrow() {
+            return;
+        }
         if listener.is_none() {
             listener = listen(&pool)
                 .await
@@ -84,6 +144,9 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             Ok(permit) => permit,
             Err(_) => return,
         };
+        if *stopped.borrow() {
+            return;
+        }
         let room = i64::try_from(slots.available_permits() + 1).unwrap_or(1);
         let claimed = match claim(&pool, config.batch.min(room), &config, &worker).await {
             Ok(claimed) => claimed,
@@ -134,6 +197,7 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
             Some(l) => {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
+                    () = stop_requested(stopped) => {}
                     woke = l.try_recv() => {
                         if !matches!(woke, Ok(Some(_))) {
                             // Connection lost: listen again, and look at the jobs at once.
@@ -142,7 +206,10 @@ async fn run(pool: PgPool, config: SchedulerConfig) {
                     }
                 }
             }
-            None => tokio::time::sleep(wait.min(Duration::from_secs(1))).await,
+            None => tokio::select! {
+                () = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+                () = stop_requested(stopped) => {}
+            },
         }
     }
 }

@@ -634,3 +634,76 @@ fn with_tdc_require_database_url_no_managed_cluster_is_started() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_job_run_in_progress_at_sigterm_finishes_before_the_process_exits() {
+    // Arrange: a view whose refresh takes a while, a job that refreshes it every second, and
+    // a `serve` process whose scheduler runs it (the API app's runs none).
+    let api = spawn_app_with(|s| s.scheduler = false).await;
+    let user = api.signed_up_user().await;
+    let a = &user.access;
+    api.created(
+        a,
+        "/views/create/",
+        json!({"view_name": "slow", "sql_query": "SELECT count(*) AS n, now() AS at FROM generate_series(1, 4000) AS a, generate_series(1, 4000) AS b"}),
+    )
+    .await;
+    let job_id = api.every_second_job(a, "slow", json!({})).await;
+    let logs = temp_dir("tdc-drain-logs");
+    let mut process = serve(
+        &database_url(&api.db),
+        &logs.join("serve.log"),
+        &[(
+            "JWT_SECRET",
+            api.settings.jwt_secret.expose_secret().to_owned(),
+        )],
+    );
+    let mut admin = superuser(&api.db).await;
+    let running = || {
+        sqlx::query_scalar::<_, Uuid>(
+            "SELECT run_id FROM tinydevcrm.job_runs WHERE job_id = $1::uuid AND status = 'running'",
+        )
+        .bind(&job_id)
+    };
+    let mut caught = None;
+    for _ in 0..300 {
+        caught = running()
+            .fetch_optional(&mut admin)
+            .await
+            .expect("job runs");
+        if caught.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run_id = caught.expect("a run was caught in progress within 15 s");
+
+    // Act: SIGTERM while the run goes on.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(process.0.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = process.0.wait().expect("wait");
+        (process, status)
+    })
+    .await
+    .expect("wait task");
+    drop(exited);
+
+    // Assert: the run the signal found in progress ended, and nothing was left running.
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM tinydevcrm.job_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&mut admin)
+            .await
+            .expect("the run");
+    assert_eq!(status, "succeeded", "the run cut off at SIGTERM");
+    assert_eq!(
+        running().fetch_optional(&mut admin).await.expect("runs"),
+        None,
+        "a run was left running"
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
