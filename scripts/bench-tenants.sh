@@ -12,6 +12,8 @@
 # Between the two, tenants are added PAR at a time until TENANTS exist, or until GROW_SECS
 # have passed: then N is what was reached, and the figures for TENANTS are printed as a
 # projection (marked as such) from the growth rate.
+# BIN_AFTER=path: after the figures at N, serve is restarted once more on that other build and
+# the read and the restart are measured again, on the same data (an A/B of two builds at N).
 # Usage: nice scripts/bench-tenants.sh   (knobs below as environment variables; SKIP_BUILD=1
 # to use target/release/tinydevcrm as built, BIN= another binary)
 set -euo pipefail
@@ -25,6 +27,9 @@ SECS=${SECS:-15}
 PAR=${PAR:-8}
 CHUNK=${CHUNK:-400}
 GROW_SECS=${GROW_SECS:-1200}
+BIN_AFTER=${BIN_AFTER:-}
+# LOG_DIR=path: serve's logs (and the managed cluster's) are copied there before the temp dir goes.
+LOG_DIR=${LOG_DIR:-}
 for tool in wrk curl jq psql shuf; do
   command -v "$tool" >/dev/null || { echo "bench-tenants needs $tool"; exit 1; }
 done
@@ -121,7 +126,7 @@ restart() {
   while [ -f "$WORK/data/pgdata/postmaster.pid" ]; do sleep 0.05; done
   RS_STOP=$(($(now_ms) - t0))
   env TDC_DATA_DIR="$WORK/data" TDC_BIND="${B#http://}" TDC_STREAM_BIND= RUST_LOG=info LOG_FORMAT=json \
-    "${SERVE_ENV[@]}" "$BIN" serve > "$WORK/serve.restart.log" 2>&1 &
+    "${SERVE_ENV[@]}" "${1:-$BIN}" serve > "$WORK/serve.restart.log" 2>&1 &
   SERVE_PID=$!
   t0=$(now_ms)
   for _ in $(seq 1 6000); do
@@ -174,6 +179,13 @@ RSN_CLUSTER=$RS_CLUSTER RSN_HEALTH=$RS_HEALTH RSN_STOP=$RS_STOP
 read -r READR_P50 READR_P99 READR_RPS READR_BAD < <(reads)
 SERVE_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$SERVE_PID/status")
 DB_CONN=$(psql -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+if [ -n "$BIN_AFTER" ]; then
+  echo "== $N tenants on BIN_AFTER=$BIN_AFTER"
+  restart "$BIN_AFTER"
+  RSA_CLUSTER=$RS_CLUSTER RSA_HEALTH=$RS_HEALTH
+  read -r READA_P50 READA_P99 READA_RPS READA_BAD < <(reads)
+  read -r READA2_P50 READA2_P99 READA2_RPS READA2_BAD < <(reads)
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
@@ -200,13 +212,27 @@ done
 row "restart: managed cluster up, ms" "$RS10_CLUSTER" "$RSN_CLUSTER"
 row "restart: /health UP, ms" "$RS10_HEALTH" "$RSN_HEALTH"
 row "stop: serve and its cluster gone, ms" "$RS10_STOP" "$RSN_STOP"
+if [ -n "$BIN_AFTER" ]; then
+  echo "the same $N tenants on BIN_AFTER ($BIN_AFTER), after its restart (two read runs):"
+  printf '%-44s %12s %12s %8s\n' figure "$(basename "$BIN")" "$(basename "$BIN_AFTER")" ratio
+  row "100-row read p50 ms, just after restart" "$READR_P50" "$READA_P50"
+  row "100-row read p99 ms, just after restart" "$READR_P99" "$READA_P99"
+  row "100-row read p99 ms, second run" "$READN_P99" "$READA2_P99"
+  row "100-row read req/s, second run" "$READN_RPS" "$READA2_RPS"
+  row "restart: /health UP, ms" "$RSN_HEALTH" "$RSA_HEALTH"
+fi
 echo "growth: $GROWN tenants in $((GROW_MS / 1000)) s ($(awk -v n="$GROWN" -v t="$GROW_MS" 'BEGIN {printf "%.1f", n * 1000 / t}') tenants/s at PAR=$PAR); failed sign-ups: $(wc -l < "$FAILED")"
 echo "serve VmRSS after restart and reads: $SERVE_RSS KiB; database connections: $DB_CONN"
-for bad in "$READ10_BAD" "$READN_BAD" "$READR_BAD"; do
+for bad in "$READ10_BAD" "$READN_BAD" "$READR_BAD" ${READA_BAD:-} ${READA2_BAD:-}; do
   [ "$bad" = 0 ] || echo "WARNING: $bad non-2xx answers in a read run"
 done
 if [ "$N" -lt "$TENANTS" ]; then
   echo "PROJECTION (not measured): $TENANTS tenants would take $(awk -v n="$GROWN" -v t="$GROW_MS" -v g="$TENANTS" 'BEGIN {printf "%.0f", (g - 60) * t / n / 60000}') min of growth at this rate;" \
     "catalog grows per tenant by $(awk -v a="${C10[0]}" -v b="${CN[0]}" -v n="$N" -v m="$BASE" 'BEGIN {printf "%.1f", (b - a) / (n - m)}') pg_class rows" \
     "and $(awk -v a="${C10[3]}" -v b="${CN[3]}" -v n="$N" -v m="$BASE" 'BEGIN {printf "%.1f", (b - a) / (n - m) / 1024}') KiB of database."
+fi
+if [ -n "$LOG_DIR" ]; then
+  mkdir -p "$LOG_DIR"
+  cp "$WORK"/*.log "$LOG_DIR"/ 2>/dev/null || true
+  cp -r "$WORK/data/log" "$LOG_DIR/postgresql" 2>/dev/null || true
 fi
