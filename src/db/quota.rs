@@ -84,17 +84,9 @@ pub async fn check_locked(
     check(count(&mut *conn, user_id, what).await?, max, what)
 }
 
-/// Bytes the tenant's tables and materialized views take now, indexes and TOAST included, as
-/// PostgreSQL measures them; in a transaction that writes, its own uncommitted rows count.
-/// Run as the service role (tenants may not read the catalogs).
-///
-/// Measuring a relation takes a share lock on it until the transaction ends. A relation that
-/// another transaction holds (or waits for) exclusively, a view in the middle of a plain
-/// refresh, is counted at its last recorded size (`relpages`) instead: two refreshes that each
-/// hold their own view and then measured the other's would deadlock.
-pub async fn storage_bytes(conn: &mut PgConnection, tenant: &Ident) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH busy AS (
+/// The statement of [`storage_bytes`]; binds the schema name.
+#[doc(hidden)]
+pub const STORAGE_BYTES_SQL: &str = "WITH busy AS (
              SELECT l.relation FROM pg_catalog.pg_locks l
               WHERE l.mode = 'AccessExclusiveLock' AND l.relation IS NOT NULL
                 AND l.pid <> pg_catalog.pg_backend_pid()
@@ -104,13 +96,30 @@ pub async fn storage_bytes(conn: &mut PgConnection, tenant: &Ident) -> Result<i6
                                   THEN c.relpages::bigint
                                        * pg_catalog.current_setting('block_size')::bigint
                                   ELSE pg_catalog.pg_total_relation_size(c.oid) END), 0)::bigint
-           FROM pg_catalog.pg_class c
-           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
-    )
-    .bind(tenant.as_str())
-    .fetch_one(conn)
-    .await
+           FROM pg_catalog.pg_depend d
+           JOIN pg_catalog.pg_class c ON c.oid = d.objid
+          WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+            AND d.refobjid = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $1)
+            AND d.refobjsubid = 0 AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND c.relkind IN ('r', 'm')";
+
+/// Bytes the tenant's tables and materialized views take now, indexes and TOAST included, as
+/// PostgreSQL measures them; in a transaction that writes, its own uncommitted rows count.
+/// Run as the service role (tenants may not read the catalogs).
+///
+/// Measuring a relation takes a share lock on it until the transaction ends. A relation that
+/// another transaction holds (or waits for) exclusively, a view in the middle of a plain
+/// refresh, is counted at its last recorded size (`relpages`) instead: two refreshes that each
+/// hold their own view and then measured the other's would deadlock.
+///
+/// The schema's relations are found through `pg_depend` (each one depends on its schema, and
+/// that catalog is indexed by the object depended on): `pg_class` has no index on the schema
+/// alone, and scanning it all took 19 ms at 2,600 tenants, on every upload (issue 13 §4).
+pub async fn storage_bytes(conn: &mut PgConnection, tenant: &Ident) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(STORAGE_BYTES_SQL)
+        .bind(tenant.as_str())
+        .fetch_one(conn)
+        .await
 }
 
 /// The 409 `storage_quota_exceeded` when `used` is above `quota`.

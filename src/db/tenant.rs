@@ -3,6 +3,7 @@
 //! catalogs).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,20 +149,62 @@ pub async fn begin_as(
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
-    begin_as_on(pool.acquire().await?, tenant, statement_timeout).await
+    begin_as_on(pool, pool.acquire().await?, tenant, statement_timeout).await
+}
+
+/// How many more connections [`begin_as_on`] tries when PostgreSQL refuses `SET ROLE` to a
+/// tenant role; the waits before them double from [`SET_ROLE_RETRY_WAIT`] (300 ms in all).
+const SET_ROLE_RETRIES: u32 = 4;
+const SET_ROLE_RETRY_WAIT: Duration = Duration::from_millis(20);
+static SET_ROLE_RETRIED: AtomicU64 = AtomicU64::new(0);
+
+/// Refused `SET ROLE`s tried again on another connection since the process started (also
+/// counted in `tdc_set_role_retries_total`).
+pub fn set_role_retries() -> u64 {
+    SET_ROLE_RETRIED.load(Ordering::Relaxed)
+}
+
+/// `SET ROLE` refused: the service role is not (or, for this backend, seems not to be) a member.
+fn set_role_refused(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("42501")
+            && db.message().starts_with("permission denied to set role"))
 }
 
 /// [`begin_as`] on a connection the caller already holds (a read that first looked its
 /// relation up as the service role checks out one connection, not two).
+///
+/// A refused `SET ROLE` is tried again on other connections of `pool`. Every tenant role is
+/// granted to the service role when it is created, yet PostgreSQL (15 at least) can refuse it:
+/// each backend caches the roles its user is a member of, and a backend that was building that
+/// list (which takes longer the more tenants there are: 15 ms at 2,000) while another
+/// registration committed keeps a list without the newest tenants until the next role change.
+/// Under steady sign-ups, a new tenant's first requests then failed with 500 now and then
+/// (issue 13 §4). The refused connection is left in a failed transaction, which the pool's
+/// release check closes, so it is not met again.
 pub async fn begin_as_on(
+    pool: &PgPool,
     conn: PoolConnection<Postgres>,
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
-    let begin = AssertSqlSafe(begin_sql(tenant, statement_timeout));
-    Ok(TenantTx(
-        Transaction::begin(conn, Some(begin.into_sql_str())).await?,
-    ))
+    let mut conn = conn;
+    let mut retried = 0;
+    loop {
+        let begin = AssertSqlSafe(begin_sql(tenant, statement_timeout));
+        match Transaction::begin(conn, Some(begin.into_sql_str())).await {
+            Ok(tx) => return Ok(TenantTx(tx)),
+            Err(e) if retried < SET_ROLE_RETRIES && set_role_refused(&e) => {
+                SET_ROLE_RETRIED.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tdc_set_role_retries_total").increment(1);
+                tracing::warn!(%tenant, retried, "SET ROLE to a tenant role was refused; trying another connection");
+                tokio::time::sleep(SET_ROLE_RETRY_WAIT * 2u32.pow(retried)).await;
+                retried += 1;
+                conn = pool.acquire().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `BEGIN`, every setting, then the role, as one simple query: one round trip. `SET LOCAL` ends

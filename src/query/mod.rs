@@ -10,6 +10,8 @@ mod page;
 pub mod params;
 mod parquet_export;
 mod relation;
+#[doc(hidden)]
+pub use relation::FIND_SQL;
 pub mod rows;
 mod spool;
 mod statement;

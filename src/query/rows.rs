@@ -52,7 +52,8 @@ pub async fn read(
     let (sql, columns, compared, paging) = build(&relation, &query)?;
     match query.format {
         Format::Json => {
-            let tx = tenant::begin_as_on(conn, &relation.schema, limits.statement_timeout).await?;
+            let tx =
+                tenant::begin_as_on(pool, conn, &relation.schema, limits.statement_timeout).await?;
             match json_page(tx, limits, sql, &query, &compared, paging).await {
                 // A value that does not fit its column: the cursor's fault when its values do
                 // not cast (asked only now, so a good page costs no extra round trip).

@@ -90,6 +90,12 @@ pub const METRICS: &[Metric] = &[
         "Pooled connections found still in a tenant role and closed",
     ),
     metric(
+        "tdc_set_role_retries_total",
+        Kind::Counter,
+        Unit::Count,
+        "SET ROLE to a tenant role refused by a backend and tried again on another connection",
+    ),
+    metric(
         "tdc_scheduler_lag_seconds",
         Kind::Histogram,
         Unit::Seconds,

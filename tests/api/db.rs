@@ -344,3 +344,47 @@ async fn the_service_speaks_tls_to_postgresql_and_verifies_the_server_it_is_told
         .expect("stop");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PostgreSQL can refuse `SET ROLE` to a tenant role the service role was granted, when the
+/// backend's cached membership list was built while the grant committed (issue 13 §4, seen
+/// under steady sign-ups). Simulated here with a grant that commits only after the first
+/// refusal: the tenant transaction is tried again on another connection and then begins.
+#[tokio::test]
+async fn a_refused_set_role_is_tried_again_on_another_connection() {
+    let app = spawn_app().await;
+    let tenant = tenant_of_new_user(&app).await;
+    let mut admin = crate::helpers::superuser(&app.db).await;
+    let mut revoke = sqlx::QueryBuilder::new("REVOKE ");
+    revoke.push(&tenant).push(" FROM tinydevcrm");
+    revoke.build().execute(&mut admin).await.expect("revoke");
+    let mut grant_tx = admin.begin().await.expect("begin");
+    let mut grant = sqlx::QueryBuilder::new("GRANT ");
+    grant.push(&tenant).push(" TO tinydevcrm");
+    grant.build().execute(&mut *grant_tx).await.expect("grant");
+
+    let before = tinydevcrm::db::tenant::set_role_retries();
+    let pool = app.pool.clone();
+    let name = tenant.clone();
+    let begun = tokio::spawn(async move { begin_as(&pool, &name, Duration::from_secs(5)).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tinydevcrm::db::tenant::set_role_retries() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a refused SET ROLE was never tried again: {:?}",
+            begun.is_finished()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    grant_tx.commit().await.expect("commit the grant");
+
+    let mut tx = begun
+        .await
+        .expect("task")
+        .expect("begins on another connection");
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("role");
+    assert_eq!(role, tenant.as_str());
+    tx.commit().await.expect("commit");
+}

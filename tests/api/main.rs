@@ -26,6 +26,7 @@ mod processes;
 mod quotas;
 mod revocation;
 mod rows;
+mod scale;
 mod service;
 mod sse;
 mod tables;
