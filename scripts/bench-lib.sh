@@ -47,3 +47,16 @@ bench_user() {
   curl -sf -H 'Content-Type: application/json' -d "$auth" "$B/auth/users/register/" > /dev/null
   curl -sf -H 'Content-Type: application/json' -d "$auth" "$B/auth/tokens/obtain/" | jq -r .access
 }
+
+# A wrk Lua `response` hook that reports the first answer that is not a 200 (on stderr).
+lua_first_failure() {
+  cat <<'LUA'
+local told = false
+response = function(status, headers, body)
+  if status ~= 200 and not told then
+    told = true
+    io.stderr:write("first non-200 answer: " .. status .. " " .. body:sub(1, 300) .. "\n")
+  end
+end
+LUA
+}

@@ -64,13 +64,7 @@ request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i])
 end
-local told = false
-response = function(status, headers, body)
-  if status ~= 200 and not told then
-    told = true
-    io.stderr:write("first non-200 answer: " .. status .. " " .. body:sub(1, 300) .. "\n")
-  end
-end
+$(lua_first_failure)
 LUA
 }
 cursors views/bill > "$WORK/bill.cursors"

@@ -92,13 +92,7 @@ request = function()
   return wrk.format("GET", "/views/v/rows/?limit=100",
     {["Authorization"] = "Bearer " .. tokens[math.random(#tokens)]})
 end
-local told = false
-response = function(status, headers, body)
-  if status ~= 200 and not told then
-    told = true
-    io.stderr:write("first non-200 answer: " .. status .. " " .. body:sub(1, 300) .. "\n")
-  end
-end
+$(lua_first_failure)
 LUA
   curl -sf -H "Authorization: Bearer $(head -1 "$WORK/read.tokens")" "$B/views/v/rows/?limit=100" |
     jq -e '.rows | length == 100' > /dev/null || { echo "a page of v is not 100 rows" >&2; exit 1; }
