@@ -142,7 +142,13 @@ app_start() {
   port=$(app_port "$n")
   if app_running "$n"; then say "replica $n already runs"; return; fi
   mkdir -p "$DIR/app$n"
+  # One HTTP worker per replica (TDC_WORKERS, overridable): sqlx binds a connection to the
+  # runtime that opened it, and actix-web runs each worker on a runtime of its own that ends
+  # when that worker has drained; with several, a request still draining on one worker could
+  # use a pooled connection of a worker already gone (a 500 seen 1 in ~8 rolling restarts).
+  # Replicas, not workers, add capacity here.
   DATABASE_URL=$DATABASE_URL JWT_SECRET=$JWT_SECRET TDC_DATA_DIR="$DIR/app$n" \
+    TDC_WORKERS=${TDC_WORKERS:-1} \
     TDC_BIND="127.0.0.1:$port" TDC_STREAM_BIND= TDC_TRUST_FORWARDED_FOR=true \
     setsid "$BIN" serve >> "$DIR/app$n.log" 2>&1 < /dev/null &
   echo $! > "$DIR/app$n.pid"
