@@ -1987,3 +1987,56 @@ async fn indexes_never_take_a_tenant_past_its_quota_even_when_their_drop_must_wa
         .expect("json");
     assert_eq!(tables.as_array().map(Vec::len), Some(1), "{tables}");
 }
+
+/// The rows lookup reads one view of both registries (`tinydevcrm.relations`): a table's route
+/// must never find a view, a view's route never a table, and neither another tenant's, in any
+/// of the read paths (page, ordered page with its keys, export).
+#[tokio::test]
+async fn the_rows_routes_find_only_the_callers_relation_of_their_own_kind() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    for (access, body) in [
+        (
+            &scene.victim.access,
+            json!({"view_name": "vsecret", "sql_query": "SELECT n FROM secret", "unique_key": ["n"]}),
+        ),
+        (
+            &scene.attacker.access,
+            json!({"view_name": "vmine", "sql_query": "SELECT n FROM mine", "unique_key": ["n"]}),
+        ),
+    ] {
+        let res = app.post_as(access, "/views/create/", &body).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let own = app
+        .get_as(&scene.attacker.access, "/views/vmine/rows/?order=n&limit=2")
+        .await;
+    assert_eq!(own.status(), StatusCode::OK, "the control: its own view");
+    for relation in [
+        "/tables/vmine/",
+        "/views/mine/",
+        "/tables/vsecret/",
+        "/views/vsecret/",
+        "/views/secret/",
+        "/tables/secret/",
+    ] {
+        for query in [
+            "",
+            "?order=n&limit=2",
+            "?order=n.desc",
+            "?format=csv",
+            "?format=parquet",
+        ] {
+            let path = format!("{relation}rows/{query}");
+            let answer = app.get_as(&scene.attacker.access, &path).await;
+            let problem = assert_problem(answer, StatusCode::NOT_FOUND, "not_found").await;
+            assert!(
+                !problem.to_string().contains(&scene.victim_schema),
+                "{path}: {problem}"
+            );
+        }
+    }
+    let deleted = app.delete_as(&scene.attacker.access, "/views/vmine/").await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    scene.assert_unharmed().await;
+}
