@@ -11,7 +11,10 @@ DECLARE
     owner_role text := (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database());
     fn regprocedure;
     statements text[] := ARRAY[
-        format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()),
+        -- Tenants keep TEMPORARY through PUBLIC (REFRESH ... CONCURRENTLY builds its diff in
+        -- temporary tables): only roles that may connect can use it, and PUBLIC may not.
+        format('REVOKE CONNECT, CREATE ON DATABASE %I FROM PUBLIC', current_database()),
+        format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', current_database()),
         'REVOKE ALL ON SCHEMA public FROM PUBLIC',
         -- Catalogs: every role may read them by default, which would show a tenant the names,
         -- sizes and view definitions of the others. Only the service role reads them now. (The

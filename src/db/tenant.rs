@@ -26,8 +26,14 @@ pub fn tenant_name(user_id: Uuid) -> Ident {
 /// registration leaves neither behind.
 ///
 /// The role cannot log in and inherits nothing; the service role becomes a member so it can
-/// later run tenant SQL with `SET LOCAL ROLE`. The schema belongs to the tenant role and grants
-/// nothing to anyone else.
+/// later run tenant SQL with `SET LOCAL ROLE`. The schema belongs to the tenant role, and a new
+/// schema grants nothing to anyone else. Nothing else is granted per tenant: what a tenant
+/// needs beyond its schema (`TEMPORARY` on the database) `PUBLIC` holds (migration 0010), so a
+/// sign-up writes no shared catalog row that grows with the number of tenants.
+///
+/// What still grows: PostgreSQL 15 rebuilds the service role's list of roles it belongs to on
+/// every backend after each sign-up, in time that grows with the number of tenants
+/// (docs/SCALING.md).
 pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, sqlx::Error> {
     let name = tenant_name(user_id);
     let mut create_role = QueryBuilder::new("CREATE ROLE ");
@@ -41,28 +47,9 @@ pub async fn provision(conn: &mut PgConnection, user_id: Uuid) -> Result<Ident, 
         .push(&name)
         .push(" AUTHORIZATION ")
         .push(&name);
-    let mut revoke = QueryBuilder::new("REVOKE ALL ON SCHEMA ");
-    revoke.push(&name).push(" FROM PUBLIC");
-    for mut statement in [create_role, grant, create_schema, revoke] {
+    for mut statement in [create_role, grant, create_schema] {
         statement.build().execute(&mut *conn).await?;
     }
-    // REFRESH ... CONCURRENTLY builds its diff in temporary tables; tenant SQL itself is a
-    // checked SELECT and cannot create any. The database name is quoted by the server.
-    // Every such grant rewrites the one `pg_database` row's ACL, and two at once fail with
-    // `tuple concurrently updated`; registrations take turns here (held to commit, which
-    // follows at once), while everything else in a sign-up stays concurrent.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tdc_provision_grant', 0))")
-        .execute(&mut *conn)
-        .await?;
-    let grant_temp: String = sqlx::query_scalar(
-        "SELECT format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), $1::text)",
-    )
-    .bind(name.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(grant_temp))
-        .execute(&mut *conn)
-        .await?;
     Ok(name)
 }
 

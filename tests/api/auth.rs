@@ -55,8 +55,8 @@ async fn sign_ups_sent_eight_at_a_time_all_succeed_and_each_gets_its_own_tenant(
     let app = spawn_app().await;
     let emails: Vec<String> = (0..64).map(|i| format!("crowd{i}@example.com")).collect();
 
-    // Act: register them eight at a time (every registration grants on the database object,
-    // which concurrent grants used to update at once: `tuple concurrently updated`, a 500).
+    // Act: register them eight at a time (registrations used to grant on the database object,
+    // which concurrent grants updated at once: `tuple concurrently updated`, a 500).
     let statuses: Vec<(String, StatusCode)> =
         futures_util::stream::iter(emails.iter().map(|email| async {
             (
@@ -68,7 +68,8 @@ async fn sign_ups_sent_eight_at_a_time_all_succeed_and_each_gets_its_own_tenant(
         .collect()
         .await;
 
-    // Assert: every sign-up answered 201 and has its own tenant role with its grant.
+    // Assert: every sign-up answered 201 and has its own tenant role, which may create the
+    // temporary tables a concurrent refresh needs.
     let failed: Vec<_> = statuses
         .iter()
         .filter(|(_, status)| *status != StatusCode::CREATED)
