@@ -30,6 +30,10 @@ GROW_SECS=${GROW_SECS:-1200}
 BIN_AFTER=${BIN_AFTER:-}
 # LOG_DIR=path: serve's logs (and the managed cluster's) are copied there before the temp dir goes.
 LOG_DIR=${LOG_DIR:-}
+# ON_PHASE=command: run as `command measure` before each measured part and `command grow` before
+# the growth, e.g. to pause other work on a shared machine while latencies are measured.
+ON_PHASE=${ON_PHASE:-}
+phase() { [ -z "$ON_PHASE" ] || $ON_PHASE "$1" || true; }
 for tool in wrk curl jq psql shuf; do
   command -v "$tool" >/dev/null || { echo "bench-tenants needs $tool"; exit 1; }
 done
@@ -135,6 +139,7 @@ restart() {
   PGPORT=$(sed -n 4p "$WORK/data/pgdata/postmaster.pid")
 }
 
+phase measure
 echo "== $BASE tenants"
 T0=$(now_ms)
 seq 1 "$BASE" | xargs -P "$PAR" -I{} bash -c 'tenant {}'
@@ -149,6 +154,7 @@ echo "  register p50/p99 $REG10_P50/$REG10_P99 ms (tenants $((BASE + 1))..$((BAS
 
 NEXT=$((BASE + REG_SAMPLE + 1))
 GOAL=$((TENANTS - REG_SAMPLE))
+phase grow
 echo "== growing to $TENANTS tenants ($PAR at a time, at most $GROW_SECS s)"
 G0=$(now_ms)
 while [ "$NEXT" -le "$GOAL" ] && [ $(($(now_ms) - G0)) -lt $((GROW_SECS * 1000)) ]; do
@@ -160,6 +166,7 @@ while [ "$NEXT" -le "$GOAL" ] && [ $(($(now_ms) - G0)) -lt $((GROW_SECS * 1000))
 done
 GROWN=$((NEXT - BASE - REG_SAMPLE - 1))
 GROW_MS=$(($(now_ms) - G0))
+phase measure
 read -r REGN_P50 REGN_P99 < <(sample_registrations "$NEXT")
 N=$((NEXT + REG_SAMPLE - 1))
 echo "  register p50/p99 $REGN_P50/$REGN_P99 ms (tenants $NEXT..$N)"
@@ -181,6 +188,7 @@ if [ -n "$BIN_AFTER" ]; then
   read -r READA2_P50 READA2_P99 READA2_RPS READA2_BAD < <(reads)
 fi
 
+phase grow
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
 echo "RESULT tenants $(date -u +%FT%TZ) tenants=$N (asked $TENANTS) base=$BASE reg_sample=$REG_SAMPLE read_sample=$READ_SAMPLE clients=$CLIENTS secs=$SECS par=$PAR"
