@@ -250,6 +250,33 @@ impl TenantSlots {
     }
 }
 
+/// A read of a tenant's relation found a round trip earlier (as the service role, nothing held
+/// on it in between) that PostgreSQL refused because the tenant changed the relation meanwhile:
+/// PostgreSQL's verdict is the answer, not a 500. It is gone (`undefined_table`: 404 as if never
+/// found), it has other columns now (`undefined_column`: 409, read again), or it is a view
+/// registered but not filled yet, between its creation's commit and its first refresh or after
+/// that refresh failed (`object_not_in_prerequisite_state`: 409, retry). `None` for any other
+/// failure.
+pub fn relation_changed(e: &sqlx::Error) -> Option<ApiError> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    match db.code().as_deref() {
+        Some("42P01") => Some(ApiError::NotFound {
+            detail: "the table or view was deleted while it was being read".to_owned(),
+        }),
+        Some("42703") => Some(ApiError::Conflict {
+            code: "relation_changed",
+            detail: "the table or view was replaced while it was being read and its columns changed; read again".to_owned(),
+        }),
+        Some("55000") => Some(ApiError::Conflict {
+            code: "view_not_populated",
+            detail: "the view is not filled yet: its creation has not finished (or its first refresh failed and it is being removed); retry in a moment".to_owned(),
+        }),
+        _ => None,
+    }
+}
+
 /// The failures of a statement run as a tenant that are the tenant's doing: the statement
 /// timeout (`query_timeout`), a lock held past the lock timeout or a deadlock (409
 /// `lock_timeout`, safe to retry), a

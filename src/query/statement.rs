@@ -545,8 +545,12 @@ pub(super) fn cursor_error(e: sqlx::Error) -> ApiError {
 
 /// Maps a failure of the rows statement: a type without the operator a filter or order needs
 /// (`point` has no ordering, say) is the client's 400 naming the column, data errors are 400s
-/// as everywhere, the rest is a 500.
+/// as everywhere, the rest is a 500. A relation the tenant dropped, replaced or has not filled
+/// since it was found is [`tenant::relation_changed`].
 pub(super) fn query_error(e: sqlx::Error, compared: &[(String, String)]) -> ApiError {
+    if let Some(changed) = tenant::relation_changed(&e) {
+        return changed;
+    }
     if let sqlx::Error::Database(db) = &e
         // undefined_function (no such operator), indeterminate_datatype, ambiguous_function
         && matches!(db.code().as_deref(), Some("42883" | "42P18" | "42725"))

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::plan::Plan;
 use crate::db::ident::{ColumnIdent, Ident};
-use crate::db::tenant::ServiceTx;
+use crate::db::tenant::{self, ServiceTx};
 use crate::error::{ApiError, ResultExt};
 
 /// A registry row.
@@ -178,7 +178,8 @@ pub async fn size_bytes(pool: &PgPool, schema: &Ident, name: &Ident) -> Result<i
     .unwrap_or(0))
 }
 
-/// Exact row count, counted as the tenant.
+/// Exact row count, counted as the tenant. The relation was found a round trip before, so a
+/// drop or a view's unfinished creation meanwhile is [`tenant::relation_changed`], not a 500.
 pub async fn row_count(
     conn: &mut PgConnection,
     schema: &Ident,
@@ -186,7 +187,11 @@ pub async fn row_count(
 ) -> Result<i64, ApiError> {
     let mut query = QueryBuilder::new("SELECT count(*) FROM ");
     query.push(schema).push(".").push(name);
-    Ok(query.build_query_scalar::<i64>().fetch_one(conn).await?)
+    query
+        .build_query_scalar::<i64>()
+        .fetch_one(conn)
+        .await
+        .map_err(|e| tenant::relation_changed(&e).unwrap_or_else(|| ApiError::from(e)))
 }
 
 /// Drops a table as the tenant; its dependents (views) make it a 409 unless `cascade`.

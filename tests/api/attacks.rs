@@ -2040,3 +2040,254 @@ async fn the_rows_routes_find_only_the_callers_relation_of_their_own_kind() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     scene.assert_unharmed().await;
 }
+
+/// The read spellings of one relation: default page, keyset page, page/size, CSV, Parquet.
+const READS: [&str; 5] = [
+    "",
+    "?order=n.desc&limit=2",
+    "?page=2&size=3",
+    "?format=csv",
+    "?format=parquet",
+];
+
+/// The rows lookup runs a round trip before the rows statement and holds nothing on the
+/// relation: what the tenant does to it in between (a drop, a rename, a replaced column list,
+/// a view registered but not filled yet) must come back as PostgreSQL's verdict, a 4xx, never
+/// a 500. The moment is made certain by holding the table's lock as the superuser until the
+/// read waits on it, then changing the table and letting the read go.
+#[tokio::test]
+async fn a_relation_changed_between_its_lookup_and_its_read_is_a_4xx_never_a_500() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let access = &scene.attacker.access;
+    let schema = schema_of(app, access).await;
+    let oid: i64 = sqlx::query_scalar("SELECT $1::regclass::oid::int8")
+        .bind(format!("{schema}.mine"))
+        .fetch_one(&app.pool)
+        .await
+        .expect("oid");
+    let mine = format!("\"{schema}\".mine");
+    // (change, undo, status, code): the read finds `mine`, then meets the change.
+    let changes = [
+        (
+            format!("ALTER TABLE {mine} RENAME TO gone"),
+            format!("ALTER TABLE \"{schema}\".gone RENAME TO mine"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            format!("ALTER TABLE {mine} RENAME COLUMN n TO m"),
+            format!("ALTER TABLE {mine} RENAME COLUMN m TO n"),
+            StatusCode::CONFLICT,
+            "relation_changed",
+        ),
+    ];
+    let mut admin = crate::helpers::superuser(&app.db).await;
+    // The describe route counts the rows as the tenant after its lookup too.
+    let reads = READS
+        .iter()
+        .map(|read| format!("/tables/mine/rows/{read}"))
+        .chain(["/tables/mine/".to_owned()]);
+    for (change, undo, status, code) in &changes {
+        for path in reads.clone() {
+            // The describe route reads no column by name: a replaced column list is no matter.
+            if path == "/tables/mine/" && *code == "relation_changed" {
+                continue;
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "BEGIN; LOCK TABLE {mine} IN ACCESS EXCLUSIVE MODE"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("lock");
+            let change_when_waited = async {
+                for _ in 0..500 {
+                    let waiting: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_catalog.pg_locks
+                          WHERE relation = $1::oid AND NOT granted",
+                    )
+                    .bind(oid)
+                    .fetch_one(&app.pool)
+                    .await
+                    .expect("locks");
+                    if waiting > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{change}; COMMIT")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("change");
+            };
+            let (answer, ()) = tokio::join!(app.get_as(access, &path), change_when_waited);
+            let problem = assert_problem(answer, *status, code).await;
+            assert!(!problem.to_string().contains(&schema), "{path}: {problem}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(undo.clone()))
+                .execute(&mut admin)
+                .await
+                .expect("undo");
+        }
+    }
+    // A view registered and not filled: the moment between its creation's commit and its
+    // first refresh (or after that refresh failed, until it is removed).
+    let made = attacker_view(&scene, "unfilled", "SELECT n FROM mine", Some(json!(["n"]))).await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "REFRESH MATERIALIZED VIEW \"{schema}\".unfilled WITH NO DATA"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("unfill");
+    let reads = READS
+        .iter()
+        .map(|read| format!("/views/unfilled/rows/{read}"))
+        .chain(["/views/unfilled/".to_owned()]);
+    for path in reads {
+        let answer = app.get_as(access, &path).await;
+        assert_problem(answer, StatusCode::CONFLICT, "view_not_populated").await;
+    }
+    scene.delete_view("unfilled").await;
+    scene.assert_unharmed().await;
+}
+
+/// Names in the path that resolve to nothing of the caller's: the victim's table in every
+/// spelling a path can carry (case, percent- and double encoding, schema-qualified, quoted,
+/// look-alikes, combining marks, trailing dot, blank, NUL, longer than 63 bytes), catalogs and
+/// the service's own relations. Each is the same 404 as a name nobody has, on both routes and
+/// every read, and names no schema.
+#[tokio::test]
+async fn relation_names_in_any_spelling_find_only_the_callers_own_relation() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let v = &scene.victim_schema;
+    let long = format!("secret{}", "_".repeat(60));
+    let spellings: Vec<String> = vec![
+        "secret".into(),
+        "SECRET".into(),
+        "sEcReT".into(),
+        "%73ecret".into(),
+        "%2573ecret".into(),
+        "%22secret%22".into(),
+        format!("{v}.secret"),
+        format!("{v}%2Esecret"),
+        format!("%22{v}%22.%22secret%22"),
+        "secret.".into(),
+        "secret%20".into(),
+        "secret%00".into(),
+        "%C5%BFecret".into(), // U+017F LATIN SMALL LETTER LONG S: upper-cases to S
+        "%EF%BD%93ecret".into(), // U+FF53 FULLWIDTH s
+        "se%CC%81cret".into(),
+        long,
+        "pg_catalog.pg_class".into(),
+        "pg_class".into(),
+        "tinydevcrm.users".into(),
+        "users".into(),
+        "relations".into(),
+        "..%2Fsecret".into(),
+    ];
+    let access = &scene.attacker.access;
+    for route in ["tables", "views"] {
+        for spelling in &spellings {
+            for read in READS {
+                let path = format!("/{route}/{spelling}/rows/{read}");
+                let problem = assert_problem(
+                    app.get_as(access, &path).await,
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                )
+                .await;
+                // The same path aimed at a name and a schema nobody has: the same answer but
+                // for the names, so it tells nothing of what the victim has.
+                let ghost_path = ["secret", "SECRET", "sEcReT"]
+                    .iter()
+                    .fold(path.clone(), |p, name| p.replace(name, "nobody"))
+                    .replace(v, GHOST_SCHEMA);
+                let ghost: Value = app
+                    .get_as(access, &ghost_path)
+                    .await
+                    .json()
+                    .await
+                    .expect("json");
+                let same = |p: &Value| {
+                    ["secret", "SECRET", "sEcReT"]
+                        .iter()
+                        .fold(p.to_string(), |t, name| t.replace(name, "nobody"))
+                        .replace(GHOST_SCHEMA, v)
+                };
+                assert_eq!(same(&problem), same(&ghost), "{path}");
+            }
+        }
+    }
+    scene.assert_unharmed().await;
+}
+
+/// Column names that are not the relation's own user columns: system columns, the lookup's
+/// own output columns and the catalog's, whole-row and qualified references, the aliases of
+/// the statement, and a column only the victim's table has. As a filter, an order or a
+/// selection each is 400 `unknown_column`, and the page never holds another's values.
+#[tokio::test]
+async fn columns_that_are_not_the_relations_own_are_unknown_wherever_they_are_named() {
+    let scene = scene(Duration::from_secs(5)).await;
+    let app = &scene.app;
+    let only_victim = crate::helpers::parquet_of(vec![(
+        "only_victim",
+        Arc::new(Int64Array::from(vec![987_654_321])) as arrow::array::ArrayRef,
+    )]);
+    let made = app
+        .create_table(&scene.victim.access, only_victim, "mine", None)
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    for column in [
+        "ctid",
+        "xmin",
+        "xmax",
+        "cmin",
+        "cmax",
+        "tableoid",
+        "oid",
+        "column_name",
+        "column_type",
+        "not_null",
+        "unique_keys",
+        "keys",
+        "attname",
+        "relation_name",
+        "user_id",
+        "mine",
+        "t",
+        "x",
+        "*",
+        "t.*",
+        "x.n",
+        "mine.n",
+        "%22n%22",
+        "N",
+        "only_victim",
+    ] {
+        for query in [
+            format!("{column}=eq.1"),
+            format!("{column}=is.null"),
+            format!("order={column}"),
+            format!("order=n,{column}.desc"),
+            format!("select={column}"),
+            format!("select=n,{column}&format=csv"),
+        ] {
+            let path = format!("/tables/mine/rows/?{query}");
+            let answer = app.get_as(&scene.attacker.access, &path).await;
+            assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}");
+            let problem: Value = answer.json().await.expect("problem JSON");
+            // `t.*` in an order reads as column `t` with the modifier `*`.
+            assert!(
+                ["unknown_column", "invalid_order"]
+                    .contains(&problem["code"].as_str().unwrap_or("")),
+                "{path}: {problem}"
+            );
+            assert!(
+                !problem.to_string().contains("987654321"),
+                "{path}: {problem}"
+            );
+        }
+    }
+    scene.assert_unharmed().await;
+}
