@@ -2,7 +2,7 @@
 //! signs with, the `webhook-signature` header a delivery carries, and its verification (for tests
 //! and for receivers written in Rust).
 //!
-//! A signature is `v1,` + base64(HMAC-SHA256(key, "{msg_id}.{timestamp}.{body}")). During a
+//! A signature is `v1,` + base64(HMAC-SHA256(key, `"{msg_id}.{timestamp}.{body}"`)). During a
 //! secret rotation the header carries one signature per live secret, separated by spaces, so a
 //! receiver holding either secret accepts the delivery.
 
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(
             verify(
                 &header,
-                &[secret.clone()],
+                std::slice::from_ref(&secret),
                 "msg_1",
                 now,
                 b"{}",
