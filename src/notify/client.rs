@@ -58,8 +58,8 @@ impl DeliveryError {
 }
 
 impl DeliveryClient {
-    /// A client that enforces `policy` and gives each attempt `timeout` in all (connecting,
-    /// sending, and receiving the answer's headers).
+    /// A client that enforces `policy` and gives each attempt `timeout` in all: connecting,
+    /// sending, and receiving the answer, its body included when the caller reads it.
     pub fn new(policy: DestinationPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
