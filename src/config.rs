@@ -362,6 +362,30 @@ pub struct Settings {
         value_parser = seconds
     )]
     pub cors_max_age: Duration,
+    /// Deliver webhooks to plain `http://` URLs too (https only by default).
+    #[arg(long, env = "TDC_WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// Address ranges (`10.1.0.0/16`, `fd00::/8` or a single address, comma-separated) that
+    /// webhooks may be delivered to although they are loopback, private, link-local or
+    /// otherwise internal; none by default.
+    // One value holding the list, as for `cors_origins`.
+    #[arg(
+        long,
+        env = "TDC_WEBHOOK_ALLOW_CIDRS",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = cidrs
+    )]
+    pub webhook_allow_cidrs: std::vec::Vec<ipnet::IpNet>,
+    /// Time one webhook delivery attempt may take, in seconds.
+    #[arg(
+        long = "webhook-timeout-secs",
+        value_name = "WEBHOOK_TIMEOUT_SECS",
+        env = "TDC_WEBHOOK_TIMEOUT_SECS",
+        default_value = "15",
+        value_parser = seconds_at_least_one
+    )]
+    pub webhook_timeout: Duration,
     /// Drain at SIGINT/SIGTERM alike: end the SSE streams, stop accepting, finish the requests
     /// in flight. Not a flag: `serve` turns it on; tests leave it off, where a signal handler
     /// would swallow Ctrl-C.
@@ -428,6 +452,23 @@ fn cors_origin(value: &str) -> Result<String, String> {
         ("http", Some("80")) | ("https", Some("443")) | (_, None) => format!("{scheme}://{host}"),
         (_, Some(port)) => format!("{scheme}://{host}:{port}"),
     })
+}
+
+/// A comma-separated list of address ranges (empty entries skipped); a bare address is a
+/// range of one.
+fn cidrs(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|cidr| !cidr.is_empty())
+        .map(|cidr| {
+            cidr.parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("{cidr:?} is not an address range; write e.g. 10.1.0.0/16 or fd00::/8")
+                })
+        })
+        .collect()
 }
 
 /// A number of seconds.
@@ -535,6 +576,9 @@ mod tests {
         assert_eq!(s.sse_session_recheck, Duration::from_secs(30));
         assert!(s.cors_origins.is_empty());
         assert_eq!(s.cors_max_age, Duration::from_secs(600));
+        assert!(!s.webhook_allow_http);
+        assert!(s.webhook_allow_cidrs.is_empty());
+        assert_eq!(s.webhook_timeout, Duration::from_secs(15));
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_ne!(
@@ -622,6 +666,44 @@ mod tests {
                 .cors_origins
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn webhook_allow_cidrs_read_ranges_and_single_addresses_and_refuse_anything_else() {
+        let args = serve_args(&[
+            "--webhook-allow-cidrs=127.0.0.0/8, 10.1.2.3,fd00::/8,::1,",
+            "--webhook-allow-http=true",
+            "--webhook-timeout-secs=0",
+        ]);
+
+        let s = args.settings;
+        let shown: Vec<String> = s
+            .webhook_allow_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["127.0.0.0/8", "10.1.2.3/32", "fd00::/8", "::1/128"]);
+        assert!(s.webhook_allow_http);
+        assert_eq!(s.webhook_timeout, Duration::from_secs(1));
+        assert!(
+            serve_args(&["--webhook-allow-cidrs= , "])
+                .settings
+                .webhook_allow_cidrs
+                .is_empty()
+        );
+        for bad in ["localhost", "10.0.0.0/33", "10.0.0", "*"] {
+            let error = Cli::try_parse_from([
+                "tinydevcrm",
+                "serve",
+                "--webhook-allow-cidrs",
+                &format!("127.0.0.0/8,{bad}"),
+            ])
+            .expect_err(bad);
+            assert!(
+                error.to_string().contains("not an address range"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

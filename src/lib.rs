@@ -8,6 +8,7 @@
 //! - [`views`]: materialized views, the SQL sandbox, refresh
 //! - [`jobs`]: cron jobs, the scheduler loop, run history
 //! - [`channels`]: SSE channels, the events table, the listener hub
+//! - [`notify`]: webhook delivery: signatures, the destination (SSRF) policy, the HTTP client
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
@@ -19,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod jobs;
+pub mod notify;
 pub mod query;
 pub mod secrets;
 pub mod service;

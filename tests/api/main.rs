@@ -19,6 +19,7 @@ mod fairness;
 mod helpers;
 mod indexes;
 mod jobs;
+mod notify;
 mod openapi;
 mod operations;
 mod parquet_corpus;
