@@ -115,6 +115,9 @@ pub struct Hub {
     /// Moved by every revocation notice and every change of the listener's state, for the
     /// session cache (`auth::sessions`).
     revocations: Arc<Revocations>,
+    /// Woken by every [`Notice::DeliveriesDue`], for the processes draining the notification
+    /// outbox (which also poll, since a notice is lost while the listener is down).
+    deliveries_due: Arc<tokio::sync::Notify>,
 }
 
 /// A stream's registration with the hub under its session: tells the stream when the session
@@ -187,7 +190,14 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             revocations: Arc::new(Revocations::default()),
+            deliveries_due: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Woken when notification deliveries were written anywhere (`notify_waiters`: a drainer
+    /// that is busy misses the wake-up and finds the deliveries at its next look).
+    pub fn deliveries_due(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.deliveries_due)
     }
 
     /// What this hub's listener has heard of revocations.
@@ -411,6 +421,10 @@ impl Hub {
             Notice::SessionRevoked { session_id } => {
                 self.revocations.revoked();
                 self.end_session(session_id, SessionEnd::Revoked);
+                Ok(())
+            }
+            Notice::DeliveriesDue => {
+                self.deliveries_due.notify_waiters();
                 Ok(())
             }
         }

@@ -36,6 +36,9 @@ pub enum Notice {
         /// The session.
         session_id: Uuid,
     },
+    /// Notification deliveries were written (by the trigger on events, migration 0011): the
+    /// processes draining the outbox look for due ones now rather than at their next poll.
+    DeliveriesDue,
 }
 
 impl fmt::Display for Notice {
@@ -44,6 +47,7 @@ impl fmt::Display for Notice {
             Self::Event { channel_id, seq } => write!(f, "{channel_id} {seq}"),
             Self::ChannelDeleted { channel_id } => write!(f, "{channel_id} deleted"),
             Self::SessionRevoked { session_id } => write!(f, "session {session_id} revoked"),
+            Self::DeliveriesDue => f.write_str("deliveries"),
         }
     }
 }
@@ -61,6 +65,7 @@ impl FromStr for Notice {
         let words: Vec<&str> = payload.split(' ').collect();
         let id = |word: &str| Uuid::parse_str(word).map_err(|_| junk());
         match words.as_slice() {
+            ["deliveries"] => Ok(Self::DeliveriesDue),
             ["session", session_id, "revoked"] => Ok(Self::SessionRevoked {
                 session_id: id(session_id)?,
             }),
@@ -149,6 +154,7 @@ mod tests {
             },
             Notice::ChannelDeleted { channel_id: id },
             Notice::SessionRevoked { session_id: id },
+            Notice::DeliveriesDue,
         ]
     }
 
@@ -199,6 +205,8 @@ mod tests {
                 format!("{id} {}", i64::MAX),
                 format!("{id} deleted"),
                 format!("session {id} revoked"),
+                // What the trigger of migration 0011 sends.
+                "deliveries".to_owned(),
             ]
         );
     }
