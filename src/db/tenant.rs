@@ -158,6 +158,19 @@ fn set_role_refused(e: &sqlx::Error) -> bool {
             && db.message().starts_with("permission denied to set role"))
 }
 
+/// Makes every backend rebuild its list of the service role's memberships: a backend whose
+/// list was built while a grant committed keeps it without that tenant until some role
+/// changes, which after the last sign-up of a burst may be never. Rewriting the tenant's own
+/// `pg_authid` row (to what it already is) is such a change. Best effort: the retry that
+/// follows is what answers the request.
+async fn nudge_membership_caches(pool: &PgPool, tenant: &Ident) {
+    let mut nudge = QueryBuilder::new("ALTER ROLE ");
+    nudge.push(tenant).push(" NOLOGIN");
+    if let Err(e) = nudge.build().execute(pool).await {
+        tracing::warn!(%tenant, error = %e, "could not rewrite a tenant role to refresh membership caches");
+    }
+}
+
 /// [`begin_as`] on a connection the caller already holds (a read that first looked its
 /// relation up as the service role checks out one connection, not two).
 ///
@@ -168,7 +181,8 @@ fn set_role_refused(e: &sqlx::Error) -> bool {
 /// registration committed keeps a list without the newest tenants until the next role change.
 /// Under steady sign-ups, a new tenant's first requests then failed with 500 now and then
 /// (issue 13 §4). The refused connection is left in a failed transaction, which the pool's
-/// release check closes, so it is not met again.
+/// release check closes, so it is not met again, and the other backends are made to rebuild
+/// their lists ([`nudge_membership_caches`]).
 pub async fn begin_as_on(
     pool: &PgPool,
     conn: PoolConnection<Postgres>,
@@ -185,6 +199,7 @@ pub async fn begin_as_on(
                 SET_ROLE_RETRIED.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("tdc_set_role_retries_total").increment(1);
                 tracing::warn!(%tenant, retried, "SET ROLE to a tenant role was refused; trying another connection");
+                nudge_membership_caches(pool, tenant).await;
                 tokio::time::sleep(SET_ROLE_RETRY_WAIT * 2u32.pow(retried)).await;
                 retried += 1;
                 conn = pool.acquire().await?;
