@@ -100,9 +100,15 @@ $(lua_first_failure)
 LUA
   curl -sf -H "Authorization: Bearer $(head -1 "$WORK/read.tokens")" "$B/views/v/rows/?limit=100" |
     jq -e '.rows | length == 100' > /dev/null || { echo "a page of v is not 100 rows" >&2; exit 1; }
-  local out
+  local out seen=0
+  [ -z "$SERVE_LOG" ] || seen=$(wc -l < "$SERVE_LOG")
   out=$(wrk -t2 -c"$CLIENTS" -d"${SECS}s" --latency -s "$WORK/read.lua" "$B" 2>&1)
   echo "$out" | sed 's/^/    wrk: /' >&2
+  # serve's own view of the same requests (its access log, once restarted with info logs):
+  # time inside serve only, so a gap to wrk's figures is time spent waiting for a CPU.
+  [ -z "$SERVE_LOG" ] || tail -n +"$((seen + 1))" "$SERVE_LOG" |
+    jq -r 'select(.target == "access" and .route == "/views/{name}/rows") | .latency_ms' 2>/dev/null | sort -n |
+    awk '{a[NR] = $1} END {if (NR) printf "    serve access log: %d requests, p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99)], a[NR]}' >&2
   echo "$(ms "$(echo "$out" | awk '$1 == "50%" {print $2}')") $(ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
     "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" "$(echo "$out" | awk '/Non-2xx/ {print $NF}' | grep . || echo 0)"
 }
@@ -116,15 +122,19 @@ now_ms() { date +%s%3N; }
 # RS_STOP (ms until serve and its cluster are gone), RS_CLUSTER (ms from the start until the
 # managed cluster is up) and RS_HEALTH (ms until /health answers UP). Not in a subshell: it
 # replaces SERVE_PID, which the exit trap stops.
+RESTARTS=0
+SERVE_LOG=
 restart() {
   local t0 cluster
+  RESTARTS=$((RESTARTS + 1))
+  SERVE_LOG=$WORK/serve.restart.$RESTARTS.log
   t0=$(now_ms)
   kill "$SERVE_PID"
   while kill -0 "$SERVE_PID" 2>/dev/null; do sleep 0.05; done
   while [ -f "$WORK/data/pgdata/postmaster.pid" ]; do sleep 0.05; done
   RS_STOP=$(($(now_ms) - t0))
   env TDC_DATA_DIR="$WORK/data" TDC_BIND="${B#http://}" TDC_STREAM_BIND= RUST_LOG=info LOG_FORMAT=json \
-    "${SERVE_ENV[@]}" "${1:-$BIN}" serve > "$WORK/serve.restart.log" 2>&1 &
+    "${SERVE_ENV[@]}" "${1:-$BIN}" serve > "$SERVE_LOG" 2>&1 &
   SERVE_PID=$!
   t0=$(now_ms)
   for _ in $(seq 1 6000); do
@@ -133,9 +143,9 @@ restart() {
   done
   RS_HEALTH=$(($(now_ms) - t0))
   # serve's own log says when its cluster answered (JSON lines with UTC timestamps).
-  cluster=$(jq -r 'select(.message == "managed PostgreSQL is up") | .timestamp' "$WORK/serve.restart.log" | head -1)
+  cluster=$(jq -r 'select(.message == "managed PostgreSQL is up") | .timestamp' "$SERVE_LOG" | head -1)
   RS_CLUSTER=$(($(date -d "$cluster" +%s%3N) - t0))
-  curl -sf "$B/health" | grep -q UP || { tail -20 "$WORK/serve.restart.log"; exit 1; }
+  curl -sf "$B/health" | grep -q UP || { tail -20 "$SERVE_LOG"; exit 1; }
   PGPORT=$(sed -n 4p "$WORK/data/pgdata/postmaster.pid")
 }
 
