@@ -3,7 +3,7 @@
 //! - [`signature`]: Standard Webhooks secrets, signatures and their verification
 //! - [`destination`]: which webhook URLs and addresses may be delivered to (the SSRF guard)
 //! - [`client`]: the HTTP client that delivers, connecting only to checked addresses
-//! - [`store`], [`routes`]: the `/channels/{id}/webhooks/...` subscriptions and delivery log
+//! - [`store`], [`routes`](mod@routes): the `/channels/{id}/webhooks/...` subscriptions and delivery log
 
 pub mod client;
 pub mod destination;
