@@ -30,7 +30,7 @@ use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
 use crate::jobs::scheduler::SchedulerConfig;
 use crate::state::{AppState, Background};
-use crate::{channels, db, jobs, secrets, service, tables, telemetry, views};
+use crate::{channels, db, jobs, notify, secrets, service, tables, telemetry, views};
 
 /// The database name inside the managed cluster.
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
@@ -126,6 +126,7 @@ pub fn build_server_on(
             .configure(views::routes)
             .configure(jobs::routes)
             .configure(channels::routes)
+            .configure(notify::routes)
             .default_service(web::to(not_found))
             // Innermost: its refusals become problem JSON like every other error, and
             // it answers preflights before routing (which knows no OPTIONS).

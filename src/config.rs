@@ -264,6 +264,22 @@ pub struct Settings {
     /// Most channels a tenant may have.
     #[arg(long, env = "TDC_MAX_CHANNELS_PER_TENANT", default_value_t = 1000)]
     pub max_channels_per_tenant: i64,
+    /// Most webhook subscriptions one channel may have.
+    #[arg(long, env = "TDC_MAX_WEBHOOKS_PER_CHANNEL", default_value_t = 10)]
+    pub max_webhooks_per_channel: i64,
+    /// Most notification subscriptions (webhooks and e-mail, over all channels) a tenant may have.
+    #[arg(long, env = "TDC_MAX_SUBSCRIPTIONS_PER_TENANT", default_value_t = 100)]
+    pub max_subscriptions_per_tenant: i64,
+    /// After a webhook's secret is rotated, how long the previous secret keeps signing next to
+    /// the new one (receivers switch within it), in seconds.
+    #[arg(
+        long = "webhook-rotation-overlap-secs",
+        value_name = "WEBHOOK_ROTATION_OVERLAP_SECS",
+        env = "TDC_WEBHOOK_ROTATION_OVERLAP_SECS",
+        default_value = "86400",
+        value_parser = seconds
+    )]
+    pub webhook_rotation_overlap: Duration,
     /// Run the job scheduler in this process.
     #[arg(long, env = "TDC_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler: bool,
@@ -564,6 +580,9 @@ mod tests {
         assert_eq!(s.stream_bind, "127.0.0.1:7999");
         assert_eq!(s.max_jobs_per_tenant, 1000);
         assert_eq!(s.max_channels_per_tenant, 1000);
+        assert_eq!(s.max_webhooks_per_channel, 10);
+        assert_eq!(s.max_subscriptions_per_tenant, 100);
+        assert_eq!(s.webhook_rotation_overlap, Duration::from_secs(86_400));
         assert!(s.scheduler);
         assert_eq!(s.scheduler_concurrency, 8);
         assert_eq!(s.scheduler_tenant_concurrency, 2);

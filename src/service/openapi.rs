@@ -17,6 +17,7 @@ use crate::channels::events::RefreshEvent;
 use crate::channels::routes as channels;
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::jobs::routes as jobs;
+use crate::notify::routes as webhooks;
 use crate::service::{health, metrics};
 use crate::tables::indexes::routes as table_indexes;
 use crate::tables::routes as tables;
@@ -34,10 +35,12 @@ use crate::views::routes as views;
         views::create_view, views::list_views, views::describe_view, views::refresh_view, views::list_view_rows, views::delete_view,
         jobs::create_job, jobs::list_jobs, jobs::describe_job, jobs::update_job, jobs::delete_job, jobs::list_runs,
         channels::create_channel, channels::list_channels, channels::describe_channel, channels::delete_channel, channels::listen,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::describe_webhook, webhooks::update_webhook, webhooks::delete_webhook,
+        webhooks::rotate_secret, webhooks::test_webhook, webhooks::list_deliveries, webhooks::retry_delivery,
     ),
     components(schemas(Problem, RefreshEvent)),
     modifiers(&JwtSecurity, &ProblemResponses),
-    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "service", description = "health, metrics"))
+    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "webhooks", description = "signed HTTP notifications of a channel's events"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
 

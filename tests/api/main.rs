@@ -34,3 +34,4 @@ mod tables;
 mod topology;
 mod tutorials;
 mod views;
+mod webhooks;

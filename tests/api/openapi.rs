@@ -131,6 +131,13 @@ async fn every_operation_lists_the_statuses_it_can_answer() {
         ("post", "/tables/{name}/rows/", 409),
         ("post", "/jobs/create/", 409),
         ("post", "/channels/create/", 409),
+        ("post", "/channels/{id}/webhooks/", 409),
+        ("get", "/channels/{id}/webhooks/{wid}/deliveries/", 400),
+        (
+            "post",
+            "/channels/{id}/webhooks/{wid}/deliveries/{did}/retry/",
+            409,
+        ),
         ("post", "/auth/users/register/", 409),
         ("get", "/channels/{id}/listen/", 400),
         ("get", "/channels/{id}/listen/", 429),
