@@ -4,7 +4,9 @@
 //! - [`signature`]: Standard Webhooks secrets, signatures and their verification
 //! - [`destination`]: which webhook URLs and addresses may be delivered to (the SSRF guard)
 //! - [`client`]: the HTTP client that delivers, connecting only to checked addresses
+//! - [`outbox`]: the background task that claims due deliveries, sends them, and retries
 
 pub mod client;
 pub mod destination;
+pub mod outbox;
 pub mod signature;
