@@ -716,12 +716,25 @@ async fn two_serve_processes_share_200_deliveries_with_none_lost_and_none_twice(
     }
 
     let hits = receiver.wait_for_hits(200, Duration::from_secs(20)).await;
-    let unfinished: i64 = sqlx::query_scalar(
+    // The receiver records a request before it answers: wait for the answers to be recorded.
+    let count = |sql: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    let start = Instant::now();
+    while count("SELECT count(*) FROM tinydevcrm.deliveries WHERE status = 'pending'").await > 0 {
+        assert!(start.elapsed() < LIMIT, "deliveries still pending");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let unfinished = count(
         "SELECT count(*) FROM tinydevcrm.deliveries WHERE status <> 'succeeded' OR attempts <> 1",
     )
-    .fetch_one(&app.pool)
-    .await
-    .expect("count");
+    .await;
     // Anything sent twice would arrive by now.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let hits_after = receiver.hits();
@@ -734,10 +747,7 @@ async fn two_serve_processes_share_200_deliveries_with_none_lost_and_none_twice(
     let ids: BTreeSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
     assert_eq!(ids.len(), 200, "none twice");
     assert!(hits.iter().all(|h| h.signed));
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.deliveries")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let total = count("SELECT count(*) FROM tinydevcrm.deliveries").await;
     assert_eq!((total, unfinished), (200, 0));
     let per_process: Vec<usize> = log_paths
         .iter()
