@@ -25,6 +25,8 @@ use uuid::Uuid;
 use crate::helpers::{TestApp, database_url, spawn_app_with, temp_dir};
 use crate::processes::serve;
 
+type Spans = Arc<Mutex<Vec<(Instant, Instant)>>>;
+
 /// How the receiver answers one request.
 #[derive(Debug, Clone)]
 enum Reply {
@@ -54,6 +56,8 @@ struct Hit {
 struct Receiver {
     addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
+    /// When each answered request arrived and was answered.
+    spans: Spans,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,22 +82,30 @@ impl Receiver {
         let addr = listener.local_addr().expect("address");
         let hits = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
-        let (log, queue, secret) = (Arc::clone(&hits), Arc::clone(&script), secret.clone());
+        let spans: Spans = Arc::default();
+        let (log, queue, secret, answered) = (
+            Arc::clone(&hits),
+            Arc::clone(&script),
+            secret.clone(),
+            Arc::clone(&spans),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, queue, secret, fallback) = (
+                let (log, queue, secret, fallback, answered) = (
                     Arc::clone(&log),
                     Arc::clone(&queue),
                     secret.clone(),
                     fallback.clone(),
+                    Arc::clone(&answered),
                 );
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         answer(
                             Arc::clone(&log),
+                            Arc::clone(&answered),
                             Arc::clone(&queue),
                             secret.clone(),
                             fallback.clone(),
@@ -106,11 +118,31 @@ impl Receiver {
                 });
             }
         });
-        Self { addr, hits, task }
+        Self {
+            addr,
+            hits,
+            spans,
+            task,
+        }
     }
 
     fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// The most requests that were being answered at one time.
+    fn most_at_once(&self) -> usize {
+        let spans = self.spans.lock().expect("not poisoned").clone();
+        spans
+            .iter()
+            .map(|(start, _)| {
+                spans
+                    .iter()
+                    .filter(|(s, e)| s <= start && start < e)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn hits(&self) -> Vec<Hit> {
@@ -137,6 +169,7 @@ impl Receiver {
 
 async fn answer(
     log: Arc<Mutex<Vec<Hit>>>,
+    answered: Spans,
     script: Arc<Mutex<VecDeque<Reply>>>,
     secret: WebhookSecret,
     fallback: Reply,
@@ -208,6 +241,10 @@ async fn answer(
             );
         }
     }
+    answered
+        .lock()
+        .expect("not poisoned")
+        .push((at, Instant::now()));
     Ok(response)
 }
 
@@ -759,4 +796,120 @@ async fn two_serve_processes_share_200_deliveries_with_none_lost_and_none_twice(
         "each process delivers some: {per_process:?}"
     );
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test]
+async fn a_slow_receiver_holds_only_its_hosts_slots_and_others_are_delivered_meanwhile() {
+    let secret = WebhookSecret::generate();
+    let slow = Receiver::start(&secret, vec![], Reply::Hang(Duration::from_millis(700))).await;
+    let fast = Receiver::start(&secret, vec![], Reply::Status(200)).await;
+    // Three attempts at once, two of them to one host.
+    let app = spawn_app_with(|s| {
+        webhooks_to_loopback(s, &[100]);
+        s.webhook_concurrency = 3;
+        s.webhook_concurrency_per_host = 2;
+    })
+    .await;
+    let user = app.user_with_view().await;
+    let cid = app
+        .created(
+            &user.access,
+            "/channels/create/",
+            json!({"view_name": "someview"}),
+        )
+        .await["channel_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut slow_subs = Vec::new();
+    for _ in 0..12 {
+        slow_subs.push(subscribe(&app, &cid, &slow.url(), &secret).await);
+    }
+    // A backlog of twelve for the slow host, due before anything for the other one.
+    app.refresh_view(&user.access, "someview").await;
+    slow.wait_for_hits(2, LIMIT).await;
+    // Another host name for the same loopback receiver address family: its own host.
+    let fast_url = fast.url().replace("127.0.0.1", "localhost");
+    let fast_sub = subscribe(&app, &cid, &fast_url, &secret).await;
+
+    let refreshed = Instant::now();
+    app.refresh_view(&user.access, "someview").await;
+
+    let hits = fast.wait_for_hits(1, LIMIT).await;
+    let waited = hits[0].at - refreshed;
+    assert!(
+        waited < Duration::from_millis(600),
+        "the other host waited {waited:?} behind the slow one"
+    );
+    assert_eq!(
+        wait_until_finished(&app, fast_sub, LIMIT).await[0].status,
+        "succeeded"
+    );
+    for sub in slow_subs {
+        wait_until_finished(&app, sub, Duration::from_secs(20)).await;
+    }
+    assert_eq!(slow.hits().len(), 24);
+    assert_eq!(slow.most_at_once(), 2, "the per-host limit");
+}
+
+#[tokio::test]
+async fn finished_deliveries_past_the_retention_are_deleted_and_the_rest_kept() {
+    let secret = WebhookSecret::generate();
+    let app = spawn_app_with(|s| {
+        webhooks_to_loopback(s, &[100]);
+        s.outbox = false;
+    })
+    .await;
+    let user = app.user_with_view().await;
+    let cid = app
+        .created(
+            &user.access,
+            "/channels/create/",
+            json!({"view_name": "someview"}),
+        )
+        .await["channel_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let sub = subscribe(&app, &cid, "http://127.0.0.1:9/hook", &secret).await;
+    sqlx::query("UPDATE tinydevcrm.subscriptions SET status = 'paused' WHERE subscription_id = $1")
+        .bind(sub)
+        .execute(&app.pool)
+        .await
+        .expect("paused");
+    // seq 1: finished two hours ago; 2: finished just now; 3: pending, created two hours ago.
+    sqlx::query(
+        "INSERT INTO tinydevcrm.deliveries
+             (delivery_id, subscription_id, channel_id, seq, payload, status, created_at, finished_at)
+         VALUES (gen_random_uuid(), $1, $2::uuid, 1, '{}', 'succeeded', now() - interval '3 hours', now() - interval '2 hours'),
+                (gen_random_uuid(), $1, $2::uuid, 2, '{}', 'failed', now() - interval '3 hours', now()),
+                (gen_random_uuid(), $1, $2::uuid, 3, '{}', 'pending', now() - interval '2 hours', NULL)",
+    )
+    .bind(sub)
+    .bind(&cid)
+    .execute(&app.pool)
+    .await
+    .expect("deliveries");
+
+    // A process with a one-hour retention prunes as its drainer starts.
+    let _drainer = crate::helpers::spawn_app_on(app.db.clone(), {
+        let mut settings = crate::helpers::test_settings();
+        webhooks_to_loopback(&mut settings, &[100]);
+        settings.delivery_retention = Duration::from_secs(3600);
+        settings
+    })
+    .await;
+
+    let start = Instant::now();
+    loop {
+        let seqs: Vec<Option<i64>> = deliveries(&app, sub).await.iter().map(|d| d.seq).collect();
+        if seqs == [Some(2), Some(3)] {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "left: {seqs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The paused subscription's pending delivery is held, not attempted.
+    let held = deliveries(&app, sub).await;
+    assert_eq!((held[1].status.as_str(), held[1].attempts), ("pending", 0));
 }
