@@ -29,6 +29,8 @@ use crate::config::{DatabaseArgs, MIN_JWT_SECRET_BYTES, ServeArgs, Settings};
 use crate::db::local_cluster::{ClusterOptions, LocalCluster};
 use crate::error::{self, ApiError};
 use crate::jobs::scheduler::SchedulerConfig;
+use crate::notify::client::DeliveryClient;
+use crate::notify::outbox::OutboxConfig;
 use crate::state::{AppState, Background};
 use crate::{channels, db, jobs, notify, secrets, service, tables, telemetry, views};
 
@@ -36,7 +38,7 @@ use crate::{channels, db, jobs, notify, secrets, service, tables, telemetry, vie
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
 
 /// Builds the HTTP server on an already bound listener (port 0 in tests), and starts the
-/// background tasks (hub, scheduler, janitor) on the current runtime.
+/// background tasks (hub, scheduler, outbox drainer, janitor) on the current runtime.
 pub fn build_server(
     listener: TcpListener,
     pool: PgPool,
@@ -81,6 +83,18 @@ pub fn build_server_on(
         );
         tasks.push(task);
         scheduler_drain = Some(drain);
+    }
+    let mut outbox_drain = None;
+    if settings.outbox {
+        let client = DeliveryClient::from_settings(&settings).map_err(std::io::Error::other)?;
+        let (task, drain) = notify::outbox::spawn(
+            pool.clone(),
+            client,
+            hub.deliveries_due(),
+            OutboxConfig::from_settings(&settings),
+        );
+        tasks.push(task);
+        outbox_drain = Some(drain);
     }
     let state = web::Data::new(AppState {
         sessions: auth::sessions::SessionCache::new(settings.session_cache, hub.revocations()),
@@ -154,7 +168,7 @@ pub fn build_server_on(
     }
     let server = server.run();
     if let Some(hub) = on_signal {
-        spawn_drain_on_signal(hub, scheduler_drain, server.handle());
+        spawn_drain_on_signal(hub, scheduler_drain, outbox_drain, server.handle());
     }
     Ok(server)
 }
@@ -186,13 +200,15 @@ fn cors(origins: &[String], max_age: std::time::Duration) -> Cors {
 }
 
 /// At SIGINT or SIGTERM, drains: ends the SSE streams (they never end by themselves, and would
-/// hold the drain for its whole timeout), lets the job runs this process started finish (up
-/// to 10 s; it claims no new ones), then stops the HTTP server gracefully (it stops accepting
+/// hold the drain for its whole timeout), lets the job runs and webhook attempts this process
+/// started finish (up to 10 s; it claims no new ones; an attempt cut off is sent again after
+/// its lease), then stops the HTTP server gracefully (it stops accepting
 /// and lets in-flight requests finish, up to the shutdown timeout). While the runs finish the
 /// server still answers, so a load balancer that has not yet seen the replica go loses nothing.
 fn spawn_drain_on_signal(
     hub: Arc<Hub>,
     scheduler: Option<jobs::scheduler::Drain>,
+    outbox: Option<notify::outbox::Drain>,
     server: actix_web::dev::ServerHandle,
 ) {
     tokio::spawn(async move {
@@ -210,9 +226,19 @@ fn spawn_drain_on_signal(
         }
         tracing::info!("shutting down: draining requests, ending SSE streams");
         hub.close_all();
-        if let Some(scheduler) = scheduler {
-            scheduler.drain(std::time::Duration::from_secs(10)).await;
-        }
+        let limit = std::time::Duration::from_secs(10);
+        tokio::join!(
+            async {
+                if let Some(scheduler) = scheduler {
+                    scheduler.drain(limit).await;
+                }
+            },
+            async {
+                if let Some(outbox) = outbox {
+                    outbox.drain(limit).await;
+                }
+            }
+        );
         server.stop(true).await;
     });
 }

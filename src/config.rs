@@ -402,6 +402,56 @@ pub struct Settings {
         value_parser = seconds_at_least_one
     )]
     pub webhook_timeout: Duration,
+    /// Drain the notification outbox (deliver webhooks) in this process.
+    #[arg(long, env = "TDC_OUTBOX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub outbox: bool,
+    /// Longest wait between two looks at the outbox, in milliseconds: the safety net for a
+    /// wake-up lost while the LISTEN connection was down, and the pace of retries coming due.
+    #[arg(
+        long = "outbox-poll-ms",
+        value_name = "OUTBOX_POLL_MS",
+        env = "TDC_OUTBOX_POLL_MS",
+        default_value = "1000",
+        value_parser = milliseconds_at_least_one
+    )]
+    pub outbox_poll: Duration,
+    /// Webhook attempts one process makes at once (0 is read as 1).
+    #[arg(long, env = "TDC_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+    /// Webhook attempts one process makes at once to one destination host (0 is read as 1), so
+    /// that a slow receiver cannot take every slot.
+    #[arg(long, env = "TDC_WEBHOOK_CONCURRENCY_PER_HOST", default_value_t = 4)]
+    pub webhook_concurrency_per_host: usize,
+    /// Delays before each retry of a failed webhook attempt, comma-separated, each a number
+    /// with a unit (`ms`, `s`, `m`, `h`); ±10% jitter is added. After the last one the delivery
+    /// fails. Empty: no retries.
+    // One value holding the list, as for `cors_origins`.
+    #[arg(
+        long,
+        env = "TDC_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h",
+        value_parser = delays
+    )]
+    pub webhook_retry_schedule: std::vec::Vec<Duration>,
+    /// A subscription whose deliveries have failed without a success in between for this many
+    /// seconds is disabled (5 days by default).
+    #[arg(
+        long = "webhook-disable-after-secs",
+        value_name = "WEBHOOK_DISABLE_AFTER_SECS",
+        env = "TDC_WEBHOOK_DISABLE_AFTER_SECS",
+        default_value = "432000",
+        value_parser = seconds
+    )]
+    pub webhook_disable_after: Duration,
+    /// Finished (succeeded or failed) deliveries are kept this many seconds in the delivery log.
+    #[arg(
+        long = "delivery-retention-secs",
+        value_name = "DELIVERY_RETENTION_SECS",
+        env = "TDC_DELIVERY_RETENTION_SECS",
+        default_value = "604800",
+        value_parser = seconds
+    )]
+    pub delivery_retention: Duration,
     /// Drain at SIGINT/SIGTERM alike: end the SSE streams, stop accepting, finish the requests
     /// in flight. Not a flag: `serve` turns it on; tests leave it off, where a signal handler
     /// would swallow Ctrl-C.
@@ -504,6 +554,37 @@ fn milliseconds(value: &str) -> Result<Duration, ParseIntError> {
     value.parse().map(Duration::from_millis)
 }
 
+/// A number of milliseconds, 0 read as 1 (it paces a loop).
+fn milliseconds_at_least_one(value: &str) -> Result<Duration, ParseIntError> {
+    value
+        .parse()
+        .map(|ms: u64| Duration::from_millis(ms.max(1)))
+}
+
+/// A comma-separated list of delays (empty entries skipped), each a whole number and a unit:
+/// `250ms`, `5s`, `5m`, `2h`.
+fn delays(value: &str) -> Result<Vec<Duration>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|delay| !delay.is_empty())
+        .map(|delay| {
+            let digits = delay.find(|c: char| !c.is_ascii_digit()).unwrap_or(delay.len());
+            let (number, unit) = delay.split_at(digits);
+            let refuse = || format!("{delay:?} is not a delay; write a whole number and ms, s, m or h, e.g. 5s,5m,30m");
+            let number: u64 = number.parse().map_err(|_| refuse())?;
+            let millis = match unit.trim() {
+                "ms" => Some(number),
+                "s" => number.checked_mul(1000),
+                "m" => number.checked_mul(60_000),
+                "h" => number.checked_mul(3_600_000),
+                _ => return Err(refuse()),
+            };
+            millis.map(Duration::from_millis).ok_or_else(|| format!("{delay:?} is out of range"))
+        })
+        .collect()
+}
+
 /// A count of which at least one is needed, 0 or less read as 1.
 fn at_least_one(value: &str) -> Result<i64, ParseIntError> {
     value.parse().map(|n: i64| n.max(1))
@@ -598,6 +679,16 @@ mod tests {
         assert!(!s.webhook_allow_http);
         assert!(s.webhook_allow_cidrs.is_empty());
         assert_eq!(s.webhook_timeout, Duration::from_secs(15));
+        assert!(s.outbox);
+        assert_eq!(s.outbox_poll, Duration::from_secs(1));
+        assert_eq!(s.webhook_concurrency, 16);
+        assert_eq!(s.webhook_concurrency_per_host, 4);
+        assert_eq!(
+            s.webhook_retry_schedule,
+            [5, 300, 1800, 7200, 18_000, 36_000, 36_000].map(Duration::from_secs)
+        );
+        assert_eq!(s.webhook_disable_after, Duration::from_secs(432_000));
+        assert_eq!(s.delivery_retention, Duration::from_secs(604_800));
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_ne!(
@@ -685,6 +776,39 @@ mod tests {
                 .cors_origins
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_retry_schedule_is_read_in_its_units_and_anything_else_is_refused() {
+        let s = serve_args(&[
+            "--webhook-retry-schedule=250ms, 5s,2m,1h,",
+            "--outbox-poll-ms=0",
+        ])
+        .settings;
+        assert_eq!(
+            s.webhook_retry_schedule,
+            [
+                Duration::from_millis(250),
+                Duration::from_secs(5),
+                Duration::from_secs(120),
+                Duration::from_secs(3600)
+            ]
+        );
+        assert_eq!(s.outbox_poll, Duration::from_millis(1));
+        assert!(
+            serve_args(&["--webhook-retry-schedule="])
+                .settings
+                .webhook_retry_schedule
+                .is_empty()
+        );
+        for bad in ["5", "5d", "s", "-5s", "1.5s", "5 s s", "99999999999999999h"] {
+            let parsed = Cli::try_parse_from([
+                "tinydevcrm",
+                "serve",
+                &format!("--webhook-retry-schedule={bad}"),
+            ]);
+            assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! - [`destination`]: which webhook URLs and addresses may be delivered to (the SSRF guard)
 //! - [`client`]: the HTTP client that delivers, connecting only to checked addresses
 //! - [`store`], [`routes`](mod@routes): the `/channels/{id}/webhooks/...` subscriptions and delivery log
+//! - [`outbox`]: the background task that claims due deliveries, sends them, and retries
 
 pub mod client;
 pub mod destination;
+pub mod outbox;
 pub mod routes;
 pub mod signature;
 pub mod store;

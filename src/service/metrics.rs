@@ -162,6 +162,18 @@ pub const METRICS: &[Metric] = &[
         "Reconnections of the channel hub's LISTEN connection",
     ),
     metric(
+        "tdc_webhook_attempts_total",
+        Kind::Counter,
+        Unit::Count,
+        "Webhook delivery attempts, by outcome (succeeded, retried, failed, gone)",
+    ),
+    metric(
+        "tdc_webhook_attempt_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Duration of webhook delivery attempts, answer or not",
+    ),
+    metric(
         "tdc_managed_postgres_restarts_total",
         Kind::Counter,
         Unit::Count,
@@ -202,6 +214,10 @@ fn recorder()
         )?
         .set_buckets_for_metric(
             Matcher::Full("tdc_view_refresh_duration_seconds".to_owned()),
+            LONG_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("tdc_webhook_attempt_duration_seconds".to_owned()),
             LONG_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full("tdc_ingest_rows".to_owned()), ROWS_BUCKETS)?
@@ -250,6 +266,11 @@ fn register_all() {
                     RefreshStatus::Failed,
                 ] {
                     drop(::metrics::histogram!(m.name, "status" => status.as_str()));
+                }
+            }
+            "tdc_webhook_attempts_total" => {
+                for outcome in crate::notify::outbox::OUTCOMES {
+                    ::metrics::counter!(m.name, "outcome" => outcome).increment(0);
                 }
             }
             name => match m.kind {

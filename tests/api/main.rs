@@ -22,6 +22,7 @@ mod jobs;
 mod notify;
 mod openapi;
 mod operations;
+mod outbox;
 mod parquet_corpus;
 mod processes;
 mod quotas;
