@@ -207,8 +207,8 @@ fn cors(origins: &[String], max_age: std::time::Duration) -> Cors {
 /// server still answers, so a load balancer that has not yet seen the replica go loses nothing.
 fn spawn_drain_on_signal(
     hub: Arc<Hub>,
-    scheduler: Option<jobs::scheduler::Drain>,
-    outbox: Option<notify::outbox::Drain>,
+    scheduler: Option<crate::drain::Drain>,
+    outbox: Option<crate::drain::Drain>,
     server: actix_web::dev::ServerHandle,
 ) {
     tokio::spawn(async move {

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod db;
+pub mod drain;
 pub mod error;
 pub mod jobs;
 pub mod notify;

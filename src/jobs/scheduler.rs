@@ -62,37 +62,14 @@ pub fn worker_name() -> String {
     )
 }
 
-/// Starts the scheduler loop on the current runtime.
-pub fn spawn(pool: PgPool, config: SchedulerConfig) -> (tokio::task::JoinHandle<()>, Drain) {
-    let (stop, stopped) = watch::channel(false);
-    let (drained_tx, drained) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        run(pool, config, stopped).await;
-        let _ = drained_tx.send(true);
-    });
-    (task, Drain { stop, drained })
-}
-
-/// Stops a scheduler at shutdown: it claims nothing more, and the runs it started finish (a
-/// run cut off mid-way would leave its tick without its refresh until the lease expired).
-#[derive(Debug)]
-pub struct Drain {
-    stop: watch::Sender<bool>,
-    drained: watch::Receiver<bool>,
-}
-
-impl Drain {
-    /// Stops claiming, then waits until every run this process started has ended, or `limit`.
-    pub async fn drain(mut self, limit: Duration) {
-        let _ = self.stop.send(true);
-        let finished = tokio::time::timeout(limit, self.drained.wait_for(|done| *done)).await;
-        if finished.is_err() {
-            tracing::warn!(
-                ?limit,
-                "scheduler: runs still going at shutdown; leaving them to their leases"
-            );
-        }
-    }
+/// Starts the scheduler loop on the current runtime. Its [`Drain`](crate::drain::Drain) stops it claiming at
+/// shutdown and lets the runs it started finish (a run cut off mid-way would leave its tick
+/// without its refresh until the lease expired).
+pub fn spawn(
+    pool: PgPool,
+    config: SchedulerConfig,
+) -> (tokio::task::JoinHandle<()>, crate::drain::Drain) {
+    crate::drain::spawn("scheduler", move |stopped| run(pool, config, stopped))
 }
 
 async fn run(pool: PgPool, config: SchedulerConfig, mut stopped: watch::Receiver<bool>) {
@@ -107,7 +84,7 @@ async fn run(pool: PgPool, config: SchedulerConfig, mut stopped: watch::Receiver
 }
 
 /// Resolves when a stop is asked for; never when nobody can ask any more (a server built
-/// without signal handling drops its [`Drain`]).
+/// without signal handling drops its [`Drain`](crate::drain::Drain)).
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     if stopped.changed().await.is_err() {
         std::future::pending::<()>().await;

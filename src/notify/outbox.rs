@@ -89,10 +89,8 @@ pub fn spawn(
     client: DeliveryClient,
     due: Arc<Notify>,
     config: OutboxConfig,
-) -> (tokio::task::JoinHandle<()>, Drain) {
-    let (stop, stopped) = watch::channel(false);
-    let (drained_tx, drained) = watch::channel(false);
-    let task = tokio::spawn(async move {
+) -> (tokio::task::JoinHandle<()>, crate::drain::Drain) {
+    crate::drain::spawn("outbox", move |stopped| async move {
         let drainer = Drainer {
             pool,
             client,
@@ -102,31 +100,7 @@ pub fn spawn(
             config,
         };
         drainer.run(due, stopped).await;
-        let _ = drained_tx.send(true);
-    });
-    (task, Drain { stop, drained })
-}
-
-/// Stops a drainer at shutdown: it claims nothing more, and the attempts in flight finish
-/// (bounded by their timeout); an attempt cut off is sent again after its lease.
-#[derive(Debug)]
-pub struct Drain {
-    stop: watch::Sender<bool>,
-    drained: watch::Receiver<bool>,
-}
-
-impl Drain {
-    /// Stops claiming, then waits until every attempt in flight has ended, or `limit`.
-    pub async fn drain(mut self, limit: Duration) {
-        let _ = self.stop.send(true);
-        let finished = tokio::time::timeout(limit, self.drained.wait_for(|done| *done)).await;
-        if finished.is_err() {
-            tracing::warn!(
-                ?limit,
-                "outbox: webhook attempts still going at shutdown; leaving them to their leases"
-            );
-        }
-    }
+    })
 }
 
 /// Attempts in flight per host, shared by the loop and the attempts.
@@ -157,7 +131,7 @@ struct Claimed {
 }
 
 /// Resolves when a stop is asked for; never when nobody can ask any more (a server built
-/// without signal handling drops its [`Drain`]).
+/// without signal handling drops its [`Drain`](crate::drain::Drain)).
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     if stopped.changed().await.is_err() {
         std::future::pending::<()>().await;

@@ -217,7 +217,7 @@ fn is_http(module: &str) -> bool {
 }
 
 /// Shared plumbing: imports no feature.
-const PLUMBING: &[&str] = &["db", "error", "config", "telemetry", "secrets"];
+const PLUMBING: &[&str] = &["db", "drain", "error", "config", "telemetry", "secrets"];
 
 /// The features' domain code from top to bottom: each may name only features below it.
 const DOMAIN_ORDER: &[&str] = &["jobs", "views", "query", "tables", "channels", "auth"];
