@@ -598,6 +598,21 @@ impl TestApp {
         user
     }
 
+    /// A user with `someview` (see [`TestApp::user_with_view`]) and a channel on it; the
+    /// channel's id.
+    pub async fn user_with_channel(&self) -> (TestUser, String) {
+        let user = self.user_with_view().await;
+        let channel = self
+            .created(
+                &user.access,
+                "/channels/create/",
+                json!({"view_name": "someview"}),
+            )
+            .await;
+        let channel_id = channel["channel_id"].as_str().expect("id").to_owned();
+        (user, channel_id)
+    }
+
     pub async fn created(&self, access: &str, path: &str, body: Value) -> Value {
         let res = self.post_as(access, path, &body).await;
         let status = res.status();

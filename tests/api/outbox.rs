@@ -265,15 +265,7 @@ fn webhooks_to_loopback(settings: &mut Settings, schedule_ms: &[u64]) {
 /// A user with `someview`, a channel on it; the app, the user's access token, the channel id.
 async fn channel(schedule_ms: &[u64]) -> (TestApp, String, String) {
     let app = spawn_app_with(|s| webhooks_to_loopback(s, schedule_ms)).await;
-    let user = app.user_with_view().await;
-    let channel = app
-        .created(
-            &user.access,
-            "/channels/create/",
-            json!({"view_name": "someview"}),
-        )
-        .await;
-    let cid = channel["channel_id"].as_str().expect("id").to_owned();
+    let (user, cid) = app.user_with_channel().await;
     (app, user.access, cid)
 }
 

@@ -25,16 +25,8 @@ fn id(v: &Value, key: &str) -> Uuid {
 
 /// A user with a view and a channel on it; the channel's id.
 async fn user_with_channel(app: &TestApp) -> (TestUser, Uuid) {
-    let user = app.user_with_view().await;
-    let channel = app
-        .created(
-            &user.access,
-            "/channels/create/",
-            json!({"view_name": "someview"}),
-        )
-        .await;
-    let channel_id = id(&channel, "channel_id");
-    (user, channel_id)
+    let (user, channel_id) = app.user_with_channel().await;
+    (user, channel_id.parse().expect("uuid"))
 }
 
 async fn create_webhook(app: &TestApp, access: &str, channel: Uuid, url: &str) -> Value {
