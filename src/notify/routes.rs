@@ -503,6 +503,8 @@ mod tests {
             "x",
             "bm90LWEtY3Vyc29y",
             &URL_SAFE_NO_PAD.encode("12.nope"),
+            // Before 1970: inside chrono's range, outside PostgreSQL's.
+            &URL_SAFE_NO_PAD.encode(format!("-1000000000000000000.{id}")),
         ] {
             assert_eq!(
                 decode_cursor(bad).expect_err(bad).code(),

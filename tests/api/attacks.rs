@@ -2651,7 +2651,7 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
         b64(&format!("-1000000000000000000.{vd}")),
         b64(&format!("-9223372036854775808.{vd}")),
         b64(&format!("{micros}.{vd}.{vd}")),
-        b64(&format!("{micros}")),
+        b64(micros),
         b64(&format!("{micros}.' OR 1=1 --")),
         b64(&format!(
             r#"{{"created_at": "{micros}", "delivery_id": "{vd}", "subscription_id": "{vw}"}}"#
