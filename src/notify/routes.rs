@@ -192,6 +192,11 @@ fn checked_description(description: Option<&str>) -> Result<Option<&str>, ApiErr
             "invalid_description",
             format!("the description is longer than {MAX_DESCRIPTION_CHARS} characters"),
         )),
+        // PostgreSQL text cannot hold a NUL: refused here, or the insert fails as a 500.
+        Some(d) if d.contains('\0') => Err(ApiError::bad_request(
+            "invalid_description",
+            "the description contains a NUL character",
+        )),
         other => Ok(other),
     }
 }
@@ -469,9 +474,12 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(invalid)?;
     let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+    // No delivery predates 1970; an earlier time (which chrono reads back to year -262143)
+    // is out of PostgreSQL's range and would fail the query as a 500.
     let at = micros
-        .parse()
+        .parse::<i64>()
         .ok()
+        .filter(|micros| *micros >= 0)
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
@@ -495,6 +503,8 @@ mod tests {
             "x",
             "bm90LWEtY3Vyc29y",
             &URL_SAFE_NO_PAD.encode("12.nope"),
+            // Before 1970: inside chrono's range, outside PostgreSQL's.
+            &URL_SAFE_NO_PAD.encode(format!("-1000000000000000000.{id}")),
         ] {
             assert_eq!(
                 decode_cursor(bad).expect_err(bad).code(),

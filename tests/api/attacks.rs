@@ -101,6 +101,19 @@ impl Scene {
     /// pooled connection is the service role again, the attacker has no view, the server
     /// answers.
     pub(crate) async fn assert_unharmed(&self) {
+        self.assert_unharmed_but_views().await;
+        let views: Value = self
+            .app
+            .get_as(&self.attacker.access, "/views/")
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(views, json!([]), "the attack left a view behind");
+    }
+
+    /// [`Scene::assert_unharmed`] for a scene where the attacker made views of their own.
+    async fn assert_unharmed_but_views(&self) {
         let body: Value = self
             .app
             .get_as(&self.victim.access, "/tables/secret/")
@@ -144,14 +157,6 @@ impl Scene {
                 .expect("query");
             assert_eq!(role, "tinydevcrm", "a pooled connection kept a tenant role");
         }
-        let views: Value = self
-            .app
-            .get_as(&self.attacker.access, "/views/")
-            .await
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(views, json!([]), "the attack left a view behind");
         assert_eq!(self.app.get("/health").await.status(), StatusCode::OK);
     }
 }
@@ -2290,4 +2295,436 @@ async fn columns_that_are_not_the_relations_own_are_unknown_wherever_they_are_na
         }
     }
     scene.assert_unharmed().await;
+}
+
+/// The webhook scene: the victim and the attacker each have a view, a channel on it and a
+/// paused webhook (so no worker sends anything) with one failed delivery; the attacker also
+/// has a second webhook. Ids: (channel, webhook, delivery) per tenant.
+struct WebhookScene {
+    scene: Scene,
+    victim: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    attacker: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    attacker_second: uuid::Uuid,
+}
+
+fn uuid_of(v: &Value, key: &str) -> uuid::Uuid {
+    v[key].as_str().expect(key).parse().expect("uuid")
+}
+
+/// A channel on a new view of `table`, a paused webhook on it and one failed test delivery.
+async fn hooked(app: &TestApp, access: &str, table: &str) -> (uuid::Uuid, uuid::Uuid, uuid::Uuid) {
+    app.created(
+        access,
+        "/views/create/",
+        json!({"view_name": "hooked", "sql_query": format!("SELECT count(*) AS n FROM {table}")}),
+    )
+    .await;
+    let channel = app
+        .created(access, "/channels/create/", json!({"view_name": "hooked"}))
+        .await;
+    let channel = uuid_of(&channel, "channel_id");
+    let webhook = paused_webhook(app, access, channel).await;
+    let res = app
+        .post_as(
+            access,
+            &format!("/channels/{channel}/webhooks/{webhook}/test/"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let delivery = uuid_of(&res.json().await.expect("json"), "delivery_id");
+    sqlx::query("UPDATE tinydevcrm.deliveries SET status = 'failed' WHERE delivery_id = $1")
+        .bind(delivery)
+        .execute(&app.pool)
+        .await
+        .expect("fail it");
+    (channel, webhook, delivery)
+}
+
+async fn paused_webhook(app: &TestApp, access: &str, channel: uuid::Uuid) -> uuid::Uuid {
+    let created = app
+        .created(
+            access,
+            &format!("/channels/{channel}/webhooks/"),
+            json!({"url": "https://hooks.example.com/tdc"}),
+        )
+        .await;
+    let webhook = uuid_of(&created, "webhook_id");
+    let res = app
+        .patch_as(
+            access,
+            &format!("/channels/{channel}/webhooks/{webhook}/"),
+            &json!({"status": "paused"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    webhook
+}
+
+async fn webhook_scene() -> WebhookScene {
+    let scene = scene(Duration::from_secs(5)).await;
+    let victim = hooked(&scene.app, &scene.victim.access, "secret").await;
+    let attacker = hooked(&scene.app, &scene.attacker.access, "mine").await;
+    let attacker_second = paused_webhook(&scene.app, &scene.attacker.access, attacker.0).await;
+    WebhookScene {
+        scene,
+        victim,
+        attacker,
+        attacker_second,
+    }
+}
+
+impl WebhookScene {
+    /// Every subscription and delivery row of `channel`, whole, as JSON.
+    async fn rows_of(&self, channel: uuid::Uuid) -> Value {
+        sqlx::query_scalar(
+            "SELECT json_build_object(
+                 'subscriptions', (SELECT coalesce(json_agg(s ORDER BY s.subscription_id), '[]')
+                                     FROM tinydevcrm.subscriptions s WHERE s.channel_id = $1),
+                 'deliveries', (SELECT coalesce(json_agg(d ORDER BY d.delivery_id), '[]')
+                                  FROM tinydevcrm.deliveries d
+                                  JOIN tinydevcrm.subscriptions s USING (subscription_id)
+                                 WHERE s.channel_id = $1))",
+        )
+        .bind(channel)
+        .fetch_one(&self.scene.app.pool)
+        .await
+        .expect("rows")
+    }
+}
+
+/// Ways to write one UUID that `Uuid::parse_str` reads as the same id.
+fn id_spellings(id: uuid::Uuid) -> Vec<String> {
+    vec![
+        id.to_string(),
+        id.to_string().to_uppercase(),
+        id.simple().to_string(),
+        id.braced().to_string(),
+        id.urn().to_string(),
+        format!("%20{id}"),
+    ]
+}
+
+#[tokio::test]
+async fn another_tenants_webhook_ids_in_any_spelling_and_mix_are_not_found_and_change_nothing() {
+    let ws = webhook_scene().await;
+    let app = &ws.scene.app;
+    let a = &ws.scene.attacker.access;
+    let (vc, vw, vd) = ws.victim;
+    let (ac, aw, _) = ws.attacker;
+    let victim_before = ws.rows_of(vc).await;
+    let attacker_before = ws.rows_of(ac).await;
+
+    let mut paths = Vec::new();
+    for (c, w) in [(vc, vw), (ac, vw), (vc, aw)] {
+        for (cs, ws_) in id_spellings(c).into_iter().zip(id_spellings(w)) {
+            paths.push((cs.clone(), ws_.clone()));
+            paths.push((c.to_string(), ws_));
+            paths.push((cs, w.to_string()));
+        }
+    }
+    for (c, w) in &paths {
+        let base = format!("/channels/{c}/webhooks/{w}");
+        for (what, res) in [
+            ("get", app.get_as(a, &format!("{base}/")).await),
+            (
+                "patch",
+                app.patch_as(
+                    a,
+                    &format!("{base}/"),
+                    &json!({"url": "https://evil.example.com/", "status": "active"}),
+                )
+                .await,
+            ),
+            (
+                "rotate",
+                app.post_as(a, &format!("{base}/rotate-secret/"), &json!({}))
+                    .await,
+            ),
+            (
+                "test",
+                app.post_as(a, &format!("{base}/test/"), &json!({})).await,
+            ),
+            ("log", app.get_as(a, &format!("{base}/deliveries/")).await),
+            (
+                "retry",
+                app.post_as(a, &format!("{base}/deliveries/{vd}/retry/"), &json!({}))
+                    .await,
+            ),
+            ("delete", app.delete_as(a, &format!("{base}/")).await),
+        ] {
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{what} {base}");
+        }
+    }
+    // The attacker's own channel and webhook with the victim's delivery.
+    for d in id_spellings(vd) {
+        let path = format!("/channels/{ac}/webhooks/{aw}/deliveries/{d}/retry/");
+        let res = app.post_as(a, &path, &json!({})).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // The victim's channel: list and create.
+    for c in id_spellings(vc) {
+        let path = format!("/channels/{c}/webhooks/");
+        assert_eq!(
+            app.get_as(a, &path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        let res = app
+            .post_as(a, &path, &json!({"url": "https://evil.example.com/"}))
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    assert_eq!(
+        ws.rows_of(vc).await,
+        victim_before,
+        "the victim's rows changed"
+    );
+    assert_eq!(
+        ws.rows_of(ac).await,
+        attacker_before,
+        "a mixed path reached the attacker's rows"
+    );
+    ws.scene.assert_unharmed_but_views().await;
+}
+
+#[tokio::test]
+async fn internal_addresses_smuggled_through_url_spellings_are_refused_on_create_and_patch() {
+    let ws = webhook_scene().await;
+    let app = &ws.scene.app;
+    let a = &ws.scene.attacker.access;
+    let (vc, _, _) = ws.victim;
+    let (ac, aw, _) = ws.attacker;
+    let victim_before = ws.rows_of(vc).await;
+    let attacker_before = ws.rows_of(ac).await;
+    const RANGE: &str = "TDC_WEBHOOK_ALLOW_CIDRS";
+    let long = format!("https://hooks.example.com/{}", "a".repeat(10 * 1024));
+
+    for (url, says) in [
+        ("https://[::1]/", RANGE),
+        ("https://[::ffff:127.0.0.1]/", "127.0.0.1"),
+        ("https://[::ffff:7f00:1]/", "127.0.0.1"),
+        ("https://[0:0:0:0:0:ffff:169.254.169.254]/", "metadata"),
+        ("https://[::ffff:a9fe:a9fe]/latest/", "metadata"),
+        ("https://[64:ff9b::a9fe:a9fe]/", "metadata"),
+        ("https://[::127.0.0.1]/", "127.0.0.1"),
+        ("https://0.0.0.0/", RANGE),
+        ("https://127.1/", "127.0.0.1"),
+        ("https://127\u{3002}0\u{3002}0\u{3002}1/", "127.0.0.1"),
+        ("https://127\u{ff0e}0\u{ff0e}0\u{ff0e}1/", "127.0.0.1"),
+        ("https://\u{ff11}\u{ff12}\u{ff17}.0.0.1/", "127.0.0.1"),
+        ("https://evil.com@127.0.0.1/", "user name or password"),
+        (
+            "https://evil.com:x@hooks.example.com/",
+            "user name or password",
+        ),
+        ("https:\\\\127.0.0.1\\hook", "127.0.0.1"),
+        ("https:/\\169.254.169.254/", "metadata"),
+        ("https://127.0.0.\t1/", "127.0.0.1"),
+        ("https://127.0.\n0.1/", "127.0.0.1"),
+        ("\thttps://10.0.0.1/\r\n", RANGE),
+        ("https://[fe80::1%25eth0]/", "absolute URL"),
+        ("https://hooks.example.com\u{0}/", "absolute URL"),
+        ("http://hooks.example.com/", "https://"),
+        ("HTTPS://LOCALHOST.:0x1bb@0x7f.1/", "user name or password"),
+        (long.as_str(), "longer than"),
+    ] {
+        for res in [
+            app.post_as(
+                a,
+                &format!("/channels/{ac}/webhooks/"),
+                &json!({ "url": url }),
+            )
+            .await,
+            app.patch_as(
+                a,
+                &format!("/channels/{ac}/webhooks/{aw}/"),
+                &json!({ "url": url }),
+            )
+            .await,
+        ] {
+            let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_webhook_url").await;
+            let detail = problem["detail"].as_str().expect("detail");
+            assert!(detail.contains(says), "{url:?}: {detail}");
+        }
+    }
+    // A NUL in a description is refused as a bad request, not a database error.
+    for res in [
+        app.post_as(
+            a,
+            &format!("/channels/{ac}/webhooks/"),
+            &json!({"url": "https://hooks.example.com/", "description": "a\u{0}b"}),
+        )
+        .await,
+        app.patch_as(
+            a,
+            &format!("/channels/{ac}/webhooks/{aw}/"),
+            &json!({"description": "a\u{0}b"}),
+        )
+        .await,
+    ] {
+        assert_problem(res, StatusCode::BAD_REQUEST, "invalid_description").await;
+    }
+    assert_eq!(
+        ws.rows_of(ac).await,
+        attacker_before,
+        "a refused URL was stored"
+    );
+
+    // Host names are taken as written and judged when they resolve, at every delivery attempt
+    // (`notify::client`); the stored URL is the parser's normal form.
+    for (url, stored) in [
+        ("https://localhost/", "https://localhost/"),
+        ("https://127.0.0.1.nip.io/", "https://127.0.0.1.nip.io/"),
+        ("https://LOCALHOST\u{3002}/x", "https://localhost./x"),
+    ] {
+        let created = app
+            .created(
+                a,
+                &format!("/channels/{ac}/webhooks/"),
+                json!({ "url": url }),
+            )
+            .await;
+        assert_eq!(created["url"], stored, "{url:?}");
+        let path = format!(
+            "/channels/{ac}/webhooks/{}/",
+            uuid_of(&created, "webhook_id")
+        );
+        assert_eq!(
+            app.delete_as(a, &path).await.status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(
+        ws.rows_of(vc).await,
+        victim_before,
+        "the victim's rows changed"
+    );
+    ws.scene.assert_unharmed_but_views().await;
+}
+
+#[tokio::test]
+async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks_log() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let ws = webhook_scene().await;
+    let app = &ws.scene.app;
+    let a = &ws.scene.attacker.access;
+    let (vc, vw, vd) = ws.victim;
+    let (ac, aw, _) = ws.attacker;
+    let victim_before = ws.rows_of(vc).await;
+    // A second delivery, so that a page of one has a next_cursor.
+    let res = app
+        .post_as(
+            a,
+            &format!("/channels/{ac}/webhooks/{aw}/test/"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let log = format!("/channels/{ac}/webhooks/{aw}/deliveries/");
+    let page: Value = app
+        .get_as(a, &format!("{log}?limit=1"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let real = page["next_cursor"]
+        .as_str()
+        .expect("next_cursor")
+        .to_owned();
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&real).expect("base64")).expect("utf8");
+    let (micros, _) = text.split_once('.').expect("cursor text");
+    let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+
+    let forged = [
+        String::new(),
+        "=".to_owned(),
+        "%00".to_owned(),
+        "!!!!".to_owned(),
+        STANDARD.encode(&text).replace('=', "%3D"),
+        format!("{real}%3D%3D"),
+        real.to_uppercase(),
+        b64(&format!("{micros}.{}", vd.simple().to_string().repeat(2))),
+        b64(&format!("99999999999999999999.{vd}")),
+        b64(&format!("-1000000000000000000.{vd}")),
+        b64(&format!("-9223372036854775808.{vd}")),
+        b64(&format!("{micros}.{vd}.{vd}")),
+        b64(micros),
+        b64(&format!("{micros}.' OR 1=1 --")),
+        b64(&format!(
+            r#"{{"created_at": "{micros}", "delivery_id": "{vd}", "subscription_id": "{vw}"}}"#
+        )),
+        b64(&format!("{micros}\u{0}.{vd}")),
+        b64(&"9".repeat(4000)),
+        "A".repeat(6000),
+    ];
+    for cursor in &forged {
+        let path = format!("{log}?cursor={cursor}");
+        assert_problem(
+            app.get_as(a, &path).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+        )
+        .await;
+    }
+    // A far-future position (year 255,000, inside both chrono's and PostgreSQL's ranges) is
+    // a position like any other: the log before it, the attacker's own two deliveries.
+    let far = format!("{log}?cursor={}", b64(&format!("8000000000000000000.{vd}")));
+    let page: Value = app.get_as(a, &far).await.json().await.expect("json");
+    assert_eq!(
+        page["deliveries"].as_array().map(Vec::len),
+        Some(2),
+        "{page}"
+    );
+    assert!(!page.to_string().contains(&vd.to_string()), "{page}");
+    for query in [
+        "limit=-1",
+        "limit=1e3",
+        "limit=99999999999999999999",
+        "limit=1&limit=2",
+        &format!("cursor={real}&cursor={real}"),
+        "cursor[]=x",
+        "webhook_id=x",
+    ] {
+        let res = app.get_as(a, &format!("{log}?{query}")).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+    // A real cursor (a position) on another webhook of the attacker's, and on the victim's
+    // webhook: the first lists only that webhook's deliveries, the second is not found.
+    let other: Value = app
+        .get_as(
+            a,
+            &format!(
+                "/channels/{ac}/webhooks/{}/deliveries/?cursor={real}",
+                ws.attacker_second
+            ),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(other["deliveries"], json!([]), "{other}");
+    let res = app
+        .get_as(
+            a,
+            &format!("/channels/{vc}/webhooks/{vw}/deliveries/?cursor={real}"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(
+        !app.get_as(a, &log)
+            .await
+            .text()
+            .await
+            .expect("text")
+            .contains(&vd.to_string())
+    );
+    assert_eq!(
+        ws.rows_of(vc).await,
+        victim_before,
+        "the victim's rows changed"
+    );
+    ws.scene.assert_unharmed_but_views().await;
 }
