@@ -402,6 +402,18 @@ pub struct Settings {
         value_parser = seconds_at_least_one
     )]
     pub webhook_timeout: Duration,
+    /// What a delivery's lease adds to the attempt timeout, in milliseconds: the time to record
+    /// the outcome. A process killed mid-attempt holds the delivery this much past the timeout
+    /// before another process sends it again; too short, and a slow database write lets a
+    /// second process send a delivery whose outcome is still being recorded.
+    #[arg(
+        long = "webhook-lease-margin-ms",
+        value_name = "WEBHOOK_LEASE_MARGIN_MS",
+        env = "TDC_WEBHOOK_LEASE_MARGIN_MS",
+        default_value = "30000",
+        value_parser = milliseconds
+    )]
+    pub webhook_lease_margin: Duration,
     /// Drain the notification outbox (deliver webhooks) in this process.
     #[arg(long, env = "TDC_OUTBOX", default_value_t = true, action = clap::ArgAction::Set)]
     pub outbox: bool,
@@ -679,6 +691,7 @@ mod tests {
         assert!(!s.webhook_allow_http);
         assert!(s.webhook_allow_cidrs.is_empty());
         assert_eq!(s.webhook_timeout, Duration::from_secs(15));
+        assert_eq!(s.webhook_lease_margin, Duration::from_secs(30));
         assert!(s.outbox);
         assert_eq!(s.outbox_poll, Duration::from_secs(1));
         assert_eq!(s.webhook_concurrency, 16);

@@ -23,6 +23,16 @@ pub struct UnknownState {
     value: String,
 }
 
+impl UnknownState {
+    /// `value` read where a `what` was expected (for the other modules' state types).
+    pub(crate) fn new(what: &'static str, value: &str) -> Self {
+        Self {
+            what,
+            value: value.to_owned(),
+        }
+    }
+}
+
 /// What a job does with a tick that comes while its previous run is still going, or while
 /// its tenant has as many runs in progress as it may.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]

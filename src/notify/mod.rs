@@ -4,6 +4,7 @@
 //! - [`destination`]: which webhook URLs and addresses may be delivered to (the SSRF guard)
 //! - [`client`]: the HTTP client that delivers, connecting only to checked addresses
 //! - [`store`], [`routes`](mod@routes): the `/channels/{id}/webhooks/...` subscriptions and delivery log
+//! - [`states`]: the statuses of subscriptions and deliveries
 //! - [`outbox`]: the background task that claims due deliveries, sends them, and retries
 
 pub mod client;
@@ -11,6 +12,7 @@ pub mod destination;
 pub mod outbox;
 pub mod routes;
 pub mod signature;
+pub mod states;
 pub mod store;
 
 use actix_web::web;

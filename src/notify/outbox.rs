@@ -12,7 +12,8 @@
 //! Each process makes at most `concurrency` attempts at once and at most `per_host` to one
 //! destination host, and claims only what it can start now: the rest stays in the table for
 //! the other processes or the next look, and a slow receiver holds its own slots only.
-//! Hosts are told apart by the URL's host as written (lower-cased).
+//! Hosts are told apart by the subscription's `host` column (the URL's host as the URL parser
+//! gives it, written with the URL; migrations/0012).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,12 +30,10 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::notify::client::{DeliveryClient, DeliveryError};
 use crate::notify::signature::{WebhookSecret, signature_header};
+use crate::notify::states::{DeliveryStatus, SubscriptionStatus};
 
 /// Bytes of a receiver's answer kept in the delivery log; the rest is never read.
 pub const RESPONSE_PREFIX_BYTES: usize = 1024;
-
-/// What the lease adds to the attempt's timeout: time to record the outcome.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 /// The `outcome` label values of `tdc_webhook_attempts_total`.
 pub const OUTCOMES: [&str; 4] = ["succeeded", "retried", "failed", "gone"];
@@ -52,6 +51,8 @@ pub struct OutboxConfig {
     pub poll: Duration,
     /// Time one attempt may take (the client enforces it; the lease covers it).
     pub timeout: Duration,
+    /// What the lease adds to `timeout`: time to record the outcome.
+    pub lease_margin: Duration,
     /// Attempts this process makes at once.
     pub concurrency: usize,
     /// Attempts this process makes at once to one host.
@@ -70,6 +71,7 @@ impl OutboxConfig {
         Self {
             poll: settings.outbox_poll,
             timeout: settings.webhook_timeout,
+            lease_margin: settings.webhook_lease_margin,
             concurrency: settings.webhook_concurrency.max(1),
             per_host: settings.webhook_concurrency_per_host.max(1),
             schedule: settings.webhook_retry_schedule.clone(),
@@ -79,7 +81,7 @@ impl OutboxConfig {
     }
 
     fn lease(&self) -> Duration {
-        self.timeout + LEASE_MARGIN
+        self.timeout + self.lease_margin
     }
 }
 
@@ -208,13 +210,12 @@ impl Drainer {
         let lease_ms = millis(self.config.lease());
         let rows = sqlx::query!(
             r#"WITH due AS (
-                 SELECT d.delivery_id, d.next_attempt_at, s.status AS sub_status,
-                        coalesce(lower(substring(s.url FROM '^[^:/?#]+://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)')), '') AS host
+                 SELECT d.delivery_id, d.next_attempt_at, s.status AS sub_status, s.host
                  FROM tinydevcrm.deliveries d
                  JOIN tinydevcrm.subscriptions s ON s.subscription_id = d.subscription_id
                  WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                    AND s.kind = 'webhook' AND s.status IN ('active', 'disabled')
-                   AND coalesce(lower(substring(s.url FROM '^[^:/?#]+://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)')), '') <> ALL($1::text[])
+                   AND s.host <> ALL($1::text[])
                  ORDER BY d.next_attempt_at
                  LIMIT $2
                  FOR UPDATE OF d SKIP LOCKED
@@ -424,10 +425,10 @@ async fn attempt(pool: &PgPool, client: &DeliveryClient, config: &OutboxConfig, 
         _ => None,
     };
     let (status, outcome) = match (&verdict, delay) {
-        (Verdict::Succeeded, _) => ("succeeded", "succeeded"),
-        (Verdict::Retry { .. }, Some(_)) => ("pending", "retried"),
-        (Verdict::Retry { .. }, None) | (Verdict::Failed, _) => ("failed", "failed"),
-        (Verdict::Gone, _) => ("failed", "gone"),
+        (Verdict::Succeeded, _) => (DeliveryStatus::Succeeded, "succeeded"),
+        (Verdict::Retry { .. }, Some(_)) => (DeliveryStatus::Pending, "retried"),
+        (Verdict::Retry { .. }, None) | (Verdict::Failed, _) => (DeliveryStatus::Failed, "failed"),
+        (Verdict::Gone, _) => (DeliveryStatus::Failed, "gone"),
     };
     metrics::counter!("tdc_webhook_attempts_total", "outcome" => outcome).increment(1);
     metrics::histogram!("tdc_webhook_attempt_duration_seconds").record(elapsed.as_secs_f64());
@@ -476,10 +477,10 @@ async fn attempt(pool: &PgPool, client: &DeliveryClient, config: &OutboxConfig, 
          FROM d
          WHERE s.subscription_id = d.subscription_id
            AND (NOT $10 OR s.failing_since IS NOT NULL)
-         RETURNING s.status AS "status!", s.disabled_reason"#,
+         RETURNING s.status AS "status!: SubscriptionStatus", s.disabled_reason"#,
         claimed.delivery_id,
         claimed.attempts,
-        status,
+        status.as_str(),
         delay.map(millis),
         started_at,
         record.status_code,
@@ -493,7 +494,7 @@ async fn attempt(pool: &PgPool, client: &DeliveryClient, config: &OutboxConfig, 
     .fetch_optional(pool)
     .await;
     match result {
-        Ok(Some(sub)) if sub.status == "disabled" => tracing::info!(
+        Ok(Some(sub)) if sub.status == SubscriptionStatus::Disabled => tracing::info!(
             reason = sub.disabled_reason.as_deref().unwrap_or(""),
             "outbox: subscription disabled"
         ),

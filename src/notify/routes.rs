@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::destination::DestinationPolicy;
 use super::signature::WebhookSecret;
-use super::store::{self, Change, DeliveryBody, Limits, WebhookRow};
+use super::states::SubscriptionStatus;
+use super::store::{self, Change, DeliveryBody, Limits, WebhookRow, WebhookUrl};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -44,11 +45,11 @@ pub enum SettableStatus {
     Paused,
 }
 
-impl SettableStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
+impl From<SettableStatus> for SubscriptionStatus {
+    fn from(status: SettableStatus) -> Self {
+        match status {
+            SettableStatus::Active => Self::Active,
+            SettableStatus::Paused => Self::Paused,
         }
     }
 }
@@ -93,7 +94,7 @@ pub struct WebhookBody {
     pub description: Option<String>,
     /// `active`, `paused` (deliveries held) or `disabled` (by the service; see
     /// `disabled_reason`; no deliveries are queued until it is set `active` again).
-    pub status: String,
+    pub status: SubscriptionStatus,
     /// Why the service disabled it (a `410 Gone`, or failing for too long).
     pub disabled_reason: Option<String>,
     /// Since when every delivery has failed; `null` while it is healthy.
@@ -178,12 +179,14 @@ fn webhook_path(path: &(String, String)) -> Result<(Uuid, Uuid), ApiError> {
     ))
 }
 
-/// Parses and judges a webhook URL; its normalised form is what is stored.
-fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
-    DestinationPolicy::from_settings(&state.settings)
+/// Parses and judges a webhook URL; its normalised form and host are what is stored.
+fn checked_url(state: &AppState, url: &str) -> Result<WebhookUrl, ApiError> {
+    let invalid = |detail: String| ApiError::bad_request("invalid_webhook_url", detail);
+    let url = DestinationPolicy::from_settings(&state.settings)
         .check_url(url)
-        .map(String::from)
-        .map_err(|refused| ApiError::bad_request("invalid_webhook_url", refused.to_string()))
+        .map_err(|refused| invalid(refused.to_string()))?;
+    // The check refuses a URL without a host, so this is only a guard.
+    WebhookUrl::from_checked(&url).ok_or_else(|| invalid("the URL has no host".to_owned()))
 }
 
 fn checked_description(description: Option<&str>) -> Result<Option<&str>, ApiError> {
@@ -305,7 +308,9 @@ pub async fn update_webhook(
         }
     });
     let status = match (body.status, paused) {
-        (Some(status), Some(paused)) if status.as_str() != paused.as_str() => {
+        (Some(status), Some(paused))
+            if SubscriptionStatus::from(status) != SubscriptionStatus::from(paused) =>
+        {
             return Err(ApiError::bad_request(
                 "invalid_webhook",
                 "status and paused disagree; send one of them",
@@ -324,8 +329,8 @@ pub async fn update_webhook(
     };
     let change = Change {
         description,
-        url: url.as_deref(),
-        status: status.map(SettableStatus::as_str),
+        url: url.as_ref(),
+        status: status.map(SubscriptionStatus::from),
     };
     let row = store::update(&state.pool, user.user_id, channel, webhook, change).await?;
     Ok(HttpResponse::Ok().json(WebhookBody::from(row)))
@@ -420,12 +425,16 @@ pub async fn list_deliveries(
             format!("limit is {limit}; it must be between 1 and 200"),
         ));
     }
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|cursor| decode_cursor(cursor, webhook))
+        .transpose()?;
     let webhook = store::find(&state.pool, user.user_id, channel, webhook).await?;
     let deliveries = store::deliveries(&state.pool, webhook.subscription_id, after, limit).await?;
     let next_cursor = match deliveries.last() {
         Some(last) if deliveries.len() as i64 == limit => {
-            Some(encode_cursor(last.created_at, last.delivery_id))
+            Some(encode_cursor(webhook.subscription_id, last.created_at, last.delivery_id))
         }
         _ => None,
     };
@@ -455,13 +464,20 @@ pub async fn retry_delivery(
     Ok(HttpResponse::Accepted().json(DeliveryQueued { delivery_id }))
 }
 
-/// A page position as an opaque cursor: the last delivery's time (microseconds, as PostgreSQL
-/// keeps it) and id.
-fn encode_cursor(created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{delivery_id}", created_at.timestamp_micros()))
+/// A page position as an opaque cursor: the webhook whose log it pages, the last delivery's
+/// time (microseconds, as PostgreSQL keeps it) and id. The webhook is in it so that a cursor
+/// of another webhook's log is refused rather than read as a position in this one (it would
+/// silently skip or repeat deliveries).
+fn encode_cursor(webhook_id: Uuid, created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{webhook_id}.{}.{delivery_id}",
+        created_at.timestamp_micros()
+    ))
 }
 
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+/// The position in `webhook_id`'s log that `cursor` names; 400 `invalid_cursor` for anything
+/// but a cursor [`encode_cursor`] made for that webhook.
+fn decode_cursor(cursor: &str, webhook_id: Uuid) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid_cursor",
@@ -473,7 +489,17 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(invalid)?;
-    let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+    let mut parts = text.splitn(3, '.');
+    let (Some(webhook), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    if Uuid::parse_str(webhook).map_err(|_| invalid())? != webhook_id {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "cursor is a next_cursor of another webhook's delivery log; read this one from its \
+             first page",
+        ));
+    }
     // No delivery predates 1970; an earlier time (which chrono reads back to year -262143)
     // is out of PostgreSQL's range and would fail the query as a 500.
     let at = micros
@@ -493,21 +519,27 @@ mod tests {
     #[test]
     fn a_cursor_reads_back_as_the_position_it_was_made_from_and_anything_else_is_refused() {
         let at = DateTime::from_timestamp_micros(1_764_586_143_123_456).expect("time");
-        let id = Uuid::new_v4();
+        let (webhook, id) = (Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(
-            decode_cursor(&encode_cursor(at, id)).expect("cursor"),
+            decode_cursor(&encode_cursor(webhook, at, id), webhook).expect("cursor"),
             (at, id)
         );
         for bad in [
             "",
             "x",
             "bm90LWEtY3Vyc29y",
-            &URL_SAFE_NO_PAD.encode("12.nope"),
+            &URL_SAFE_NO_PAD.encode(format!("{webhook}.12.nope")),
+            &URL_SAFE_NO_PAD.encode(format!("{webhook}.12")),
+            &URL_SAFE_NO_PAD.encode(format!("nope.12.{id}")),
+            // The form before cursors named their webhook.
+            &URL_SAFE_NO_PAD.encode(format!("12.{id}")),
             // Before 1970: inside chrono's range, outside PostgreSQL's.
-            &URL_SAFE_NO_PAD.encode(format!("-1000000000000000000.{id}")),
+            &URL_SAFE_NO_PAD.encode(format!("{webhook}.-1000000000000000000.{id}")),
+            // Another webhook's.
+            &encode_cursor(Uuid::new_v4(), at, id),
         ] {
             assert_eq!(
-                decode_cursor(bad).expect_err(bad).code(),
+                decode_cursor(bad, webhook).expect_err(bad).code(),
                 "invalid_cursor",
                 "{bad}"
             );

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::states::{DeliveryStatus, SubscriptionStatus};
 use crate::db::notify::{self, Notice};
 use crate::error::ApiError;
 
@@ -24,8 +25,8 @@ pub struct WebhookRow {
     pub url: String,
     /// The owner's note.
     pub description: Option<String>,
-    /// `active`, `paused` or `disabled`.
-    pub status: String,
+    /// Whether it is delivered to.
+    pub status: SubscriptionStatus,
     /// Why the delivery worker disabled it.
     pub disabled_reason: Option<String>,
     /// Since when every delivery has failed.
@@ -36,6 +37,27 @@ pub struct WebhookRow {
     pub created_at: DateTime<Utc>,
     /// Last change by its owner or the worker.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A webhook URL the destination check accepted, and its host.
+#[derive(Debug, Clone)]
+pub struct WebhookUrl {
+    /// The URL as the parser serialises it: what is stored and delivered to.
+    pub url: String,
+    /// Its host as the parser gives it (lower-case, IPv4 dotted, IPv6 in brackets): what the
+    /// outbox counts attempts per host by.
+    pub host: String,
+}
+
+impl WebhookUrl {
+    /// The stored form of a checked URL; `None` for a URL without a host, which the check
+    /// refuses before this is reached.
+    pub fn from_checked(url: &url::Url) -> Option<Self> {
+        Some(Self {
+            host: url.host_str()?.to_ascii_lowercase(),
+            url: url.to_string(),
+        })
+    }
 }
 
 /// How many subscriptions a channel and a tenant may have.
@@ -71,7 +93,7 @@ pub async fn create(
     pool: &PgPool,
     user_id: Uuid,
     channel_id: Uuid,
-    url: &str,
+    url: &WebhookUrl,
     description: Option<&str>,
     secret: &str,
     limits: Limits,
@@ -125,15 +147,16 @@ pub async fn create(
     let row = sqlx::query_as!(
         WebhookRow,
         r#"INSERT INTO tinydevcrm.subscriptions
-                (subscription_id, user_id, channel_id, kind, description, url, secret)
-           VALUES ($1, $2, $3, 'webhook', $4, $5, $6)
-           RETURNING subscription_id, channel_id, url AS "url!", description, status,
+                (subscription_id, user_id, channel_id, kind, description, url, host, secret)
+           VALUES ($1, $2, $3, 'webhook', $4, $5, $6, $7)
+           RETURNING subscription_id, channel_id, url AS "url!", description, status AS "status: SubscriptionStatus",
                      disabled_reason, failing_since, previous_secret_until, created_at, updated_at"#,
         Uuid::new_v4(),
         user_id,
         channel_id,
         description,
-        url,
+        url.url,
+        url.host,
         secret,
     )
     .fetch_one(&mut *tx)
@@ -151,7 +174,7 @@ pub async fn find(
 ) -> Result<WebhookRow, ApiError> {
     sqlx::query_as!(
         WebhookRow,
-        r#"SELECT subscription_id, channel_id, url AS "url!", description, status,
+        r#"SELECT subscription_id, channel_id, url AS "url!", description, status AS "status: SubscriptionStatus",
                   disabled_reason, failing_since, previous_secret_until, created_at, updated_at
              FROM tinydevcrm.subscriptions
             WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = 'webhook'"#,
@@ -172,7 +195,7 @@ pub async fn list(
 ) -> Result<Vec<WebhookRow>, ApiError> {
     Ok(sqlx::query_as!(
         WebhookRow,
-        r#"SELECT subscription_id, channel_id, url AS "url!", description, status,
+        r#"SELECT subscription_id, channel_id, url AS "url!", description, status AS "status: SubscriptionStatus",
                   disabled_reason, failing_since, previous_secret_until, created_at, updated_at
              FROM tinydevcrm.subscriptions
             WHERE user_id = $1 AND channel_id = $2 AND kind = 'webhook'
@@ -190,9 +213,9 @@ pub struct Change<'a> {
     /// A new description (`Some(None)` removes it).
     pub description: Option<Option<&'a str>>,
     /// A new, already checked, URL.
-    pub url: Option<&'a str>,
-    /// `active` or `paused`.
-    pub status: Option<&'static str>,
+    pub url: Option<&'a WebhookUrl>,
+    /// `active` or `paused` (the owner's decision; `disabled` is the worker's).
+    pub status: Option<SubscriptionStatus>,
 }
 
 /// Applies a [`Change`]. Setting a status is the owner's decision, so it clears the reason the
@@ -215,21 +238,23 @@ pub async fn update(
         r#"UPDATE tinydevcrm.subscriptions
               SET description = CASE WHEN $4 THEN $5 ELSE description END,
                   url = coalesce($6, url),
+                  host = coalesce($8, host),
                   status = coalesce($7, status),
                   disabled_reason = CASE WHEN $7::text IS NULL THEN disabled_reason END,
                   failing_since = CASE WHEN $7::text = 'active' OR $6::text <> url THEN NULL
                                        ELSE failing_since END,
                   updated_at = now()
             WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = 'webhook'
-        RETURNING subscription_id, channel_id, url AS "url!", description, status,
+        RETURNING subscription_id, channel_id, url AS "url!", description, status AS "status: SubscriptionStatus",
                   disabled_reason, failing_since, previous_secret_until, created_at, updated_at"#,
         user_id,
         channel_id,
         webhook_id,
         set_description,
         description,
-        change.url,
-        change.status,
+        change.url.map(|u| u.url.as_str()),
+        change.status.map(SubscriptionStatus::as_str),
+        change.url.map(|u| u.host.as_str()),
     )
     .fetch_optional(pool)
     .await?
@@ -277,7 +302,7 @@ pub async fn rotate_secret(
                   previous_secret_until = now() + $5 * interval '1 second',
                   updated_at = now()
             WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = 'webhook'
-        RETURNING subscription_id, channel_id, url AS "url!", description, status,
+        RETURNING subscription_id, channel_id, url AS "url!", description, status AS "status: SubscriptionStatus",
                   disabled_reason, failing_since, previous_secret_until, created_at, updated_at"#,
         user_id,
         channel_id,
@@ -335,11 +360,11 @@ pub async fn retry(
 ) -> Result<(), ApiError> {
     let mut tx = pool.begin().await?;
     let status = sqlx::query_scalar!(
-        "SELECT d.status FROM tinydevcrm.deliveries d
+        r#"SELECT d.status AS "status: DeliveryStatus" FROM tinydevcrm.deliveries d
            JOIN tinydevcrm.subscriptions s USING (subscription_id)
           WHERE d.delivery_id = $1 AND s.subscription_id = $2 AND s.channel_id = $3
             AND s.user_id = $4 AND s.kind = 'webhook'
-            FOR UPDATE OF d",
+            FOR UPDATE OF d"#,
         delivery_id,
         webhook_id,
         channel_id,
@@ -350,7 +375,7 @@ pub async fn retry(
     .ok_or_else(|| ApiError::NotFound {
         detail: format!("no delivery {delivery_id}"),
     })?;
-    if status == "pending" {
+    if status == DeliveryStatus::Pending {
         return Err(ApiError::Conflict {
             code: "delivery_pending",
             detail: "this delivery is still pending: it will be sent (or is being sent) without \
@@ -378,8 +403,8 @@ pub struct DeliveryBody {
     pub delivery_id: Uuid,
     /// The event's id on the channel; `null` for a test delivery.
     pub seq: Option<i64>,
-    /// `pending`, `succeeded` or `failed`.
-    pub status: String,
+    /// Where it is.
+    pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i32,
     /// HTTP status of the last answer, if one came.
@@ -415,7 +440,7 @@ pub async fn deliveries(
     let (after_at, after_id) = after.unzip();
     Ok(sqlx::query_as!(
         DeliveryBody,
-        r#"SELECT delivery_id, seq, status, attempts, last_status_code, last_latency_ms,
+        r#"SELECT delivery_id, seq, status AS "status: DeliveryStatus", attempts, last_status_code, last_latency_ms,
                   left(last_response, $5) AS last_response, last_error, last_attempt_at,
                   CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
                   created_at, finished_at

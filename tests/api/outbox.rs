@@ -1,11 +1,13 @@
 //! The outbox drainer against a real HTTP receiver on loopback whose answers each test scripts
 //! (200, 500, 429 with Retry-After, 410, a hang past the timeout, a redirect), and which checks
-//! every signature. Channels and events come from the real API; subscriptions are inserted as
-//! rows (their routes are tested elsewhere).
+//! every signature. Channels, subscriptions and events come from the real API (the receiver is
+//! told each subscription's secret as the API answers it); only states the API cannot reach
+//! in a test's time (failing for minutes, old finished deliveries) are written as rows.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,11 +21,12 @@ use hyper_util::rt::TokioIo;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tinydevcrm::config::Settings;
+use tinydevcrm::notify::outbox::webhook_id;
 use tinydevcrm::notify::signature::{self, WebhookSecret};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, database_url, spawn_app_with, temp_dir};
-use crate::processes::serve;
+use crate::processes::{Serve, serve};
 
 type Spans = Arc<Mutex<Vec<(Instant, Instant)>>>;
 
@@ -47,15 +50,42 @@ struct Hit {
     path: String,
     id: String,
     body: Value,
-    /// Whether `webhook-signature` verified with the receiver's secret.
+    /// `webhook-timestamp`, as sent.
+    timestamp: String,
+    /// `webhook-signature`, as sent.
+    signature: String,
+    /// The body's bytes, as sent (what the signatures cover).
+    raw: Bytes,
+    /// Whether `webhook-signature` verified with one of the secrets the receiver was told.
     signed: bool,
 }
 
+impl Hit {
+    /// Whether the signature header verifies with exactly these secrets.
+    fn verifies_with(&self, secrets: &[WebhookSecret]) -> bool {
+        self.timestamp.parse::<i64>().is_ok_and(|ts| {
+            signature::verify(
+                &self.signature,
+                secrets,
+                &self.id,
+                ts,
+                &self.raw,
+                Duration::from_secs(300),
+            )
+            .is_ok()
+        })
+    }
+}
+
+/// The secrets a receiver accepts signatures of.
+type Secrets = Arc<Mutex<Vec<WebhookSecret>>>;
+
 /// A webhook receiver on 127.0.0.1 that answers from its script (then `fallback`) and records
-/// every request, checking its signature with `secret`.
+/// every request, checking its signature against the secrets it was told ([`Receiver::trust`]).
 struct Receiver {
     addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
+    secrets: Secrets,
     /// When each answered request arrived and was answered.
     spans: Spans,
     task: tokio::task::JoinHandle<()>,
@@ -68,25 +98,21 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    async fn start(secret: &WebhookSecret, script: Vec<Reply>, fallback: Reply) -> Self {
-        Self::start_on("127.0.0.1:0", secret, script, fallback).await
+    async fn start(script: Vec<Reply>, fallback: Reply) -> Self {
+        Self::start_on("127.0.0.1:0", script, fallback).await
     }
 
-    async fn start_on(
-        addr: &str,
-        secret: &WebhookSecret,
-        script: Vec<Reply>,
-        fallback: Reply,
-    ) -> Self {
+    async fn start_on(addr: &str, script: Vec<Reply>, fallback: Reply) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let hits = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let spans: Spans = Arc::default();
+        let secrets: Secrets = Arc::default();
         let (log, queue, secret, answered) = (
             Arc::clone(&hits),
             Arc::clone(&script),
-            secret.clone(),
+            Arc::clone(&secrets),
             Arc::clone(&spans),
         );
         let task = tokio::spawn(async move {
@@ -97,7 +123,7 @@ impl Receiver {
                 let (log, queue, secret, fallback, answered) = (
                     Arc::clone(&log),
                     Arc::clone(&queue),
-                    secret.clone(),
+                    Arc::clone(&secret),
                     fallback.clone(),
                     Arc::clone(&answered),
                 );
@@ -107,7 +133,7 @@ impl Receiver {
                             Arc::clone(&log),
                             Arc::clone(&answered),
                             Arc::clone(&queue),
-                            secret.clone(),
+                            Arc::clone(&secret),
                             fallback.clone(),
                             req,
                         )
@@ -121,9 +147,15 @@ impl Receiver {
         Self {
             addr,
             hits,
+            secrets,
             spans,
             task,
         }
+    }
+
+    /// Accepts signatures made with `secret` from now on.
+    fn trust(&self, secret: WebhookSecret) {
+        self.secrets.lock().expect("not poisoned").push(secret);
     }
 
     fn url(&self) -> String {
@@ -171,7 +203,7 @@ async fn answer(
     log: Arc<Mutex<Vec<Hit>>>,
     answered: Spans,
     script: Arc<Mutex<VecDeque<Reply>>>,
-    secret: WebhookSecret,
+    secrets: Secrets,
     fallback: Reply,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -196,25 +228,19 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let signed = json_type
-        && timestamp.parse::<i64>().is_ok_and(|ts| {
-            signature::verify(
-                &sig,
-                std::slice::from_ref(&secret),
-                &id,
-                ts,
-                &body,
-                Duration::from_secs(300),
-            )
-            .is_ok()
-        });
-    log.lock().expect("not poisoned").push(Hit {
+    let mut hit = Hit {
         at,
         path,
         id,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        signed,
-    });
+        timestamp,
+        signature: sig,
+        raw: body,
+        signed: false,
+    };
+    let trusted = secrets.lock().expect("not poisoned").clone();
+    hit.signed = json_type && hit.verifies_with(&trusted);
+    log.lock().expect("not poisoned").push(hit);
     let reply = script
         .lock()
         .expect("not poisoned")
@@ -260,6 +286,8 @@ fn webhooks_to_loopback(settings: &mut Settings, schedule_ms: &[u64]) {
     settings.webhook_timeout = Duration::from_secs(1);
     settings.outbox_poll = Duration::from_millis(50);
     settings.scheduler = false;
+    settings.max_webhooks_per_channel = 1000;
+    settings.max_subscriptions_per_tenant = 1000;
 }
 
 /// A user with `someview`, a channel on it; the app, the user's access token, the channel id.
@@ -269,20 +297,45 @@ async fn channel(schedule_ms: &[u64]) -> (TestApp, String, String) {
     (app, user.access, cid)
 }
 
-/// Inserts a webhook subscription of the channel (as the routes would); its id.
-async fn subscribe(app: &TestApp, channel_id: &str, url: &str, secret: &WebhookSecret) -> Uuid {
-    sqlx::query_scalar(
-        "INSERT INTO tinydevcrm.subscriptions (subscription_id, user_id, channel_id, kind, url, secret)
-         SELECT gen_random_uuid(), user_id, channel_id, 'webhook', $2, $3
-         FROM tinydevcrm.channels WHERE channel_id = $1::uuid
-         RETURNING subscription_id",
-    )
-    .bind(channel_id)
-    .bind(url)
-    .bind(secret.expose())
-    .fetch_one(&app.pool)
-    .await
-    .expect("a subscription")
+/// Subscribes a webhook to the channel through the API; its id and the secret the API answered.
+async fn subscribe_url(
+    app: &TestApp,
+    access: &str,
+    channel_id: &str,
+    url: &str,
+) -> (Uuid, WebhookSecret) {
+    let created = app
+        .created(
+            access,
+            &format!("/channels/{channel_id}/webhooks/"),
+            json!({"url": url}),
+        )
+        .await;
+    let id = created["webhook_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a webhook id");
+    let secret = WebhookSecret::parse(created["secret"].as_str().expect("a secret"))
+        .expect("a whsec_ secret");
+    (id, secret)
+}
+
+/// Subscribes the receiver (at `url`, its own by default) and tells it the secret; the id.
+async fn subscribe(app: &TestApp, access: &str, channel_id: &str, receiver: &Receiver) -> Uuid {
+    subscribe_as(app, access, channel_id, receiver, &receiver.url()).await
+}
+
+/// [`subscribe`] at another URL that reaches the receiver.
+async fn subscribe_as(
+    app: &TestApp,
+    access: &str,
+    channel_id: &str,
+    receiver: &Receiver,
+    url: &str,
+) -> Uuid {
+    let (id, secret) = subscribe_url(app, access, channel_id, url).await;
+    receiver.trust(secret);
+    id
 }
 
 /// A delivery row, as the log would show it.
@@ -341,10 +394,9 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_refresh_event_is_delivered_once_signed_with_the_events_json() {
-    let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(&secret, vec![], Reply::Status(200)).await;
+    let receiver = Receiver::start(vec![], Reply::Status(200)).await;
     let (app, access, cid) = channel(&[100]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     let refreshed = app.refresh_view(&access, "someview").await;
 
@@ -379,15 +431,13 @@ async fn a_refresh_event_is_delivered_once_signed_with_the_events_json() {
 
 #[tokio::test]
 async fn a_500_is_retried_with_the_same_webhook_id_and_body_until_a_200() {
-    let secret = WebhookSecret::generate();
     let receiver = Receiver::start(
-        &secret,
         vec![Reply::Status(500), Reply::Status(503)],
         Reply::Status(200),
     )
     .await;
     let (app, access, cid) = channel(&[100, 100, 100]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -418,12 +468,11 @@ async fn a_500_is_retried_with_the_same_webhook_id_and_body_until_a_200() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_retried_no_sooner_than_it_asks() {
-    let secret = WebhookSecret::generate();
     let receiver =
-        Receiver::start(&secret, vec![Reply::RetryAfter(429, 1)], Reply::Status(200)).await;
+        Receiver::start(vec![Reply::RetryAfter(429, 1)], Reply::Status(200)).await;
     // The schedule's own first step is 50 ms; its longest, 2 s, caps Retry-After.
     let (app, access, cid) = channel(&[50, 2000]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -441,10 +490,9 @@ async fn a_429_with_retry_after_is_retried_no_sooner_than_it_asks() {
 
 #[tokio::test]
 async fn a_410_fails_the_delivery_and_disables_the_subscription_with_the_reason() {
-    let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(&secret, vec![Reply::Status(410)], Reply::Status(200)).await;
+    let receiver = Receiver::start(vec![Reply::Status(410)], Reply::Status(200)).await;
     let (app, access, cid) = channel(&[50, 50, 50]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -491,15 +539,13 @@ async fn a_410_fails_the_delivery_and_disables_the_subscription_with_the_reason(
 
 #[tokio::test]
 async fn a_receiver_that_hangs_past_the_timeout_is_retried_with_the_same_id() {
-    let secret = WebhookSecret::generate();
     let receiver = Receiver::start(
-        &secret,
         vec![Reply::Hang(Duration::from_secs(5))],
         Reply::Status(200),
     )
     .await;
     let (app, access, cid) = channel(&[50, 50]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -521,10 +567,9 @@ async fn a_receiver_that_hangs_past_the_timeout_is_retried_with_the_same_id() {
 
 #[tokio::test]
 async fn a_timeout_is_recorded_as_such_when_the_schedule_has_no_retry() {
-    let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(&secret, vec![], Reply::Hang(Duration::from_secs(5))).await;
+    let receiver = Receiver::start(vec![], Reply::Hang(Duration::from_secs(5))).await;
     let (app, access, cid) = channel(&[]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -540,10 +585,9 @@ async fn a_timeout_is_recorded_as_such_when_the_schedule_has_no_retry() {
 
 #[tokio::test]
 async fn a_redirect_is_not_followed_and_fails_at_once() {
-    let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(&secret, vec![Reply::Redirect], Reply::Status(200)).await;
+    let receiver = Receiver::start(vec![Reply::Redirect], Reply::Status(200)).await;
     let (app, access, cid) = channel(&[50, 50]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -569,10 +613,9 @@ async fn a_redirect_is_not_followed_and_fails_at_once() {
 
 #[tokio::test]
 async fn after_the_last_scheduled_retry_the_delivery_fails_and_stays_in_the_log() {
-    let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(&secret, vec![], Reply::Status(500)).await;
+    let receiver = Receiver::start(vec![], Reply::Status(500)).await;
     let (app, access, cid) = channel(&[50, 50]).await;
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let sub = subscribe(&app, &access, &cid, &receiver).await;
 
     app.refresh_view(&access, "someview").await;
 
@@ -598,25 +641,14 @@ async fn after_the_last_scheduled_retry_the_delivery_fails_and_stays_in_the_log(
 
 #[tokio::test]
 async fn a_subscription_failing_for_longer_than_the_limit_is_disabled_with_the_reason() {
-    let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(&secret, vec![], Reply::Status(500)).await;
+    let receiver = Receiver::start(vec![], Reply::Status(500)).await;
     let app = spawn_app_with(|s| {
         webhooks_to_loopback(s, &[50, 50, 50]);
         s.webhook_disable_after = Duration::from_secs(60);
     })
     .await;
-    let user = app.user_with_view().await;
-    let cid = app
-        .created(
-            &user.access,
-            "/channels/create/",
-            json!({"view_name": "someview"}),
-        )
-        .await["channel_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let sub = subscribe(&app, &cid, &receiver.url(), &secret).await;
+    let (user, cid) = app.user_with_channel().await;
+    let sub = subscribe(&app, &user.access, &cid, &receiver).await;
     sqlx::query("UPDATE tinydevcrm.subscriptions SET failing_since = now() - interval '2 minutes' WHERE subscription_id = $1")
         .bind(sub)
         .execute(&app.pool)
@@ -640,7 +672,6 @@ async fn a_subscription_failing_for_longer_than_the_limit_is_disabled_with_the_r
 
 #[tokio::test]
 async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
-    let secret = WebhookSecret::generate();
     // A port nobody listens on, for now.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -648,13 +679,8 @@ async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
         .expect("address")
         .port();
     let (app, access, cid) = channel(&[100; 30]).await;
-    let sub = subscribe(
-        &app,
-        &cid,
-        &format!("http://127.0.0.1:{port}/hook"),
-        &secret,
-    )
-    .await;
+    let (sub, secret) =
+        subscribe_url(&app, &access, &cid, &format!("http://127.0.0.1:{port}/hook")).await;
     for _ in 0..5 {
         app.refresh_view(&access, "someview").await;
     }
@@ -667,13 +693,9 @@ async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
         "{down:#?}"
     );
 
-    let receiver = Receiver::start_on(
-        &format!("127.0.0.1:{port}"),
-        &secret,
-        vec![],
-        Reply::Status(200),
-    )
-    .await;
+    let receiver =
+        Receiver::start_on(&format!("127.0.0.1:{port}"), vec![], Reply::Status(200)).await;
+    receiver.trust(secret);
 
     let rows = wait_until_finished(&app, sub, LIMIT).await;
     assert!(rows.iter().all(|d| d.status == "succeeded"), "{rows:#?}");
@@ -684,33 +706,10 @@ async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
     assert!(hits.iter().all(|h| h.signed));
 }
 
-#[tokio::test]
-async fn two_serve_processes_share_200_deliveries_with_none_lost_and_none_twice() {
-    let secret = WebhookSecret::generate();
-    // Each answer takes a moment, so that one process alone could not take them all at once.
-    let receiver = Receiver::start(&secret, vec![], Reply::Hang(Duration::from_millis(20))).await;
-    // The API app delivers nothing itself: only the two processes do.
-    let app = spawn_app_with(|s| {
-        webhooks_to_loopback(s, &[100]);
-        s.outbox = false;
-    })
-    .await;
-    let user = app.user_with_view().await;
-    let cid = app
-        .created(
-            &user.access,
-            "/channels/create/",
-            json!({"view_name": "someview"}),
-        )
-        .await["channel_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    for _ in 0..50 {
-        subscribe(&app, &cid, &receiver.url(), &secret).await;
-    }
-    let logs = temp_dir("tdc-outbox-logs");
-    let env = [
+/// Settings of `serve` processes that deliver to the test receivers, as [`webhooks_to_loopback`]
+/// gives the in-process app; `extra` adds or overrides variables.
+fn drainer_env(app: &TestApp, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
         (
             "JWT_SECRET",
             app.settings.jwt_secret.expose_secret().to_owned(),
@@ -725,64 +724,146 @@ async fn two_serve_processes_share_200_deliveries_with_none_lost_and_none_twice(
             "warn,tinydevcrm::notify::outbox=debug".to_owned(),
         ),
     ];
-    let log_paths = [logs.join("serve-1.log"), logs.join("serve-2.log")];
-    let _processes: Vec<_> = log_paths
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    env
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Attempts a process finished (the drainer logs each one's outcome at debug).
+fn attempts_logged(path: &Path) -> usize {
+    read_log(path).matches("webhook attempt").count()
+}
+
+/// Starts a real `serve` process per log path on the app's database, and waits until every
+/// one's outbox drainer runs.
+async fn start_drainers(app: &TestApp, logs: &[PathBuf], env: &[(&str, String)]) -> Vec<Serve> {
+    let processes = logs
         .iter()
-        .map(|log| serve(&database_url(&app.db), log, &env))
+        .map(|log| serve(&database_url(&app.db), log, env))
         .collect();
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
     let start = Instant::now();
-    while !log_paths
+    while !logs
         .iter()
-        .all(|p| read(p).contains("outbox drainer started"))
+        .all(|p| read_log(p).contains("outbox drainer started"))
     {
-        assert!(start.elapsed() < LIMIT, "the processes did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the processes did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    processes
+}
 
-    for _ in 0..4 {
-        app.refresh_view(&user.access, "someview").await;
-    }
+/// An API app that delivers nothing itself (only the `serve` processes a test starts do), a
+/// user and a channel; the app, the user's access token, the channel id.
+async fn api_only() -> (TestApp, String, String) {
+    let app = spawn_app_with(|s| {
+        webhooks_to_loopback(s, &[100]);
+        s.outbox = false;
+    })
+    .await;
+    let (user, cid) = app.user_with_channel().await;
+    (app, user.access, cid)
+}
 
-    let hits = receiver.wait_for_hits(200, Duration::from_secs(20)).await;
-    // The receiver records a request before it answers: wait for the answers to be recorded.
-    let count = |sql: &'static str| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .expect("count")
-        }
-    };
+/// Every delivery of the channel: id, status, attempts, whether an outcome was recorded.
+async fn channel_deliveries(app: &TestApp, cid: &str) -> Vec<(Uuid, String, i32, bool)> {
+    sqlx::query_as(
+        "SELECT delivery_id, status, attempts, last_attempt_at IS NOT NULL
+           FROM tinydevcrm.deliveries WHERE channel_id = $1::uuid ORDER BY delivery_id",
+    )
+    .bind(cid)
+    .fetch_all(&app.pool)
+    .await
+    .expect("deliveries")
+}
+
+/// Waits until the channel has `n` deliveries and none is pending (or panics after `limit`).
+async fn wait_until_all_finished(
+    app: &TestApp,
+    cid: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<(Uuid, String, i32, bool)> {
     let start = Instant::now();
-    while count("SELECT count(*) FROM tinydevcrm.deliveries WHERE status = 'pending'").await > 0 {
-        assert!(start.elapsed() < LIMIT, "deliveries still pending");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    loop {
+        let rows = channel_deliveries(app, cid).await;
+        if rows.len() == n && rows.iter().all(|(_, status, _, _)| status != "pending") {
+            return rows;
+        }
+        let pending = rows.iter().filter(|r| r.1 == "pending").count();
+        assert!(
+            start.elapsed() < limit,
+            "{} deliveries, {pending} pending after {limit:?}",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let unfinished = count(
-        "SELECT count(*) FROM tinydevcrm.deliveries WHERE status <> 'succeeded' OR attempts <> 1",
+}
+
+/// How many times the receiver got each `webhook-id`.
+fn times_received(hits: &[Hit]) -> BTreeMap<String, usize> {
+    let mut times = BTreeMap::new();
+    for hit in hits {
+        *times.entry(hit.id.clone()).or_insert(0) += 1;
+    }
+    times
+}
+
+#[tokio::test]
+async fn three_serve_processes_share_1000_deliveries_and_each_arrives_exactly_once() {
+    // Each answer takes a moment, so that one process alone could not take them all at once.
+    let receiver = Receiver::start(vec![], Reply::Hang(Duration::from_millis(5))).await;
+    let (app, access, cid) = api_only().await;
+    // 100 webhooks on the channel and 10 refreshes: 1,000 deliveries.
+    for _ in 0..100 {
+        subscribe(&app, &access, &cid, &receiver).await;
+    }
+    let logs = temp_dir("tdc-outbox-logs");
+    let log_paths: Vec<PathBuf> = (1..=3)
+        .map(|i| logs.join(format!("serve-{i}.log")))
+        .collect();
+    let _processes = start_drainers(
+        &app,
+        &log_paths,
+        &drainer_env(&app, &[("TDC_WEBHOOK_CONCURRENCY_PER_HOST", "8")]),
     )
     .await;
+
+    for _ in 0..10 {
+        app.refresh_view(&access, "someview").await;
+    }
+
+    receiver
+        .wait_for_hits(1000, Duration::from_secs(60))
+        .await;
+    // The receiver records a request before it answers: wait for the answers to be recorded.
+    let rows = wait_until_all_finished(&app, &cid, 1000, LIMIT).await;
     // Anything sent twice would arrive by now.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let hits_after = receiver.hits();
+    let hits = receiver.hits();
+    let times = times_received(&hits);
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "received more than once: {twice:?}");
+    let expected: BTreeSet<String> = rows.iter().map(|r| webhook_id(r.0)).collect();
     assert_eq!(
-        hits_after.len(),
-        200,
-        "duplicates: {}",
-        hits_after.len() - 200
+        times.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "every delivery, and only those"
     );
-    let ids: BTreeSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
-    assert_eq!(ids.len(), 200, "none twice");
+    assert_eq!(hits.len(), 1000);
     assert!(hits.iter().all(|h| h.signed));
-    let total = count("SELECT count(*) FROM tinydevcrm.deliveries").await;
-    assert_eq!((total, unfinished), (200, 0));
-    let per_process: Vec<usize> = log_paths
+    let not_once: Vec<_> = rows
         .iter()
-        .map(|p| read(p).matches("webhook attempt").count())
+        .filter(|(_, status, attempts, _)| status != "succeeded" || *attempts != 1)
         .collect();
-    assert_eq!(per_process.iter().sum::<usize>(), 200, "{per_process:?}");
+    assert!(not_once.is_empty(), "{not_once:?}");
+    let per_process: Vec<usize> = log_paths.iter().map(|p| attempts_logged(p)).collect();
+    assert_eq!(per_process.iter().sum::<usize>(), 1000, "{per_process:?}");
     assert!(
         per_process.iter().all(|n| *n > 0),
         "each process delivers some: {per_process:?}"
@@ -791,10 +872,181 @@ async fn two_serve_processes_share_200_deliveries_with_none_lost_and_none_twice(
 }
 
 #[tokio::test]
+async fn a_serve_process_killed_mid_delivery_leaves_what_it_held_to_another_after_its_lease() {
+    // An attempt may take 3 s; the lease holds a delivery 0.5 s longer.
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    // The first four requests hang past the end of the test; every later one is answered.
+    let receiver = Receiver::start(
+        vec![Reply::Hang(Duration::from_secs(120)); 4],
+        Reply::Status(200),
+    )
+    .await;
+    let (app, access, cid) = api_only().await;
+    let mut subs = Vec::new();
+    for _ in 0..12 {
+        subs.push(subscribe(&app, &access, &cid, &receiver).await);
+    }
+    let logs = temp_dir("tdc-outbox-kill");
+    let (log_a, log_b) = (logs.join("serve-a.log"), logs.join("serve-b.log"));
+    let env = drainer_env(
+        &app,
+        &[
+            ("TDC_WEBHOOK_TIMEOUT_SECS", "3"),
+            ("TDC_WEBHOOK_LEASE_MARGIN_MS", "500"),
+            ("TDC_WEBHOOK_CONCURRENCY_PER_HOST", "4"),
+        ],
+    );
+    let mut a = start_drainers(&app, std::slice::from_ref(&log_a), &env)
+        .await
+        .remove(0);
+    app.refresh_view(&access, "someview").await;
+    // A sends four (its limit for the host), which hang; the other eight wait in the outbox.
+    let held = receiver.wait_for_hits(4, LIMIT).await;
+    let in_flight: BTreeSet<String> = held.iter().map(|h| h.id.clone()).collect();
+    assert_eq!(in_flight.len(), 4);
+
+    // Act: SIGKILL, while the four attempts are in flight.
+    a.0.kill().expect("kill -9");
+    a.0.wait().expect("reaped");
+    assert!(
+        held[0].at.elapsed() < TIMEOUT,
+        "the kill came after the attempts timed out: the test proves nothing"
+    );
+    let at_kill = channel_deliveries(&app, &cid).await;
+    let claimed: Vec<_> = at_kill.iter().filter(|r| r.2 == 1).collect();
+    assert_eq!(claimed.len(), 4, "{at_kill:?}");
+    assert!(
+        claimed
+            .iter()
+            .all(|(id, status, _, recorded)| status == "pending"
+                && !recorded
+                && in_flight.contains(&webhook_id(*id))),
+        "{at_kill:?}"
+    );
+    assert_eq!(at_kill.iter().filter(|r| r.2 == 0).count(), 8);
+    let _b = start_drainers(&app, std::slice::from_ref(&log_b), &env).await;
+
+    // Assert: B sends everything, the four A held once their lease has passed.
+    let rows = wait_until_all_finished(&app, &cid, 12, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = receiver.hits();
+    let times = times_received(&hits);
+    let expected: BTreeSet<String> = rows.iter().map(|r| webhook_id(r.0)).collect();
+    assert_eq!(
+        times.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "none lost"
+    );
+    let twice: BTreeSet<String> = times
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(twice, in_flight, "duplicates only of what was in flight");
+    assert!(times.values().all(|n| *n <= 2), "{times:?}");
+    for id in &in_flight {
+        let at: Vec<Instant> = hits.iter().filter(|h| &h.id == id).map(|h| h.at).collect();
+        let waited = at[1] - at[0];
+        assert!(
+            waited >= TIMEOUT,
+            "{id} was sent again {waited:?} after A took it, inside A's lease"
+        );
+    }
+    assert!(hits.iter().all(|h| h.signed));
+    assert_eq!(attempts_logged(&log_a), 0, "A recorded nothing");
+    assert_eq!(attempts_logged(&log_b), 12, "B made every recorded attempt");
+    // The delivery log, through the API: every delivery succeeded, the held ones at the
+    // second attempt.
+    for sub in subs {
+        let res = app
+            .get_as(&access, &format!("/channels/{cid}/webhooks/{sub}/deliveries/"))
+            .await;
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+        let page: Value = res.json().await.expect("json");
+        let log = page["deliveries"].as_array().expect("deliveries");
+        assert_eq!(log.len(), 1, "{page}");
+        let id: Uuid = log[0]["delivery_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("id");
+        let attempts = if in_flight.contains(&webhook_id(id)) { 2 } else { 1 };
+        assert_eq!(
+            (log[0]["status"].as_str(), log[0]["attempts"].as_i64()),
+            (Some("succeeded"), Some(attempts)),
+            "{page}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test]
+async fn after_a_rotation_a_delivery_verifies_with_both_secrets_until_the_overlap_ends() {
+    let receiver = Receiver::start(vec![], Reply::Status(200)).await;
+    let app = spawn_app_with(|s| {
+        webhooks_to_loopback(s, &[100]);
+        s.webhook_rotation_overlap = Duration::from_secs(3);
+    })
+    .await;
+    let (user, cid) = app.user_with_channel().await;
+    let (sub, old) = subscribe_url(&app, &user.access, &cid, &receiver.url()).await;
+    let res = app
+        .post_as(
+            &user.access,
+            &format!("/channels/{cid}/webhooks/{sub}/rotate-secret/"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let rotated: Value = res.json().await.expect("json");
+    let new = WebhookSecret::parse(rotated["secret"].as_str().expect("secret")).expect("whsec_");
+    let until: chrono::DateTime<chrono::Utc> = rotated["previous_secret_until"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("previous_secret_until");
+    let v1_count = |hit: &Hit| {
+        hit.signature
+            .split(' ')
+            .filter(|s| s.starts_with("v1,"))
+            .count()
+    };
+
+    // During the overlap.
+    app.refresh_view(&user.access, "someview").await;
+    let during = receiver.wait_for_hits(1, LIMIT).await[0].clone();
+    assert!(
+        chrono::Utc::now() < until,
+        "the overlap ended before the delivery: the test proves nothing"
+    );
+    assert_eq!(v1_count(&during), 2, "{}", during.signature);
+    assert!(
+        during.verifies_with(std::slice::from_ref(&old)),
+        "the old secret"
+    );
+    assert!(
+        during.verifies_with(std::slice::from_ref(&new)),
+        "the new secret"
+    );
+
+    // After it.
+    let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(200)).await;
+    app.refresh_view(&user.access, "someview").await;
+    let after = receiver.wait_for_hits(2, LIMIT).await[1].clone();
+    assert_ne!(after.id, during.id);
+    assert_eq!(v1_count(&after), 1, "{}", after.signature);
+    assert!(after.verifies_with(std::slice::from_ref(&new)), "the new secret");
+    assert!(
+        !after.verifies_with(std::slice::from_ref(&old)),
+        "the old secret still signs after the overlap"
+    );
+    let rows = wait_until_finished(&app, sub, LIMIT).await;
+    assert!(rows.iter().all(|d| d.status == "succeeded"), "{rows:#?}");
+}
+
+#[tokio::test]
 async fn a_slow_receiver_holds_only_its_hosts_slots_and_others_are_delivered_meanwhile() {
-    let secret = WebhookSecret::generate();
-    let slow = Receiver::start(&secret, vec![], Reply::Hang(Duration::from_millis(700))).await;
-    let fast = Receiver::start(&secret, vec![], Reply::Status(200)).await;
+    let slow = Receiver::start(vec![], Reply::Hang(Duration::from_millis(700))).await;
+    let fast = Receiver::start(vec![], Reply::Status(200)).await;
     // Three attempts at once, two of them to one host.
     let app = spawn_app_with(|s| {
         webhooks_to_loopback(s, &[100]);
@@ -802,27 +1054,17 @@ async fn a_slow_receiver_holds_only_its_hosts_slots_and_others_are_delivered_mea
         s.webhook_concurrency_per_host = 2;
     })
     .await;
-    let user = app.user_with_view().await;
-    let cid = app
-        .created(
-            &user.access,
-            "/channels/create/",
-            json!({"view_name": "someview"}),
-        )
-        .await["channel_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let (user, cid) = app.user_with_channel().await;
     let mut slow_subs = Vec::new();
     for _ in 0..12 {
-        slow_subs.push(subscribe(&app, &cid, &slow.url(), &secret).await);
+        slow_subs.push(subscribe(&app, &user.access, &cid, &slow).await);
     }
     // A backlog of twelve for the slow host, due before anything for the other one.
     app.refresh_view(&user.access, "someview").await;
     slow.wait_for_hits(2, LIMIT).await;
     // Another host name for the same loopback receiver address family: its own host.
     let fast_url = fast.url().replace("127.0.0.1", "localhost");
-    let fast_sub = subscribe(&app, &cid, &fast_url, &secret).await;
+    let fast_sub = subscribe_as(&app, &user.access, &cid, &fast, &fast_url).await;
 
     let refreshed = Instant::now();
     app.refresh_view(&user.access, "someview").await;
@@ -846,29 +1088,21 @@ async fn a_slow_receiver_holds_only_its_hosts_slots_and_others_are_delivered_mea
 
 #[tokio::test]
 async fn finished_deliveries_past_the_retention_are_deleted_and_the_rest_kept() {
-    let secret = WebhookSecret::generate();
     let app = spawn_app_with(|s| {
         webhooks_to_loopback(s, &[100]);
         s.outbox = false;
     })
     .await;
-    let user = app.user_with_view().await;
-    let cid = app
-        .created(
+    let (user, cid) = app.user_with_channel().await;
+    let (sub, _) = subscribe_url(&app, &user.access, &cid, "http://127.0.0.1:9/hook").await;
+    let res = app
+        .patch_as(
             &user.access,
-            "/channels/create/",
-            json!({"view_name": "someview"}),
+            &format!("/channels/{cid}/webhooks/{sub}/"),
+            &json!({"status": "paused"}),
         )
-        .await["channel_id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let sub = subscribe(&app, &cid, "http://127.0.0.1:9/hook", &secret).await;
-    sqlx::query("UPDATE tinydevcrm.subscriptions SET status = 'paused' WHERE subscription_id = $1")
-        .bind(sub)
-        .execute(&app.pool)
-        .await
-        .expect("paused");
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
     // seq 1: finished two hours ago; 2: finished just now; 3: pending, created two hours ago.
     sqlx::query(
         "INSERT INTO tinydevcrm.deliveries
