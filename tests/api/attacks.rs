@@ -2635,7 +2635,12 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
         .expect("next_cursor")
         .to_owned();
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&real).expect("base64")).expect("utf8");
-    let (micros, _) = text.split_once('.').expect("cursor text");
+    let mut parts = text.splitn(3, '.');
+    let (webhook, micros) = (
+        parts.next().expect("cursor text"),
+        parts.next().expect("cursor text"),
+    );
+    assert_eq!(webhook, aw.to_string(), "the cursor names its webhook");
     let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
 
     let forged = [
@@ -2643,20 +2648,26 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
         "=".to_owned(),
         "%00".to_owned(),
         "!!!!".to_owned(),
-        STANDARD.encode(&text).replace('=', "%3D"),
+        // The standard alphabet, padded (the text's length may need no padding: add one).
+        format!("{}%3D", STANDARD.encode(&text)),
         format!("{real}%3D%3D"),
         real.to_uppercase(),
-        b64(&format!("{micros}.{}", vd.simple().to_string().repeat(2))),
-        b64(&format!("99999999999999999999.{vd}")),
-        b64(&format!("-1000000000000000000.{vd}")),
-        b64(&format!("-9223372036854775808.{vd}")),
-        b64(&format!("{micros}.{vd}.{vd}")),
+        b64(&format!("{aw}.{micros}.{}", vd.simple().to_string().repeat(2))),
+        b64(&format!("{aw}.99999999999999999999.{vd}")),
+        b64(&format!("{aw}.-1000000000000000000.{vd}")),
+        b64(&format!("{aw}.-9223372036854775808.{vd}")),
+        b64(&format!("{aw}.{micros}.{vd}.{vd}")),
         b64(micros),
-        b64(&format!("{micros}.' OR 1=1 --")),
+        b64(&format!("{aw}.{micros}")),
+        b64(&format!("{aw}.{micros}.' OR 1=1 --")),
+        // Cursors of the form before they named their webhook.
+        b64(&format!("{micros}.{vd}")),
+        // The victim's webhook in place of the attacker's.
+        b64(&format!("{vw}.{micros}.{vd}")),
         b64(&format!(
             r#"{{"created_at": "{micros}", "delivery_id": "{vd}", "subscription_id": "{vw}"}}"#
         )),
-        b64(&format!("{micros}\u{0}.{vd}")),
+        b64(&format!("{aw}.{micros}\u{0}.{vd}")),
         b64(&"9".repeat(4000)),
         "A".repeat(6000),
     ];
@@ -2671,7 +2682,10 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
     }
     // A far-future position (year 255,000, inside both chrono's and PostgreSQL's ranges) is
     // a position like any other: the log before it, the attacker's own two deliveries.
-    let far = format!("{log}?cursor={}", b64(&format!("8000000000000000000.{vd}")));
+    let far = format!(
+        "{log}?cursor={}",
+        b64(&format!("{aw}.8000000000000000000.{vd}"))
+    );
     let page: Value = app.get_as(a, &far).await.json().await.expect("json");
     assert_eq!(
         page["deliveries"].as_array().map(Vec::len),
@@ -2691,26 +2705,29 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
         let res = app.get_as(a, &format!("{log}?{query}")).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
     }
-    // A real cursor (a position) on another webhook of the attacker's, and on the victim's
-    // webhook: the first lists only that webhook's deliveries, the second is not found.
-    let other: Value = app
-        .get_as(
-            a,
-            &format!(
-                "/channels/{ac}/webhooks/{}/deliveries/?cursor={real}",
-                ws.attacker_second
-            ),
+    // A real cursor on another webhook of the attacker's, and on the victim's webhook: not a
+    // position in either log. The cursor is checked before the webhook is looked up, so the
+    // answer is the same whether the webhook exists or not.
+    for path in [
+        format!(
+            "/channels/{ac}/webhooks/{}/deliveries/?cursor={real}",
+            ws.attacker_second
+        ),
+        format!("/channels/{vc}/webhooks/{vw}/deliveries/?cursor={real}"),
+        format!(
+            "/channels/{vc}/webhooks/{}/deliveries/?cursor={real}",
+            uuid::Uuid::new_v4()
+        ),
+    ] {
+        assert_problem(
+            app.get_as(a, &path).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
         )
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(other["deliveries"], json!([]), "{other}");
+        .await;
+    }
     let res = app
-        .get_as(
-            a,
-            &format!("/channels/{vc}/webhooks/{vw}/deliveries/?cursor={real}"),
-        )
+        .get_as(a, &format!("/channels/{vc}/webhooks/{vw}/deliveries/"))
         .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert!(

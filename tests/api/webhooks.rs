@@ -612,6 +612,52 @@ async fn the_delivery_log_pages_newest_first_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn a_cursor_of_another_webhooks_log_is_refused_even_on_the_same_channel() {
+    let app = spawn_app().await;
+    let (user, channel) = user_with_channel(&app).await;
+    let a = &user.access;
+    let mut webhooks = Vec::new();
+    for host in ["one", "two"] {
+        let url = format!("https://{host}.example.com/");
+        let webhook = id(&create_webhook(&app, a, channel, &url).await, "webhook_id");
+        pause(&app, a, channel, webhook).await;
+        // Two test deliveries each (held: paused), so that a page of one has a next page.
+        for _ in 0..2 {
+            let test = format!("/channels/{channel}/webhooks/{webhook}/test/");
+            json_of(app.post_as(a, &test, &json!({})).await, StatusCode::ACCEPTED).await;
+        }
+        webhooks.push(webhook);
+    }
+    let page_of = |webhook: Uuid, cursor: &str| {
+        format!("/channels/{channel}/webhooks/{webhook}/deliveries/?limit=1&cursor={cursor}")
+    };
+    let first = json_of(
+        app.get_as(
+            a,
+            &format!("/channels/{channel}/webhooks/{}/deliveries/?limit=1", webhooks[0]),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+
+    // Act
+    let other = app.get_as(a, &page_of(webhooks[1], cursor)).await;
+
+    // Assert: refused there, read on its own log.
+    assert_problem(other, StatusCode::BAD_REQUEST, "invalid_cursor").await;
+    let next = json_of(
+        app.get_as(a, &page_of(webhooks[0], cursor)).await,
+        StatusCode::OK,
+    )
+    .await;
+    let next = next["deliveries"].as_array().expect("deliveries");
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0]["delivery_id"], first["deliveries"][0]["delivery_id"]);
+}
+
+#[tokio::test]
 async fn the_limits_per_channel_and_per_tenant_hold_for_parallel_creations() {
     let app = spawn_app_with(|s| {
         s.max_webhooks_per_channel = 2;
