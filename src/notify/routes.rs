@@ -433,9 +433,11 @@ pub async fn list_deliveries(
     let webhook = store::find(&state.pool, user.user_id, channel, webhook).await?;
     let deliveries = store::deliveries(&state.pool, webhook.subscription_id, after, limit).await?;
     let next_cursor = match deliveries.last() {
-        Some(last) if deliveries.len() as i64 == limit => {
-            Some(encode_cursor(webhook.subscription_id, last.created_at, last.delivery_id))
-        }
+        Some(last) if deliveries.len() as i64 == limit => Some(encode_cursor(
+            webhook.subscription_id,
+            last.created_at,
+            last.delivery_id,
+        )),
         _ => None,
     };
     Ok(HttpResponse::Ok().json(DeliveriesPage {

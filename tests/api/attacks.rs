@@ -2652,7 +2652,10 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
         format!("{}%3D", STANDARD.encode(&text)),
         format!("{real}%3D%3D"),
         real.to_uppercase(),
-        b64(&format!("{aw}.{micros}.{}", vd.simple().to_string().repeat(2))),
+        b64(&format!(
+            "{aw}.{micros}.{}",
+            vd.simple().to_string().repeat(2)
+        )),
         b64(&format!("{aw}.99999999999999999999.{vd}")),
         b64(&format!("{aw}.-1000000000000000000.{vd}")),
         b64(&format!("{aw}.-9223372036854775808.{vd}")),

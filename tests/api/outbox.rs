@@ -468,8 +468,7 @@ async fn a_500_is_retried_with_the_same_webhook_id_and_body_until_a_200() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_retried_no_sooner_than_it_asks() {
-    let receiver =
-        Receiver::start(vec![Reply::RetryAfter(429, 1)], Reply::Status(200)).await;
+    let receiver = Receiver::start(vec![Reply::RetryAfter(429, 1)], Reply::Status(200)).await;
     // The schedule's own first step is 50 ms; its longest, 2 s, caps Retry-After.
     let (app, access, cid) = channel(&[50, 2000]).await;
     let sub = subscribe(&app, &access, &cid, &receiver).await;
@@ -679,8 +678,13 @@ async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
         .expect("address")
         .port();
     let (app, access, cid) = channel(&[100; 30]).await;
-    let (sub, secret) =
-        subscribe_url(&app, &access, &cid, &format!("http://127.0.0.1:{port}/hook")).await;
+    let (sub, secret) = subscribe_url(
+        &app,
+        &access,
+        &cid,
+        &format!("http://127.0.0.1:{port}/hook"),
+    )
+    .await;
     for _ in 0..5 {
         app.refresh_view(&access, "someview").await;
     }
@@ -838,9 +842,7 @@ async fn three_serve_processes_share_1000_deliveries_and_each_arrives_exactly_on
         app.refresh_view(&access, "someview").await;
     }
 
-    receiver
-        .wait_for_hits(1000, Duration::from_secs(60))
-        .await;
+    receiver.wait_for_hits(1000, Duration::from_secs(60)).await;
     // The receiver records a request before it answers: wait for the answers to be recorded.
     let rows = wait_until_all_finished(&app, &cid, 1000, LIMIT).await;
     // Anything sent twice would arrive by now.
@@ -959,7 +961,10 @@ async fn a_serve_process_killed_mid_delivery_leaves_what_it_held_to_another_afte
     // second attempt.
     for sub in subs {
         let res = app
-            .get_as(&access, &format!("/channels/{cid}/webhooks/{sub}/deliveries/"))
+            .get_as(
+                &access,
+                &format!("/channels/{cid}/webhooks/{sub}/deliveries/"),
+            )
             .await;
         assert_eq!(res.status(), reqwest::StatusCode::OK);
         let page: Value = res.json().await.expect("json");
@@ -969,7 +974,11 @@ async fn a_serve_process_killed_mid_delivery_leaves_what_it_held_to_another_afte
             .as_str()
             .and_then(|id| id.parse().ok())
             .expect("id");
-        let attempts = if in_flight.contains(&webhook_id(id)) { 2 } else { 1 };
+        let attempts = if in_flight.contains(&webhook_id(id)) {
+            2
+        } else {
+            1
+        };
         assert_eq!(
             (log[0]["status"].as_str(), log[0]["attempts"].as_i64()),
             (Some("succeeded"), Some(attempts)),
@@ -1034,7 +1043,10 @@ async fn after_a_rotation_a_delivery_verifies_with_both_secrets_until_the_overla
     let after = receiver.wait_for_hits(2, LIMIT).await[1].clone();
     assert_ne!(after.id, during.id);
     assert_eq!(v1_count(&after), 1, "{}", after.signature);
-    assert!(after.verifies_with(std::slice::from_ref(&new)), "the new secret");
+    assert!(
+        after.verifies_with(std::slice::from_ref(&new)),
+        "the new secret"
+    );
     assert!(
         !after.verifies_with(std::slice::from_ref(&old)),
         "the old secret still signs after the overlap"

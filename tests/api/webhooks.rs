@@ -624,7 +624,11 @@ async fn a_cursor_of_another_webhooks_log_is_refused_even_on_the_same_channel() 
         // Two test deliveries each (held: paused), so that a page of one has a next page.
         for _ in 0..2 {
             let test = format!("/channels/{channel}/webhooks/{webhook}/test/");
-            json_of(app.post_as(a, &test, &json!({})).await, StatusCode::ACCEPTED).await;
+            json_of(
+                app.post_as(a, &test, &json!({})).await,
+                StatusCode::ACCEPTED,
+            )
+            .await;
         }
         webhooks.push(webhook);
     }
@@ -634,7 +638,10 @@ async fn a_cursor_of_another_webhooks_log_is_refused_even_on_the_same_channel() 
     let first = json_of(
         app.get_as(
             a,
-            &format!("/channels/{channel}/webhooks/{}/deliveries/?limit=1", webhooks[0]),
+            &format!(
+                "/channels/{channel}/webhooks/{}/deliveries/?limit=1",
+                webhooks[0]
+            ),
         )
         .await,
         StatusCode::OK,
@@ -654,7 +661,10 @@ async fn a_cursor_of_another_webhooks_log_is_refused_even_on_the_same_channel() 
     .await;
     let next = next["deliveries"].as_array().expect("deliveries");
     assert_eq!(next.len(), 1);
-    assert_ne!(next[0]["delivery_id"], first["deliveries"][0]["delivery_id"]);
+    assert_ne!(
+        next[0]["delivery_id"],
+        first["deliveries"][0]["delivery_id"]
+    );
 }
 
 #[tokio::test]
