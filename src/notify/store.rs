@@ -459,3 +459,24 @@ pub async fn deliveries(
     .fetch_all(pool)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_host_is_the_parsers_lower_case_with_ipv6_in_brackets() {
+        for (url, host) in [
+            ("https://Hooks.EXAMPLE.com:8443/In?q=1", "hooks.example.com"),
+            ("http://[::1]:8080/hook", "[::1]"),
+            ("http://[0:0:0:0:0:ffff:7f00:1]/", "[::ffff:7f00:1]"),
+            ("http://2130706433/", "127.0.0.1"),
+            ("https://bücher.example/", "xn--bcher-kva.example"),
+        ] {
+            let parsed = url::Url::parse(url).expect(url);
+            let stored = WebhookUrl::from_checked(&parsed).expect(url);
+            assert_eq!(stored.host, host, "{url}");
+            assert_eq!(stored.url, parsed.as_str());
+        }
+    }
+}

@@ -510,20 +510,25 @@ async fn a_410_fails_the_delivery_and_disables_the_subscription_with_the_reason(
         reason.as_deref().is_some_and(|r| r.contains("410")),
         "{reason:?}"
     );
-    // A delivery of the disabled subscription still in the outbox is failed when seen, unsent.
-    sqlx::query(
-        "INSERT INTO tinydevcrm.deliveries (delivery_id, subscription_id, channel_id, seq, payload)
-         VALUES (gen_random_uuid(), $1, $2::uuid, 99, '{}')",
-    )
-    .bind(sub)
-    .bind(&cid)
-    .execute(&app.pool)
-    .await
-    .expect("a delivery");
+    // A delivery of the disabled subscription still in the outbox (here a test delivery queued
+    // through the API) is failed when seen, unsent.
+    let res = app
+        .post_as(
+            &access,
+            &format!("/channels/{cid}/webhooks/{sub}/test/"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+    let queued: Value = res.json().await.expect("json");
+    let late_id: Uuid = queued["delivery_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a delivery id");
     let rows = wait_until_finished(&app, sub, LIMIT).await;
     let late = rows
         .iter()
-        .find(|d| d.seq == Some(99))
+        .find(|d| d.delivery_id == late_id)
         .expect("the late one");
     assert_eq!(
         (
