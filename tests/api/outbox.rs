@@ -4,10 +4,11 @@
 //! told each subscription's secret as the API answers it); only states the API cannot reach
 //! in a test's time (failing for minutes, old finished deliveries) are written as rows.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +57,7 @@ struct Hit {
     signature: String,
     /// The body's bytes, as sent (what the signatures cover).
     raw: Bytes,
-    /// Whether `webhook-signature` verified with one of the secrets the receiver was told.
+    /// Whether `webhook-signature` verified with the secret of the subscription at this path.
     signed: bool,
 }
 
@@ -77,13 +78,17 @@ impl Hit {
     }
 }
 
-/// The secrets a receiver accepts signatures of.
-type Secrets = Arc<Mutex<Vec<WebhookSecret>>>;
+/// The secrets a receiver accepts signatures of, by the path their subscription delivers to.
+type Secrets = Arc<Mutex<HashMap<String, Vec<WebhookSecret>>>>;
 
 /// A webhook receiver on 127.0.0.1 that answers from its script (then `fallback`) and records
-/// every request, checking its signature against the secrets it was told ([`Receiver::trust`]).
+/// every request, checking its signature against the secret it was told for the request's
+/// path ([`Receiver::trust`]). Each subscription gets its own path ([`Receiver::url`]), so a
+/// delivery signed with another subscription's secret does not pass.
 struct Receiver {
     addr: SocketAddr,
+    /// Paths handed out so far.
+    paths: AtomicUsize,
     hits: Arc<Mutex<Vec<Hit>>>,
     secrets: Secrets,
     /// When each answered request arrived and was answered.
@@ -146,6 +151,7 @@ impl Receiver {
         });
         Self {
             addr,
+            paths: AtomicUsize::new(0),
             hits,
             secrets,
             spans,
@@ -153,13 +159,21 @@ impl Receiver {
         }
     }
 
-    /// Accepts signatures made with `secret` from now on.
-    fn trust(&self, secret: WebhookSecret) {
-        self.secrets.lock().expect("not poisoned").push(secret);
+    /// Accepts signatures made with `secret` on requests to `url`'s path from now on.
+    fn trust(&self, url: &str, secret: WebhookSecret) {
+        let path = url::Url::parse(url).expect("a URL").path().to_owned();
+        self.secrets
+            .lock()
+            .expect("not poisoned")
+            .entry(path)
+            .or_default()
+            .push(secret);
     }
 
+    /// A URL of the receiver no subscription has had yet.
     fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        let n = self.paths.fetch_add(1, Ordering::Relaxed);
+        format!("http://{}/hook/{n}", self.addr)
     }
 
     /// The most requests that were being answered at one time.
@@ -238,7 +252,12 @@ async fn answer(
         raw: body,
         signed: false,
     };
-    let trusted = secrets.lock().expect("not poisoned").clone();
+    let trusted = secrets
+        .lock()
+        .expect("not poisoned")
+        .get(&hit.path)
+        .cloned()
+        .unwrap_or_default();
     hit.signed = json_type && hit.verifies_with(&trusted);
     log.lock().expect("not poisoned").push(hit);
     let reply = script
@@ -320,7 +339,7 @@ async fn subscribe_url(
     (id, secret)
 }
 
-/// Subscribes the receiver (at `url`, its own by default) and tells it the secret; the id.
+/// Subscribes the receiver (at a path of its own) and tells it the secret; the id.
 async fn subscribe(app: &TestApp, access: &str, channel_id: &str, receiver: &Receiver) -> Uuid {
     subscribe_as(app, access, channel_id, receiver, &receiver.url()).await
 }
@@ -334,7 +353,7 @@ async fn subscribe_as(
     url: &str,
 ) -> Uuid {
     let (id, secret) = subscribe_url(app, access, channel_id, url).await;
-    receiver.trust(secret);
+    receiver.trust(url, secret);
     id
 }
 
@@ -599,7 +618,10 @@ async fn a_redirect_is_not_followed_and_fails_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let hits = receiver.hits();
     assert_eq!(hits.len(), 1, "{hits:#?}");
-    assert_eq!(hits[0].path, "/hook", "the redirect was followed");
+    assert!(
+        hits[0].path.starts_with("/hook/"),
+        "the redirect was followed"
+    );
     assert_eq!(
         (
             rows[0].status.as_str(),
@@ -683,13 +705,8 @@ async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
         .expect("address")
         .port();
     let (app, access, cid) = channel(&[100; 30]).await;
-    let (sub, secret) = subscribe_url(
-        &app,
-        &access,
-        &cid,
-        &format!("http://127.0.0.1:{port}/hook"),
-    )
-    .await;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let (sub, secret) = subscribe_url(&app, &access, &cid, &url).await;
     for _ in 0..5 {
         app.refresh_view(&access, "someview").await;
     }
@@ -704,7 +721,7 @@ async fn events_sent_while_the_receiver_is_down_all_arrive_once_it_is_up() {
 
     let receiver =
         Receiver::start_on(&format!("127.0.0.1:{port}"), vec![], Reply::Status(200)).await;
-    receiver.trust(secret);
+    receiver.trust(&url, secret);
 
     let rows = wait_until_finished(&app, sub, LIMIT).await;
     assert!(rows.iter().all(|d| d.status == "succeeded"), "{rows:#?}");
