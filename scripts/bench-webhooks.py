@@ -178,6 +178,22 @@ def postgres_pids(postmaster):
     return pids
 
 
+def explain_claim(concurrency, before, lease_ms=45000):
+    """The plan and timing of the drainer's claim statement (text from the offline query cache
+    `.sqlx/`), as a generic plan (what a prepared statement gets after 5 executions) and with
+    this process's busy hosts empty, after the statement `before`; in a transaction rolled
+    back."""
+    query = next(q for q in (json.load(open(os.path.join(".sqlx", f)))["query"]
+                             for f in sorted(os.listdir(".sqlx")) if f.endswith(".json"))
+                 if "FOR UPDATE OF d SKIP LOCKED" in q and q.startswith("WITH due AS"))
+    scan = max(concurrency * 4, 64)
+    sql = (f"BEGIN; {before}; SET LOCAL plan_cache_mode = force_generic_plan;"
+           f" PREPARE claim(text[], bigint, text[], bigint[], bigint, bigint, bigint) AS {query};"
+           f" EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE claim('{{}}', {scan}, '{{}}', '{{}}', {concurrency}, {concurrency}, {lease_ms});"
+           f" ROLLBACK;")
+    return subprocess.run(["psql", "-qAt"], input=sql, check=True, capture_output=True, text=True).stdout
+
+
 def metrics(base):
     """Sum and count of the attempt-duration histogram, and attempts by outcome."""
     with urllib.request.urlopen(base + "/metrics", timeout=30) as response:
@@ -209,6 +225,10 @@ async def main():
     parser.add_argument("--postmaster-pid", type=int, required=True)
     parser.add_argument("--work", required=True)
     parser.add_argument("--phases", default="one fanout backlog wrk")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the claim statement's plan with the backlog queued, before the resume")
+    parser.add_argument("--analyze", action="store_true",
+                        help="ANALYZE subscriptions and deliveries once the subscriptions exist and once the backlog is queued")
     args = parser.parse_args()
     phases = args.phases.split()
     api = Api(args.base, args.token)
@@ -259,6 +279,8 @@ async def main():
 
         await asyncio.gather(*(create(i) for i in range(args.subs)))
         print(f"  {args.subs} created in {time.time() - started:.1f} s", flush=True)
+        if args.analyze:
+            psql("ANALYZE tinydevcrm.subscriptions, tinydevcrm.deliveries")
 
     if "fanout" in phases:
         print(f"== {args.subs} subscriptions: {args.rounds_fanout} refreshes, each waiting for all", flush=True)
@@ -310,6 +332,18 @@ async def main():
         pending = int(psql("SELECT count(*) FROM tinydevcrm.deliveries WHERE status = 'pending'"))
         if pending != n:
             raise SystemExit(f"{pending} deliveries pending, expected {n}")
+        if args.analyze:
+            psql("ANALYZE tinydevcrm.subscriptions, tinydevcrm.deliveries")
+        resume = f"UPDATE tinydevcrm.subscriptions SET status = 'active' WHERE channel_id = '{args.channel}'"
+        print("  what the planner knows (pg_class.reltuples, pg_stat_user_tables):", flush=True)
+        print("    " + psql(
+            "SELECT string_agg(format('%s: reltuples %s, live %s, dead %s, last analyze %s', c.relname, c.reltuples,"
+            " t.n_live_tup, t.n_dead_tup, coalesce(t.last_autoanalyze, t.last_analyze)::text), E'\\n    ')"
+            " FROM pg_class c JOIN pg_stat_user_tables t ON t.relid = c.oid"
+            " WHERE t.schemaname = 'tinydevcrm' AND c.relname IN ('deliveries', 'subscriptions')"), flush=True)
+        if args.explain:
+            print(f"  the claim statement with {n} deliveries due (resumed in a transaction rolled back):", flush=True)
+            print("    " + explain_claim(args.concurrency, resume).replace("\n", "\n    "), flush=True)
         pgs = postgres_pids(args.postmaster_pid)
         m0 = metrics(args.base)
         cpu0 = (cpu_seconds([args.serve_pid]), cpu_seconds(pgs), time.process_time())
@@ -319,8 +353,7 @@ async def main():
         resumed = time.time()
         # Resumed all at once, and the drainers woken as a refresh would (else the poll finds them).
         await asyncio.get_running_loop().run_in_executor(None, psql,
-            f"UPDATE tinydevcrm.subscriptions SET status = 'active' WHERE channel_id = '{args.channel}';"
-            " SELECT pg_notify('tdc_events', 'deliveries')")
+            f"{resume}; SELECT pg_notify('tdc_events', 'deliveries')")
         await receiver.wait(600)
         cpu1 = (cpu_seconds([args.serve_pid]), cpu_seconds(pgs), time.process_time())
         receiver.recording = False

@@ -14,7 +14,12 @@
 # The service attempts CONCURRENCY deliveries at once, all of them to the one receiver host
 # (TDC_WEBHOOK_CONCURRENCY_PER_HOST = CONCURRENCY, so the per-host limit is not what is measured).
 # Usage: scripts/bench-webhooks.sh   (knobs below as environment variables; SKIP_BUILD=1 uses
-# target/release/tinydevcrm as built; PROFILE=1 records serve with `perf` during (3)).
+# target/release/tinydevcrm as built; PROFILE=1 records serve and PostgreSQL with `perf`
+# during the phase PROFILE_PHASE (fanout or backlog, default backlog); SLOW_MS=N logs the
+# statements slower than N ms (PostgreSQL's log_min_duration_statement) and summarises them;
+# EXPLAIN=1 prints the outbox claim statement's plan with the backlog queued; ANALYZE=1 runs
+# ANALYZE on subscriptions and deliveries once the subscriptions exist and once the backlog is
+# queued (by default the planner has only what autovacuum gathered on the fresh cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBS=${SUBS:-1000}
@@ -25,6 +30,10 @@ CONCURRENCY=${CONCURRENCY:-16}
 WRK_SECS=${WRK_SECS:-10}
 PHASES=${PHASES:-one fanout backlog wrk}
 PROFILE=${PROFILE:-0}
+PROFILE_PHASE=${PROFILE_PHASE:-backlog}
+SLOW_MS=${SLOW_MS:-}
+EXPLAIN=${EXPLAIN:-0}
+ANALYZE=${ANALYZE:-0}
 for tool in wrk psql curl jq python3; do
   command -v "$tool" >/dev/null || { echo "bench-webhooks needs $tool"; exit 1; }
 done
@@ -47,6 +56,9 @@ curl -sf -H "$H" -H 'Content-Type: application/json' \
   -d '{"view_name":"live","sql_query":"SELECT count(*) AS n, now() AS at FROM calls"}' "$B/views/create/" > /dev/null
 CHANNEL=$(curl -sf -H "$H" -H 'Content-Type: application/json' -d '{"view_name":"live"}' "$B/channels/create/" | jq -r .channel_id)
 POSTMASTER=$(head -1 "$WORK/data/pgdata/postmaster.pid")
+if [ -n "$SLOW_MS" ]; then
+  psql -qc "ALTER SYSTEM SET log_min_duration_statement = $SLOW_MS" -c "SELECT pg_reload_conf()" > /dev/null
+fi
 echo "serve pid $SERVE_PID on $B, postmaster $POSTMASTER; channel $CHANNEL"
 
 PERF_PID=
@@ -61,21 +73,38 @@ echo "results: $OUT"
 python3 scripts/bench-webhooks.py --base "$B" --token "$TOKEN" --channel "$CHANNEL" --view live \
   --subs "$SUBS" --rounds-one "$ROUNDS_ONE" --rounds-fanout "$ROUNDS_FANOUT" --backlog "$BACKLOG" \
   --concurrency "$CONCURRENCY" --wrk-secs "$WRK_SECS" --phases "$PHASES" \
-  --serve-pid "$SERVE_PID" --postmaster-pid "$POSTMASTER" --work "$WORK" |
+  --serve-pid "$SERVE_PID" --postmaster-pid "$POSTMASTER" --work "$WORK" $([ "$EXPLAIN" = 1 ] && echo --explain) $([ "$ANALYZE" = 1 ] && echo --analyze) |
   while IFS= read -r line; do
     echo "$line"
-    if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && [[ $line == "== backlog"* ]]; then
-      perf record -F 999 -g -p "$SERVE_PID" -o "$WORK/perf.data" > /dev/null 2>&1 &
+    if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && [[ $line == "== $PROFILE_PHASE"* ]]; then
+      # serve and every process of its cluster (the pool's backends are connected by now).
+      perf record -F 499 -p "$SERVE_PID,$(pgrep -P "$POSTMASTER" | paste -sd,)" -o "$WORK/perf.data" > /dev/null 2>&1 &
       PERF_PID=$!
-    fi
-    if [ -n "$PERF_PID" ] && [[ $line == "== receiver capacity"* ]]; then
+    elif [ -n "$PERF_PID" ] && [[ $line == "== "* ]]; then
       kill -INT "$PERF_PID"; wait "$PERF_PID" || true
-      perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | grep '%' | head -40 > "$OUT.perf.txt" || true
+      perf report -i "$WORK/perf.data" --sort comm,dso,symbol --stdio 2>/dev/null |
+        grep '%' | grep -v '^#' | head -40 > "$OUT.perf.txt" || true
       PERF_PID=
     fi
   done | tee "$OUT"
 kill -0 "$SERVE_PID" 2>/dev/null || { echo "serve exited:"; tail -20 "$WORK/serve.log"; exit 1; }
+if [ -n "$SLOW_MS" ]; then
+  echo "statements slower than $SLOW_MS ms over the run (count, total s, mean ms, statement):" | tee -a "$OUT"
+  python3 - "$WORK/data/postgres.log" <<'PY' | tee -a "$OUT"
+import re, sys
+seen = {}
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+for i, line in enumerate(lines):
+    m = re.search(r"duration: ([\d.]+) ms\s+(?:execute [^:]*|statement|parse [^:]*|bind [^:]*):\s*(.*)", line)
+    if m:
+        text = " ".join([m.group(2)] + [l.strip() for l in lines[i + 1:i + 3] if not re.match(r"^\d{4}-", l)])
+        key = re.sub(r"\s+", " ", text)[:110]
+        n, total = seen.get(key, (0, 0.0))
+        seen[key] = (n + 1, total + float(m.group(1)))
+for key, (n, total) in sorted(seen.items(), key=lambda kv: -kv[1][1])[:8]:
+    print(f"  {n:>6} {total / 1000:>8.2f} {total / n:>8.1f}  {key}")
+PY
+fi
 echo "serve log warnings/errors: $(grep -ci 'warn\|error' "$WORK/serve.log" || true)"
 grep -i 'warn\|error' "$WORK/serve.log" | tail -5 || true
 
