@@ -18,8 +18,9 @@
 # during the phase PROFILE_PHASE (fanout or backlog, default backlog); SLOW_MS=N logs the
 # statements slower than N ms (PostgreSQL's log_min_duration_statement) and summarises them;
 # EXPLAIN=1 prints the outbox claim statement's plan with the backlog queued; ANALYZE=1 runs
-# ANALYZE on subscriptions and deliveries once the subscriptions exist and once the backlog is
-# queued (by default the planner has only what autovacuum gathered on the fresh cluster).
+# ANALYZE on subscriptions and deliveries once the subscriptions exist, and on deliveries once
+# the backlog is queued (by default the planner has only what autovacuum gathered so far on the
+# fresh cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBS=${SUBS:-1000}
@@ -124,6 +125,7 @@ if "fanout" in r:
     row(f"{r['subs']} subscriptions: refreshed_at -> last receipt of a refresh", f["last_of_each_refresh"])
     row(f"{r['subs']} subscriptions: refresh answer -> last receipt", f["last_from_answer"])
     row(f"{r['subs']} subscriptions: first -> last receipt of a refresh", f["first_to_last"])
+    print(f"  refreshed_at -> last receipt, each refresh in turn (ms): {f['last_per_round_ms']}")
     print(f"  fan-out CPU seconds over the rounds: {f['cpu_s']}")
 if "backlog" in r:
     b = r["backlog"]
