@@ -305,10 +305,14 @@ async fn the_readme_walkthrough_runs_as_printed() {
     let readme = read("README.md");
     // The README's webhook receiver listens on loopback over plain http: the on-premise
     // settings the README tells the reader to start the service with.
-    run_page_with("README.md", section(&readme, "## Walkthrough (curl)"), |s| {
-        s.webhook_allow_http = true;
-        s.webhook_allow_cidrs = vec!["127.0.0.0/8".parse().expect("a CIDR")];
-    })
+    run_page_with(
+        "README.md",
+        section(&readme, "## Walkthrough (curl)"),
+        |s| {
+            s.webhook_allow_http = true;
+            s.webhook_allow_cidrs = vec!["127.0.0.0/8".parse().expect("a CIDR")];
+        },
+    )
     .await;
 }
 
