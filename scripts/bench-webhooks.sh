@@ -63,11 +63,11 @@ fi
 echo "serve pid $SERVE_PID on $B, postmaster $POSTMASTER; channel $CHANNEL"
 
 PERF_PID=
-if [ "$PROFILE" = 1 ]; then
-  # Starts recording when the backlog phase prints its header (see below).
-  PHASE_FIFO="$WORK/phases"
-  mkfifo "$PHASE_FIFO"
-fi
+# perf starts when the phase prints its header and stops at the next header (see below).
+case $PROFILE_PHASE in
+  fanout) PROFILE_HEADER="$SUBS subscriptions:" ;;
+  *) PROFILE_HEADER=$PROFILE_PHASE ;;
+esac
 mkdir -p target/bench-webhooks
 OUT="target/bench-webhooks/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
 echo "results: $OUT"
@@ -77,7 +77,7 @@ python3 scripts/bench-webhooks.py --base "$B" --token "$TOKEN" --channel "$CHANN
   --serve-pid "$SERVE_PID" --postmaster-pid "$POSTMASTER" --work "$WORK" $([ "$EXPLAIN" = 1 ] && echo --explain) $([ "$ANALYZE" = 1 ] && echo --analyze) |
   while IFS= read -r line; do
     echo "$line"
-    if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && [[ $line == "== $PROFILE_PHASE"* ]]; then
+    if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && [[ $line == "== $PROFILE_HEADER"* ]]; then
       # serve and every process of its cluster (the pool's backends are connected by now).
       perf record -F 499 -p "$SERVE_PID,$(pgrep -P "$POSTMASTER" | paste -sd,)" -o "$WORK/perf.data" > /dev/null 2>&1 &
       PERF_PID=$!
@@ -138,4 +138,4 @@ if "wrk" in r:
 if "ratio_deliveries_to_capacity" in r:
     print(f"  ratio deliveries/s / receiver capacity: {r['ratio_deliveries_to_capacity']}")
 PY
-if [ -f "$OUT.perf.txt" ]; then echo "serve profile during the backlog (top symbols): $OUT.perf.txt"; head -25 "$OUT.perf.txt"; fi
+if [ -f "$OUT.perf.txt" ]; then echo "profile of serve and PostgreSQL during the $PROFILE_PHASE phase (top symbols): $OUT.perf.txt"; head -25 "$OUT.perf.txt"; fi
