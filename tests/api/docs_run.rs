@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, temp_dir};
+use tinydevcrm::config::Settings;
+
+use crate::helpers::{spawn_app_with, temp_dir};
 
 /// The comment that keeps the next fenced `bash` block out of the run.
 const SKIP: &str = "<!-- not run by the docs test";
@@ -213,12 +215,17 @@ fn workdir() -> PathBuf {
 
 /// Runs `page`'s blocks (from `text`) in one bash against a fresh server, checks the outputs.
 async fn run_page(page: &str, text: &str) {
+    run_page_with(page, text, |_| {}).await;
+}
+
+/// [`run_page`] against a server with `adjust`ed settings.
+async fn run_page_with(page: &str, text: &str, adjust: impl FnOnce(&mut Settings)) {
     if !tools_present() {
         return;
     }
     let blocks = blocks(text);
     assert!(!blocks.is_empty(), "{page}: no bash blocks");
-    let app = spawn_app().await;
+    let app = spawn_app_with(adjust).await;
     let dir = workdir();
     let home = dir.join("home");
     std::fs::create_dir_all(&home).expect("home");
@@ -296,7 +303,17 @@ async fn run_page(page: &str, text: &str) {
 #[tokio::test]
 async fn the_readme_walkthrough_runs_as_printed() {
     let readme = read("README.md");
-    run_page("README.md", section(&readme, "## Walkthrough (curl)")).await;
+    // The README's webhook receiver listens on loopback over plain http: the on-premise
+    // settings the README tells the reader to start the service with.
+    run_page_with(
+        "README.md",
+        section(&readme, "## Walkthrough (curl)"),
+        |s| {
+            s.webhook_allow_http = true;
+            s.webhook_allow_cidrs = vec!["127.0.0.0/8".parse().expect("a CIDR")];
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
