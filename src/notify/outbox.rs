@@ -189,6 +189,13 @@ impl Drainer {
     }
 
     /// Claims at most `room` due deliveries that can start now and starts them; how many.
+    ///
+    /// The subscription of each due delivery is looked up per delivery (a lateral subquery the
+    /// planner may not flatten), so the statement always walks the due deliveries and costs
+    /// at most one key lookup each. As a plain join, a planner without fresh statistics on
+    /// this queue table (a new cluster, or one analysed while it was empty) started from the
+    /// subscriptions and re-scanned every due delivery for each one: 88 ms instead of 15 ms
+    /// per claim with 1,000 webhooks and 5,000 due (0.3 ms either way once analysed).
     async fn claim(&self, room: usize) -> Result<usize, sqlx::Error> {
         let (full, busy_hosts, busy_counts) = {
             let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -212,10 +219,14 @@ impl Drainer {
             r#"WITH due AS (
                  SELECT d.delivery_id, d.next_attempt_at, s.status AS sub_status, s.host
                  FROM tinydevcrm.deliveries d
-                 JOIN tinydevcrm.subscriptions s ON s.subscription_id = d.subscription_id
+                 CROSS JOIN LATERAL (
+                     SELECT s.status, s.host FROM tinydevcrm.subscriptions s
+                     WHERE s.subscription_id = d.subscription_id
+                       AND s.kind = 'webhook' AND s.status IN ('active', 'disabled')
+                       AND s.host <> ALL($1::text[])
+                     OFFSET 0
+                 ) s
                  WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                   AND s.kind = 'webhook' AND s.status IN ('active', 'disabled')
-                   AND s.host <> ALL($1::text[])
                  ORDER BY d.next_attempt_at
                  LIMIT $2
                  FOR UPDATE OF d SKIP LOCKED
