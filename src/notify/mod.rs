@@ -5,17 +5,30 @@
 //! - [`client`]: the HTTP client that delivers, connecting only to checked addresses
 //! - [`store`], [`routes`](mod@routes): the `/channels/{id}/webhooks/...` subscriptions and delivery log
 //! - [`outbox`]: the background task that claims due deliveries, sends them, and retries
+//! - [`recipient`], [`links`], [`mailer`]: e-mail addresses, the confirmation and unsubscribe
+//!   links, and SMTP messages from templates
+//! - [`email_store`], [`email_routes`]: the `/channels/{id}/emails/...` subscriptions and the
+//!   public `/emails/...` link pages
+//! - [`email`]: the background task that sends e-mail deliveries, one message per subscription
+//!   per interval
 
 pub mod client;
 pub mod destination;
+pub mod email;
+pub mod email_routes;
+pub mod email_store;
+pub mod links;
+pub mod mailer;
 pub mod outbox;
+pub mod recipient;
 pub mod routes;
 pub mod signature;
 pub mod store;
 
 use actix_web::web;
 
-/// Registers the `/channels/{id}/webhooks/...` routes.
+/// Registers the `/channels/{id}/webhooks/...`, `/channels/{id}/emails/...` and `/emails/...`
+/// routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/channels/{id}/webhooks")
@@ -43,5 +56,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(routes::describe_webhook))
             .route(web::patch().to(routes::update_webhook))
             .route(web::delete().to(routes::delete_webhook)),
+    )
+    .service(
+        web::resource("/channels/{id}/emails")
+            .route(web::get().to(email_routes::list_emails))
+            .route(web::post().to(email_routes::create_email)),
+    )
+    .service(
+        web::resource("/channels/{id}/emails/{eid}/resend-confirmation")
+            .route(web::post().to(email_routes::resend_confirmation)),
+    )
+    .service(
+        web::resource("/channels/{id}/emails/{eid}/deliveries")
+            .route(web::get().to(email_routes::list_email_deliveries)),
+    )
+    .service(
+        web::resource("/channels/{id}/emails/{eid}/deliveries/{did}/retry")
+            .route(web::post().to(email_routes::retry_email_delivery)),
+    )
+    .service(
+        web::resource("/channels/{id}/emails/{eid}")
+            .route(web::get().to(email_routes::describe_email))
+            .route(web::patch().to(email_routes::update_email))
+            .route(web::delete().to(email_routes::delete_email)),
+    )
+    .service(
+        web::resource("/emails/confirm/{token}")
+            .route(web::get().to(email_routes::confirm_page))
+            .route(web::post().to(email_routes::confirm)),
+    )
+    .service(
+        web::resource("/emails/unsubscribe/{token}")
+            .route(web::get().to(email_routes::unsubscribe_page))
+            .route(web::post().to(email_routes::unsubscribe)),
     );
 }

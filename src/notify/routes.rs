@@ -45,7 +45,7 @@ pub enum SettableStatus {
 }
 
 impl SettableStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Paused => "paused",
@@ -457,11 +457,11 @@ pub async fn retry_delivery(
 
 /// A page position as an opaque cursor: the last delivery's time (microseconds, as PostgreSQL
 /// keeps it) and id.
-fn encode_cursor(created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
+pub(crate) fn encode_cursor(created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}.{delivery_id}", created_at.timestamp_micros()))
 }
 
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+pub(crate) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid_cursor",
