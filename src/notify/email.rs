@@ -296,6 +296,9 @@ impl Drainer {
             Err(SendFailure::Permanent { .. }) => "failed",
         };
         metrics::counter!("tdc_email_messages_total", "outcome" => label).increment(1);
+        if let Err(failure) = &outcome {
+            tracing::info!(?failure, "e-mail: the message was not accepted");
+        }
         if let Err(e) = self
             .record(&claimed, &taken, confirmation, &outcome, started_at, latency_ms)
             .await
