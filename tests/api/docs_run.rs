@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, temp_dir};
+use crate::helpers::{TestApp, spawn_app, temp_dir};
 
 /// The comment that keeps the next fenced `bash` block out of the run.
 const SKIP: &str = "<!-- not run by the docs test";
@@ -216,9 +216,13 @@ async fn run_page(page: &str, text: &str) {
     if !tools_present() {
         return;
     }
+    run_page_on(page, text, &spawn_app().await, &[]).await;
+}
+
+/// [`run_page`] against `app`, with `env` added to (or replacing) the shell's environment.
+async fn run_page_on(page: &str, text: &str, app: &TestApp, env: &[(&str, String)]) {
     let blocks = blocks(text);
     assert!(!blocks.is_empty(), "{page}: no bash blocks");
-    let app = spawn_app().await;
     let dir = workdir();
     let home = dir.join("home");
     std::fs::create_dir_all(&home).expect("home");
@@ -236,6 +240,7 @@ async fn run_page(page: &str, text: &str) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", &home)
         .env("TDC_URL", &app.address)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout"))
         .stderr(std::fs::File::create(&stderr_path).expect("stderr"))
@@ -297,6 +302,45 @@ async fn run_page(page: &str, text: &str) {
 async fn the_readme_walkthrough_runs_as_printed() {
     let readme = read("README.md");
     run_page("README.md", section(&readme, "## Walkthrough (curl)")).await;
+}
+
+/// The e-mail section continues the walkthrough's shell, so both run, against a server that
+/// sends to an aiosmtpd of the test's own (the section reads the confirmation link from its
+/// Maildir, `$TDC_MAILDIR`).
+#[tokio::test]
+async fn the_readme_email_subscription_runs_as_printed() {
+    if !tools_present() {
+        return;
+    }
+    let Some(smtp) =
+        crate::smtp::SmtpServer::start("the README e-mail section", crate::smtp::Handler::Maildir)
+            .await
+    else {
+        return;
+    };
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.smtp_url = Some(secrecy::SecretString::from(smtp.url()));
+        s.smtp_from = Some("noreply@example.com".to_owned());
+        s.outbox_poll = Duration::from_millis(100);
+    })
+    .await;
+    let readme = read("README.md");
+    let text = format!(
+        "{}\n{}",
+        section(&readme, "## Walkthrough (curl)"),
+        section(&readme, "## E-mail subscription (curl)")
+    );
+    // The section's python3 needs only the standard library; the system one is always there,
+    // where python3 on PATH may be a shim that needs a home of its own.
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let maildir = smtp.maildir().display().to_string();
+    run_page_on(
+        "README.md",
+        &text,
+        &app,
+        &[("PATH", path), ("TDC_MAILDIR", maildir)],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -107,6 +107,11 @@ impl SmtpServer {
         Some(server)
     }
 
+    /// Where accepted messages are kept.
+    pub fn maildir(&self) -> &Path {
+        &self.maildir
+    }
+
     /// `smtp://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
