@@ -55,10 +55,10 @@ pub fn build_server_on(
 ) -> std::io::Result<Server> {
     password::warm_up();
     // Links in e-mail need an address; without TDC_PUBLIC_URL, the first listener's.
-    if settings.public_url.is_empty() {
-        if let Some(addr) = listeners.first().and_then(|l| l.local_addr().ok()) {
-            settings.public_url = format!("http://{addr}");
-        }
+    if settings.public_url.is_empty()
+        && let Some(addr) = listeners.first().and_then(|l| l.local_addr().ok())
+    {
+        settings.public_url = format!("http://{addr}");
     }
     let mailer = notify::mailer::Mailer::from_settings(&settings).map_err(std::io::Error::other)?;
     let links = notify::links::LinkKey::derive(settings.jwt_secret.expose_secret());
@@ -190,7 +190,13 @@ pub fn build_server_on(
     }
     let server = server.run();
     if let Some(hub) = on_signal {
-        spawn_drain_on_signal(hub, scheduler_drain, outbox_drain, email_drain, server.handle());
+        spawn_drain_on_signal(
+            hub,
+            scheduler_drain,
+            outbox_drain,
+            email_drain,
+            server.handle(),
+        );
     }
     Ok(server)
 }

@@ -464,14 +464,14 @@ pub struct Settings {
     // A secret: the URL may carry the password.
     #[arg(long, env = "TDC_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
-    /// SMTP user name, when it is not in TDC_SMTP_URL.
+    /// SMTP user name, when it is not in `TDC_SMTP_URL`.
     #[arg(long, env = "TDC_SMTP_USERNAME")]
     pub smtp_username: Option<String>,
-    /// SMTP password, when it is not in TDC_SMTP_URL.
+    /// SMTP password, when it is not in `TDC_SMTP_URL`.
     #[arg(long, env = "TDC_SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<SecretString>,
     /// The `From` address of notification e-mail (`Notifications <noreply@example.com>`);
-    /// required with TDC_SMTP_URL.
+    /// required with `TDC_SMTP_URL`.
     #[arg(long, env = "TDC_SMTP_FROM")]
     pub smtp_from: Option<String>,
     /// Time one SMTP conversation (connect to the end of the message) may take, in seconds.
@@ -512,7 +512,7 @@ pub struct Settings {
     )]
     pub email_confirm_resend: Duration,
     /// Most e-mail subscriptions one channel may have (they count toward
-    /// TDC_MAX_SUBSCRIPTIONS_PER_TENANT too).
+    /// `TDC_MAX_SUBSCRIPTIONS_PER_TENANT` too).
     #[arg(long, env = "TDC_MAX_EMAILS_PER_CHANNEL", default_value_t = 10)]
     pub max_emails_per_channel: i64,
     /// E-mail messages one process sends at once (0 is read as 1).
@@ -610,7 +610,9 @@ fn public_url(value: &str) -> Result<String, String> {
     if value.is_empty() {
         return Ok(String::new());
     }
-    let refuse = |why: &str| format!("{value:?} is not a public URL ({why}); write e.g. https://crm.example.com");
+    let refuse = |why: &str| {
+        format!("{value:?} is not a public URL ({why}); write e.g. https://crm.example.com")
+    };
     let url = url::Url::parse(value).map_err(|e| refuse(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(refuse("the scheme must be http or https"));
@@ -776,6 +778,12 @@ mod tests {
         );
         assert_eq!(s.webhook_disable_after, Duration::from_secs(432_000));
         assert_eq!(s.delivery_retention, Duration::from_secs(604_800));
+        assert_eq!(s.public_url, "");
+        assert!(s.smtp_url.is_none() && s.smtp_from.is_none());
+        assert_eq!(s.email_interval, Duration::from_secs(300));
+        assert_eq!(s.email_confirm_ttl, Duration::from_secs(259_200));
+        assert_eq!(s.email_confirm_resend, Duration::from_secs(900));
+        assert_eq!(s.max_emails_per_channel, 10);
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_ne!(
@@ -895,6 +903,27 @@ mod tests {
                 &format!("--webhook-retry-schedule={bad}"),
             ]);
             assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_public_url_is_an_http_base_kept_without_its_trailing_slash() {
+        for (given, kept) in [
+            ("", ""),
+            ("https://crm.example.com/", "https://crm.example.com"),
+            ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+            ("https://example.com/tdc/", "https://example.com/tdc"),
+        ] {
+            assert_eq!(public_url(given).expect(given), kept);
+        }
+        for bad in [
+            "crm.example.com",
+            "ftp://x",
+            "https://",
+            "https://x/?a=1",
+            "https://u:p@x",
+        ] {
+            assert!(public_url(bad).is_err(), "{bad}");
         }
     }
 

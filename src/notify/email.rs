@@ -34,6 +34,9 @@ use crate::config::Settings;
 /// What the lease adds to the SMTP timeout: time to record the outcome.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
+/// The `outcome` label values of `tdc_email_messages_total`.
+pub const OUTCOMES: [&str; 3] = ["succeeded", "retried", "failed"];
+
 /// Most events one message lists; more wait for the next message.
 const MAX_EVENTS_PER_MESSAGE: i64 = 100;
 
@@ -300,7 +303,14 @@ impl Drainer {
             tracing::info!(?failure, "e-mail: the message was not accepted");
         }
         if let Err(e) = self
-            .record(&claimed, &taken, confirmation, &outcome, started_at, latency_ms)
+            .record(
+                &claimed,
+                &taken,
+                confirmation,
+                &outcome,
+                started_at,
+                latency_ms,
+            )
             .await
         {
             tracing::warn!(error = %e, "e-mail: recording a message failed; it is sent again after its lease");
@@ -388,9 +398,9 @@ impl Drainer {
         let jitter = rand::rng().random_range(0.9..=1.1);
         let (code, reply) = match outcome {
             Ok(()) => (None, None),
-            Err(SendFailure::Transient { code, error } | SendFailure::Permanent { code, error }) => {
-                (code.map(i32::from), Some(error.clone()))
-            }
+            Err(
+                SendFailure::Transient { code, error } | SendFailure::Permanent { code, error },
+            ) => (code.map(i32::from), Some(error.clone())),
         };
         for t in taken {
             let delay = match outcome {
@@ -401,10 +411,15 @@ impl Drainer {
             };
             let (status, error) = match (outcome, delay) {
                 (Ok(()), _) => ("succeeded", None),
-                (Err(SendFailure::Transient { error, .. }), Some(_)) => ("pending", Some(error.clone())),
+                (Err(SendFailure::Transient { error, .. }), Some(_)) => {
+                    ("pending", Some(error.clone()))
+                }
                 (Err(SendFailure::Transient { error, .. }), None) => (
                     "failed",
-                    Some(format!("{error}; no retries left ({} attempts)", t.attempts)),
+                    Some(format!(
+                        "{error}; no retries left ({} attempts)",
+                        t.attempts
+                    )),
                 ),
                 (Err(SendFailure::Permanent { error, .. }), _) => ("failed", Some(error.clone())),
             };

@@ -226,7 +226,7 @@ pub async fn create_email(
         &state.pool,
         user.user_id,
         channel,
-        &address.to_string(),
+        address.as_ref(),
         &recipient::limit_key(&address),
         description,
         limits,
@@ -543,7 +543,11 @@ pub async fn unsubscribe_page(
     let body = page(
         "Stop e-mail notifications",
         "Press the button and this address receives no more messages from this subscription.",
-        Some(&format!("{}{}", Purpose::Unsubscribe.path(), token.as_str())),
+        Some(&format!(
+            "{}{}",
+            Purpose::Unsubscribe.path(),
+            token.as_str()
+        )),
         "Unsubscribe",
     )?;
     Ok(html(actix_web::http::StatusCode::OK, body))

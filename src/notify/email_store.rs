@@ -333,7 +333,12 @@ pub async fn update(
 }
 
 /// Deletes an e-mail subscription and its delivery log.
-pub async fn delete(pool: &PgPool, user_id: Uuid, channel_id: Uuid, id: Uuid) -> Result<(), ApiError> {
+pub async fn delete(
+    pool: &PgPool,
+    user_id: Uuid,
+    channel_id: Uuid,
+    id: Uuid,
+) -> Result<(), ApiError> {
     let deleted = sqlx::query!(
         "DELETE FROM tinydevcrm.subscriptions
           WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = 'email'",
@@ -473,7 +478,12 @@ pub enum LinkError {
 }
 
 /// Checks a public link's token for `purpose` without acting on it (the page `GET` shows).
-pub async fn check(pool: &PgPool, key: &LinkKey, purpose: Purpose, token: &str) -> Result<(), LinkError> {
+pub async fn check(
+    pool: &PgPool,
+    key: &LinkKey,
+    purpose: Purpose,
+    token: &str,
+) -> Result<(), LinkError> {
     let mut tx = pool.begin().await?;
     verified(&mut tx, key, purpose, token, false).await?;
     tx.commit().await?;
@@ -529,7 +539,12 @@ async fn verified(
 /// Acts on a public link: confirms (the nonce is cleared, so the link works once) or
 /// unsubscribes (the subscription is disabled for good and its pending mail dropped; the link
 /// keeps answering, as mail clients may repeat the one-click `POST`).
-pub async fn follow(pool: &PgPool, key: &LinkKey, purpose: Purpose, token: &str) -> Result<LinkOutcome, LinkError> {
+pub async fn follow(
+    pool: &PgPool,
+    key: &LinkKey,
+    purpose: Purpose,
+    token: &str,
+) -> Result<LinkOutcome, LinkError> {
     let mut tx = pool.begin().await?;
     let id = verified(&mut tx, key, purpose, token, true).await?;
     let outcome = match purpose {

@@ -80,7 +80,12 @@ impl LinkKey {
     /// The token of a link: base64url of the subscription id and the HMAC (64 characters).
     pub fn token(&self, purpose: Purpose, subscription_id: Uuid, nonce: &[u8]) -> String {
         let mut bytes = subscription_id.as_bytes().to_vec();
-        bytes.extend_from_slice(&self.mac(purpose, subscription_id, nonce).finalize().into_bytes());
+        bytes.extend_from_slice(
+            &self
+                .mac(purpose, subscription_id, nonce)
+                .finalize()
+                .into_bytes(),
+        );
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -141,8 +146,14 @@ mod tests {
         let token = Token::parse(&text).expect("parses");
         assert_eq!(token.subscription_id, id);
         assert!(key.verifies(Purpose::Confirm, &token, &n));
-        assert!(!key.verifies(Purpose::Unsubscribe, &token, &n), "another purpose");
-        assert!(!key.verifies(Purpose::Confirm, &token, &nonce()), "another nonce");
+        assert!(
+            !key.verifies(Purpose::Unsubscribe, &token, &n),
+            "another purpose"
+        );
+        assert!(
+            !key.verifies(Purpose::Confirm, &token, &nonce()),
+            "another nonce"
+        );
         let other = LinkKey::derive("another jwt secret of thirty-two bytes..");
         assert!(!other.verifies(Purpose::Confirm, &token, &n), "another key");
         // The same MAC under another subscription's id.
@@ -154,7 +165,14 @@ mod tests {
 
     #[test]
     fn anything_but_64_base64url_characters_is_not_a_token() {
-        for bad in ["", "x", &"A".repeat(63), &"A".repeat(65), &"+".repeat(64), &"=".repeat(64)] {
+        for bad in [
+            "",
+            "x",
+            &"A".repeat(63),
+            &"A".repeat(65),
+            &"+".repeat(64),
+            &"=".repeat(64),
+        ] {
             assert!(Token::parse(bad).is_none(), "{bad:?}");
         }
     }

@@ -17,11 +17,15 @@ use crate::config::Settings;
 /// Why e-mail cannot be sent with the operator's settings.
 #[derive(Debug, thiserror::Error)]
 pub enum MailerError {
-    /// TDC_SMTP_URL does not parse.
-    #[error("TDC_SMTP_URL is not an SMTP URL lettre accepts (smtp://host:port, smtp://host:587?tls=required, smtps://host): {0}")]
+    /// `TDC_SMTP_URL` does not parse.
+    #[error(
+        "TDC_SMTP_URL is not an SMTP URL lettre accepts (smtp://host:port, smtp://host:587?tls=required, smtps://host): {0}"
+    )]
     Url(String),
-    /// TDC_SMTP_FROM is missing or is not a mailbox.
-    #[error("TDC_SMTP_FROM must be set to the sender's address (noreply@example.com or \"Name <noreply@example.com>\") when TDC_SMTP_URL is: {0}")]
+    /// `TDC_SMTP_FROM` is missing or is not a mailbox.
+    #[error(
+        "TDC_SMTP_FROM must be set to the sender's address (noreply@example.com or \"Name <noreply@example.com>\") when TDC_SMTP_URL is: {0}"
+    )]
     From(String),
 }
 
@@ -53,12 +57,14 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("from", &self.from).finish_non_exhaustive()
+        f.debug_struct("Mailer")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
     }
 }
 
 impl Mailer {
-    /// The mailer the settings describe; `None` without TDC_SMTP_URL (e-mail is off).
+    /// The mailer the settings describe; `None` without `TDC_SMTP_URL` (e-mail is off).
     pub fn from_settings(settings: &Settings) -> Result<Option<Self>, MailerError> {
         let Some(url) = &settings.smtp_url else {
             return Ok(None);
@@ -101,7 +107,13 @@ impl Mailer {
 
 fn without_secrets(text: &str) -> String {
     text.split_whitespace()
-        .map(|word| if word.contains('@') && word.contains(':') { "<url>" } else { word })
+        .map(|word| {
+            if word.contains('@') && word.contains(':') {
+                "<url>"
+            } else {
+                word
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -142,7 +154,9 @@ impl EventLine {
             view_name: text("view_name"),
             refreshed_at: text("refreshed_at"),
             row_count: payload.get("row_count").and_then(serde_json::Value::as_i64),
-            duration_ms: payload.get("duration_ms").and_then(serde_json::Value::as_i64),
+            duration_ms: payload
+                .get("duration_ms")
+                .and_then(serde_json::Value::as_i64),
         }
     }
 }
@@ -189,9 +203,18 @@ fn templates() -> &'static Environment<'static> {
     static ENV: std::sync::LazyLock<Environment<'static>> = std::sync::LazyLock::new(|| {
         let mut env = Environment::new();
         for (name, source) in [
-            ("confirm.subject.txt", include_str!("templates/confirm.subject.txt")),
-            ("confirm.body.txt", include_str!("templates/confirm.body.txt")),
-            ("events.subject.txt", include_str!("templates/events.subject.txt")),
+            (
+                "confirm.subject.txt",
+                include_str!("templates/confirm.subject.txt"),
+            ),
+            (
+                "confirm.body.txt",
+                include_str!("templates/confirm.body.txt"),
+            ),
+            (
+                "events.subject.txt",
+                include_str!("templates/events.subject.txt"),
+            ),
             ("events.body.txt", include_str!("templates/events.body.txt")),
             ("page.html", include_str!("templates/page.html")),
         ] {
@@ -289,19 +312,32 @@ mod tests {
                 )
             })
             .collect();
-        let content = events("a@example.com", uuid::Uuid::nil(), &lines, "https://x/u/t").expect("renders");
+        let content =
+            events("a@example.com", uuid::Uuid::nil(), &lines, "https://x/u/t").expect("renders");
         assert_eq!(content.subject, "3 refreshes of bills");
         for seq in 1..=3 {
-            assert!(content.body.contains(&format!("event {seq}: bills")), "{}", content.body);
+            assert!(
+                content.body.contains(&format!("event {seq}: bills")),
+                "{}",
+                content.body
+            );
         }
         let from: Mailbox = "n <n@example.com>".parse().expect("from");
         let to: Address = "a@example.com".parse().expect("to");
         let text = String::from_utf8(
-            message(&from, &to, content, "https://x/u/t").expect("builds").formatted(),
+            message(&from, &to, content, "https://x/u/t")
+                .expect("builds")
+                .formatted(),
         )
         .expect("utf-8");
-        assert!(text.contains("List-Unsubscribe: <https://x/u/t>\r\n"), "{text}");
-        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{text}");
+        assert!(
+            text.contains("List-Unsubscribe: <https://x/u/t>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

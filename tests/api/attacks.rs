@@ -2744,7 +2744,9 @@ struct EmailScene {
 async fn email_scene() -> EmailScene {
     let port = crate::smtp::free_port();
     let app = crate::helpers::spawn_app_with(|s| {
-        s.smtp_url = Some(secrecy::SecretString::from(format!("smtp://127.0.0.1:{port}")));
+        s.smtp_url = Some(secrecy::SecretString::from(format!(
+            "smtp://127.0.0.1:{port}"
+        )));
         s.smtp_from = Some("noreply@example.com".to_owned());
         s.outbox = false;
         s.email_confirm_resend = Duration::ZERO;
@@ -2758,11 +2760,18 @@ async fn email_scene() -> EmailScene {
         (&attacker, &ac, "attacker@example.com"),
     ] {
         let created = app
-            .created(&user.access, &format!("/channels/{channel}/emails/"), json!({"to": to}))
+            .created(
+                &user.access,
+                &format!("/channels/{channel}/emails/"),
+                json!({"to": to}),
+            )
             .await;
         let email = created["email_id"].as_str().expect("id").to_owned();
         let log: Value = app
-            .get_as(&user.access, &format!("/channels/{channel}/emails/{email}/deliveries/"))
+            .get_as(
+                &user.access,
+                &format!("/channels/{channel}/emails/{email}/deliveries/"),
+            )
             .await
             .json()
             .await
@@ -2771,7 +2780,11 @@ async fn email_scene() -> EmailScene {
         ids.push((
             parse(channel),
             parse(&email),
-            parse(log["deliveries"][0]["delivery_id"].as_str().expect("delivery")),
+            parse(
+                log["deliveries"][0]["delivery_id"]
+                    .as_str()
+                    .expect("delivery"),
+            ),
         ));
     }
     EmailScene {
@@ -2857,14 +2870,22 @@ async fn another_tenants_email_ids_in_any_spelling_are_not_found_on_every_email_
     // The victim's channel: list and create.
     for c in id_spellings(vc) {
         let path = format!("/channels/{c}/emails/");
-        assert_eq!(app.get_as(a, &path).await.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            app.get_as(a, &path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
         let res = app
             .post_as(a, &path, &json!({"to": "someone@example.com"}))
             .await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
     }
 
-    assert_eq!(es.rows_of(vc).await, victim_before, "the victim's rows changed");
+    assert_eq!(
+        es.rows_of(vc).await,
+        victim_before,
+        "the victim's rows changed"
+    );
     assert_eq!(
         es.rows_of(ac).await,
         attacker_before,
@@ -2886,20 +2907,36 @@ async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
     let before = es.rows_of(ac).await;
     let path = format!("/channels/{ac}/emails/");
     let long_local = format!("{}@example.com", "a".repeat(65));
-    let overlong = format!("{}@{}.example.com", "a".repeat(60), "b".repeat(63).repeat(3));
+    let overlong = format!(
+        "{}@{}.example.com",
+        "a".repeat(60),
+        "b".repeat(63).repeat(3)
+    );
 
     let hostile: Vec<(&str, String)> = [
         // Header injection: CR/LF in every spelling, raw and encoded.
         ("crlf", "a@example.com\r\nBcc: victim@example.org"),
         ("lf", "a@example.com\nBcc: victim@example.org"),
         ("cr", "a@example.com\rBcc: victim@example.org"),
-        ("crlf in the local part", "a\r\nBcc: v@example.org\r\n@example.com"),
+        (
+            "crlf in the local part",
+            "a\r\nBcc: v@example.org\r\n@example.com",
+        ),
         ("nul", "a@example.com\u{0}victim@example.org"),
-        ("unicode line separator", "a@example.com\u{2028}Bcc: v@example.org"),
+        (
+            "unicode line separator",
+            "a@example.com\u{2028}Bcc: v@example.org",
+        ),
         ("next line", "a@example.com\u{85}Bcc: v@example.org"),
         ("percent-encoded crlf", "a%0d%0aBcc:v@example.com"),
-        ("encoded word", "=?utf-8?q?a=0D=0ABcc:_v@example.org?=@example.com"),
-        ("encoded word b", "=?utf-8?b?YQ0KQmNjOiB2QGV4YW1wbGUub3Jn?=@example.com"),
+        (
+            "encoded word",
+            "=?utf-8?q?a=0D=0ABcc:_v@example.org?=@example.com",
+        ),
+        (
+            "encoded word b",
+            "=?utf-8?b?YQ0KQmNjOiB2QGV4YW1wbGUub3Jn?=@example.com",
+        ),
         ("tab", "a@example.com\tBcc: v@example.org"),
         // Several recipients.
         ("comma", "a@example.com,b@example.com"),
@@ -2913,10 +2950,16 @@ async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
         ("display name", "Alice <a@example.com>"),
         ("quoted display name", "\"Alice\" <a@example.com>"),
         ("angle brackets", "<a@example.com>"),
-        ("display name hiding another", "a@example.com <b@example.org>"),
+        (
+            "display name hiding another",
+            "a@example.com <b@example.org>",
+        ),
         // Quoted local parts and comments.
         ("quoted local part", "\"a b\"@example.com"),
-        ("quoted local part with at", "\"a@evil.example\"@example.com"),
+        (
+            "quoted local part with at",
+            "\"a@evil.example\"@example.com",
+        ),
         ("quoted crlf", "\"a\r\nBcc: v@example.org\"@example.com"),
         ("comment", "a(comment)@example.com"),
         ("trailing comment", "a@example.com(comment)"),
@@ -2943,7 +2986,10 @@ async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
     ]
     .into_iter()
     .map(|(what, to)| (what, to.to_owned()))
-    .chain([("local part over 64", long_local), ("over 254 bytes", overlong)])
+    .chain([
+        ("local part over 64", long_local),
+        ("over 254 bytes", overlong),
+    ])
     .collect();
 
     for (what, to) in &hostile {
@@ -2952,7 +2998,11 @@ async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
         assert_eq!(problem["field"], "to", "{what}: {problem}");
     }
     // Not a string at all.
-    for to in [json!(["a@example.com", "b@example.com"]), json!({"a": 1}), json!(null)] {
+    for to in [
+        json!(["a@example.com", "b@example.com"]),
+        json!({"a": 1}),
+        json!(null),
+    ] {
         let res = app.post_as(a, &path, &json!({"to": to})).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{to}");
     }

@@ -36,8 +36,12 @@ async fn json_of(res: reqwest::Response, status: StatusCode) -> Value {
 
 /// Creates an e-mail subscription to `to`; its body.
 async fn subscribe(app: &TestApp, access: &str, channel: &str, to: &str) -> Value {
-    app.created(access, &format!("/channels/{channel}/emails/"), json!({"to": to}))
-        .await
+    app.created(
+        access,
+        &format!("/channels/{channel}/emails/"),
+        json!({"to": to}),
+    )
+    .await
 }
 
 /// Creates a subscription, waits for its confirmation message (the `n`th message of the
@@ -118,7 +122,11 @@ async fn an_address_receives_only_its_confirmation_until_it_confirms_and_then_th
     // Assert: one message, the confirmation, with both links and the RFC 8058 headers.
     assert_eq!(smtp.messages().len(), 1, "{:#?}", smtp.messages());
     assert_eq!(confirmation.to, "alice@example.com");
-    assert!(confirmation.subject.starts_with("Confirm"), "{}", confirmation.subject);
+    assert!(
+        confirmation.subject.starts_with("Confirm"),
+        "{}",
+        confirmation.subject
+    );
     let confirm_link = confirmation.link("/emails/confirm/");
     let unsubscribe_link = confirmation.link("/emails/unsubscribe/");
     assert!(confirm_link.starts_with(&app.address), "{confirm_link}");
@@ -136,7 +144,12 @@ async fn an_address_receives_only_its_confirmation_until_it_confirms_and_then_th
     assert_eq!(log[0]["status"], "succeeded");
 
     // Act: confirm, then refresh.
-    let res = app.client.post(&confirm_link).send().await.expect("confirm");
+    let res = app
+        .client
+        .post(&confirm_link)
+        .send()
+        .await
+        .expect("confirm");
     assert_eq!(res.status(), StatusCode::OK);
     let described = describe(&app, a, &channel, &email).await;
     assert_eq!(described["status"], "active", "{described}");
@@ -187,7 +200,10 @@ async fn the_confirmation_link_page_confirms_nothing_and_its_button_confirms_onc
     }
 
     // Assert: still unconfirmed.
-    assert_eq!(describe(&app, a, &channel, &email).await["status"], "unconfirmed");
+    assert_eq!(
+        describe(&app, a, &channel, &email).await["status"],
+        "unconfirmed"
+    );
 
     // Act: the button.
     let first = app.client.post(&link).send().await.expect("confirm");
@@ -195,7 +211,10 @@ async fn the_confirmation_link_page_confirms_nothing_and_its_button_confirms_onc
 
     // Assert: confirmed once; the used link is refused afterwards, POST and GET.
     assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(describe(&app, a, &channel, &email).await["status"], "active");
+    assert_eq!(
+        describe(&app, a, &channel, &email).await["status"],
+        "active"
+    );
     assert_problem(again, StatusCode::NOT_FOUND, "not_found").await;
     let res = app.client.get(&link).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
@@ -412,13 +431,19 @@ async fn the_unsubscribe_link_stops_mail_for_good() {
     app.refresh_view(a, "someview").await;
     let mail = smtp.wait_for(2, ARRIVES).await.remove(1);
     let header = mail.list_unsubscribe.clone().expect("List-Unsubscribe");
-    let link = header.trim_start_matches('<').trim_end_matches('>').to_owned();
+    let link = header
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned();
     assert_eq!(link, mail.link("/emails/unsubscribe/"));
 
     // Act: the page (changes nothing), then the mail client's one-click POST (RFC 8058).
     let res = app.client.get(&link).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(describe(&app, a, &channel, &email).await["status"], "active");
+    assert_eq!(
+        describe(&app, a, &channel, &email).await["status"],
+        "active"
+    );
     let res = app
         .client
         .post(&link)
@@ -492,7 +517,11 @@ async fn a_paused_subscription_holds_its_events_and_resuming_sends_them_in_one_m
 
     // Assert: both, in one message.
     let mail = smtp.wait_for(2, ARRIVES).await.remove(1);
-    assert!(mail.body.contains("event 1: ") && mail.body.contains("event 2: "), "{}", mail.body);
+    assert!(
+        mail.body.contains("event 1: ") && mail.body.contains("event 2: "),
+        "{}",
+        mail.body
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(smtp.messages().len(), 2);
 }
@@ -555,9 +584,13 @@ async fn without_smtp_the_email_routes_that_send_answer_email_not_configured() {
         )
         .await;
 
-    let problem = assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "email_not_configured").await;
+    let problem =
+        assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "email_not_configured").await;
     assert!(
-        problem["detail"].as_str().expect("detail").contains("TDC_SMTP_URL"),
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("TDC_SMTP_URL"),
         "{problem}"
     );
     let listed = json_of(
@@ -586,7 +619,11 @@ async fn email_subscriptions_count_toward_the_channel_and_tenant_limits() {
     subscribe(&app, a, &channel, "k2@example.com").await;
 
     let res = app
-        .post_as(a, &format!("/channels/{channel}/emails/"), &json!({"to": "k3@example.com"}))
+        .post_as(
+            a,
+            &format!("/channels/{channel}/emails/"),
+            &json!({"to": "k3@example.com"}),
+        )
         .await;
     assert_problem(res, StatusCode::CONFLICT, "too_many_emails").await;
     app.created(
@@ -601,7 +638,10 @@ async fn email_subscriptions_count_toward_the_channel_and_tenant_limits() {
     let res = app
         .post_as(
             a,
-            &format!("/channels/{}/emails/", second["channel_id"].as_str().expect("id")),
+            &format!(
+                "/channels/{}/emails/",
+                second["channel_id"].as_str().expect("id")
+            ),
             &json!({"to": "k4@example.com"}),
         )
         .await;

@@ -14,15 +14,17 @@ use mail_parser::MessageParser;
 /// The interpreter that has aiosmtpd: `python3` on PATH may be a pyenv shim without Debian's
 /// packages, so `/usr/bin/python3` is tried too.
 pub fn python_with_aiosmtpd() -> Option<PathBuf> {
-    ["python3", "/usr/bin/python3"].into_iter().find_map(|python| {
-        let ok = Command::new(python)
-            .args(["-c", "import aiosmtpd"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| PathBuf::from(python))
-    })
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find_map(|python| {
+            let ok = Command::new(python)
+                .args(["-c", "import aiosmtpd"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then(|| PathBuf::from(python))
+        })
 }
 
 /// The interpreter, or `None` after saying why the test is skipped; panics instead under
@@ -122,14 +124,24 @@ impl SmtpServer {
     pub async fn up(&mut self) {
         assert!(self.child.is_none(), "already up");
         let mut command = Command::new(&self.python);
-        command.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{}", self.port)]);
+        command.args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{}", self.port),
+        ]);
         match self.handler {
             Handler::Maildir => {
-                command.args(["-c", "aiosmtpd.handlers.Mailbox"]).arg(&self.maildir);
+                command
+                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                    .arg(&self.maildir);
             }
             Handler::RejectAll => {
                 let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/smtp");
-                command.env("PYTHONPATH", here).args(["-c", "reject_all.RejectAll"]);
+                command
+                    .env("PYTHONPATH", here)
+                    .args(["-c", "reject_all.RejectAll"]);
             }
         }
         let child = command
@@ -139,8 +151,15 @@ impl SmtpServer {
             .expect("aiosmtpd starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not listen on {}", self.port);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {}",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -162,7 +181,11 @@ impl SmtpServer {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let modified = e.metadata().ok()?.modified().ok()?;
-                Some((modified, e.file_name().to_string_lossy().into_owned(), e.path()))
+                Some((
+                    modified,
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.path(),
+                ))
             })
             .collect();
         files.sort();
