@@ -647,3 +647,71 @@ async fn email_subscriptions_count_toward_the_channel_and_tenant_limits() {
         .await;
     assert_problem(res, StatusCode::CONFLICT, "too_many_subscriptions").await;
 }
+
+/// What a `serve` process killed in the middle of a message leaves behind, written as its claim
+/// statement would have: the subscription claimed under a lease, its deliveries' attempt
+/// counted and pushed to the lease's end. Another process must leave them alone until then,
+/// and send them after.
+#[tokio::test]
+async fn a_claim_left_by_a_killed_process_is_taken_over_once_its_lease_has_passed() {
+    let Some(smtp) = SmtpServer::start("dead claim", Handler::Maildir).await else {
+        return;
+    };
+    let app = spawn_app_with(|s| with_smtp(s, &smtp)).await;
+    let (user, channel) = app.user_with_channel().await;
+    let a = &user.access;
+    let (email, _) = confirmed(&app, &smtp, a, &channel, "kim@example.com", 1).await;
+    let path = format!("/channels/{channel}/emails/{email}/");
+    json_of(
+        app.patch_as(a, &path, &json!({"paused": true})).await,
+        StatusCode::OK,
+    )
+    .await;
+    app.refresh_view(a, "someview").await;
+    app.refresh_view(a, "someview").await;
+    let id: uuid::Uuid = email.parse().expect("uuid");
+    let lease = Duration::from_secs(3);
+    sqlx::query(
+        "WITH s AS (
+             UPDATE tinydevcrm.subscriptions
+                SET email_claim = gen_random_uuid(),
+                    email_claim_until = now() + $2 * interval '1 millisecond'
+              WHERE subscription_id = $1)
+         UPDATE tinydevcrm.deliveries
+            SET attempts = attempts + 1, next_attempt_at = now() + $2 * interval '1 millisecond'
+          WHERE subscription_id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(i64::try_from(lease.as_millis()).expect("ms"))
+    .execute(&app.pool)
+    .await
+    .expect("dead claim");
+    let claimed_at = Instant::now();
+
+    // Act: resume; the claim of the dead process still holds.
+    json_of(
+        app.patch_as(a, &path, &json!({"paused": false})).await,
+        StatusCode::OK,
+    )
+    .await;
+    tokio::time::sleep(lease / 2).await;
+
+    // Assert: nothing during the lease; then both events, in one message, each attempt counted.
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "sent within another process's lease"
+    );
+    let mail = smtp.wait_for(2, ARRIVES).await.remove(1);
+    assert!(claimed_at.elapsed() >= lease - Duration::from_millis(200));
+    assert!(
+        mail.body.contains("event 1: ") && mail.body.contains("event 2: "),
+        "{}",
+        mail.body
+    );
+    let log = settled(&app, a, &channel, &email).await;
+    for d in log.iter().filter(|d| d["seq"].is_i64()) {
+        assert_eq!(d["status"], "succeeded", "{d}");
+        assert_eq!(d["attempts"], 2, "{d}");
+    }
+}
