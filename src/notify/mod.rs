@@ -7,17 +7,16 @@
 //! - [`outbox`]: the background task that claims due deliveries, sends them, and retries
 //! - [`recipient`], [`links`], [`mailer`]: e-mail addresses, the confirmation and unsubscribe
 //!   links, and SMTP messages from templates
-//! - [`email_store`], [`email_routes`]: the `/channels/{id}/emails/...` subscriptions and the
-//!   public `/emails/...` link pages
-//! - [`email`]: the background task that sends e-mail deliveries, one message per subscription
-//!   per interval
+//! - [`log`]: what the webhook and e-mail delivery logs share (pages, cursors, retries)
+//! - [`email`]: the `/channels/{id}/emails/...` subscriptions, the public `/emails/...` link
+//!   pages, and the background task that sends e-mail, one message per subscription per
+//!   interval
 
 pub mod client;
 pub mod destination;
 pub mod email;
-pub mod email_routes;
-pub mod email_store;
 pub mod links;
+pub mod log;
 pub mod mailer;
 pub mod outbox;
 pub mod recipient;
@@ -59,35 +58,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/channels/{id}/emails")
-            .route(web::get().to(email_routes::list_emails))
-            .route(web::post().to(email_routes::create_email)),
+            .route(web::get().to(email::routes::list_emails))
+            .route(web::post().to(email::routes::create_email)),
     )
     .service(
         web::resource("/channels/{id}/emails/{eid}/resend-confirmation")
-            .route(web::post().to(email_routes::resend_confirmation)),
+            .route(web::post().to(email::routes::resend_confirmation)),
     )
     .service(
         web::resource("/channels/{id}/emails/{eid}/deliveries")
-            .route(web::get().to(email_routes::list_email_deliveries)),
+            .route(web::get().to(email::routes::list_email_deliveries)),
     )
     .service(
         web::resource("/channels/{id}/emails/{eid}/deliveries/{did}/retry")
-            .route(web::post().to(email_routes::retry_email_delivery)),
+            .route(web::post().to(email::routes::retry_email_delivery)),
     )
     .service(
         web::resource("/channels/{id}/emails/{eid}")
-            .route(web::get().to(email_routes::describe_email))
-            .route(web::patch().to(email_routes::update_email))
-            .route(web::delete().to(email_routes::delete_email)),
+            .route(web::get().to(email::routes::describe_email))
+            .route(web::patch().to(email::routes::update_email))
+            .route(web::delete().to(email::routes::delete_email)),
     )
     .service(
         web::resource("/emails/confirm/{token}")
-            .route(web::get().to(email_routes::confirm_page))
-            .route(web::post().to(email_routes::confirm)),
+            .route(web::get().to(email::routes::confirm_page))
+            .route(web::post().to(email::routes::confirm)),
     )
     .service(
         web::resource("/emails/unsubscribe/{token}")
-            .route(web::get().to(email_routes::unsubscribe_page))
-            .route(web::post().to(email_routes::unsubscribe)),
+            .route(web::get().to(email::routes::unsubscribe_page))
+            .route(web::post().to(email::routes::unsubscribe)),
     );
 }

@@ -3,8 +3,6 @@
 //! every route, as for channels themselves.
 
 use actix_web::{HttpResponse, web};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -12,8 +10,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::destination::DestinationPolicy;
+pub use super::log::{DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus};
+use super::log::{decode_cursor, encode_cursor};
 use super::signature::WebhookSecret;
-use super::store::{self, Change, DeliveryBody, Limits, WebhookRow};
+use super::store::{self, Change, Limits, WebhookRow};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -32,25 +32,6 @@ pub struct CreateWebhook {
     /// A note for yourself (at most 1000 characters).
     #[schema(max_length = 1000)]
     pub description: Option<String>,
-}
-
-/// Whether a webhook is delivered to; the owner may set these two.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SettableStatus {
-    /// Delivered (also re-enables a disabled webhook).
-    Active,
-    /// Deliveries are queued and held until resumed.
-    Paused,
-}
-
-impl SettableStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-        }
-    }
 }
 
 /// The body of `PATCH /channels/{id}/webhooks/{wid}/`: any subset.
@@ -138,33 +119,6 @@ pub struct WebhookWithSecret {
     pub webhook: WebhookBody,
     /// The signing secret (`whsec_` and base64): keep it; it is not shown again.
     pub secret: String,
-}
-
-/// The answer of a test delivery or a retry.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryQueued {
-    /// The delivery (its `webhook-id` header).
-    pub delivery_id: Uuid,
-}
-
-/// Query of `GET .../deliveries/`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveriesQuery {
-    /// Page size (1 to 200, default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<i64>,
-    /// Where to continue: the `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// A page of a webhook's delivery log.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveriesPage {
-    /// Deliveries, newest first.
-    pub deliveries: Vec<DeliveryBody>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
 }
 
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -453,64 +407,4 @@ pub async fn retry_delivery(
     let delivery_id = ApiError::id_in_path(&path.2, "delivery")?;
     store::retry(&state.pool, user.user_id, channel, webhook, delivery_id).await?;
     Ok(HttpResponse::Accepted().json(DeliveryQueued { delivery_id }))
-}
-
-/// A page position as an opaque cursor: the last delivery's time (microseconds, as PostgreSQL
-/// keeps it) and id.
-pub(crate) fn encode_cursor(created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{delivery_id}", created_at.timestamp_micros()))
-}
-
-pub(crate) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_cursor",
-            "cursor is not a next_cursor of this list; read again from the first page",
-        )
-    };
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(invalid)?;
-    let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
-    // No delivery predates 1970; an earlier time (which chrono reads back to year -262143)
-    // is out of PostgreSQL's range and would fail the query as a 500.
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .filter(|micros| *micros >= 0)
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok((at, id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cursor_reads_back_as_the_position_it_was_made_from_and_anything_else_is_refused() {
-        let at = DateTime::from_timestamp_micros(1_764_586_143_123_456).expect("time");
-        let id = Uuid::new_v4();
-        assert_eq!(
-            decode_cursor(&encode_cursor(at, id)).expect("cursor"),
-            (at, id)
-        );
-        for bad in [
-            "",
-            "x",
-            "bm90LWEtY3Vyc29y",
-            &URL_SAFE_NO_PAD.encode("12.nope"),
-            // Before 1970: inside chrono's range, outside PostgreSQL's.
-            &URL_SAFE_NO_PAD.encode(format!("-1000000000000000000.{id}")),
-        ] {
-            assert_eq!(
-                decode_cursor(bad).expect_err(bad).code(),
-                "invalid_cursor",
-                "{bad}"
-            );
-        }
-    }
 }

@@ -17,7 +17,7 @@ use crate::channels::events::RefreshEvent;
 use crate::channels::routes as channels;
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::jobs::routes as jobs;
-use crate::notify::email_routes as emails;
+use crate::notify::email::routes as emails;
 use crate::notify::routes as webhooks;
 use crate::service::{health, metrics};
 use crate::tables::indexes::routes as table_indexes;

@@ -1,5 +1,5 @@
 //! The e-mail drainer: the background task of every `serve` process (beside the webhook
-//! drainer of [`super::outbox`]) that sends the e-mail deliveries of the outbox, retries them
+//! drainer of [`crate::notify::outbox`]) that sends the e-mail deliveries of the outbox, retries them
 //! on the webhook schedule, and keeps to one message per subscription per interval.
 //!
 //! Unlike a webhook delivery, an e-mail delivery is not sent on its own: a process claims a
@@ -26,10 +26,10 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore, watch};
 use uuid::Uuid;
 
-use super::links::{self, LinkKey, Purpose};
-use super::mailer::{self, EventLine, Mailer, SendFailure};
-use super::outbox::next_delay;
 use crate::config::Settings;
+use crate::notify::links::{self, LinkKey, Purpose};
+use crate::notify::mailer::{self, EventLine, Mailer, SendFailure};
+use crate::notify::outbox::next_delay;
 
 /// What the lease adds to the SMTP timeout: time to record the outcome.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);

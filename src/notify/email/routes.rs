@@ -15,14 +15,15 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::email_store::{self, EmailRow, LinkError, LinkOutcome, Pacing, Queued};
-use super::links::{LinkKey, Purpose};
-use super::mailer;
-use super::recipient;
-use super::routes::{DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus};
-use super::store::{self, Limits};
+use super::store::{self as email_store, EmailRow, LinkError, LinkOutcome, Pacing, Queued};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
+use crate::notify::links::{LinkKey, Purpose};
+use crate::notify::log::{
+    DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus, decode_cursor, encode_cursor,
+};
+use crate::notify::store::{self, Limits};
+use crate::notify::{mailer, recipient};
 use crate::state::AppState;
 
 /// Longest description, in characters.
@@ -402,18 +403,13 @@ pub async fn list_email_deliveries(
             format!("limit is {limit}; it must be between 1 and 200"),
         ));
     }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(super::routes::decode_cursor)
-        .transpose()?;
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let row = email_store::find(&state.pool, user.user_id, channel, email).await?;
     let deliveries = store::deliveries(&state.pool, row.subscription_id, after, limit).await?;
     let next_cursor = match deliveries.last() {
-        Some(last) if deliveries.len() as i64 == limit => Some(super::routes::encode_cursor(
-            last.created_at,
-            last.delivery_id,
-        )),
+        Some(last) if deliveries.len() as i64 == limit => {
+            Some(encode_cursor(last.created_at, last.delivery_id))
+        }
         _ => None,
     };
     Ok(HttpResponse::Ok().json(DeliveriesPage {

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::links::{self, LinkKey, Purpose, Token};
-use super::store::Limits;
 use crate::db::notify::{self, Notice};
 use crate::error::ApiError;
+use crate::notify::links::{self, LinkKey, Purpose, Token};
+use crate::notify::store::Limits;
 
 /// An e-mail subscription as stored, without its nonces.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ fn millis(d: Duration) -> i64 {
 /// Creates an e-mail subscription on a user's channel (unconfirmed) and queues its
 /// confirmation message unless the address had one within the interval; 404 when the channel
 /// is not theirs, 409 `too_many_emails` / `too_many_subscriptions` past the limits. The locks
-/// are those of webhook creation (see [`super::store::create`]).
+/// are those of webhook creation (see [`crate::notify::store::create`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn create(
     pool: &PgPool,
