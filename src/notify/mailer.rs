@@ -22,6 +22,11 @@ pub enum MailerError {
         "TDC_SMTP_URL is not an SMTP URL lettre accepts (smtp://host:port, smtp://host:587?tls=required, smtps://host): {0}"
     )]
     Url(String),
+    /// Only one of `TDC_SMTP_USERNAME` and `TDC_SMTP_PASSWORD` is set.
+    #[error(
+        "TDC_SMTP_USERNAME and TDC_SMTP_PASSWORD go together: set both, or neither (and put the credentials in TDC_SMTP_URL)"
+    )]
+    HalfCredentials,
     /// `TDC_SMTP_FROM` is missing or is not a mailbox.
     #[error(
         "TDC_SMTP_FROM must be set to the sender's address (noreply@example.com or \"Name <noreply@example.com>\") when TDC_SMTP_URL is: {0}"
@@ -79,11 +84,15 @@ impl Mailer {
             // The error may quote the URL, password included: say what, not where.
             .map_err(|e| MailerError::Url(without_secrets(&e.to_string())))?
             .timeout(Some(settings.smtp_timeout));
-        if let (Some(user), Some(password)) = (&settings.smtp_username, &settings.smtp_password) {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_owned(),
-            ));
+        match (&settings.smtp_username, &settings.smtp_password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(
+                    user.clone(),
+                    password.expose_secret().to_owned(),
+                ));
+            }
+            (None, None) => {}
+            _ => return Err(MailerError::HalfCredentials),
         }
         Ok(Some(Self {
             transport: builder.build(),
@@ -338,6 +347,31 @@ mod tests {
             text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_settings_must_name_a_sender_and_both_credentials_or_neither() {
+        let mut settings = Settings::defaults();
+        assert!(Mailer::from_settings(&settings).expect("off").is_none());
+        settings.smtp_url = Some("smtp://127.0.0.1:2525".into());
+        assert!(matches!(
+            Mailer::from_settings(&settings),
+            Err(MailerError::From(_))
+        ));
+        settings.smtp_from = Some("Alerts <noreply@example.com>".to_owned());
+        assert!(Mailer::from_settings(&settings).expect("on").is_some());
+        settings.smtp_username = Some("user".to_owned());
+        assert!(matches!(
+            Mailer::from_settings(&settings),
+            Err(MailerError::HalfCredentials)
+        ));
+        settings.smtp_password = Some("secret".into());
+        assert!(Mailer::from_settings(&settings).expect("on").is_some());
+        settings.smtp_url = Some("http://127.0.0.1".into());
+        assert!(matches!(
+            Mailer::from_settings(&settings),
+            Err(MailerError::Url(_))
+        ));
     }
 
     #[test]

@@ -37,6 +37,9 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// The `outcome` label values of `tdc_email_messages_total`.
 pub const OUTCOMES: [&str; 3] = ["succeeded", "retried", "failed"];
 
+/// How often the per-address confirmation records past their interval are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Most events one message lists; more wait for the next message.
 const MAX_EVENTS_PER_MESSAGE: i64 = 100;
 
@@ -60,6 +63,8 @@ pub struct EmailConfig {
     pub public_url: String,
     /// How long a confirmation link works (said in the message).
     pub confirm_ttl: Duration,
+    /// The per-address confirmation interval: older records of it are deleted.
+    pub confirm_resend: Duration,
 }
 
 impl EmailConfig {
@@ -74,6 +79,7 @@ impl EmailConfig {
             lease: settings.smtp_timeout + LEASE_MARGIN,
             public_url: settings.public_url.clone(),
             confirm_ttl: settings.email_confirm_ttl,
+            confirm_resend: settings.email_confirm_resend,
         }
     }
 }
@@ -145,9 +151,24 @@ fn millis(d: Duration) -> i64 {
 impl Drainer {
     async fn run(self, due: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
         tracing::info!("e-mail drainer started");
+        let mut pruned_at: Option<Instant> = None;
         loop {
             if *stopped.borrow() {
                 break;
+            }
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(Instant::now());
+                // A record past its interval limits nothing any more.
+                if let Err(e) = sqlx::query!(
+                    "DELETE FROM tinydevcrm.email_confirmations
+                      WHERE last_sent_at < now() - $1::bigint * interval '1 millisecond'",
+                    millis(self.config.confirm_resend),
+                )
+                .execute(&self.pool)
+                .await
+                {
+                    tracing::warn!(error = %e, "e-mail: deleting old confirmation records failed");
+                }
             }
             let woken = due.notified();
             tokio::pin!(woken);
