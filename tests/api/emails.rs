@@ -715,3 +715,63 @@ async fn a_claim_left_by_a_killed_process_is_taken_over_once_its_lease_has_passe
         assert_eq!(d["attempts"], 2, "{d}");
     }
 }
+
+#[tokio::test]
+async fn two_processes_share_the_mail_and_send_each_event_to_each_address_exactly_once() {
+    let Some(smtp) = SmtpServer::start("two processes", Handler::Maildir).await else {
+        return;
+    };
+    let app = spawn_app_with(|s| with_smtp(s, &smtp)).await;
+    let second_settings = app.settings.clone();
+    let second = crate::helpers::spawn_app_on(app.db.clone(), second_settings).await;
+    let (user, channel) = app.user_with_channel().await;
+    let a = &user.access;
+    let addresses: Vec<String> = (0..8).map(|i| format!("s{i}@example.com")).collect();
+    for (n, to) in addresses.iter().enumerate() {
+        confirmed(&app, &smtp, a, &channel, to, n + 1).await;
+    }
+
+    // Act: three events; both processes drain.
+    for _ in 0..3 {
+        app.refresh_view(a, "someview").await;
+    }
+
+    // Assert: every address gets events 1, 2 and 3, each once, over both processes.
+    let deadline = Instant::now() + ARRIVES;
+    loop {
+        let messages = smtp.messages();
+        let complete = addresses.iter().all(|to| {
+            let bodies: String = messages
+                .iter()
+                .filter(|m| &m.to == to && !m.subject.starts_with("Confirm"))
+                .map(|m| m.body.clone())
+                .collect();
+            (1..=3).all(|seq| bodies.contains(&format!("event {seq}: ")))
+        });
+        if complete {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every event arrived: {messages:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let messages = smtp.messages();
+    for to in &addresses {
+        let bodies: String = messages
+            .iter()
+            .filter(|m| &m.to == to && !m.subject.starts_with("Confirm"))
+            .map(|m| m.body.clone())
+            .collect();
+        for seq in 1..=3 {
+            assert_eq!(
+                bodies.matches(&format!("event {seq}: ")).count(),
+                1,
+                "{to}, event {seq}: {bodies}"
+            );
+        }
+    }
+    drop(second);
+}
