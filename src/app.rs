@@ -51,9 +51,17 @@ pub fn build_server(
 pub fn build_server_on(
     listeners: Vec<TcpListener>,
     pool: PgPool,
-    settings: Settings,
+    mut settings: Settings,
 ) -> std::io::Result<Server> {
     password::warm_up();
+    // Links in e-mail need an address; without TDC_PUBLIC_URL, the first listener's.
+    if settings.public_url.is_empty()
+        && let Some(addr) = listeners.first().and_then(|l| l.local_addr().ok())
+    {
+        settings.public_url = format!("http://{addr}");
+    }
+    let mailer = notify::mailer::Mailer::from_settings(&settings).map_err(std::io::Error::other)?;
+    let links = notify::links::LinkKey::derive(settings.jwt_secret.expose_secret());
     let workers = settings.workers;
     let hub = Hub::new(
         pool.clone(),
@@ -85,6 +93,7 @@ pub fn build_server_on(
         scheduler_drain = Some(drain);
     }
     let mut outbox_drain = None;
+    let mut email_drain = None;
     if settings.outbox {
         let client = DeliveryClient::from_settings(&settings).map_err(std::io::Error::other)?;
         let (task, drain) = notify::outbox::spawn(
@@ -95,12 +104,25 @@ pub fn build_server_on(
         );
         tasks.push(task);
         outbox_drain = Some(drain);
+        if let Some(mailer) = mailer.clone() {
+            let (task, drain) = notify::email::spawn(
+                pool.clone(),
+                mailer,
+                links.clone(),
+                hub.deliveries_due(),
+                notify::email::EmailConfig::from_settings(&settings),
+            );
+            tasks.push(task);
+            email_drain = Some(drain);
+        }
     }
     let state = web::Data::new(AppState {
         sessions: auth::sessions::SessionCache::new(settings.session_cache, hub.revocations()),
         hub,
         heartbeat,
         background: Background::new(tasks),
+        links,
+        mailer_configured: mailer.is_some(),
         health: db::probe::Probe::new(&pool),
         pool,
         jwt: JwtKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
@@ -168,7 +190,13 @@ pub fn build_server_on(
     }
     let server = server.run();
     if let Some(hub) = on_signal {
-        spawn_drain_on_signal(hub, scheduler_drain, outbox_drain, server.handle());
+        spawn_drain_on_signal(
+            hub,
+            scheduler_drain,
+            outbox_drain,
+            email_drain,
+            server.handle(),
+        );
     }
     Ok(server)
 }
@@ -209,6 +237,7 @@ fn spawn_drain_on_signal(
     hub: Arc<Hub>,
     scheduler: Option<crate::drain::Drain>,
     outbox: Option<crate::drain::Drain>,
+    email: Option<crate::drain::Drain>,
     server: actix_web::dev::ServerHandle,
 ) {
     tokio::spawn(async move {
@@ -236,6 +265,11 @@ fn spawn_drain_on_signal(
             async {
                 if let Some(outbox) = outbox {
                     outbox.drain(limit).await;
+                }
+            },
+            async {
+                if let Some(email) = email {
+                    email.drain(limit).await;
                 }
             }
         );

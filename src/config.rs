@@ -464,6 +464,72 @@ pub struct Settings {
         value_parser = seconds
     )]
     pub delivery_retention: Duration,
+    /// The service's address as recipients' browsers reach it (`https://crm.example.com`): the
+    /// base of the confirmation and unsubscribe links in e-mail. Empty: `http://` and the
+    /// address the server listens on, which only works for local use.
+    #[arg(long, env = "TDC_PUBLIC_URL", default_value = "", hide_default_value = true, value_parser = public_url)]
+    pub public_url: String,
+    /// The SMTP server e-mail notifications go through: `smtp://host:port` (plain, local use),
+    /// `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS); credentials may be
+    /// in the URL (`smtps://user:pass@host`). Unset: the e-mail routes answer 503
+    /// `email_not_configured`.
+    // A secret: the URL may carry the password.
+    #[arg(long, env = "TDC_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+    /// SMTP user name, when it is not in `TDC_SMTP_URL`.
+    #[arg(long, env = "TDC_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP password, when it is not in `TDC_SMTP_URL`.
+    #[arg(long, env = "TDC_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<SecretString>,
+    /// The `From` address of notification e-mail (`Notifications <noreply@example.com>`);
+    /// required with `TDC_SMTP_URL`.
+    #[arg(long, env = "TDC_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Time one SMTP conversation (connect to the end of the message) may take, in seconds.
+    #[arg(
+        long = "smtp-timeout-secs",
+        value_name = "SMTP_TIMEOUT_SECS",
+        env = "TDC_SMTP_TIMEOUT_SECS",
+        default_value = "30",
+        value_parser = seconds_at_least_one
+    )]
+    pub smtp_timeout: Duration,
+    /// At most one message per e-mail subscription per this many seconds: the first event goes
+    /// out at once, the events that follow within the interval go together in the next one.
+    #[arg(
+        long = "email-interval-secs",
+        value_name = "EMAIL_INTERVAL_SECS",
+        env = "TDC_EMAIL_INTERVAL_SECS",
+        default_value = "300",
+        value_parser = seconds
+    )]
+    pub email_interval: Duration,
+    /// How long a confirmation link works, in seconds (72 h by default).
+    #[arg(
+        long = "email-confirm-ttl-secs",
+        value_name = "EMAIL_CONFIRM_TTL_SECS",
+        env = "TDC_EMAIL_CONFIRM_TTL_SECS",
+        default_value = "259200",
+        value_parser = seconds_at_least_one
+    )]
+    pub email_confirm_ttl: Duration,
+    /// At most one confirmation message per address (over every tenant) per this many seconds.
+    #[arg(
+        long = "email-confirm-resend-secs",
+        value_name = "EMAIL_CONFIRM_RESEND_SECS",
+        env = "TDC_EMAIL_CONFIRM_RESEND_SECS",
+        default_value = "900",
+        value_parser = seconds
+    )]
+    pub email_confirm_resend: Duration,
+    /// Most e-mail subscriptions one channel may have (they count toward
+    /// `TDC_MAX_SUBSCRIPTIONS_PER_TENANT` too).
+    #[arg(long, env = "TDC_MAX_EMAILS_PER_CHANNEL", default_value_t = 10)]
+    pub max_emails_per_channel: i64,
+    /// E-mail messages one process sends at once (0 is read as 1).
+    #[arg(long, env = "TDC_EMAIL_CONCURRENCY", default_value_t = 4)]
+    pub email_concurrency: usize,
     /// Drain at SIGINT/SIGTERM alike: end the SSE streams, stop accepting, finish the requests
     /// in flight. Not a flag: `serve` turns it on; tests leave it off, where a signal handler
     /// would swallow Ctrl-C.
@@ -547,6 +613,29 @@ fn cidrs(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
                 })
         })
         .collect()
+}
+
+/// A base URL for links: `http` or `https`, a host, maybe a port and a path; kept without its
+/// trailing slash. Empty stays empty (the listen address is used).
+fn public_url(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let refuse = |why: &str| {
+        format!("{value:?} is not a public URL ({why}); write e.g. https://crm.example.com")
+    };
+    let url = url::Url::parse(value).map_err(|e| refuse(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refuse("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refuse("the host is missing"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(refuse("no query, fragment or credentials"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// A number of seconds.
@@ -702,6 +791,12 @@ mod tests {
         );
         assert_eq!(s.webhook_disable_after, Duration::from_secs(432_000));
         assert_eq!(s.delivery_retention, Duration::from_secs(604_800));
+        assert_eq!(s.public_url, "");
+        assert!(s.smtp_url.is_none() && s.smtp_from.is_none());
+        assert_eq!(s.email_interval, Duration::from_secs(300));
+        assert_eq!(s.email_confirm_ttl, Duration::from_secs(259_200));
+        assert_eq!(s.email_confirm_resend, Duration::from_secs(900));
+        assert_eq!(s.max_emails_per_channel, 10);
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_ne!(
@@ -821,6 +916,27 @@ mod tests {
                 &format!("--webhook-retry-schedule={bad}"),
             ]);
             assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_public_url_is_an_http_base_kept_without_its_trailing_slash() {
+        for (given, kept) in [
+            ("", ""),
+            ("https://crm.example.com/", "https://crm.example.com"),
+            ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+            ("https://example.com/tdc/", "https://example.com/tdc"),
+        ] {
+            assert_eq!(public_url(given).expect(given), kept);
+        }
+        for bad in [
+            "crm.example.com",
+            "ftp://x",
+            "https://",
+            "https://x/?a=1",
+            "https://u:p@x",
+        ] {
+            assert!(public_url(bad).is_err(), "{bad}");
         }
     }
 

@@ -43,6 +43,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The one heartbeat of this process's SSE streams.
     pub heartbeat: Heartbeat,
+    /// The key of e-mail confirmation and unsubscribe links.
+    pub links: crate::notify::links::LinkKey,
+    /// Whether SMTP is configured (else the e-mail routes that would send answer 503).
+    pub mailer_configured: bool,
     /// The hub listener, the scheduler and the janitor: aborted when the server's state goes.
     pub background: Background,
 }

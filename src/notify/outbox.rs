@@ -376,7 +376,7 @@ fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// The delay before retry number `attempts` (the attempt that just failed), with ±10% jitter,
 /// and never less than the receiver's `Retry-After` capped at the schedule's longest step;
 /// `None` when the schedule is exhausted.
-fn next_delay(
+pub(crate) fn next_delay(
     schedule: &[Duration],
     attempts: i32,
     retry_after: Option<Duration>,

@@ -3,8 +3,6 @@
 //! every route, as for channels themselves.
 
 use actix_web::{HttpResponse, web};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -12,9 +10,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::destination::DestinationPolicy;
+pub use super::log::{DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus};
+use super::log::{decode_cursor, encode_cursor};
 use super::signature::WebhookSecret;
 use super::states::SubscriptionStatus;
-use super::store::{self, Change, DeliveryBody, Limits, WebhookRow, WebhookUrl};
+use super::store::{self, Change, Limits, WebhookRow, WebhookUrl};
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -33,25 +33,6 @@ pub struct CreateWebhook {
     /// A note for yourself (at most 1000 characters).
     #[schema(max_length = 1000)]
     pub description: Option<String>,
-}
-
-/// Whether a webhook is delivered to; the owner may set these two.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SettableStatus {
-    /// Delivered (also re-enables a disabled webhook).
-    Active,
-    /// Deliveries are queued and held until resumed.
-    Paused,
-}
-
-impl From<SettableStatus> for SubscriptionStatus {
-    fn from(status: SettableStatus) -> Self {
-        match status {
-            SettableStatus::Active => Self::Active,
-            SettableStatus::Paused => Self::Paused,
-        }
-    }
 }
 
 /// The body of `PATCH /channels/{id}/webhooks/{wid}/`: any subset.
@@ -139,33 +120,6 @@ pub struct WebhookWithSecret {
     pub webhook: WebhookBody,
     /// The signing secret (`whsec_` and base64): keep it; it is not shown again.
     pub secret: String,
-}
-
-/// The answer of a test delivery or a retry.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryQueued {
-    /// The delivery (its `webhook-id` header).
-    pub delivery_id: Uuid,
-}
-
-/// Query of `GET .../deliveries/`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveriesQuery {
-    /// Page size (1 to 200, default 50).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<i64>,
-    /// Where to continue: the `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// A page of a webhook's delivery log.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveriesPage {
-    /// Deliveries, newest first.
-    pub deliveries: Vec<DeliveryBody>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
 }
 
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -464,87 +418,4 @@ pub async fn retry_delivery(
     let delivery_id = ApiError::id_in_path(&path.2, "delivery")?;
     store::retry(&state.pool, user.user_id, channel, webhook, delivery_id).await?;
     Ok(HttpResponse::Accepted().json(DeliveryQueued { delivery_id }))
-}
-
-/// A page position as an opaque cursor: the webhook whose log it pages, the last delivery's
-/// time (microseconds, as PostgreSQL keeps it) and id. The webhook is in it so that a cursor
-/// of another webhook's log is refused rather than read as a position in this one (it would
-/// silently skip or repeat deliveries).
-fn encode_cursor(webhook_id: Uuid, created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{webhook_id}.{}.{delivery_id}",
-        created_at.timestamp_micros()
-    ))
-}
-
-/// The position in `webhook_id`'s log that `cursor` names; 400 `invalid_cursor` for anything
-/// but a cursor [`encode_cursor`] made for that webhook.
-fn decode_cursor(cursor: &str, webhook_id: Uuid) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_cursor",
-            "cursor is not a next_cursor of this list; read again from the first page",
-        )
-    };
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(invalid)?;
-    let mut parts = text.splitn(3, '.');
-    let (Some(webhook), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(invalid());
-    };
-    if Uuid::parse_str(webhook).map_err(|_| invalid())? != webhook_id {
-        return Err(ApiError::bad_request(
-            "invalid_cursor",
-            "cursor is a next_cursor of another webhook's delivery log; read this one from its \
-             first page",
-        ));
-    }
-    // No delivery predates 1970; an earlier time (which chrono reads back to year -262143)
-    // is out of PostgreSQL's range and would fail the query as a 500.
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .filter(|micros| *micros >= 0)
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok((at, id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cursor_reads_back_as_the_position_it_was_made_from_and_anything_else_is_refused() {
-        let at = DateTime::from_timestamp_micros(1_764_586_143_123_456).expect("time");
-        let (webhook, id) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(
-            decode_cursor(&encode_cursor(webhook, at, id), webhook).expect("cursor"),
-            (at, id)
-        );
-        for bad in [
-            "",
-            "x",
-            "bm90LWEtY3Vyc29y",
-            &URL_SAFE_NO_PAD.encode(format!("{webhook}.12.nope")),
-            &URL_SAFE_NO_PAD.encode(format!("{webhook}.12")),
-            &URL_SAFE_NO_PAD.encode(format!("nope.12.{id}")),
-            // The form before cursors named their webhook.
-            &URL_SAFE_NO_PAD.encode(format!("12.{id}")),
-            // Before 1970: inside chrono's range, outside PostgreSQL's.
-            &URL_SAFE_NO_PAD.encode(format!("{webhook}.-1000000000000000000.{id}")),
-            // Another webhook's.
-            &encode_cursor(Uuid::new_v4(), at, id),
-        ] {
-            assert_eq!(
-                decode_cursor(bad, webhook).expect_err(bad).code(),
-                "invalid_cursor",
-                "{bad}"
-            );
-        }
-    }
 }

@@ -174,6 +174,12 @@ pub const METRICS: &[Metric] = &[
         "Duration of webhook delivery attempts, answer or not",
     ),
     metric(
+        "tdc_email_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "E-mail notification messages, by outcome (succeeded, retried, failed)",
+    ),
+    metric(
         "tdc_managed_postgres_restarts_total",
         Kind::Counter,
         Unit::Count,
@@ -270,6 +276,11 @@ fn register_all() {
             }
             "tdc_webhook_attempts_total" => {
                 for outcome in crate::notify::outbox::OUTCOMES {
+                    ::metrics::counter!(m.name, "outcome" => outcome).increment(0);
+                }
+            }
+            "tdc_email_messages_total" => {
+                for outcome in crate::notify::email::OUTCOMES {
                     ::metrics::counter!(m.name, "outcome" => outcome).increment(0);
                 }
             }

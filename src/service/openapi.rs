@@ -17,6 +17,7 @@ use crate::channels::events::RefreshEvent;
 use crate::channels::routes as channels;
 use crate::error::{PROBLEM_JSON, Problem};
 use crate::jobs::routes as jobs;
+use crate::notify::email::routes as emails;
 use crate::notify::routes as webhooks;
 use crate::service::{health, metrics};
 use crate::tables::indexes::routes as table_indexes;
@@ -37,10 +38,13 @@ use crate::views::routes as views;
         channels::create_channel, channels::list_channels, channels::describe_channel, channels::delete_channel, channels::listen,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::describe_webhook, webhooks::update_webhook, webhooks::delete_webhook,
         webhooks::rotate_secret, webhooks::test_webhook, webhooks::list_deliveries, webhooks::retry_delivery,
+        emails::create_email, emails::list_emails, emails::describe_email, emails::update_email, emails::delete_email,
+        emails::resend_confirmation, emails::list_email_deliveries, emails::retry_email_delivery,
+        emails::confirm_page, emails::confirm, emails::unsubscribe_page, emails::unsubscribe,
     ),
     components(schemas(Problem, RefreshEvent)),
     modifiers(&JwtSecurity, &ProblemResponses),
-    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "webhooks", description = "signed HTTP notifications of a channel's events"), (name = "service", description = "health, metrics"))
+    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "webhooks", description = "signed HTTP notifications of a channel's events"), (name = "emails", description = "e-mail notifications of a channel's events, sent once the recipient confirms"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
 

@@ -2748,3 +2748,284 @@ async fn forged_delivery_log_cursors_are_refused_and_none_reads_another_webhooks
     );
     ws.scene.assert_unharmed_but_views().await;
 }
+
+/// Two tenants with a channel and an e-mail subscription each (unconfirmed, their confirmation
+/// queued). SMTP points at a port nothing listens on and no drainer runs, so the rows stay
+/// exactly as the API left them.
+struct EmailScene {
+    app: TestApp,
+    victim: TestUser,
+    attacker: TestUser,
+    /// Channel, subscription, and the confirmation delivery.
+    victim_ids: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    attacker_ids: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+}
+
+async fn email_scene() -> EmailScene {
+    let port = crate::smtp::free_port();
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.smtp_url = Some(secrecy::SecretString::from(format!(
+            "smtp://127.0.0.1:{port}"
+        )));
+        s.smtp_from = Some("noreply@example.com".to_owned());
+        s.outbox = false;
+        s.email_confirm_resend = Duration::ZERO;
+    })
+    .await;
+    let (victim, vc) = app.user_with_channel().await;
+    let (attacker, ac) = app.user_with_channel().await;
+    let mut ids = Vec::new();
+    for (user, channel, to) in [
+        (&victim, &vc, "victim@example.com"),
+        (&attacker, &ac, "attacker@example.com"),
+    ] {
+        let created = app
+            .created(
+                &user.access,
+                &format!("/channels/{channel}/emails/"),
+                json!({"to": to}),
+            )
+            .await;
+        let email = created["email_id"].as_str().expect("id").to_owned();
+        let log: Value = app
+            .get_as(
+                &user.access,
+                &format!("/channels/{channel}/emails/{email}/deliveries/"),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let parse = |s: &str| uuid::Uuid::parse_str(s).expect("uuid");
+        ids.push((
+            parse(channel),
+            parse(&email),
+            parse(
+                log["deliveries"][0]["delivery_id"]
+                    .as_str()
+                    .expect("delivery"),
+            ),
+        ));
+    }
+    EmailScene {
+        app,
+        victim,
+        attacker,
+        victim_ids: ids[0],
+        attacker_ids: ids[1],
+    }
+}
+
+impl EmailScene {
+    /// Every subscription and delivery row of `channel`, and every per-address confirmation
+    /// record, whole, as JSON.
+    async fn rows_of(&self, channel: uuid::Uuid) -> Value {
+        sqlx::query_scalar(
+            "SELECT json_build_object(
+                 'subscriptions', (SELECT coalesce(json_agg(s ORDER BY s.subscription_id), '[]')
+                                     FROM tinydevcrm.subscriptions s WHERE s.channel_id = $1),
+                 'deliveries', (SELECT coalesce(json_agg(d ORDER BY d.delivery_id), '[]')
+                                  FROM tinydevcrm.deliveries d
+                                  JOIN tinydevcrm.subscriptions s USING (subscription_id)
+                                 WHERE s.channel_id = $1),
+                 'confirmations', (SELECT coalesce(json_agg(c ORDER BY c.address), '[]')
+                                     FROM tinydevcrm.email_confirmations c))",
+        )
+        .bind(channel)
+        .fetch_one(&self.app.pool)
+        .await
+        .expect("rows")
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_email_ids_in_any_spelling_are_not_found_on_every_email_route() {
+    let es = email_scene().await;
+    let app = &es.app;
+    let a = &es.attacker.access;
+    let (vc, ve, vd) = es.victim_ids;
+    let (ac, ae, _) = es.attacker_ids;
+    let victim_before = es.rows_of(vc).await;
+    let attacker_before = es.rows_of(ac).await;
+
+    let mut paths = Vec::new();
+    for (c, e) in [(vc, ve), (ac, ve), (vc, ae)] {
+        for (cs, es_) in id_spellings(c).into_iter().zip(id_spellings(e)) {
+            paths.push((cs.clone(), es_.clone()));
+            paths.push((c.to_string(), es_));
+            paths.push((cs, e.to_string()));
+        }
+    }
+    for (c, e) in &paths {
+        let base = format!("/channels/{c}/emails/{e}");
+        for (what, res) in [
+            ("get", app.get_as(a, &format!("{base}/")).await),
+            (
+                "patch",
+                app.patch_as(a, &format!("{base}/"), &json!({"status": "paused"}))
+                    .await,
+            ),
+            (
+                "resend",
+                app.post_as(a, &format!("{base}/resend-confirmation/"), &json!({}))
+                    .await,
+            ),
+            ("log", app.get_as(a, &format!("{base}/deliveries/")).await),
+            (
+                "retry",
+                app.post_as(a, &format!("{base}/deliveries/{vd}/retry/"), &json!({}))
+                    .await,
+            ),
+            ("delete", app.delete_as(a, &format!("{base}/")).await),
+        ] {
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{what} {base}");
+        }
+    }
+    // The attacker's own subscription with the victim's delivery.
+    for d in id_spellings(vd) {
+        let path = format!("/channels/{ac}/emails/{ae}/deliveries/{d}/retry/");
+        let res = app.post_as(a, &path, &json!({})).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // The victim's channel: list and create.
+    for c in id_spellings(vc) {
+        let path = format!("/channels/{c}/emails/");
+        assert_eq!(
+            app.get_as(a, &path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        let res = app
+            .post_as(a, &path, &json!({"to": "someone@example.com"}))
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    assert_eq!(
+        es.rows_of(vc).await,
+        victim_before,
+        "the victim's rows changed"
+    );
+    assert_eq!(
+        es.rows_of(ac).await,
+        attacker_before,
+        "a mixed path reached the attacker's rows"
+    );
+    // The victim still sees theirs.
+    let res = app
+        .get_as(&es.victim.access, &format!("/channels/{vc}/emails/{ve}/"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
+    let es = email_scene().await;
+    let app = &es.app;
+    let a = &es.attacker.access;
+    let (ac, _, _) = es.attacker_ids;
+    let before = es.rows_of(ac).await;
+    let path = format!("/channels/{ac}/emails/");
+    let long_local = format!("{}@example.com", "a".repeat(65));
+    let overlong = format!(
+        "{}@{}.example.com",
+        "a".repeat(60),
+        "b".repeat(63).repeat(3)
+    );
+
+    let hostile: Vec<(&str, String)> = [
+        // Header injection: CR/LF in every spelling, raw and encoded.
+        ("crlf", "a@example.com\r\nBcc: victim@example.org"),
+        ("lf", "a@example.com\nBcc: victim@example.org"),
+        ("cr", "a@example.com\rBcc: victim@example.org"),
+        (
+            "crlf in the local part",
+            "a\r\nBcc: v@example.org\r\n@example.com",
+        ),
+        ("nul", "a@example.com\u{0}victim@example.org"),
+        (
+            "unicode line separator",
+            "a@example.com\u{2028}Bcc: v@example.org",
+        ),
+        ("next line", "a@example.com\u{85}Bcc: v@example.org"),
+        ("percent-encoded crlf", "a%0d%0aBcc:v@example.com"),
+        (
+            "encoded word",
+            "=?utf-8?q?a=0D=0ABcc:_v@example.org?=@example.com",
+        ),
+        (
+            "encoded word b",
+            "=?utf-8?b?YQ0KQmNjOiB2QGV4YW1wbGUub3Jn?=@example.com",
+        ),
+        ("tab", "a@example.com\tBcc: v@example.org"),
+        // Several recipients.
+        ("comma", "a@example.com,b@example.com"),
+        ("comma space", "a@example.com, b@example.com"),
+        ("semicolon", "a@example.com;b@example.com"),
+        ("space", "a@example.com b@example.com"),
+        ("group", "friends: a@example.com, b@example.com;"),
+        ("empty group", "undisclosed-recipients:;"),
+        ("two ats", "a@b@example.com"),
+        // Display names and angle brackets.
+        ("display name", "Alice <a@example.com>"),
+        ("quoted display name", "\"Alice\" <a@example.com>"),
+        ("angle brackets", "<a@example.com>"),
+        (
+            "display name hiding another",
+            "a@example.com <b@example.org>",
+        ),
+        // Quoted local parts and comments.
+        ("quoted local part", "\"a b\"@example.com"),
+        (
+            "quoted local part with at",
+            "\"a@evil.example\"@example.com",
+        ),
+        ("quoted crlf", "\"a\r\nBcc: v@example.org\"@example.com"),
+        ("comment", "a(comment)@example.com"),
+        ("trailing comment", "a@example.com(comment)"),
+        ("comment with recipient", "a@example.com (b@example.org)"),
+        // Source routes and address literals.
+        ("source route", "@relay.example.org:a@example.com"),
+        ("percent hack", "a%example.org@example.com"),
+        ("ipv4 literal", "a@[127.0.0.1]"),
+        ("ipv6 literal", "a@[IPv6:::1]"),
+        ("single label", "a@localhost"),
+        // Look-alikes and non-ASCII.
+        ("cyrillic a in the domain", "a@ex\u{430}mple.com"),
+        ("cyrillic o in the local part", "b\u{43e}b@example.com"),
+        ("fullwidth at", "a\u{ff20}example.com"),
+        ("zero-width space", "a\u{200b}@example.com"),
+        ("right-to-left override", "a\u{202e}moc.elpmaxe@example.com"),
+        // Empty and overlong.
+        ("empty", ""),
+        ("spaces", "   "),
+        ("no at", "a.example.com"),
+        ("empty local part", "@example.com"),
+        ("empty domain", "a@"),
+        ("dot dot domain", "a@example..com"),
+    ]
+    .into_iter()
+    .map(|(what, to)| (what, to.to_owned()))
+    .chain([
+        ("local part over 64", long_local),
+        ("over 254 bytes", overlong),
+    ])
+    .collect();
+
+    for (what, to) in &hostile {
+        let res = app.post_as(a, &path, &json!({"to": to})).await;
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_email").await;
+        assert_eq!(problem["field"], "to", "{what}: {problem}");
+    }
+    // Not a string at all.
+    for to in [
+        json!(["a@example.com", "b@example.com"]),
+        json!({"a": 1}),
+        json!(null),
+    ] {
+        let res = app.post_as(a, &path, &json!({"to": to})).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{to}");
+    }
+
+    assert_eq!(es.rows_of(ac).await, before, "a refused value left a row");
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tinydevcrm::config::Settings;
 
-use crate::helpers::{spawn_app_with, temp_dir};
+use crate::helpers::{TestApp, spawn_app_with, temp_dir};
 
 /// The comment that keeps the next fenced `bash` block out of the run.
 const SKIP: &str = "<!-- not run by the docs test";
@@ -223,9 +223,13 @@ async fn run_page_with(page: &str, text: &str, adjust: impl FnOnce(&mut Settings
     if !tools_present() {
         return;
     }
+    run_page_on(page, text, &spawn_app_with(adjust).await, &[]).await;
+}
+
+/// [`run_page`] against `app`, with `env` added to (or replacing) the shell's environment.
+async fn run_page_on(page: &str, text: &str, app: &TestApp, env: &[(&str, String)]) {
     let blocks = blocks(text);
     assert!(!blocks.is_empty(), "{page}: no bash blocks");
-    let app = spawn_app_with(adjust).await;
     let dir = workdir();
     let home = dir.join("home");
     std::fs::create_dir_all(&home).expect("home");
@@ -243,6 +247,7 @@ async fn run_page_with(page: &str, text: &str, adjust: impl FnOnce(&mut Settings
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", &home)
         .env("TDC_URL", &app.address)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout"))
         .stderr(std::fs::File::create(&stderr_path).expect("stderr"))
@@ -300,18 +305,60 @@ async fn run_page_with(page: &str, text: &str, adjust: impl FnOnce(&mut Settings
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The README's webhook receiver listens on loopback over plain http: the on-premise settings
+/// the README tells the reader to start the service with.
+fn loopback_webhooks(s: &mut Settings) {
+    s.webhook_allow_http = true;
+    s.webhook_allow_cidrs = vec!["127.0.0.0/8".parse().expect("a CIDR")];
+}
+
 #[tokio::test]
 async fn the_readme_walkthrough_runs_as_printed() {
     let readme = read("README.md");
-    // The README's webhook receiver listens on loopback over plain http: the on-premise
-    // settings the README tells the reader to start the service with.
     run_page_with(
         "README.md",
         section(&readme, "## Walkthrough (curl)"),
-        |s| {
-            s.webhook_allow_http = true;
-            s.webhook_allow_cidrs = vec!["127.0.0.0/8".parse().expect("a CIDR")];
-        },
+        loopback_webhooks,
+    )
+    .await;
+}
+
+/// The e-mail section continues the walkthrough's shell, so both run, against a server that
+/// sends to an aiosmtpd of the test's own (the section reads the confirmation link from its
+/// Maildir, `$TDC_MAILDIR`).
+#[tokio::test]
+async fn the_readme_email_subscription_runs_as_printed() {
+    if !tools_present() {
+        return;
+    }
+    let Some(smtp) =
+        crate::smtp::SmtpServer::start("the README e-mail section", crate::smtp::Handler::Maildir)
+            .await
+    else {
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        loopback_webhooks(s);
+        s.smtp_url = Some(secrecy::SecretString::from(smtp.url()));
+        s.smtp_from = Some("noreply@example.com".to_owned());
+        s.outbox_poll = Duration::from_millis(100);
+    })
+    .await;
+    let readme = read("README.md");
+    let text = format!(
+        "{}\n{}",
+        section(&readme, "## Walkthrough (curl)"),
+        section(&readme, "## E-mail subscription (curl)")
+    );
+    // The section's python3 needs only the standard library; the system one is always there,
+    // where python3 on PATH may be a shim that needs a home of its own.
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let maildir = smtp.maildir().display().to_string();
+    run_page_on(
+        "README.md",
+        &text,
+        &app,
+        &[("PATH", path), ("TDC_MAILDIR", maildir)],
     )
     .await;
 }
