@@ -58,6 +58,11 @@ pub enum SendFailure {
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// The whole conversation's deadline (`TDC_SMTP_TIMEOUT_SECS`). lettre's own timeout
+    /// bounds the connect and each socket read, but a server that never greets, or drips a
+    /// byte at a time, can keep its future pending far longer; an attempt that outlived the
+    /// lease would be taken over by another process while still holding a slot here.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -97,6 +102,7 @@ impl Mailer {
         Ok(Some(Self {
             transport: builder.build(),
             from,
+            timeout: settings.smtp_timeout,
         }))
     }
 
@@ -105,11 +111,26 @@ impl Mailer {
         &self.from
     }
 
-    /// Sends one message; how it failed, if it did.
+    /// The deadline of one attempt: no attempt outlives it (the drainer's lease is longer).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one message, within [`Self::timeout`] from the connect to the server's last
+    /// reply; how it failed, if it did. Past the deadline the connection is dropped and the
+    /// attempt is transient (retried on the schedule).
     pub async fn send(&self, message: Message) -> Result<(), SendFailure> {
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(judge(&e)),
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(judge(&e)),
+            Err(_) => Err(SendFailure::Transient {
+                code: None,
+                error: format!(
+                    "the SMTP conversation took longer than TDC_SMTP_TIMEOUT_SECS ({} ms); \
+                     the connection was dropped",
+                    self.timeout.as_millis()
+                ),
+            }),
         }
     }
 }

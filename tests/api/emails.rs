@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tinydevcrm::config::Settings;
 
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
-use crate::smtp::{Handler, Mail, SmtpServer};
+use crate::smtp::{Gate, GateMode, Handler, Mail, SmtpServer};
 
 /// Long enough for a message to arrive on a loaded machine.
 const ARRIVES: Duration = Duration::from_secs(20);
@@ -774,4 +774,80 @@ async fn two_processes_share_the_mail_and_send_each_event_to_each_address_exactl
         }
     }
     drop(second);
+}
+
+/// A relay that accepts the connection and then stalls (`mode`): the attempt must end at the
+/// SMTP timeout, be retried on the schedule, and leave its slot to other mail. With one slot,
+/// an attempt that never ended would keep every later message from going out.
+async fn a_stalled_relay_costs_one_timeout_per_attempt(mode: GateMode) {
+    let Some(smtp) = SmtpServer::start("stalled relay", Handler::Maildir).await else {
+        return;
+    };
+    let gate = Gate::start(mode).await;
+    let timeout = Duration::from_millis(1000);
+    let app = spawn_app_with(|s| {
+        with_smtp(s, &smtp);
+        s.smtp_url = Some(SecretString::from(gate.url()));
+        s.smtp_timeout = timeout;
+        s.email_concurrency = 1;
+    })
+    .await;
+    let (user, channel) = app.user_with_channel().await;
+    let a = &user.access;
+    let held = subscribe(&app, a, &channel, "held@example.com").await;
+    let held = held["email_id"].as_str().expect("id").to_owned();
+
+    // Act: the relay stalls every connection until a second one comes (the first attempt
+    // ended and was retried).
+    let started = Instant::now();
+    while gate.accepted() < 2 {
+        assert!(
+            started.elapsed() < timeout * 5,
+            "{mode:?}: the first attempt did not end within {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert: the first attempt's outcome is a timeout, recorded within about the deadline.
+    let log = deliveries(&app, a, &channel, &held).await;
+    let first = &log[0];
+    assert!(
+        first["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TDC_SMTP_TIMEOUT_SECS")),
+        "{mode:?}: {first}"
+    );
+    let latency = first["last_latency_ms"].as_i64().expect("latency");
+    assert!(
+        (900..2000).contains(&latency),
+        "{mode:?}: an attempt took {latency} ms against a {timeout:?} deadline"
+    );
+
+    // Act: the relay works again; another subscription's confirmation is queued meanwhile.
+    gate.set(GateMode::Forward(smtp.port));
+    subscribe(&app, a, &channel, "other@example.com").await;
+
+    // Assert: both confirmations go out through the single slot.
+    let mut to: Vec<String> = smtp
+        .wait_for(2, ARRIVES)
+        .await
+        .into_iter()
+        .map(|m| m.to)
+        .collect();
+    to.sort();
+    assert_eq!(to, ["held@example.com", "other@example.com"], "{mode:?}");
+    let log = settled(&app, a, &channel, &held).await;
+    assert_eq!(log[0]["status"], "succeeded", "{mode:?}: {log:#?}");
+    assert!(log[0]["attempts"].as_i64() >= Some(2), "{mode:?}: {log:#?}");
+}
+
+#[tokio::test]
+async fn a_relay_that_never_greets_times_out_each_attempt_and_other_mail_still_goes_out() {
+    a_stalled_relay_costs_one_timeout_per_attempt(GateMode::Silent).await;
+}
+
+#[tokio::test]
+async fn a_relay_that_drips_its_greeting_times_out_each_attempt_and_other_mail_still_goes_out() {
+    a_stalled_relay_costs_one_timeout_per_attempt(GateMode::Drip).await;
 }

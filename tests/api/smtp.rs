@@ -252,3 +252,101 @@ fn parse(bytes: &[u8]) -> Mail {
         list_unsubscribe_post: header("List-Unsubscribe-Post"),
     }
 }
+
+/// What [`Gate`] does with a connection it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateMode {
+    /// Holds the socket open and never says a word (no SMTP greeting).
+    Silent,
+    /// Sends a greeting that never ends, one byte every 200 ms.
+    Drip,
+    /// Relays the connection to the SMTP server on this port.
+    Forward(u16),
+}
+
+/// A TCP server started by the test in front of the real SMTP server: a relay that stalls
+/// (silent or dripping) until the test switches it to forwarding. It counts the connections
+/// it accepted and keeps the stalled ones open until it is dropped.
+pub struct Gate {
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::Mutex<GateMode>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// Listens on a free loopback port.
+    pub async fn start(mode: GateMode) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("gate binds");
+        let port = listener.local_addr().expect("addr").port();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, a) = (mode.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let now = *m.lock().expect("mode");
+                held.push(tokio::spawn(async move {
+                    match now {
+                        GateMode::Silent => std::future::pending::<()>().await,
+                        GateMode::Drip => {
+                            let greeting = b"220-";
+                            for byte in greeting.iter().chain(std::iter::repeat(&b'x')) {
+                                if socket.write_all(&[*byte]).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                        GateMode::Forward(to) => {
+                            if let Ok(mut upstream) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                            {
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut socket, &mut upstream)
+                                        .await;
+                            }
+                        }
+                    }
+                }));
+            }
+        });
+        Self {
+            port,
+            mode,
+            accepted,
+            task,
+        }
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// What connections accepted from now on get (those held stay held).
+    pub fn set(&self, mode: GateMode) {
+        *self.mode.lock().expect("mode") = mode;
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // The held connections' tasks are detached; the listener's end closes them with the
+        // runtime at the test's end.
+        self.task.abort();
+    }
+}

@@ -31,7 +31,9 @@ use crate::notify::links::{self, LinkKey, Purpose};
 use crate::notify::mailer::{self, EventLine, Mailer, SendFailure};
 use crate::notify::outbox::next_delay;
 
-/// What the lease adds to the SMTP timeout: time to record the outcome.
+/// What the lease adds to the SMTP timeout: time to record the outcome. The send itself is
+/// cut at the SMTP timeout ([`Mailer::send`]), so no attempt outlives its lease and no other
+/// process takes a subscription over while its message is still on the wire.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 /// The `outcome` label values of `tdc_email_messages_total`.
