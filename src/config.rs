@@ -514,7 +514,8 @@ pub struct Settings {
         value_parser = seconds_at_least_one
     )]
     pub email_confirm_ttl: Duration,
-    /// At most one confirmation message per address (over every tenant) per this many seconds.
+    /// At most one confirmation message per address per tenant per this many seconds (the
+    /// address normalised: case, `+tag` and dots of the local part ignored).
     #[arg(
         long = "email-confirm-resend-secs",
         value_name = "EMAIL_CONFIRM_RESEND_SECS",
@@ -523,6 +524,23 @@ pub struct Settings {
         value_parser = seconds
     )]
     pub email_confirm_resend: Duration,
+    /// Confirmation messages one tenant may have sent in any rolling hour (over all its
+    /// addresses); past it, creating and resending answer 429.
+    #[arg(
+        long,
+        env = "TDC_EMAIL_CONFIRMATIONS_PER_TENANT_PER_HOUR",
+        default_value_t = 20
+    )]
+    pub email_confirmations_per_tenant_per_hour: i64,
+    /// Confirmation messages one address may receive in any rolling hour over every tenant
+    /// (higher than one tenant's share, `3600 / TDC_EMAIL_CONFIRM_RESEND_SECS`, so that one
+    /// tenant alone cannot use up another's).
+    #[arg(
+        long,
+        env = "TDC_EMAIL_CONFIRMATIONS_PER_ADDRESS_PER_HOUR",
+        default_value_t = 10
+    )]
+    pub email_confirmations_per_address_per_hour: i64,
     /// Most e-mail subscriptions one channel may have (they count toward
     /// `TDC_MAX_SUBSCRIPTIONS_PER_TENANT` too).
     #[arg(long, env = "TDC_MAX_EMAILS_PER_CHANNEL", default_value_t = 10)]
@@ -797,6 +815,8 @@ mod tests {
         assert_eq!(s.email_confirm_ttl, Duration::from_secs(259_200));
         assert_eq!(s.email_confirm_resend, Duration::from_secs(900));
         assert_eq!(s.max_emails_per_channel, 10);
+        assert_eq!(s.email_confirmations_per_tenant_per_hour, 20);
+        assert_eq!(s.email_confirmations_per_address_per_hour, 10);
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_ne!(

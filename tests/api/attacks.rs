@@ -2828,8 +2828,10 @@ impl EmailScene {
                                   FROM tinydevcrm.deliveries d
                                   JOIN tinydevcrm.subscriptions s USING (subscription_id)
                                  WHERE s.channel_id = $1),
-                 'confirmations', (SELECT coalesce(json_agg(c ORDER BY c.address), '[]')
-                                     FROM tinydevcrm.email_confirmations c))",
+                 'confirmations', (SELECT coalesce(json_agg(c ORDER BY c.user_id, c.sent_at), '[]')
+                                     FROM tinydevcrm.email_confirmation_log c),
+                 'suppressions', (SELECT coalesce(json_agg(x ORDER BY x.address_hash), '[]')
+                                    FROM tinydevcrm.email_suppressions x))",
         )
         .bind(channel)
         .fetch_one(&self.app.pool)
@@ -2990,6 +2992,22 @@ async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
         ("ipv4 literal", "a@[127.0.0.1]"),
         ("ipv6 literal", "a@[IPv6:::1]"),
         ("single label", "a@localhost"),
+        // IP addresses in any spelling, without brackets.
+        ("dotted ipv4", "a@127.0.0.1"),
+        ("private ipv4", "a@10.0.0.1"),
+        ("hex ipv4", "a@0x7f.0.0.1"),
+        ("hex last part", "a@127.0.0.0x1"),
+        ("numeric last label", "a@x.123"),
+        ("decimal ipv4", "a@2130706433"),
+        // UUCP bang paths and mail-to-program spellings.
+        ("bang path", "x.test!a@y.test"),
+        ("pipe to a program", "|/bin/sh@x.test"),
+        ("pipe inside", "a|b@x.test"),
+        ("file path", "/tmp/x@x.test"),
+        ("backticks", "a`id`@x.test"),
+        ("shell variable", "a$HOME@x.test"),
+        ("ampersand", "a&b@x.test"),
+        ("leading dash", "-oQ@x.test"),
         // Look-alikes and non-ASCII.
         ("cyrillic a in the domain", "a@ex\u{430}mple.com"),
         ("cyrillic o in the local part", "b\u{43e}b@example.com"),

@@ -527,7 +527,8 @@ async fn a_paused_subscription_holds_its_events_and_resuming_sends_them_in_one_m
 }
 
 #[tokio::test]
-async fn an_address_gets_at_most_one_confirmation_per_interval_over_every_subscription() {
+async fn a_tenant_sends_one_confirmation_per_address_per_interval_in_any_spelling_even_after_deleting()
+ {
     let Some(smtp) = SmtpServer::start("resend limit", Handler::Maildir).await else {
         return;
     };
@@ -538,37 +539,226 @@ async fn an_address_gets_at_most_one_confirmation_per_interval_over_every_subscr
     .await;
     let (user, channel) = app.user_with_channel().await;
     let a = &user.access;
-    let first = subscribe(&app, a, &channel, "ivan@example.com").await;
+    let first = subscribe(&app, a, &channel, "ivan.petrov@example.com").await;
+    let first_id = first["email_id"].as_str().expect("id").to_owned();
     smtp.wait_for(1, ARRIVES).await;
 
-    // Act: resend at once; subscribe the same address (another spelling of its case) again;
-    // and another tenant subscribes it too.
+    // Act: resend at once; delete it; subscribe the same mailbox in other spellings (case,
+    // +tag, dots), as a create/delete loop would.
     let res = app
         .post_as(
             a,
-            &format!(
-                "/channels/{channel}/emails/{}/resend-confirmation/",
-                first["email_id"].as_str().expect("id")
-            ),
+            &format!("/channels/{channel}/emails/{first_id}/resend-confirmation/"),
             &json!({}),
         )
         .await;
     let retry_after = res.headers().get("retry-after").cloned();
     let problem = assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
-    let second = subscribe(&app, a, &channel, "IVAN@example.com").await;
-    let (other, other_channel) = app.user_with_channel().await;
-    let third = subscribe(&app, &other.access, &other_channel, "ivan@example.com").await;
+    let res = app
+        .delete_as(a, &format!("/channels/{channel}/emails/{first_id}/"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let mut later = Vec::new();
+    for spelling in [
+        "IVAN.PETROV@example.com",
+        "ivan.petrov+1@example.com",
+        "ivanpetrov+x@Example.com",
+        "i.v.a.n.petrov+@example.com",
+    ] {
+        let body = subscribe(&app, a, &channel, spelling).await;
+        let id = body["email_id"].as_str().expect("id").to_owned();
+        later.push(body);
+        let res = app
+            .delete_as(a, &format!("/channels/{channel}/emails/{id}/"))
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Assert: one message in all; the later subscriptions say when a confirmation can go.
-    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(smtp.messages().len(), 1, "{:#?}", smtp.messages());
     assert!(retry_after.is_some());
     assert!(problem["retry_at"].is_string(), "{problem}");
-    for body in [&second, &third] {
+    for body in &later {
         assert!(body["confirmation_sent_at"].is_null(), "{body}");
         assert!(body["confirmation_retry_at"].is_string(), "{body}");
         assert_eq!(body["status"], "unconfirmed");
     }
+}
+
+#[tokio::test]
+async fn another_tenants_create_delete_loop_on_an_address_does_not_hold_back_my_confirmation() {
+    let Some(smtp) = SmtpServer::start("starving", Handler::Maildir).await else {
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        with_smtp(s, &smtp);
+        s.email_confirm_resend = Duration::from_secs(3600);
+        s.email_confirmations_per_address_per_hour = 3;
+    })
+    .await;
+    let (attacker, ac) = app.user_with_channel().await;
+    let (victim, vc) = app.user_with_channel().await;
+    let (third, tc) = app.user_with_channel().await;
+
+    // Act: the attacker loops create/delete on the address; then the victim subscribes it.
+    for _ in 0..10 {
+        let body = subscribe(&app, &attacker.access, &ac, "shared@example.com").await;
+        let id = body["email_id"].as_str().expect("id");
+        app.delete_as(&attacker.access, &format!("/channels/{ac}/emails/{id}/"))
+            .await;
+    }
+    let mine = subscribe(&app, &victim.access, &vc, "shared@example.com").await;
+    let theirs = subscribe(&app, &third.access, &tc, "shared@example.com").await;
+    let fourth = {
+        let (u, c) = app.user_with_channel().await;
+        subscribe(&app, &u.access, &c, "shared@example.com").await
+    };
+
+    // Assert: the attacker's loop queued one confirmation (sent, or dropped with its deleted
+    // subscription), the victim and a third tenant got theirs; the address's hourly cap (3)
+    // holds back a fourth tenant's.
+    assert!(mine["confirmation_sent_at"].is_string(), "{mine}");
+    assert!(theirs["confirmation_sent_at"].is_string(), "{theirs}");
+    assert!(fourth["confirmation_sent_at"].is_null(), "{fourth}");
+    assert!(fourth["confirmation_retry_at"].is_string(), "{fourth}");
+    smtp.wait_for(2, ARRIVES).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(smtp.messages().len() <= 3, "{:#?}", smtp.messages());
+}
+
+#[tokio::test]
+async fn a_tenant_past_its_hourly_confirmation_budget_gets_429_naming_the_setting() {
+    let Some(smtp) = SmtpServer::start("tenant budget", Handler::Maildir).await else {
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        with_smtp(s, &smtp);
+        s.email_confirmations_per_tenant_per_hour = 3;
+    })
+    .await;
+    let (user, channel) = app.user_with_channel().await;
+    let a = &user.access;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let body = subscribe(&app, a, &channel, &format!("budget{n}@example.com")).await;
+        ids.push(body["email_id"].as_str().expect("id").to_owned());
+    }
+
+    // Act: a fourth address; a resend; and deleting every subscription first does not help.
+    let fourth = app
+        .post_as(
+            a,
+            &format!("/channels/{channel}/emails/"),
+            &json!({"to": "budget3@example.com"}),
+        )
+        .await;
+    let retry_after = fourth.headers().get("retry-after").cloned();
+    let problem = assert_problem(
+        fourth,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_confirmations",
+    )
+    .await;
+    let resend = app
+        .post_as(
+            a,
+            &format!("/channels/{channel}/emails/{}/resend-confirmation/", ids[0]),
+            &json!({}),
+        )
+        .await;
+    assert_problem(resend, StatusCode::TOO_MANY_REQUESTS, "too_many_confirmations").await;
+    for id in &ids {
+        app.delete_as(a, &format!("/channels/{channel}/emails/{id}/"))
+            .await;
+    }
+    let again = app
+        .post_as(
+            a,
+            &format!("/channels/{channel}/emails/"),
+            &json!({"to": "budget4@example.com"}),
+        )
+        .await;
+    assert_problem(again, StatusCode::TOO_MANY_REQUESTS, "too_many_confirmations").await;
+
+    // Assert: three messages; the answer says when and which setting.
+    let secs: u64 = retry_after
+        .expect("Retry-After")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((3000..=3600).contains(&secs), "{secs}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("TDC_EMAIL_CONFIRMATIONS_PER_TENANT_PER_HOUR")),
+        "{problem}"
+    );
+    assert!(problem["retry_at"].is_string(), "{problem}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(smtp.messages().len(), 3);
+    // Another tenant is not affected.
+    let (other, oc) = app.user_with_channel().await;
+    let body = subscribe(&app, &other.access, &oc, "budget3@example.com").await;
+    assert!(body["confirmation_sent_at"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn an_address_that_unsubscribed_is_refused_for_good_by_every_tenant_in_any_spelling() {
+    let Some(smtp) = SmtpServer::start("suppression", Handler::Maildir).await else {
+        return;
+    };
+    let app = spawn_app_with(|s| with_smtp(s, &smtp)).await;
+    let (user, channel) = app.user_with_channel().await;
+    let a = &user.access;
+    let created = subscribe(&app, a, &channel, "refuser@example.com").await;
+    let id = created["email_id"].as_str().expect("id").to_owned();
+    let mail = smtp.wait_for(1, ARRIVES).await.remove(0);
+    let res = app
+        .client
+        .post(mail.link("/emails/unsubscribe/"))
+        .send()
+        .await
+        .expect("unsubscribe");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Act: the owner deletes and subscribes it again, in spellings; another tenant tries.
+    let res = app
+        .delete_as(a, &format!("/channels/{channel}/emails/{id}/"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (other, oc) = app.user_with_channel().await;
+    for (access, ch, to) in [
+        (a, &channel, "refuser@example.com"),
+        (a, &channel, "Re.Fuser+again@example.com"),
+        (&other.access, &oc, "refuser@example.com"),
+    ] {
+        let res = app
+            .post_as(access, &format!("/channels/{ch}/emails/"), &json!({"to": to}))
+            .await;
+        assert_problem(res, StatusCode::CONFLICT, "email_suppressed").await;
+        let listed = json_of(
+            app.get_as(access, &format!("/channels/{ch}/emails/")).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(listed, json!([]), "{to}: nothing is created");
+    }
+
+    // Assert: no second message; the database keeps a hash, not the address.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(smtp.messages().len(), 1);
+    let stored: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT address_hash FROM tinydevcrm.email_suppressions")
+            .fetch_all(&app.pool)
+            .await
+            .expect("suppressions");
+    assert_eq!(stored.len(), 1);
+    assert!(
+        !String::from_utf8_lossy(&stored[0]).contains("refuser"),
+        "{stored:?}"
+    );
 }
 
 #[tokio::test]

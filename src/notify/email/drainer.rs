@@ -30,6 +30,7 @@ use crate::config::Settings;
 use crate::notify::links::{self, LinkKey, Purpose};
 use crate::notify::mailer::{self, EventLine, Mailer, SendFailure};
 use crate::notify::outbox::next_delay;
+use crate::notify::recipient;
 
 /// What the lease adds to the SMTP timeout: time to record the outcome. The send itself is
 /// cut at the SMTP timeout ([`Mailer::send`]), so no attempt outlives its lease and no other
@@ -65,7 +66,8 @@ pub struct EmailConfig {
     pub public_url: String,
     /// How long a confirmation link works (said in the message).
     pub confirm_ttl: Duration,
-    /// The per-address confirmation interval: older records of it are deleted.
+    /// The per-(tenant, address) confirmation interval: log rows older than it and than an
+    /// hour are deleted.
     pub confirm_resend: Duration,
 }
 
@@ -160,11 +162,11 @@ impl Drainer {
             }
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(Instant::now());
-                // A record past its interval limits nothing any more.
+                // A record past every window limits nothing any more.
                 if let Err(e) = sqlx::query!(
-                    "DELETE FROM tinydevcrm.email_confirmations
-                      WHERE last_sent_at < now() - $1::bigint * interval '1 millisecond'",
-                    millis(self.config.confirm_resend),
+                    "DELETE FROM tinydevcrm.email_confirmation_log
+                      WHERE sent_at < now() - $1::bigint * interval '1 millisecond'",
+                    millis(self.config.confirm_resend.max(Duration::from_secs(3600))),
                 )
                 .execute(&self.pool)
                 .await
@@ -361,6 +363,23 @@ impl Drainer {
             ),
         );
         let content = if confirmation {
+            // Queued before the recipient refused mail through another subscription's link.
+            let refused = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM tinydevcrm.email_suppressions
+                                   WHERE address_hash = $1) AS "refused!""#,
+                recipient::address_hash(&claimed.email),
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| SendFailure::Transient {
+                code: None,
+                error: format!("looking up the suppression list failed: {e}"),
+            })?;
+            if refused {
+                return Err(permanent(
+                    "the recipient refused mail from this service (suppression list)".to_owned(),
+                ));
+            }
             let Some(nonce) = &claimed.confirm_nonce else {
                 return Err(permanent(
                     "no confirmation is pending any more (confirmed or unsubscribed before it was sent)"

@@ -175,6 +175,8 @@ fn pacing(state: &AppState) -> Pacing {
     Pacing {
         ttl: state.settings.email_confirm_ttl,
         resend: state.settings.email_confirm_resend,
+        per_tenant_per_hour: state.settings.email_confirmations_per_tenant_per_hour,
+        per_address_per_hour: state.settings.email_confirmations_per_address_per_hour,
     }
 }
 
@@ -195,15 +197,22 @@ fn checked_description(description: Option<&str>) -> Result<Option<&str>, ApiErr
 /// Subscribe an address to a channel's events by e-mail.
 ///
 /// The address receives one confirmation message with a link, and nothing else until the
-/// recipient confirms through it. At most one confirmation goes to an address per
-/// `TDC_EMAIL_CONFIRM_RESEND_SECS` (over every tenant): within it, the subscription is created
-/// without one (`confirmation_sent_at` null, `confirmation_retry_at` says when to resend).
+/// recipient confirms through it. Addresses are counted normalised (case, `+tag` and dots of
+/// the local part ignored). One tenant sends at most one confirmation to an address per
+/// `TDC_EMAIL_CONFIRM_RESEND_SECS`, and an address gets at most
+/// `TDC_EMAIL_CONFIRMATIONS_PER_ADDRESS_PER_HOUR` over every tenant: past either, the
+/// subscription is created without one (`confirmation_sent_at` null, `confirmation_retry_at`
+/// says when to resend). A tenant may have `TDC_EMAIL_CONFIRMATIONS_PER_TENANT_PER_HOUR`
+/// confirmations sent per rolling hour: past it, 429. An address whose recipient followed an
+/// unsubscribe link is refused for good: 409 `email_suppressed`, nothing created (the attempt
+/// counts toward the hourly budget).
 #[utoipa::path(post, path = "/channels/{id}/emails/", tag = "emails", request_body = CreateEmail,
     params(("id" = Uuid, Path, description = "channel id")),
     responses((status = 201, body = CreatedEmail),
         (status = 400, body = Problem, description = "`invalid_email` (the problem's `field` is `to`), `invalid_description`"),
         (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "`too_many_emails` on the channel, `too_many_subscriptions` for the tenant"),
+        (status = 409, body = Problem, description = "`too_many_emails` on the channel, `too_many_subscriptions` for the tenant, `email_suppressed`: the recipient refused mail from this service"),
+        (status = 429, body = Problem, description = "`too_many_confirmations`: the tenant's confirmation messages in the last hour reached `TDC_EMAIL_CONFIRMATIONS_PER_TENANT_PER_HOUR` (`Retry-After`, `retry_at`)"),
         (status = 503, body = Problem, description = "`email_not_configured`: the operator has not configured SMTP")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id, channel = %path.as_str()))]
@@ -228,7 +237,6 @@ pub async fn create_email(
         user.user_id,
         channel,
         address.as_ref(),
-        &recipient::limit_key(&address),
         description,
         limits,
         pacing(&state),
@@ -351,13 +359,14 @@ pub async fn delete_email(
 
 /// Send the confirmation message again, with a new link (earlier links stop working).
 ///
-/// At most one confirmation goes to an address per `TDC_EMAIL_CONFIRM_RESEND_SECS`, over every
-/// tenant: within it, 429 with `Retry-After` and `retry_at`.
+/// The limits of creation apply: within this tenant's `TDC_EMAIL_CONFIRM_RESEND_SECS` for the
+/// address, or past the address's hourly cap, 429 `too_many_requests`; past the tenant's
+/// hourly budget, 429 `too_many_confirmations`; both with `Retry-After` and `retry_at`.
 #[utoipa::path(post, path = "/channels/{id}/emails/{eid}/resend-confirmation/", tag = "emails",
     params(("id" = Uuid, Path, description = "channel id"), ("eid" = Uuid, Path, description = "e-mail subscription id")),
     responses((status = 202, body = EmailBody), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "`email_already_confirmed`, `email_unsubscribed`"),
-        (status = 429, body = Problem, description = "`too_many_requests`: the address had a confirmation within the interval"),
+        (status = 409, body = Problem, description = "`email_already_confirmed`, `email_unsubscribed`, `email_suppressed`"),
+        (status = 429, body = Problem, description = "`too_many_requests`: the address had a confirmation from this tenant within the interval, or its hourly cap; `too_many_confirmations`: the tenant's hourly budget"),
         (status = 503, body = Problem, description = "`email_not_configured`")),
     security(("jwt" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id, email = %path.1))]
@@ -373,7 +382,6 @@ pub async fn resend_confirmation(
         user.user_id,
         channel,
         email,
-        |address| address.to_ascii_lowercase(),
         pacing(&state),
     )
     .await?;
@@ -542,7 +550,8 @@ pub async fn unsubscribe_page(
         .map_err(link_error)?;
     let body = page(
         "Stop e-mail notifications",
-        "Press the button and this address receives no more messages from this subscription.",
+        "Press the button and this address receives no more messages from this subscription, \
+         and no tinydevcrm user can subscribe it again (no more confirmation requests either).",
         Some(&format!(
             "{}{}",
             Purpose::Unsubscribe.path(),
@@ -568,7 +577,8 @@ pub async fn unsubscribe(
         .map_err(link_error)?;
     let body = page(
         "Unsubscribed",
-        "This address receives no more messages from this subscription.",
+        "This address receives no more messages from this subscription, and no tinydevcrm \
+         user can subscribe it again.",
         None,
         "",
     )?;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::db::notify::{self, Notice};
 use crate::error::ApiError;
 use crate::notify::links::{self, LinkKey, Purpose, Token};
+use crate::notify::recipient;
 use crate::notify::store::Limits;
 
 /// An e-mail subscription as stored, without its nonces.
@@ -47,13 +48,18 @@ pub struct EmailRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// How confirmations are paced.
+/// How confirmations are paced and limited (see [`admit`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
     /// How long a confirmation link works.
     pub ttl: Duration,
-    /// At most one confirmation message per address per this.
+    /// At most one confirmation message per (tenant, normalised address) per this.
     pub resend: Duration,
+    /// Confirmation messages one tenant may have queued in any rolling hour.
+    pub per_tenant_per_hour: i64,
+    /// Confirmation messages one normalised address may get in any rolling hour, over every
+    /// tenant.
+    pub per_address_per_hour: i64,
 }
 
 /// Whether a confirmation message was queued.
@@ -63,6 +69,124 @@ pub enum Queued {
     Yes,
     /// The address had one within the interval; another may be queued at this time.
     NotBefore(DateTime<Utc>),
+}
+
+/// The rolling window of the hourly limits, in milliseconds.
+const HOUR_MS: i64 = 3_600_000;
+
+/// What the limits say about one more confirmation message to an address.
+enum Admission {
+    /// Send it.
+    Yes,
+    /// Not now (this tenant's interval for the address, or the address's hourly cap).
+    NotBefore(DateTime<Utc>),
+    /// The recipient refused mail from this service.
+    Suppressed,
+}
+
+fn suppressed() -> ApiError {
+    ApiError::Conflict {
+        code: "email_suppressed",
+        detail: "the recipient of this address refused mail from this service (they followed an \
+                 unsubscribe link): no subscription to it can be created or confirmed. Only \
+                 the recipient can lift that, by asking the operator"
+            .to_owned(),
+    }
+}
+
+fn retry_secs(at: DateTime<Utc>) -> u64 {
+    u64::try_from((at - Utc::now()).num_seconds().max(1)).unwrap_or(1)
+}
+
+/// The limits on confirmation messages, in the order a hostile tenant meets them; the caller
+/// holds the tenant's row lock (so one tenant's requests are counted one at a time), and this
+/// takes the address's advisory lock (so two tenants' requests to one address are too).
+///
+/// 1. The tenant's budget per rolling hour: 429 `too_many_confirmations`.
+/// 2. The suppression list: [`Admission::Suppressed`] (the caller records the attempt, which
+///    counts toward the budget, so probing which addresses refused mail is as slow as mailing).
+/// 3. One per (tenant, address) per `resend`, and the address's cap per rolling hour over
+///    every tenant, which is higher than one tenant's share: another tenant looping
+///    create/delete on an address uses its own interval, and cannot use up the cap alone.
+async fn admit(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    hash: &[u8],
+    pacing: Pacing,
+) -> Result<Admission, ApiError> {
+    sqlx::query_scalar!(
+        r#"SELECT count(pg_advisory_xact_lock(
+                      hashtextextended('tdc_email_address:' || encode($1::bytea, 'hex'), 0))) AS "n!""#,
+        hash,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let counts = sqlx::query!(
+        r#"SELECT
+             (SELECT count(*) FROM tinydevcrm.email_confirmation_log
+               WHERE user_id = $1 AND sent_at > now() - $3::bigint * interval '1 millisecond') AS "tenant!",
+             (SELECT min(sent_at) + $3::bigint * interval '1 millisecond'
+                FROM tinydevcrm.email_confirmation_log
+               WHERE user_id = $1 AND sent_at > now() - $3::bigint * interval '1 millisecond') AS tenant_free_at,
+             (SELECT max(sent_at) + $4::bigint * interval '1 millisecond'
+                FROM tinydevcrm.email_confirmation_log
+               WHERE user_id = $1 AND address_hash = $2
+                 AND sent_at > now() - $4::bigint * interval '1 millisecond') AS pair_free_at,
+             (SELECT count(*) FROM tinydevcrm.email_confirmation_log
+               WHERE address_hash = $2 AND sent_at > now() - $3::bigint * interval '1 millisecond') AS "address!",
+             (SELECT min(sent_at) + $3::bigint * interval '1 millisecond'
+                FROM tinydevcrm.email_confirmation_log
+               WHERE address_hash = $2 AND sent_at > now() - $3::bigint * interval '1 millisecond') AS address_free_at,
+             EXISTS (SELECT 1 FROM tinydevcrm.email_suppressions WHERE address_hash = $2) AS "suppressed!""#,
+        user_id,
+        hash,
+        HOUR_MS,
+        millis(pacing.resend),
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    if counts.tenant >= pacing.per_tenant_per_hour {
+        let at = counts.tenant_free_at.unwrap_or_else(Utc::now);
+        return Err(ApiError::Throttled {
+            code: "too_many_confirmations",
+            detail: format!(
+                "this account has had {} confirmation messages sent in the last hour, its \
+                 limit: retry later, or ask the operator to raise \
+                 TDC_EMAIL_CONFIRMATIONS_PER_TENANT_PER_HOUR",
+                counts.tenant
+            ),
+            retry_after_secs: retry_secs(at),
+        }
+        .with_members(serde_json::json!({"retry_at": at})));
+    }
+    if counts.suppressed {
+        return Ok(Admission::Suppressed);
+    }
+    if let Some(at) = counts.pair_free_at {
+        return Ok(Admission::NotBefore(at));
+    }
+    if counts.address >= pacing.per_address_per_hour {
+        return Ok(Admission::NotBefore(
+            counts.address_free_at.unwrap_or_else(Utc::now),
+        ));
+    }
+    Ok(Admission::Yes)
+}
+
+/// Writes a row of the confirmation log: a message queued, or a suppressed address tried.
+async fn log_confirmation(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    hash: &[u8],
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        "INSERT INTO tinydevcrm.email_confirmation_log (user_id, address_hash) VALUES ($1, $2)",
+        user_id,
+        hash,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn no_email(id: Uuid) -> ApiError {
@@ -76,16 +200,17 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Creates an e-mail subscription on a user's channel (unconfirmed) and queues its
-/// confirmation message unless the address had one within the interval; 404 when the channel
-/// is not theirs, 409 `too_many_emails` / `too_many_subscriptions` past the limits. The locks
-/// are those of webhook creation (see [`crate::notify::store::create`]).
+/// confirmation message unless a limit holds it back (see [`admit`]); 404 when the channel is
+/// not theirs, 409 `too_many_emails` / `too_many_subscriptions` past the limits, 429
+/// `too_many_confirmations` past the tenant's hourly budget, 409 `email_suppressed` (nothing
+/// created) when the recipient refused mail. The locks are those of webhook creation (see
+/// [`crate::notify::store::create`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn create(
     pool: &PgPool,
     user_id: Uuid,
     channel_id: Uuid,
     email: &str,
-    limit_key: &str,
     description: Option<&str>,
     limits: Limits,
     pacing: Pacing,
@@ -138,6 +263,14 @@ pub async fn create(
             ),
         });
     }
+    let hash = recipient::address_hash(email);
+    let admission = admit(&mut tx, user_id, &hash, pacing).await?;
+    if let Admission::Suppressed = admission {
+        // The attempt counts toward the budget: committed, though the answer is an error.
+        log_confirmation(&mut tx, user_id, &hash).await?;
+        tx.commit().await?;
+        return Err(suppressed());
+    }
     let id = Uuid::new_v4();
     sqlx::query!(
         "INSERT INTO tinydevcrm.subscriptions
@@ -152,46 +285,29 @@ pub async fn create(
     )
     .execute(&mut *tx)
     .await?;
-    let queued = queue_confirmation(&mut tx, id, channel_id, limit_key, pacing).await?;
+    let queued = match admission {
+        Admission::NotBefore(at) => Queued::NotBefore(at),
+        _ => {
+            log_confirmation(&mut tx, user_id, &hash).await?;
+            queue_confirmation(&mut tx, id, channel_id, pacing).await?;
+            Queued::Yes
+        }
+    };
     let row = fetch(&mut tx, user_id, channel_id, id).await?;
     tx.commit().await?;
     Ok((row, queued))
 }
 
-/// Queues a confirmation message for subscription `id` if its address had none within the
-/// interval: a new nonce (the links of earlier messages stop working), a new expiry, a
-/// delivery without an event (`seq` NULL), and the wake-up. Pending earlier confirmations are
-/// failed as superseded. The address's row in `email_confirmations` is the lock that keeps two
-/// concurrent requests from both sending.
+/// Queues a confirmation message for subscription `id` (the caller admitted and logged it):
+/// a new nonce (the links of earlier messages stop working), a new expiry, a delivery without
+/// an event (`seq` NULL), and the wake-up. Pending earlier confirmations are failed as
+/// superseded.
 async fn queue_confirmation(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
     channel_id: Uuid,
-    limit_key: &str,
     pacing: Pacing,
-) -> Result<Queued, ApiError> {
-    let allowed = sqlx::query_scalar!(
-        "INSERT INTO tinydevcrm.email_confirmations AS c (address, last_sent_at)
-         VALUES ($1, now())
-         ON CONFLICT (address) DO UPDATE SET last_sent_at = now()
-          WHERE c.last_sent_at <= now() - $2::bigint * interval '1 millisecond'
-         RETURNING last_sent_at",
-        limit_key,
-        millis(pacing.resend),
-    )
-    .fetch_optional(&mut **tx)
-    .await?;
-    if allowed.is_none() {
-        let next = sqlx::query_scalar!(
-            r#"SELECT last_sent_at + $2::bigint * interval '1 millisecond' AS "next!"
-                 FROM tinydevcrm.email_confirmations WHERE address = $1"#,
-            limit_key,
-            millis(pacing.resend),
-        )
-        .fetch_one(&mut **tx)
-        .await?;
-        return Ok(Queued::NotBefore(next));
-    }
+) -> Result<(), ApiError> {
     sqlx::query!(
         "UPDATE tinydevcrm.deliveries
             SET status = 'failed', finished_at = now(),
@@ -224,7 +340,7 @@ async fn queue_confirmation(
     .execute(&mut **tx)
     .await?;
     notify::send(tx, &[Notice::DeliveriesDue]).await?;
-    Ok(Queued::Yes)
+    Ok(())
 }
 
 async fn fetch(
@@ -284,8 +400,8 @@ pub async fn list(
 }
 
 /// Changes the description and/or status (`active`, `paused`). A subscription its recipient
-/// unsubscribed from cannot be resumed: 409 `email_unsubscribed` (the owner may delete it and
-/// subscribe the address again, which asks the recipient again).
+/// unsubscribed from cannot be resumed: 409 `email_unsubscribed` (the address is on the
+/// suppression list too: subscribing it again answers 409 `email_suppressed`).
 pub async fn update(
     pool: &PgPool,
     user_id: Uuid,
@@ -300,7 +416,7 @@ pub async fn update(
         return Err(ApiError::Conflict {
             code: "email_unsubscribed",
             detail: "the recipient unsubscribed: no more mail goes to this address from this \
-                     subscription; delete it and subscribe the address again to ask them again"
+                     service, and it cannot be subscribed again"
                 .to_owned(),
         });
     }
@@ -355,17 +471,22 @@ pub async fn delete(
     Ok(())
 }
 
-/// Sends the confirmation again: 409 `email_already_confirmed` or `email_unsubscribed`, 429
-/// while the address had a confirmation within the interval.
+/// Sends the confirmation again: 409 `email_already_confirmed`, `email_unsubscribed` or
+/// `email_suppressed`, 429 past the limits of [`admit`].
 pub async fn resend(
     pool: &PgPool,
     user_id: Uuid,
     channel_id: Uuid,
     id: Uuid,
-    limit_key: impl Fn(&str) -> String,
     pacing: Pacing,
 ) -> Result<EmailRow, ApiError> {
     let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "SELECT 1 AS one FROM tinydevcrm.users WHERE user_id = $1 FOR NO KEY UPDATE",
+        user_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let row = fetch(&mut tx, user_id, channel_id, id).await?;
     if row.unsubscribed_at.is_some() {
         return Err(ApiError::Conflict {
@@ -381,12 +502,20 @@ pub async fn resend(
             detail: "the recipient has confirmed this subscription already".to_owned(),
         });
     }
-    match queue_confirmation(&mut tx, id, channel_id, &limit_key(&row.email), pacing).await? {
-        Queued::Yes => {}
-        Queued::NotBefore(at) => {
-            let secs = (at - Utc::now()).num_seconds().max(1);
+    let hash = recipient::address_hash(&row.email);
+    match admit(&mut tx, user_id, &hash, pacing).await? {
+        Admission::Yes => {
+            log_confirmation(&mut tx, user_id, &hash).await?;
+            queue_confirmation(&mut tx, id, channel_id, pacing).await?;
+        }
+        Admission::Suppressed => {
+            log_confirmation(&mut tx, user_id, &hash).await?;
+            tx.commit().await?;
+            return Err(suppressed());
+        }
+        Admission::NotBefore(at) => {
             return Err(ApiError::TooManyRequests {
-                retry_after_secs: u64::try_from(secs).unwrap_or(1),
+                retry_after_secs: retry_secs(at),
             }
             .with_members(serde_json::json!({"retry_at": at})));
         }
@@ -538,7 +667,9 @@ async fn verified(
 
 /// Acts on a public link: confirms (the nonce is cleared, so the link works once) or
 /// unsubscribes (the subscription is disabled for good and its pending mail dropped; the link
-/// keeps answering, as mail clients may repeat the one-click `POST`).
+/// keeps answering, as mail clients may repeat the one-click `POST`). Unsubscribing also puts
+/// the address on the suppression list: no tenant can subscribe it again, and pending
+/// confirmations to it from other subscriptions are dropped.
 pub async fn follow(
     pool: &PgPool,
     key: &LinkKey,
@@ -577,6 +708,19 @@ pub async fn follow(
                         last_error = 'the recipient unsubscribed'
                   WHERE subscription_id = $1 AND status = 'pending'",
                 id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            let email = sqlx::query_scalar!(
+                r#"SELECT email AS "email!" FROM tinydevcrm.subscriptions WHERE subscription_id = $1"#,
+                id,
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "INSERT INTO tinydevcrm.email_suppressions (address_hash) VALUES ($1)
+                 ON CONFLICT (address_hash) DO NOTHING",
+                recipient::address_hash(&email),
             )
             .execute(&mut *tx)
             .await?;
