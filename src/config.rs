@@ -548,6 +548,10 @@ pub struct Settings {
     /// E-mail messages one process sends at once (0 is read as 1).
     #[arg(long, env = "TDC_EMAIL_CONCURRENCY", default_value_t = 4)]
     pub email_concurrency: usize,
+    /// E-mail messages one process sends at once for one tenant (0 is read as 1), so that one
+    /// tenant's backlog cannot take every slot.
+    #[arg(long, env = "TDC_EMAIL_CONCURRENCY_PER_TENANT", default_value_t = 2)]
+    pub email_concurrency_per_tenant: usize,
     /// Drain at SIGINT/SIGTERM alike: end the SSE streams, stop accepting, finish the requests
     /// in flight. Not a flag: `serve` turns it on; tests leave it off, where a signal handler
     /// would swallow Ctrl-C.
@@ -816,6 +820,7 @@ mod tests {
         assert_eq!(s.email_confirm_resend, Duration::from_secs(900));
         assert_eq!(s.max_emails_per_channel, 10);
         assert_eq!(s.email_confirmations_per_tenant_per_hour, 20);
+        assert_eq!(s.email_concurrency_per_tenant, 2);
         assert_eq!(s.email_confirmations_per_address_per_hour, 10);
         assert!(!s.close_streams_on_signal);
         assert!(s.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);

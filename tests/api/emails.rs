@@ -1041,3 +1041,40 @@ async fn a_relay_that_never_greets_times_out_each_attempt_and_other_mail_still_g
 async fn a_relay_that_drips_its_greeting_times_out_each_attempt_and_other_mail_still_goes_out() {
     a_stalled_relay_costs_one_timeout_per_attempt(GateMode::Drip).await;
 }
+
+#[tokio::test]
+async fn one_tenants_backlog_of_confirmations_leaves_a_slot_to_another_tenant() {
+    let Some(smtp) = SmtpServer::start("fairness", Handler::Maildir).await else {
+        return;
+    };
+    // Every message takes about 600 ms; two slots, at most one per tenant.
+    let gate = Gate::start(GateMode::Slow(smtp.port, 600)).await;
+    let app = spawn_app_with(|s| {
+        with_smtp(s, &smtp);
+        s.smtp_url = Some(SecretString::from(gate.url()));
+        s.email_concurrency = 2;
+        s.email_concurrency_per_tenant = 1;
+    })
+    .await;
+    let (busy, bc) = app.user_with_channel().await;
+    let (quiet, qc) = app.user_with_channel().await;
+
+    // Act: one tenant queues six confirmations, then the other one.
+    for n in 0..6 {
+        subscribe(&app, &busy.access, &bc, &format!("busy{n}@example.com")).await;
+    }
+    subscribe(&app, &quiet.access, &qc, "quiet@example.com").await;
+
+    // Assert: the quiet tenant's message is among the first two out, not behind the backlog.
+    let all = smtp.wait_for(7, ARRIVES).await;
+    let position = all
+        .iter()
+        .position(|m| m.to == "quiet@example.com")
+        .expect("the quiet tenant's message");
+    assert!(
+        position < 2,
+        "the quiet tenant's message went out {}th: {:?}",
+        position + 1,
+        all.iter().map(|m| &m.to).collect::<Vec<_>>()
+    );
+}

@@ -262,6 +262,9 @@ pub enum GateMode {
     Drip,
     /// Relays the connection to the SMTP server on this port.
     Forward(u16),
+    /// Waits this many milliseconds, then relays to the SMTP server on the port (a slow relay
+    /// that still answers within the timeout).
+    Slow(u16, u64),
 }
 
 /// A TCP server started by the test in front of the real SMTP server: a relay that stalls
@@ -306,7 +309,10 @@ impl Gate {
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
                         }
-                        GateMode::Forward(to) => {
+                        GateMode::Forward(to) | GateMode::Slow(to, _) => {
+                            if let GateMode::Slow(_, ms) = now {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
                             if let Ok(mut upstream) =
                                 tokio::net::TcpStream::connect(("127.0.0.1", to)).await
                             {

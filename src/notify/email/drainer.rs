@@ -15,8 +15,13 @@
 //! event after a quiet interval goes at once, those that arrive within the interval wait and go
 //! together. A confirmation message (a delivery without an event) is never held by the interval
 //! and is sent alone.
+//!
+//! Fairness: a claim takes the subscriptions whose mail has been due longest first, and no
+//! tenant gets more than `per_tenant` of this process's slots at once (counting what it has in
+//! flight), so one tenant's backlog cannot hold every slot while another tenant's mail waits.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -54,6 +59,8 @@ pub struct EmailConfig {
     pub poll: Duration,
     /// Messages this process sends at once.
     pub concurrency: usize,
+    /// Messages this process sends at once for one tenant.
+    pub per_tenant: usize,
     /// At most one message of events per subscription per this.
     pub interval: Duration,
     /// Delays before each retry, as for webhooks.
@@ -77,6 +84,7 @@ impl EmailConfig {
         Self {
             poll: settings.outbox_poll,
             concurrency: settings.email_concurrency.max(1),
+            per_tenant: settings.email_concurrency_per_tenant.max(1),
             interval: settings.email_interval,
             schedule: settings.webhook_retry_schedule.clone(),
             disable_after: settings.webhook_disable_after,
@@ -102,6 +110,7 @@ pub fn spawn(
             mailer,
             key,
             slots: Arc::new(Semaphore::new(config.concurrency)),
+            tenants: Arc::new(Mutex::new(HashMap::new())),
             finished: Arc::new(Notify::new()),
             config,
         };
@@ -116,13 +125,50 @@ struct Drainer {
     key: LinkKey,
     config: EmailConfig,
     slots: Arc<Semaphore>,
+    /// Messages in flight per tenant in this process.
+    tenants: TenantCounts,
     finished: Arc<Notify>,
+}
+
+type TenantCounts = Arc<Mutex<HashMap<Uuid, usize>>>;
+
+/// One message's hold on its tenant's count; released when dropped.
+struct TenantSlot {
+    tenants: TenantCounts,
+    user_id: Uuid,
+}
+
+impl TenantSlot {
+    fn take(tenants: &TenantCounts, user_id: Uuid) -> Self {
+        *tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(user_id)
+            .or_insert(0) += 1;
+        Self {
+            tenants: Arc::clone(tenants),
+            user_id,
+        }
+    }
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = tenants.get_mut(&self.user_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                tenants.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// A subscription claimed for one message.
 #[derive(Debug)]
 struct Claim {
     subscription_id: Uuid,
+    user_id: Uuid,
     channel_id: Uuid,
     claim: Uuid,
     email: String,
@@ -224,24 +270,53 @@ impl Drainer {
         )
         .execute(&mut *tx)
         .await?;
+        let (full, busy_users, busy_counts) = {
+            let tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+            let full: Vec<Uuid> = tenants
+                .iter()
+                .filter(|(_, n)| **n >= self.config.per_tenant)
+                .map(|(user, _)| *user)
+                .collect();
+            let (users, counts): (Vec<Uuid>, Vec<i64>) = tenants
+                .iter()
+                .map(|(user, n)| (*user, i64::try_from(*n).unwrap_or(i64::MAX)))
+                .unzip();
+            (full, users, counts)
+        };
+        let per_tenant = i64::try_from(self.config.per_tenant).unwrap_or(i64::MAX);
+        // Oldest due first; within what is looked at, no tenant gets more than its share of
+        // this process's slots (less what it has in flight), so one tenant's backlog cannot
+        // hold every slot while another's mail waits.
         let rows = sqlx::query!(
             r#"WITH due AS (
-                 SELECT DISTINCT d.subscription_id
+                 SELECT d.subscription_id, s.user_id, min(d.next_attempt_at) AS due_at
                    FROM tinydevcrm.deliveries d
                    JOIN tinydevcrm.subscriptions s ON s.subscription_id = d.subscription_id
                   WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                     AND s.kind = 'email' AND s.status = 'active'
+                    AND s.user_id <> ALL($5::uuid[])
                     AND (s.email_claim_until IS NULL OR s.email_claim_until <= now())
                     AND (d.seq IS NULL
                          OR (s.confirmed_at IS NOT NULL
                              AND (s.last_sent_at IS NULL
                                   OR s.last_sent_at <= now() - $1::bigint * interval '1 millisecond')))
-                  LIMIT $2::bigint * 4
+                  GROUP BY d.subscription_id, s.user_id
+                  ORDER BY due_at, d.subscription_id
+                  LIMIT greatest($2::bigint * 4, 64)
+             ), allowed AS (
+                 SELECT r.subscription_id, r.due_at FROM (
+                     SELECT due.*, row_number() OVER (
+                                PARTITION BY due.user_id ORDER BY due.due_at, due.subscription_id) AS n
+                       FROM due) r
+                   LEFT JOIN unnest($6::uuid[], $7::bigint[]) AS busy(user_id, n)
+                          ON busy.user_id = r.user_id
+                  WHERE r.n + coalesce(busy.n, 0) <= $8
              ), picked AS (
                  SELECT s.subscription_id FROM tinydevcrm.subscriptions s
-                  WHERE s.subscription_id IN (SELECT subscription_id FROM due)
-                    AND s.status = 'active'
+                   JOIN allowed a ON a.subscription_id = s.subscription_id
+                  WHERE s.status = 'active'
                     AND (s.email_claim_until IS NULL OR s.email_claim_until <= now())
+                  ORDER BY a.due_at, s.subscription_id
                   LIMIT $2
                   FOR UPDATE OF s SKIP LOCKED
              )
@@ -249,7 +324,7 @@ impl Drainer {
                 SET email_claim = $3, email_claim_until = now() + $4::bigint * interval '1 millisecond'
                FROM picked
               WHERE s.subscription_id = picked.subscription_id
-          RETURNING s.subscription_id, s.channel_id, s.email AS "email!", s.confirm_nonce,
+          RETURNING s.subscription_id, s.user_id, s.channel_id, s.email AS "email!", s.confirm_nonce,
                     s.unsubscribe_nonce AS "unsubscribe_nonce!",
                     (s.confirmed_at IS NOT NULL AND (s.last_sent_at IS NULL
                       OR s.last_sent_at <= now() - $1::bigint * interval '1 millisecond')) AS "events_due!",
@@ -260,6 +335,10 @@ impl Drainer {
             room,
             claim,
             lease,
+            &full,
+            &busy_users,
+            &busy_counts,
+            per_tenant,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -267,6 +346,7 @@ impl Drainer {
         for row in rows {
             let claimed = Claim {
                 subscription_id: row.subscription_id,
+                user_id: row.user_id,
                 channel_id: row.channel_id,
                 claim,
                 email: row.email,
@@ -300,9 +380,11 @@ impl Drainer {
                 tracing::error!(subscription_id = %claimed.subscription_id, "e-mail: no slot for a claimed subscription");
                 continue;
             };
+            let tenant = TenantSlot::take(&self.tenants, claimed.user_id);
             let this = self.clone();
             tokio::spawn(async move {
                 this.attempt(claimed, taken).await;
+                drop(tenant);
                 drop(permit);
                 this.finished.notify_one();
             });
