@@ -224,7 +224,11 @@ mod tests {
             assert_eq!(normalised(same), key, "{same}");
             assert_eq!(address_hash(same), address_hash("victim@mail.test"));
         }
-        for other in ["victim@mail2.test", "victim2@mail.test", "victim@sub.mail.test"] {
+        for other in [
+            "victim@mail2.test",
+            "victim2@mail.test",
+            "victim@sub.mail.test",
+        ] {
             assert_ne!(normalised(other), key, "{other}");
         }
     }

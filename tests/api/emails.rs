@@ -644,6 +644,7 @@ async fn a_tenant_past_its_hourly_confirmation_budget_gets_429_naming_the_settin
         let body = subscribe(&app, a, &channel, &format!("budget{n}@example.com")).await;
         ids.push(body["email_id"].as_str().expect("id").to_owned());
     }
+    smtp.wait_for(3, ARRIVES).await;
 
     // Act: a fourth address; a resend; and deleting every subscription first does not help.
     let fourth = app
@@ -667,7 +668,12 @@ async fn a_tenant_past_its_hourly_confirmation_budget_gets_429_naming_the_settin
             &json!({}),
         )
         .await;
-    assert_problem(resend, StatusCode::TOO_MANY_REQUESTS, "too_many_confirmations").await;
+    assert_problem(
+        resend,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_confirmations",
+    )
+    .await;
     for id in &ids {
         app.delete_as(a, &format!("/channels/{channel}/emails/{id}/"))
             .await;
@@ -679,7 +685,12 @@ async fn a_tenant_past_its_hourly_confirmation_budget_gets_429_naming_the_settin
             &json!({"to": "budget4@example.com"}),
         )
         .await;
-    assert_problem(again, StatusCode::TOO_MANY_REQUESTS, "too_many_confirmations").await;
+    assert_problem(
+        again,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_confirmations",
+    )
+    .await;
 
     // Assert: three messages; the answer says when and which setting.
     let secs: u64 = retry_after
@@ -735,7 +746,11 @@ async fn an_address_that_unsubscribed_is_refused_for_good_by_every_tenant_in_any
         (&other.access, &oc, "refuser@example.com"),
     ] {
         let res = app
-            .post_as(access, &format!("/channels/{ch}/emails/"), &json!({"to": to}))
+            .post_as(
+                access,
+                &format!("/channels/{ch}/emails/"),
+                &json!({"to": to}),
+            )
             .await;
         assert_problem(res, StatusCode::CONFLICT, "email_suppressed").await;
         let listed = json_of(

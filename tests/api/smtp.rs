@@ -317,8 +317,7 @@ impl Gate {
                                 tokio::net::TcpStream::connect(("127.0.0.1", to)).await
                             {
                                 let _ =
-                                    tokio::io::copy_bidirectional(&mut socket, &mut upstream)
-                                        .await;
+                                    tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
                             }
                         }
                     }

@@ -377,14 +377,8 @@ pub async fn resend_confirmation(
 ) -> Result<HttpResponse, ApiError> {
     let (channel, email) = email_path(&path)?;
     require_smtp(&state)?;
-    let row = email_store::resend(
-        &state.pool,
-        user.user_id,
-        channel,
-        email,
-        pacing(&state),
-    )
-    .await?;
+    let row =
+        email_store::resend(&state.pool, user.user_id, channel, email, pacing(&state)).await?;
     Ok(HttpResponse::Accepted().json(EmailBody::from(row)))
 }
 
