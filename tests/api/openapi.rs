@@ -175,8 +175,9 @@ async fn no_operation_lists_a_status_it_cannot_answer() {
         "GET /channels/{id}/listen/",
         "POST /tables/{name}/indexes/",
         "DELETE /tables/{name}/indexes/{index}/",
-        // At most one confirmation per address per interval.
+        // At most one confirmation per address per interval; the tenant's hourly budget.
         "POST /channels/{id}/emails/{eid}/resend-confirmation/",
+        "POST /channels/{id}/emails/",
     ];
     // Unauthenticated routes that answer 401 on the credentials or the token in their body.
     let credential_checks = [
