@@ -48,6 +48,10 @@ BASE=http://127.0.0.1:$PORT
   export TDC_DATA_DIR=$WORK/data TDC_BIND=127.0.0.1:$PORT TDC_STREAM_BIND=
   # One token serves the whole run; the default 5 minutes could end mid-run.
   export TDC_ACCESS_TOKEN_TTL_SECS=3600
+  # E-mail configured, so that its routes answer as in a deployment that sends mail (without
+  # it they are 503 `email_not_configured`). Nothing listens on port 9 here: the messages the
+  # run queues are tried, fail to connect and wait for their retry; nothing is sent.
+  export TDC_SMTP_URL=smtp://127.0.0.1:9 TDC_SMTP_FROM=conformance@example.test
   export LOG_FORMAT=json RUST_LOG=${RUST_LOG:-warn}
   exec "$BIN" serve
 ) >"$WORK/serve.log" 2>&1 &
