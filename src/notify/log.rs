@@ -10,7 +10,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::states::SubscriptionStatus;
-use super::store::DeliveryBody;
+use sqlx::PgPool;
+
+use super::store::{self, DeliveryBody};
 use crate::error::ApiError;
 
 /// Whether a webhook is delivered to; the owner may set these two.
@@ -66,15 +68,58 @@ pub struct DeliveriesPage {
     pub next_cursor: Option<String>,
 }
 
+/// Where a page of a delivery log starts: its size, and the last delivery (time and id) of the
+/// page before, if any.
+pub type Position = (i64, Option<(DateTime<Utc>, Uuid)>);
+
+impl DeliveriesQuery {
+    /// The page size and the position in `subscription_id`'s log to read after: 400
+    /// `invalid_limit` or `invalid_cursor` for anything else. Checked before the subscription
+    /// is looked up, so the answer does not depend on whether it exists.
+    pub fn position(&self, subscription_id: Uuid) -> Result<Position, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit is {limit}; it must be between 1 and 200"),
+            ));
+        }
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|cursor| decode_cursor(cursor, subscription_id))
+            .transpose()?;
+        Ok((limit, after))
+    }
+}
+
+/// Up to `limit` deliveries of the subscription's log after `after`, newest first, with the
+/// cursor of the next page when this one is full.
+pub async fn page(
+    pool: &PgPool,
+    subscription_id: Uuid,
+    (limit, after): Position,
+) -> Result<DeliveriesPage, ApiError> {
+    let deliveries = store::deliveries(pool, subscription_id, after, limit).await?;
+    let next_cursor = match deliveries.last() {
+        Some(last) if deliveries.len() as i64 == limit => Some(encode_cursor(
+            subscription_id,
+            last.created_at,
+            last.delivery_id,
+        )),
+        _ => None,
+    };
+    Ok(DeliveriesPage {
+        deliveries,
+        next_cursor,
+    })
+}
+
 /// A page position as an opaque cursor: the subscription whose log it pages, the last
 /// delivery's time (microseconds, as PostgreSQL keeps it) and id. The subscription is in it so
 /// that a cursor of another log is refused rather than read as a position in this one (it
 /// would silently skip or repeat deliveries).
-pub fn encode_cursor(
-    subscription_id: Uuid,
-    created_at: DateTime<Utc>,
-    delivery_id: Uuid,
-) -> String {
+fn encode_cursor(subscription_id: Uuid, created_at: DateTime<Utc>, delivery_id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!(
         "{subscription_id}.{}.{delivery_id}",
         created_at.timestamp_micros()
@@ -83,10 +128,7 @@ pub fn encode_cursor(
 
 /// The position in `subscription_id`'s log that `cursor` names; 400 `invalid_cursor` for
 /// anything but a cursor [`encode_cursor`] made for that subscription.
-pub fn decode_cursor(
-    cursor: &str,
-    subscription_id: Uuid,
-) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+fn decode_cursor(cursor: &str, subscription_id: Uuid) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid_cursor",

@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use super::destination::DestinationPolicy;
 pub use super::log::{DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus};
-use super::log::{decode_cursor, encode_cursor};
 use super::signature::WebhookSecret;
 use super::states::SubscriptionStatus;
 use super::store::{self, Change, Limits, WebhookRow, WebhookUrl};
@@ -372,32 +371,10 @@ pub async fn list_deliveries(
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (channel, webhook) = webhook_path(&path)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit is {limit}; it must be between 1 and 200"),
-        ));
-    }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| decode_cursor(cursor, webhook))
-        .transpose()?;
+    let position = query.position(webhook)?;
     let webhook = store::find(&state.pool, user.user_id, channel, webhook).await?;
-    let deliveries = store::deliveries(&state.pool, webhook.subscription_id, after, limit).await?;
-    let next_cursor = match deliveries.last() {
-        Some(last) if deliveries.len() as i64 == limit => Some(encode_cursor(
-            webhook.subscription_id,
-            last.created_at,
-            last.delivery_id,
-        )),
-        _ => None,
-    };
-    Ok(HttpResponse::Ok().json(DeliveriesPage {
-        deliveries,
-        next_cursor,
-    }))
+    let page = super::log::page(&state.pool, webhook.subscription_id, position).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Redeliver a delivery that succeeded or failed, now (its attempts so far are kept).

@@ -19,10 +19,8 @@ use super::store::{self as email_store, EmailRow, LinkError, LinkOutcome, Pacing
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::notify::links::{LinkKey, Purpose};
-use crate::notify::log::{
-    DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus, decode_cursor, encode_cursor,
-};
-use crate::notify::store::{self, Limits};
+use crate::notify::log::{DeliveriesPage, DeliveriesQuery, DeliveryQueued, SettableStatus};
+use crate::notify::store::Limits;
 use crate::notify::{mailer, recipient};
 use crate::state::AppState;
 
@@ -398,30 +396,10 @@ pub async fn list_email_deliveries(
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (channel, email) = email_path(&path)?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit is {limit}; it must be between 1 and 200"),
-        ));
-    }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| decode_cursor(cursor, email))
-        .transpose()?;
+    let position = query.position(email)?;
     let row = email_store::find(&state.pool, user.user_id, channel, email).await?;
-    let deliveries = store::deliveries(&state.pool, row.subscription_id, after, limit).await?;
-    let next_cursor = match deliveries.last() {
-        Some(last) if deliveries.len() as i64 == limit => {
-            Some(encode_cursor(email, last.created_at, last.delivery_id))
-        }
-        _ => None,
-    };
-    Ok(HttpResponse::Ok().json(DeliveriesPage {
-        deliveries,
-        next_cursor,
-    }))
+    let page = crate::notify::log::page(&state.pool, row.subscription_id, position).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Send an event delivery that succeeded or failed again (in the next message).
