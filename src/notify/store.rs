@@ -268,20 +268,34 @@ pub async fn delete(
     channel_id: Uuid,
     webhook_id: Uuid,
 ) -> Result<(), ApiError> {
+    if !delete_owned(pool, user_id, channel_id, webhook_id, "webhook").await? {
+        return Err(no_webhook(webhook_id));
+    }
+    Ok(())
+}
+
+/// Deletes the user's subscription `id` of `kind` (`webhook` or `email`) on the channel, and
+/// with it its delivery log (the foreign key cascades); whether there was one. One statement
+/// for both kinds, so the owner check is written once.
+pub(crate) async fn delete_owned(
+    pool: &PgPool,
+    user_id: Uuid,
+    channel_id: Uuid,
+    id: Uuid,
+    kind: &'static str,
+) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query!(
         "DELETE FROM tinydevcrm.subscriptions
-          WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = 'webhook'",
+          WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = $4",
         user_id,
         channel_id,
-        webhook_id,
+        id,
+        kind,
     )
     .execute(pool)
     .await?
     .rows_affected();
-    if deleted == 0 {
-        return Err(no_webhook(webhook_id));
-    }
-    Ok(())
+    Ok(deleted > 0)
 }
 
 /// Replaces the secret; the one it replaces keeps signing next to it for `overlap`. Only two

@@ -455,17 +455,7 @@ pub async fn delete(
     channel_id: Uuid,
     id: Uuid,
 ) -> Result<(), ApiError> {
-    let deleted = sqlx::query!(
-        "DELETE FROM tinydevcrm.subscriptions
-          WHERE user_id = $1 AND channel_id = $2 AND subscription_id = $3 AND kind = 'email'",
-        user_id,
-        channel_id,
-        id,
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if deleted == 0 {
+    if !crate::notify::store::delete_owned(pool, user_id, channel_id, id, "email").await? {
         return Err(no_email(id));
     }
     Ok(())
