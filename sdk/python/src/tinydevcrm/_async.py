@@ -1,0 +1,193 @@
+"""The asyncio client: auth with transparent refresh, any JSON route, and ``listen``.
+
+Uploads and Parquet reads stay on :class:`tinydevcrm.Client` (from asyncio, through
+``asyncio.to_thread``): they are bulk transfers where a thread costs nothing, while listening
+to many channels at once is where coroutines pay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Tuple, Union
+
+import httpx
+
+from ._client import JSON, Tokens
+from ._errors import TinydevcrmConnectionError, TinydevcrmError
+from ._listen import EXPIRED, YIELD, Resume
+from ._sse import Event
+
+
+class AsyncClient:
+    """Like :class:`tinydevcrm.Client` for asyncio, for auth, JSON routes and ``listen``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        access_token: Optional[str] = None,
+        refresh_token: Optional[str] = None,
+        timeout: Union[float, httpx.Timeout] = httpx.Timeout(120.0, connect=10.0),
+        on_tokens: Optional[Callable[[Tokens], None]] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._access = access_token
+        self._refresh = refresh_token
+        self._on_tokens = on_tokens
+        self._refresh_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def tokens(self) -> Optional[Tokens]:
+        if self._access is None or self._refresh is None:
+            return None
+        return Tokens(self._access, self._refresh)
+
+    def _set_tokens(self, body: JSON) -> Tokens:
+        tokens = Tokens(access=body["access"], refresh=body["refresh"])
+        self._access, self._refresh = tokens.access, tokens.refresh
+        if self._on_tokens is not None:
+            self._on_tokens(tokens)
+        return tokens
+
+    async def register(self, email: str, password: str) -> JSON:
+        body = {"primary_email": email, "password": password}
+        return await self._call("POST", "/auth/users/register/", json=body, auth=False)
+
+    async def login(self, email: str, password: str) -> Tokens:
+        body = {"primary_email": email, "password": password}
+        return self._set_tokens(
+            await self._call("POST", "/auth/tokens/obtain/", json=body, auth=False)
+        )
+
+    async def refresh(self) -> Tokens:
+        if self._refresh is None:
+            raise TinydevcrmError(None, "not_logged_in", "there is no refresh token: log in first")
+        body = {"refresh": self._refresh}
+        return self._set_tokens(
+            await self._call("POST", "/auth/tokens/refresh/", json=body, auth=False)
+        )
+
+    async def logout(self) -> None:
+        if self._refresh is not None:
+            await self._call(
+                "POST", "/auth/tokens/blacklist/", json={"refresh": self._refresh}, auth=False
+            )
+        self._access = self._refresh = None
+
+    async def me(self) -> JSON:
+        return await self._call("GET", "/auth/users/me/")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Sequence[Tuple[str, str]]] = None,
+        json: Any = None,
+    ) -> Any:
+        """Any JSON route (``GET /tables/``, ``POST /views/{name}/refresh/``, ...): the parsed
+        body, ``None`` when empty; refreshes an expired token once, raises
+        :class:`TinydevcrmError`."""
+        return await self._call(method, path, params=list(params) if params else None, json=json)
+
+    async def _refresh_after(self, stale: Optional[str]) -> None:
+        async with self._refresh_lock:
+            if self._access == stale:
+                await self.refresh()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[List[Tuple[str, str]]] = None,
+        json: Any = None,
+        auth: bool = True,
+    ) -> Any:
+        for attempt in (1, 2):
+            token = self._access
+            headers = {"Authorization": f"Bearer {token}"} if auth and token else {}
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    params=tuple(params) if params else None,
+                    json=json,
+                    headers=headers,
+                )
+            except httpx.TransportError as e:
+                raise TinydevcrmConnectionError(f"{method} {self.base_url}{path}: {e}") from e
+            if response.is_success:
+                return response.json() if response.content else None
+            error = TinydevcrmError.from_response(response)
+            if (
+                attempt == 1
+                and auth
+                and error.code == "token_expired"
+                and self._refresh is not None
+            ):
+                await self._refresh_after(token)
+                continue
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def listen(
+        self,
+        channel_id: str,
+        *,
+        last_event_id: Optional[int] = None,
+        read_timeout: float = 60.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        on_reconnect: Optional[Callable[[float, Optional[BaseException]], None]] = None,
+    ) -> AsyncIterator[Event]:
+        """The events of a channel, as :meth:`tinydevcrm.Client.listen` (same resumption,
+        refresh, backoff and errors), as an async generator."""
+        state = Resume(last_event_id, initial_backoff, max_backoff)
+        path = f"/channels/{channel_id}/listen/"
+        timeout = httpx.Timeout(10.0, read=read_timeout)
+        while True:
+            token = self._access
+            error: Optional[BaseException] = None
+            expired = False
+            try:
+                async with self._http.stream(
+                    "GET", path, headers=state.headers(token), timeout=timeout
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        problem = TinydevcrmError.from_response(response)
+                        expired = state.refused(problem, self._refresh is not None)
+                        error = None if expired else problem
+                    else:
+                        state.connected()
+                        async for line in response.aiter_lines():
+                            event = state.decoder.feed(line)
+                            if event is None:
+                                continue
+                            verdict = state.accept(event)
+                            if verdict == EXPIRED:
+                                expired = True
+                                break
+                            if verdict == YIELD:
+                                yield event
+            except httpx.TransportError as e:
+                error = e
+            if expired:
+                await self._refresh_after(token)
+                continue
+            delay = state.delay(error)
+            if on_reconnect is not None:
+                on_reconnect(delay, error)
+            await asyncio.sleep(delay)
