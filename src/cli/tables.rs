@@ -259,7 +259,7 @@ fn file_part(path: &Path, len: u64, name: &str, progress: &ProgressBar) -> Resul
     let file = std::fs::File::open(path)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
     let progress = progress.clone();
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file))
+    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024)
         .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
     Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(name.to_owned())

@@ -331,8 +331,17 @@ async fn listen_prints_each_event_once_across_a_server_restart_and_token_expiry(
         .stderr(std::fs::File::create(out.with_extension("err")).expect("err"))
         .spawn()
         .expect("start listen");
-    // The stream is open once its first heartbeat-free wait begins; a refresh before that is
-    // replayed anyway (the channel starts at event 0).
+    // A listen without `--last-event-id` starts with live events: refresh once it says it is
+    // connected.
+    let began = Instant::now();
+    while !std::fs::read_to_string(out.with_extension("err"))
+        .unwrap_or_default()
+        .contains("(listening to channel")
+    {
+        assert!(began.elapsed() < Duration::from_secs(30), "listen never connected");
+        assert!(listener.try_wait().expect("status").is_none(), "listen exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut runs = Vec::new();
     for _ in 0..2 {
         runs.push(app.refresh_view(&user.access, "someview").await["refresh_id"].clone());
