@@ -255,10 +255,7 @@ pub async fn problem(response: Response) -> CliError {
         Ok(p) if p.code.is_some() || p.detail.is_some() => CliError::Server {
             status: status.as_u16(),
             code: p.code.unwrap_or_else(|| "unknown".to_owned()),
-            detail: p
-                .detail
-                .or(p.title)
-                .unwrap_or_else(|| status_text(status)),
+            detail: p.detail.or(p.title).unwrap_or_else(|| status_text(status)),
         },
         _ => CliError::Server {
             status: status.as_u16(),

@@ -73,7 +73,9 @@ fn credentials(args: &LoginArgs) -> Result<(String, String), CliError> {
         ));
     };
     if email.is_empty() || password.is_empty() {
-        return Err(CliError::usage("the e-mail and the password must not be empty"));
+        return Err(CliError::usage(
+            "the e-mail and the password must not be empty",
+        ));
     }
     Ok((email, password))
 }
@@ -131,10 +133,7 @@ async fn logout(args: Plain) -> Result<(), CliError> {
     } else if was_in {
         println!("logged out (profile {})", escape(session.store().name()));
     } else {
-        println!(
-            "not logged in (profile {})",
-            escape(session.store().name())
-        );
+        println!("not logged in (profile {})", escape(session.store().name()));
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use serde_json::Value;
 /// Characters a terminal may act on: C0 and C1 controls, DEL, and the Unicode format
 /// characters that reorder or hide text (bidirectional embeddings, overrides and isolates).
 fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `text` with every unsafe character written as `\u{..}` (and `\` itself doubled, so an

@@ -119,7 +119,10 @@ impl Store {
         let path = self.path();
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                CliError::usage(format!("{} is not a valid config file: {e}", path.display()))
+                CliError::usage(format!(
+                    "{} is not a valid config file: {e}",
+                    path.display()
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
             Err(e) => Err(CliError::usage(format!("{}: {e}", path.display()))),

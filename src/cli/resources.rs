@@ -4,7 +4,9 @@
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::args::{ChannelsArgs, ChannelsCommand, JobsArgs, JobsCommand, Overlap, ViewsArgs, ViewsCommand};
+use super::args::{
+    ChannelsArgs, ChannelsCommand, JobsArgs, JobsCommand, Overlap, ViewsArgs, ViewsCommand,
+};
 use super::client::{Session, parse};
 use super::error::CliError;
 use super::listen;
@@ -67,8 +69,17 @@ pub async fn views(args: ViewsArgs) -> Result<(), CliError> {
         }
         ViewsCommand::Rows(rows_args) => rows(&mut session, "views", rows_args, json).await,
         ViewsCommand::Drop { name, cascade } => {
-            delete(&mut session, &format!("/views/{}/", segment(&name)), cascade).await?;
-            done(json, json!({"dropped": name}), &format!("dropped view {}", escape(&name)));
+            delete(
+                &mut session,
+                &format!("/views/{}/", segment(&name)),
+                cascade,
+            )
+            .await?;
+            done(
+                json,
+                json!({"dropped": name}),
+                &format!("dropped view {}", escape(&name)),
+            );
             Ok(())
         }
     }
@@ -120,8 +131,13 @@ pub async fn jobs(args: JobsArgs) -> Result<(), CliError> {
             if paused {
                 body.insert("paused".into(), json!(true));
             }
-            let text = send_json(&mut session, Method::POST, "/jobs/create/", &Value::Object(body))
-                .await?;
+            let text = send_json(
+                &mut session,
+                Method::POST,
+                "/jobs/create/",
+                &Value::Object(body),
+            )
+            .await?;
             described(&text, json, |v| format!("created {}", job_line(v)))
         }
         JobsCommand::Ls => {
@@ -129,7 +145,14 @@ pub async fn jobs(args: JobsArgs) -> Result<(), CliError> {
             list(
                 text,
                 json,
-                &["job_id", "view_name", "crontab_def", "timezone", "paused", "next_run_at"],
+                &[
+                    "job_id",
+                    "view_name",
+                    "crontab_def",
+                    "timezone",
+                    "paused",
+                    "next_run_at",
+                ],
             )
         }
         JobsCommand::Show { job } => {
@@ -149,25 +172,42 @@ pub async fn jobs(args: JobsArgs) -> Result<(), CliError> {
                 let runs = page["runs"].as_array().cloned().unwrap_or_default();
                 print_list(
                     &runs,
-                    &["scheduled_for", "status", "attempts", "row_count", "duration_ms", "error"],
+                    &[
+                        "scheduled_for",
+                        "status",
+                        "attempts",
+                        "row_count",
+                        "duration_ms",
+                        "error",
+                    ],
                 );
             }
             Ok(())
         }
         JobsCommand::Pause { job } => {
             let path = format!("/jobs/{}/", segment(&job));
-            let text = send_json(&mut session, Method::PATCH, &path, &json!({"paused": true})).await?;
+            let text =
+                send_json(&mut session, Method::PATCH, &path, &json!({"paused": true})).await?;
             described(&text, json, |v| format!("paused {}", job_line(v)))
         }
         JobsCommand::Resume { job } => {
             let path = format!("/jobs/{}/", segment(&job));
-            let text =
-                send_json(&mut session, Method::PATCH, &path, &json!({"paused": false})).await?;
+            let text = send_json(
+                &mut session,
+                Method::PATCH,
+                &path,
+                &json!({"paused": false}),
+            )
+            .await?;
             described(&text, json, |v| format!("resumed {}", job_line(v)))
         }
         JobsCommand::Delete { job } => {
             delete(&mut session, &format!("/jobs/{}/", segment(&job)), false).await?;
-            done(json, json!({"deleted": job}), &format!("deleted job {}", escape(&job)));
+            done(
+                json,
+                json!({"deleted": job}),
+                &format!("deleted job {}", escape(&job)),
+            );
             Ok(())
         }
     }
@@ -198,7 +238,13 @@ pub async fn channels(args: ChannelsArgs) -> Result<(), CliError> {
             list(
                 text,
                 json,
-                &["channel_id", "view_name", "job_id", "last_event_id", "created_at"],
+                &[
+                    "channel_id",
+                    "view_name",
+                    "job_id",
+                    "last_event_id",
+                    "created_at",
+                ],
             )
         }
         ChannelsCommand::Show { channel } => {
@@ -206,7 +252,12 @@ pub async fn channels(args: ChannelsArgs) -> Result<(), CliError> {
             show(&text, json)
         }
         ChannelsCommand::Delete { channel } => {
-            delete(&mut session, &format!("/channels/{}/", segment(&channel)), false).await?;
+            delete(
+                &mut session,
+                &format!("/channels/{}/", segment(&channel)),
+                false,
+            )
+            .await?;
             done(
                 json,
                 json!({"deleted": channel}),

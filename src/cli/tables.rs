@@ -12,7 +12,10 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::args::{ExportArgs, ExportFormat, RowsArgs, RowsFormat, TablesArgs, TablesCommand, UploadArgs, UploadMode};
+use super::args::{
+    ExportArgs, ExportFormat, RowsArgs, RowsFormat, TablesArgs, TablesCommand, UploadArgs,
+    UploadMode,
+};
 use super::client::{Session, parse};
 use super::error::{CliError, unreachable};
 use super::output::{
@@ -42,7 +45,11 @@ pub async fn run(args: TablesArgs) -> Result<(), CliError> {
         TablesCommand::Drop { name, cascade } => {
             let path = format!("/tables/{}/", segment(&name));
             delete(&mut session, &path, cascade).await?;
-            done(json, json!({"dropped": name}), &format!("dropped table {}", escape(&name)));
+            done(
+                json,
+                json!({"dropped": name}),
+                &format!("dropped table {}", escape(&name)),
+            );
             Ok(())
         }
     }
@@ -152,7 +159,9 @@ fn bar(len: Option<u64>, message: &str) -> ProgressBar {
         }
         None => {
             let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}") {
+            if let Ok(style) =
+                ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}")
+            {
                 bar.set_style(style);
             }
             bar
@@ -181,9 +190,10 @@ async fn upload(session: &mut Session, args: UploadArgs, json: bool) -> Result<(
     let len = std::fs::metadata(&path)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?
         .len();
-    let file_name = path
-        .file_name()
-        .map_or_else(|| "upload.parquet".to_owned(), |n| n.to_string_lossy().into_owned());
+    let file_name = path.file_name().map_or_else(
+        || "upload.parquet".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let progress = bar(Some(len), &format!("uploading {file_name}"));
     let url = match args.mode {
         None => session.url("/tables/create/"),
@@ -201,11 +211,12 @@ async fn upload(session: &mut Session, args: UploadArgs, json: bool) -> Result<(
                 };
                 form.part("file", part)
             }
-            Some(mode) => Form::new()
-                .text("mode", mode_name(mode))
-                .part("file", part),
+            Some(mode) => Form::new().text("mode", mode_name(mode)).part("file", part),
         };
-        Ok(http.post(&url).header("Authorization", auth).multipart(form))
+        Ok(http
+            .post(&url)
+            .header("Authorization", auth)
+            .multipart(form))
     };
     let result = session.text(build).await;
     progress.finish_and_clear();
@@ -228,7 +239,11 @@ async fn upload(session: &mut Session, args: UploadArgs, json: bool) -> Result<(
             let written: RowsWritten = serde_json::from_str(&text).map_err(|e| invalid(&e))?;
             println!(
                 "{} {} rows to table {} ({len} bytes): {} rows in the table",
-                if mode == UploadMode::Replace { "replaced with" } else { "appended" },
+                if mode == UploadMode::Replace {
+                    "replaced with"
+                } else {
+                    "appended"
+                },
                 written.rows_written,
                 escape(&args.name),
                 written.row_count
@@ -259,8 +274,9 @@ fn file_part(path: &Path, len: u64, name: &str, progress: &ProgressBar) -> Resul
     let file = std::fs::File::open(path)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
     let progress = progress.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024)
-        .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024)
+            .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
     Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
         .file_name(name.to_owned())
         .mime_str("application/octet-stream")
@@ -309,11 +325,13 @@ pub async fn rows(
     args: RowsArgs,
     json: bool,
 ) -> Result<(), CliError> {
-    let format = args.format.unwrap_or(if json || !std::io::stdout().is_terminal() {
-        RowsFormat::Json
-    } else {
-        RowsFormat::Table
-    });
+    let format = args
+        .format
+        .unwrap_or(if json || !std::io::stdout().is_terminal() {
+            RowsFormat::Json
+        } else {
+            RowsFormat::Table
+        });
     let mut query = rows_query(
         &args.filters,
         args.order.as_deref(),
@@ -383,13 +401,20 @@ fn create_output(path: &Path) -> Result<std::fs::File, CliError> {
 /// A Parquet or CSV export: the server sends the whole result; streamed to the file.
 async fn export_file(session: &mut Session, args: &ExportArgs) -> Result<u64, CliError> {
     let mut query = rows_query(&args.filters, args.order.as_deref(), None, args.limit)?;
-    let format = if args.format == ExportFormat::Csv { "csv" } else { "parquet" };
+    let format = if args.format == ExportFormat::Csv {
+        "csv"
+    } else {
+        "parquet"
+    };
     query.push(("format".to_owned(), format.to_owned()));
     let url = session.url(&format!("/tables/{}/rows/", segment(&args.name)));
     let response = session
         .send(|http, auth| Ok(http.get(&url).header("Authorization", auth).query(&query)))
         .await?;
-    let progress = bar(response.content_length(), &format!("exporting {}", args.name));
+    let progress = bar(
+        response.content_length(),
+        &format!("exporting {}", args.name),
+    );
     let mut out = create_output(&args.output)?;
     let mut body = response.bytes_stream();
     let mut written = 0u64;

@@ -102,7 +102,8 @@ impl Client {
         let mut args = args.to_vec();
         args.push("--json");
         let out = self.ok(&args).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
     }
 
     /// Logs `user` in with the password on standard input.
@@ -148,7 +149,10 @@ async fn the_cli_logs_in_uploads_with_progress_to_a_pipe_and_reads_rows_as_json_
     let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
     assert_eq!(mode(&cli.config_dir().join("config.json")), 0o600);
     assert_eq!(mode(&cli.config_dir()), 0o700);
-    assert_eq!(cli.config()["profiles"]["default"]["url"], json!(app.address));
+    assert_eq!(
+        cli.config()["profiles"]["default"]["url"],
+        json!(app.address)
+    );
 
     let upload = cli
         .run(&["tables", "upload", &sample(), "--name", "calls"])
@@ -163,14 +167,30 @@ async fn the_cli_logs_in_uploads_with_progress_to_a_pipe_and_reads_rows_as_json_
         "no progress bar drawn into a pipe: {upload:?}"
     );
     let appended = cli
-        .json(&["tables", "upload", &sample(), "--name", "calls", "--mode", "append"])
+        .json(&[
+            "tables",
+            "upload",
+            &sample(),
+            "--name",
+            "calls",
+            "--mode",
+            "append",
+        ])
         .await;
     assert_eq!(appended["rows_written"], 6000);
     assert_eq!(appended["row_count"], 12000);
 
     // Piped, rows are JSON: an array of objects in column order.
     let out = cli
-        .ok(&["tables", "rows", "calls", "--limit", "2", "--filter", "record_type=eq.start"])
+        .ok(&[
+            "tables",
+            "rows",
+            "calls",
+            "--limit",
+            "2",
+            "--filter",
+            "record_type=eq.start",
+        ])
         .await;
     assert!(
         out.starts_with(r#"[{"record_id":1,"record_type":"start","record_timestamp":"#),
@@ -178,32 +198,77 @@ async fn the_cli_logs_in_uploads_with_progress_to_a_pipe_and_reads_rows_as_json_
     );
     let rows: Value = serde_json::from_str(&out).expect("JSON rows");
     assert_eq!(rows.as_array().map(Vec::len), Some(2));
-    assert!(rows.as_array().into_iter().flatten().all(|r| r["record_type"] == "start"));
+    assert!(
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r["record_type"] == "start")
+    );
     let csv = cli
-        .ok(&["tables", "rows", "calls", "--limit", "3", "--order", "record_id.desc", "--format", "csv"])
+        .ok(&[
+            "tables",
+            "rows",
+            "calls",
+            "--limit",
+            "3",
+            "--order",
+            "record_id.desc",
+            "--format",
+            "csv",
+        ])
         .await;
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "{csv}");
-    assert_eq!(lines[0], "record_id,record_type,record_timestamp,call_id,source,destination");
+    assert_eq!(
+        lines[0],
+        "record_id,record_type,record_timestamp,call_id,source,destination"
+    );
     assert!(lines[1].starts_with("6000,"), "{csv}");
 
     let tables = cli.json(&["tables", "ls"]).await;
     assert_eq!(tables[0]["table_name"], "calls");
-    assert_eq!(cli.json(&["tables", "show", "calls"]).await["row_count"], 12000);
+    assert_eq!(
+        cli.json(&["tables", "show", "calls"]).await["row_count"],
+        12000
+    );
 
     let file = cli.home.join("calls.parquet");
     let export = cli
-        .run(&["tables", "export", "calls", "--format", "parquet", "-o", &file.display().to_string(), "--limit", "10"])
+        .run(&[
+            "tables",
+            "export",
+            "calls",
+            "--format",
+            "parquet",
+            "-o",
+            &file.display().to_string(),
+            "--limit",
+            "10",
+        ])
         .await;
     assert_eq!(export.code, 0, "{export:?}");
     assert!(!has_terminal_codes(&export.stderr), "{export:?}");
     let bytes = std::fs::read(&file).expect("the export");
-    assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "a Parquet file");
+    assert!(
+        bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),
+        "a Parquet file"
+    );
     let json_file = cli.home.join("calls.json");
-    cli.ok(&["tables", "export", "calls", "--format", "json", "-o", &json_file.display().to_string(), "--limit", "3"])
-        .await;
+    cli.ok(&[
+        "tables",
+        "export",
+        "calls",
+        "--format",
+        "json",
+        "-o",
+        &json_file.display().to_string(),
+        "--limit",
+        "3",
+    ])
+    .await;
     let exported: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_file).expect("json export")).expect("JSON");
+        serde_json::from_str(&std::fs::read_to_string(&json_file).expect("json export"))
+            .expect("JSON");
     assert_eq!(exported.as_array().map(Vec::len), Some(3), "{exported}");
 
     cli.ok(&["tables", "drop", "calls"]).await;
@@ -216,36 +281,86 @@ async fn views_jobs_and_channels_round_trip_through_the_cli() {
     let user = app.signed_up_user().await;
     let cli = Client::new(&app.address);
     cli.login(&user).await;
-    cli.ok(&["tables", "upload", &sample(), "--name", "calls"]).await;
+    cli.ok(&["tables", "upload", &sample(), "--name", "calls"])
+        .await;
     let sql = cli.home.join("starts.sql");
-    std::fs::write(&sql, "SELECT record_type, count(*) AS n FROM calls GROUP BY 1").expect("sql");
+    std::fs::write(
+        &sql,
+        "SELECT record_type, count(*) AS n FROM calls GROUP BY 1",
+    )
+    .expect("sql");
 
     let view = cli
-        .json(&["views", "create", "starts", "--sql-file", &sql.display().to_string()])
+        .json(&[
+            "views",
+            "create",
+            "starts",
+            "--sql-file",
+            &sql.display().to_string(),
+        ])
         .await;
     assert_eq!(view["row_count"], 2, "{view}");
     assert_eq!(cli.json(&["views", "ls"]).await[0]["view_name"], "starts");
-    assert_eq!(cli.json(&["views", "show", "starts"]).await["view_name"], "starts");
+    assert_eq!(
+        cli.json(&["views", "show", "starts"]).await["view_name"],
+        "starts"
+    );
     let refreshed = cli.json(&["views", "refresh", "starts"]).await;
-    assert!(refreshed["status"] == "refreshed" || refreshed["status"] == "skipped", "{refreshed}");
+    assert!(
+        refreshed["status"] == "refreshed" || refreshed["status"] == "skipped",
+        "{refreshed}"
+    );
     let rows = cli
         .json(&["views", "rows", "starts", "--order", "record_type"])
         .await;
-    assert_eq!(rows, json!([{"record_type": "end", "n": 3000}, {"record_type": "start", "n": 3000}]));
+    assert_eq!(
+        rows,
+        json!([{"record_type": "end", "n": 3000}, {"record_type": "start", "n": 3000}])
+    );
 
     let job = cli
-        .json(&["jobs", "create", "starts", "--cron", "0 3 * * *", "--tz", "Europe/Paris", "--overlap", "queue", "--retries", "2"])
+        .json(&[
+            "jobs",
+            "create",
+            "starts",
+            "--cron",
+            "0 3 * * *",
+            "--tz",
+            "Europe/Paris",
+            "--overlap",
+            "queue",
+            "--retries",
+            "2",
+        ])
         .await;
     let job_id = job["job_id"].as_str().expect("job_id").to_owned();
     assert_eq!(
-        (&job["crontab_def"], &job["timezone"], &job["overlap"], &job["retries"], &job["paused"]),
-        (&json!("0 3 * * *"), &json!("Europe/Paris"), &json!("queue"), &json!(2), &json!(false))
+        (
+            &job["crontab_def"],
+            &job["timezone"],
+            &job["overlap"],
+            &job["retries"],
+            &job["paused"]
+        ),
+        (
+            &json!("0 3 * * *"),
+            &json!("Europe/Paris"),
+            &json!("queue"),
+            &json!(2),
+            &json!(false)
+        )
     );
     assert_eq!(cli.json(&["jobs", "ls"]).await[0]["job_id"], json!(job_id));
     assert_eq!(cli.json(&["jobs", "pause", &job_id]).await["paused"], true);
     assert_eq!(cli.json(&["jobs", "show", &job_id]).await["paused"], true);
-    assert_eq!(cli.json(&["jobs", "resume", &job_id]).await["paused"], false);
-    assert_eq!(cli.json(&["jobs", "runs", &job_id]).await["runs"], json!([]));
+    assert_eq!(
+        cli.json(&["jobs", "resume", &job_id]).await["paused"],
+        false
+    );
+    assert_eq!(
+        cli.json(&["jobs", "runs", &job_id]).await["runs"],
+        json!([])
+    );
 
     let channel = cli.json(&["channels", "create", "--job", &job_id]).await;
     assert_eq!(channel["view_name"], "starts");
@@ -256,7 +371,11 @@ async fn views_jobs_and_channels_round_trip_through_the_cli() {
     assert_eq!(cli.json(&["jobs", "ls"]).await, json!([]));
     cli.ok(&["views", "drop", "starts"]).await;
     assert_eq!(cli.json(&["views", "ls"]).await, json!([]));
-    assert_eq!(cli.json(&["channels", "ls"]).await, json!([]), "the view's channels went with it");
+    assert_eq!(
+        cli.json(&["channels", "ls"]).await,
+        json!([]),
+        "the view's channels went with it"
+    );
 }
 
 /// The `(id, run_id)` of each event line `listen --json` printed so far.
@@ -300,7 +419,10 @@ async fn serve_on(app: &TestApp, port: u16, log: &Path) -> Serve {
         &database_url(&app.db),
         log,
         &[
-            ("JWT_SECRET", app.settings.jwt_secret.expose_secret().to_owned()),
+            (
+                "JWT_SECRET",
+                app.settings.jwt_secret.expose_secret().to_owned(),
+            ),
             ("TDC_BIND", format!("127.0.0.1:{port}")),
             ("TDC_SCHEDULER", "false".to_owned()),
             ("TDC_ACCESS_TOKEN_TTL_SECS", "3".to_owned()),
@@ -338,8 +460,14 @@ async fn listen_prints_each_event_once_across_a_server_restart_and_token_expiry(
         .unwrap_or_default()
         .contains("(listening to channel")
     {
-        assert!(began.elapsed() < Duration::from_secs(30), "listen never connected");
-        assert!(listener.try_wait().expect("status").is_none(), "listen exited");
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "listen never connected"
+        );
+        assert!(
+            listener.try_wait().expect("status").is_none(),
+            "listen exited"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut runs = Vec::new();
@@ -375,7 +503,10 @@ async fn listen_prints_each_event_once_across_a_server_restart_and_token_expiry(
     let run_ids: Vec<Value> = seen.iter().map(|(_, r)| json!(r)).collect();
     assert_eq!(run_ids, runs, "the events are the refreshes, in order");
     let stderr = std::fs::read_to_string(out.with_extension("err")).expect("stderr");
-    assert!(stderr.contains("reconnecting"), "the drop was noticed: {stderr}");
+    assert!(
+        stderr.contains("reconnecting"),
+        "the drop was noticed: {stderr}"
+    );
     let config = cli.config();
     assert_ne!(
         config["profiles"]["default"]["access"],
@@ -393,15 +524,31 @@ async fn an_expired_access_token_is_refreshed_and_saved_transparently() {
     let before = cli.config()["profiles"]["default"].clone();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let old = app.me(before["access"].as_str().expect("access")).await;
-    assert_eq!(old.status(), StatusCode::UNAUTHORIZED, "the saved token has expired");
+    assert_eq!(
+        old.status(),
+        StatusCode::UNAUTHORIZED,
+        "the saved token has expired"
+    );
 
     assert_eq!(cli.json(&["tables", "ls"]).await, json!([]));
 
     let after = cli.config()["profiles"]["default"].clone();
-    assert_ne!(after["access"], before["access"], "a new access token was saved");
-    assert_ne!(after["refresh"], before["refresh"], "and the rotated refresh token");
-    let res = app.refresh(before["refresh"].as_str().expect("refresh")).await;
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the old refresh token is spent");
+    assert_ne!(
+        after["access"], before["access"],
+        "a new access token was saved"
+    );
+    assert_ne!(
+        after["refresh"], before["refresh"],
+        "and the rotated refresh token"
+    );
+    let res = app
+        .refresh(before["refresh"].as_str().expect("refresh"))
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old refresh token is spent"
+    );
 }
 
 #[tokio::test]
@@ -414,12 +561,19 @@ async fn a_file_the_server_refuses_gives_its_message_and_exit_code_2() {
     std::fs::write(&file, "id,name\n1,a\n").expect("file");
 
     let run = cli
-        .run(&["tables", "upload", &file.display().to_string(), "--name", "notes"])
+        .run(&[
+            "tables",
+            "upload",
+            &file.display().to_string(),
+            "--name",
+            "notes",
+        ])
         .await;
 
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("the file is not Parquet") && run.stderr.contains("(invalid_parquet, HTTP 400)"),
+        run.stderr.contains("the file is not Parquet")
+            && run.stderr.contains("(invalid_parquet, HTTP 400)"),
         "the server's detail and code: {run:?}"
     );
     assert!(run.stdout.is_empty(), "{run:?}");
@@ -433,12 +587,23 @@ async fn usage_errors_exit_1_and_an_unreachable_server_exits_3() {
 
     let not_logged_in = cli.run(&["tables", "ls"]).await;
     assert_eq!(not_logged_in.code, 1, "{not_logged_in:?}");
-    assert!(not_logged_in.stderr.contains("tinydevcrm login"), "{not_logged_in:?}");
+    assert!(
+        not_logged_in.stderr.contains("tinydevcrm login"),
+        "{not_logged_in:?}"
+    );
     cli.login(&user).await;
     for args in [
         &["tables", "rows"][..],
         &["tables", "frobnicate"],
-        &["jobs", "create", "v", "--cron", "* * * * *", "--retries", "x"],
+        &[
+            "jobs",
+            "create",
+            "v",
+            "--cron",
+            "* * * * *",
+            "--retries",
+            "x",
+        ],
         &["views", "create", "v"],
         &["tables", "upload", "/nonexistent.parquet", "--name", "t"],
         &["tables", "rows", "t", "--filter", "no-equals-sign"],
@@ -473,9 +638,19 @@ async fn logout_revokes_the_session_and_forgets_its_tokens() {
     cli.ok(&["logout"]).await;
 
     let after = cli.config()["profiles"]["default"].clone();
-    assert_eq!((&after["access"], &after["refresh"]), (&Value::Null, &Value::Null), "{after}");
-    let res = app.refresh(saved["refresh"].as_str().expect("refresh")).await;
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the session is revoked on the server");
+    assert_eq!(
+        (&after["access"], &after["refresh"]),
+        (&Value::Null, &Value::Null),
+        "{after}"
+    );
+    let res = app
+        .refresh(saved["refresh"].as_str().expect("refresh"))
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the session is revoked on the server"
+    );
     let res = app.me(saved["access"].as_str().expect("access")).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(cli.run(&["tables", "ls"]).await.code, 1, "logged out");
@@ -495,10 +670,14 @@ async fn profiles_keep_two_accounts_apart_in_one_file() {
         )
         .await;
     assert_eq!(run.code, 0, "{run:?}");
-    cli.ok(&["tables", "upload", &sample(), "--name", "alices"]).await;
+    cli.ok(&["tables", "upload", &sample(), "--name", "alices"])
+        .await;
 
     assert_eq!(cli.json(&["tables", "ls"]).await[0]["table_name"], "alices");
-    assert_eq!(cli.json(&["tables", "ls", "--profile", "bob"]).await, json!([]));
+    assert_eq!(
+        cli.json(&["tables", "ls", "--profile", "bob"]).await,
+        json!([])
+    );
     let config = cli.config();
     assert_eq!(config["profiles"]["default"]["email"], json!(alice.email));
     assert_eq!(config["profiles"]["bob"]["email"], json!(bob.email));
@@ -510,7 +689,8 @@ async fn server_text_cannot_drive_the_terminal() {
     let user = app.signed_up_user().await;
     let cli = Client::new(&app.address);
     cli.login(&user).await;
-    cli.ok(&["tables", "upload", &sample(), "--name", "calls"]).await;
+    cli.ok(&["tables", "upload", &sample(), "--name", "calls"])
+        .await;
     let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}gnp.exe";
     let res = app
         .post_as(
@@ -523,25 +703,66 @@ async fn server_text_cannot_drive_the_terminal() {
 
     // Piped CSV is the data as it is (a terminal would get it escaped, like the table).
     let csv = cli
-        .ok(&["tables", "rows", "calls", "--filter", "record_id=eq.9999", "--format", "csv"])
+        .ok(&[
+            "tables",
+            "rows",
+            "calls",
+            "--filter",
+            "record_id=eq.9999",
+            "--format",
+            "csv",
+        ])
         .await;
     assert!(csv.contains(evil), "{csv:?}");
     for format in ["table", "json"] {
         let out = cli
-            .ok(&["tables", "rows", "calls", "--filter", "record_id=eq.9999", "--format", format])
+            .ok(&[
+                "tables",
+                "rows",
+                "calls",
+                "--filter",
+                "record_id=eq.9999",
+                "--format",
+                format,
+            ])
             .await;
         for c in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
             assert!(!out.contains(c), "{format} output carries {c:?}: {out:?}");
         }
-        assert!(out.contains("gnp.exe"), "{format}: the text is still shown: {out:?}");
+        assert!(
+            out.contains("gnp.exe"),
+            "{format}: the text is still shown: {out:?}"
+        );
     }
     let table = cli
-        .ok(&["tables", "rows", "calls", "--filter", "record_id=eq.9999", "--format", "table"])
+        .ok(&[
+            "tables",
+            "rows",
+            "calls",
+            "--filter",
+            "record_id=eq.9999",
+            "--format",
+            "table",
+        ])
         .await;
-    assert!(table.contains("\\u{1b}[2J") && table.contains("x\\ny"), "escaped visibly: {table}");
+    assert!(
+        table.contains("\\u{1b}[2J") && table.contains("x\\ny"),
+        "escaped visibly: {table}"
+    );
     let json = cli
-        .ok(&["tables", "rows", "calls", "--filter", "record_id=eq.9999", "--format", "json"])
+        .ok(&[
+            "tables",
+            "rows",
+            "calls",
+            "--filter",
+            "record_id=eq.9999",
+            "--format",
+            "json",
+        ])
         .await;
     let rows: Value = serde_json::from_str(&json).expect("still JSON");
-    assert_eq!(rows[0]["record_type"], evil, "JSON carries the value exactly");
+    assert_eq!(
+        rows[0]["record_type"], evil,
+        "JSON carries the value exactly"
+    );
 }

@@ -388,7 +388,10 @@ async fn the_readme_command_line_section_runs_as_printed() {
         &app,
         &[
             ("PATH", path),
-            ("TDC_CONFIG_DIR", config.join("config").display().to_string()),
+            (
+                "TDC_CONFIG_DIR",
+                config.join("config").display().to_string(),
+            ),
         ],
     )
     .await;
