@@ -54,7 +54,9 @@ pub struct Store {
 
 /// An exclusive lock on the config directory, released when dropped.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] Flock<File>);
+pub struct Lock {
+    _held: Flock<File>,
+}
 
 impl Store {
     /// The store of `profile` in `dir`, or in the user's config directory.
@@ -112,7 +114,7 @@ impl Store {
             .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| CliError::usage(format!("locking {}: {e}", path.display())))?;
-        Ok(Lock(lock))
+        Ok(Lock { _held: lock })
     }
 
     fn read(&self) -> Result<ConfigFile, CliError> {
@@ -145,7 +147,7 @@ impl Store {
         let path = self.path();
         let temp = self.dir.join(format!("{FILE}.{}.tmp", std::process::id()));
         let fail = |e: std::io::Error| CliError::usage(format!("{}: {e}", path.display()));
-        let text = serde_json::to_string_pretty(file).map_err(|e| CliError::usage(e))?;
+        let text = serde_json::to_string_pretty(file).map_err(CliError::usage)?;
         let _ = std::fs::remove_file(&temp);
         let mut out = OpenOptions::new()
             .create_new(true)
