@@ -151,7 +151,7 @@ fn bar(len: Option<u64>, message: &str) -> ProgressBar {
         Some(len) => {
             let bar = ProgressBar::new(len);
             if let Ok(style) = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
