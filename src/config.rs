@@ -51,6 +51,10 @@ pub enum Command {
     /// Write deterministic telephone call records as Parquet (for `sample.parquet` and
     /// benchmarks).
     Sample(SampleArgs),
+    /// The command-line client's commands (`login`, `tables`, `views`, ...), which talk to a
+    /// server over HTTP.
+    #[command(flatten)]
+    Client(crate::cli::args::ClientCommand),
 }
 
 /// Flags of `health`.

@@ -12,10 +12,13 @@
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
+//! - [`cli`]: the command-line client (`tinydevcrm login`, `tables upload`, ...), an HTTP client
+//!   of the API that names no server module
 
 pub mod app;
 pub mod auth;
 pub mod channels;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod drain;

@@ -363,6 +363,41 @@ async fn the_readme_email_subscription_runs_as_printed() {
     .await;
 }
 
+/// The command-line client's section, with the test's own build of the binary on `PATH` and its
+/// config in a directory of the test's own. No scheduler: an hourly job must not fire an
+/// event the section does not show.
+#[tokio::test]
+async fn the_readme_command_line_section_runs_as_printed() {
+    if !tools_present() {
+        return;
+    }
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let readme = read("README.md");
+    let bin = Path::new(env!("CARGO_BIN_EXE_tinydevcrm"))
+        .parent()
+        .expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config = temp_dir("tdc-docs-cli");
+    run_page_on(
+        "README.md",
+        section(&readme, "## Command line"),
+        &app,
+        &[
+            ("PATH", path),
+            (
+                "TDC_CONFIG_DIR",
+                config.join("config").display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&config);
+}
+
 #[tokio::test]
 async fn the_phone_billing_tutorial_runs_as_printed() {
     let page = "docs/tutorials/phone-billing.md";

@@ -10,6 +10,7 @@ mod auth;
 mod awkward_input;
 mod browser;
 mod channels;
+mod cli;
 mod cluster;
 mod cors;
 mod db;
