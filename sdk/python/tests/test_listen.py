@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 
@@ -18,12 +18,12 @@ class Listener:
 
     def __init__(self, client: Client, channel_id: str, **options: Any) -> None:
         self.items: "queue.Queue[Any]" = queue.Queue()
-        self.reconnects: list[Optional[BaseException]] = []
+        self.reconnects: list[BaseException | None] = []
         self.gate = threading.Event()
         self.gate.set()
         start = client.channels.show(channel_id)["last_event_id"]
 
-        def on_reconnect(delay: float, error: Optional[BaseException]) -> None:
+        def on_reconnect(delay: float, error: BaseException | None) -> None:
             self.reconnects.append(error)
             # Held closed by a test that wants events to happen while nobody listens.
             self.gate.wait(180)

@@ -1,47 +1,47 @@
-"""The parts that need no server: the event-stream decoder and the filter syntax."""
+"""The parts that need no server: events from the stream's text, and the filter syntax."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from httpx_sse import EventSource
 
+from tinydevcrm import Event
 from tinydevcrm._client import _filter_params, _read_params
-from tinydevcrm._sse import Decoder
+from tinydevcrm._listen import Resume
 
 
-def test_the_decoder_reads_events_ids_comments_and_retry_hints() -> None:
-    decoder = Decoder()
-    lines = [
-        "retry: 3000",
-        "",
-        ": keep-alive",
-        "",
-        "event: refresh",
-        "id: 7",
-        'data: {"row_count": 3}',
-        "",
-        "event: note",
-        "data: first line",
-        "data:second line",
-        "",  # no id: keeps the last one
-        "retry: 500",
-        "",
-    ]
-    events = list(decoder.events(lines))
+def decoded(state: Resume, wire: str) -> list[Event]:
+    """What a listener gets from one connection that sent ``wire``: decoded by httpx-sse
+    from a response's body, turned into events by ``state``."""
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, text=wire)
+    events = (state.event(sse) for sse in EventSource(response).iter_sse())
+    return [e for e in events if e is not None]
+
+
+def test_events_carry_ids_names_and_json_data_and_the_newest_retry_hint_is_kept() -> None:
+    state = Resume(None, 0.5, 30.0)
+    wire = (
+        "retry: 3000\n\n"
+        ": keep-alive\n\n"
+        'event: refresh\nid: 7\ndata: {"row_count": 3}\n\n'
+        "event: note\ndata: first line\ndata:second line\n\n"  # no id: keeps the last one
+        "retry: 500\n\n"  # httpx-sse reports it as a block with the sticky id 7 and no data
+    )
+    events = decoded(state, wire)
     assert [(e.type, e.id, e.data) for e in events] == [
         ("refresh", 7, {"row_count": 3}),
         ("note", 7, "first line\nsecond line"),
     ]
     assert events[0].raw == '{"row_count": 3}'
-    assert decoder.retry_ms == 500
+    assert state.retry_ms == 500
+    # The server ended the stream itself: its hint, not the backoff (plus up to 10% jitter).
+    assert 0.5 <= state.delay(None) <= 0.55
 
 
-def test_the_decoder_drops_an_event_cut_off_before_its_blank_line() -> None:
-    events = list(
-        Decoder().events(
-            ["event: refresh", "id: 1", "data: {}", "", "event: refresh", "id: 2", "data: {"]
-        )
-    )
-    assert [e.id for e in events] == [1]
+def test_an_event_cut_off_before_its_blank_line_is_dropped() -> None:
+    wire = 'event: refresh\nid: 1\ndata: {}\n\nevent: refresh\nid: 2\ndata: {'
+    assert [e.id for e in decoded(Resume(None, 0.5, 30.0), wire)] == [1]
 
 
 def test_filters_take_the_api_syntax_or_plain_values() -> None:

@@ -8,9 +8,10 @@ to many channels at once is where coroutines pay.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Callable, List, Sequence, Tuple, Union
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from ._client import JSON, Tokens
 from ._errors import TinydevcrmConnectionError, TinydevcrmError
@@ -25,11 +26,11 @@ class AsyncClient:
         self,
         base_url: str,
         *,
-        access_token: Optional[str] = None,
-        refresh_token: Optional[str] = None,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
         timeout: Union[float, httpx.Timeout] = httpx.Timeout(120.0, connect=10.0),
-        on_tokens: Optional[Callable[[Tokens], None]] = None,
-        transport: Optional[httpx.AsyncBaseTransport] = None,
+        on_tokens: Callable[[Tokens], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
@@ -48,7 +49,7 @@ class AsyncClient:
         await self.aclose()
 
     @property
-    def tokens(self) -> Optional[Tokens]:
+    def tokens(self) -> Tokens | None:
         if self._access is None or self._refresh is None:
             return None
         return Tokens(self._access, self._refresh)
@@ -93,7 +94,7 @@ class AsyncClient:
         method: str,
         path: str,
         *,
-        params: Optional[Sequence[Tuple[str, str]]] = None,
+        params: Sequence[Tuple[str, str]] | None = None,
         json: Any = None,
     ) -> Any:
         """Any JSON route (``GET /tables/``, ``POST /views/{name}/refresh/``, ...): the parsed
@@ -101,7 +102,7 @@ class AsyncClient:
         :class:`TinydevcrmError`."""
         return await self._call(method, path, params=list(params) if params else None, json=json)
 
-    async def _refresh_after(self, stale: Optional[str]) -> None:
+    async def _refresh_after(self, stale: str | None) -> None:
         async with self._refresh_lock:
             if self._access == stale:
                 await self.refresh()
@@ -111,7 +112,7 @@ class AsyncClient:
         method: str,
         path: str,
         *,
-        params: Optional[List[Tuple[str, str]]] = None,
+        params: List[Tuple[str, str]] | None = None,
         json: Any = None,
         auth: bool = True,
     ) -> Any:
@@ -146,11 +147,11 @@ class AsyncClient:
         self,
         channel_id: str,
         *,
-        last_event_id: Optional[int] = None,
+        last_event_id: int | None = None,
         read_timeout: float = 60.0,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
-        on_reconnect: Optional[Callable[[float, Optional[BaseException]], None]] = None,
+        on_reconnect: Callable[[float, BaseException | None], None] | None = None,
     ) -> AsyncIterator[Event]:
         """The events of a channel, as :meth:`tinydevcrm.Client.listen` (same resumption,
         refresh, backoff and errors), as an async generator."""
@@ -159,12 +160,13 @@ class AsyncClient:
         timeout = httpx.Timeout(10.0, read=read_timeout)
         while True:
             token = self._access
-            error: Optional[BaseException] = None
+            error: BaseException | None = None
             expired = False
             try:
-                async with self._http.stream(
-                    "GET", path, headers=state.headers(token), timeout=timeout
-                ) as response:
+                async with aconnect_sse(
+                    self._http, "GET", path, headers=state.headers(token), timeout=timeout
+                ) as source:
+                    response = source.response
                     if not response.is_success:
                         await response.aread()
                         problem = TinydevcrmError.from_response(response)
@@ -172,16 +174,22 @@ class AsyncClient:
                         error = None if expired else problem
                     else:
                         state.connected()
-                        async for line in response.aiter_lines():
-                            event = state.decoder.feed(line)
-                            if event is None:
-                                continue
-                            verdict = state.accept(event)
-                            if verdict == EXPIRED:
-                                expired = True
-                                break
-                            if verdict == YIELD:
-                                yield event
+                        # Closed here, not whenever the garbage collector gets to it, when this
+                        # loop breaks or our caller stops iterating.
+                        events = source.aiter_sse()
+                        try:
+                            async for sse in events:
+                                event = state.event(sse)
+                                if event is None:
+                                    continue
+                                verdict = state.accept(event)
+                                if verdict == EXPIRED:
+                                    expired = True
+                                    break
+                                if verdict == YIELD:
+                                    yield event
+                        finally:
+                            await events.aclose()
             except httpx.TransportError as e:
                 error = e
             if expired:

@@ -16,13 +16,13 @@ from typing import (
     List,
     Literal,
     Mapping,
-    Optional,
     Sequence,
     Tuple,
     Union,
 )
 
 import httpx
+from httpx_sse import connect_sse
 
 from . import _data
 from ._data import UploadData
@@ -57,7 +57,7 @@ class Tokens:
     refresh: str
 
 
-def _filter_params(filters: Optional[Filters]) -> List[Tuple[str, str]]:
+def _filter_params(filters: Filters | None) -> List[Tuple[str, str]]:
     if not filters:
         return []
     items: Iterable[Tuple[str, FilterValue]] = (
@@ -85,19 +85,19 @@ def _filter_params(filters: Optional[Filters]) -> List[Tuple[str, str]]:
     return out
 
 
-def _joined(columns: Optional[Columns]) -> Optional[str]:
+def _joined(columns: Columns | None) -> str | None:
     if columns is None:
         return None
     return columns if isinstance(columns, str) else ",".join(columns)
 
 
 def _read_params(
-    filters: Optional[Filters],
-    order: Optional[Columns],
-    select: Optional[Columns],
-    limit: Optional[int],
-    cursor: Optional[str] = None,
-    fmt: Optional[str] = None,
+    filters: Filters | None,
+    order: Columns | None,
+    select: Columns | None,
+    limit: int | None,
+    cursor: str | None = None,
+    fmt: str | None = None,
 ) -> List[Tuple[str, str]]:
     params = _filter_params(filters)
     for key, value in (
@@ -130,11 +130,11 @@ class Client:
         self,
         base_url: str,
         *,
-        access_token: Optional[str] = None,
-        refresh_token: Optional[str] = None,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
         timeout: Union[float, httpx.Timeout] = httpx.Timeout(120.0, connect=10.0),
-        on_tokens: Optional[Callable[[Tokens], None]] = None,
-        transport: Optional[httpx.BaseTransport] = None,
+        on_tokens: Callable[[Tokens], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
@@ -161,7 +161,7 @@ class Client:
     # -- auth ------------------------------------------------------------------------------
 
     @property
-    def tokens(self) -> Optional[Tokens]:
+    def tokens(self) -> Tokens | None:
         """The current token pair, ``None`` before a login."""
         if self._access is None or self._refresh is None:
             return None
@@ -203,7 +203,7 @@ class Client:
         """The logged-in user, with its storage use and quota."""
         return self._json("GET", "/auth/users/me/")
 
-    def _refresh_after(self, stale: Optional[str]) -> None:
+    def _refresh_after(self, stale: str | None) -> None:
         """Refreshes unless another thread already replaced the access token ``stale``."""
         with self._refresh_lock:
             if self._access == stale:
@@ -216,10 +216,10 @@ class Client:
         method: str,
         path: str,
         *,
-        params: Optional[List[Tuple[str, str]]] = None,
+        params: List[Tuple[str, str]] | None = None,
         json: Any = None,
-        form: Optional[Mapping[str, str]] = None,
-        upload: Optional[_data.Payload] = None,
+        form: Mapping[str, str] | None = None,
+        upload: _data.Payload | None = None,
         auth: bool = True,
     ) -> httpx.Response:
         for attempt in (1, 2):
@@ -270,7 +270,7 @@ class Client:
         method: str,
         path: str,
         *,
-        params: Optional[Sequence[Tuple[str, str]]] = None,
+        params: Sequence[Tuple[str, str]] | None = None,
         json: Any = None,
     ) -> Any:
         """Any JSON route the client does not wrap (``/channels/{id}/webhooks/``, indexes, ...),
@@ -283,11 +283,11 @@ class Client:
         self,
         channel_id: str,
         *,
-        last_event_id: Optional[int] = None,
+        last_event_id: int | None = None,
         read_timeout: float = 60.0,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
-        on_reconnect: Optional[Callable[[float, Optional[BaseException]], None]] = None,
+        on_reconnect: Callable[[float, BaseException | None], None] | None = None,
     ) -> Iterator[Event]:
         """The events of a channel, as they come, for as long as the caller iterates.
 
@@ -311,12 +311,13 @@ class Client:
         timeout = httpx.Timeout(10.0, read=read_timeout)
         while True:
             token = self._access
-            error: Optional[BaseException] = None
+            error: BaseException | None = None
             expired = False
             try:
-                with self._http.stream(
-                    "GET", path, headers=state.headers(token), timeout=timeout
-                ) as response:
+                with connect_sse(
+                    self._http, "GET", path, headers=state.headers(token), timeout=timeout
+                ) as source:
+                    response = source.response
                     if not response.is_success:
                         response.read()
                         problem = TinydevcrmError.from_response(response)
@@ -324,8 +325,8 @@ class Client:
                         error = None if expired else problem
                     else:
                         state.connected()
-                        for line in response.iter_lines():
-                            event = state.decoder.feed(line)
+                        for sse in source.iter_sse():
+                            event = state.event(sse)
                             if event is None:
                                 continue
                             verdict = state.accept(event)
@@ -370,10 +371,10 @@ class _Relation:
         self,
         name: str,
         *,
-        filters: Optional[Filters] = None,
-        order: Optional[Columns] = None,
-        select: Optional[Columns] = None,
-        limit: Optional[int] = None,
+        filters: Filters | None = None,
+        order: Columns | None = None,
+        select: Columns | None = None,
+        limit: int | None = None,
     ) -> List[JSON]:
         """One page of rows as dicts (``limit`` defaults to the server's 100, at most 10,000).
 
@@ -387,11 +388,11 @@ class _Relation:
         self,
         name: str,
         *,
-        filters: Optional[Filters] = None,
-        order: Optional[Columns] = None,
-        select: Optional[Columns] = None,
-        limit: Optional[int] = None,
-        cursor: Optional[str] = None,
+        filters: Filters | None = None,
+        order: Columns | None = None,
+        select: Columns | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> JSON:
         """``{"rows", "next_cursor"}``: pass ``next_cursor`` back as ``cursor`` for the next page."""
         params = _read_params(filters, order, select, limit, cursor)
@@ -401,13 +402,13 @@ class _Relation:
         self,
         name: str,
         *,
-        filters: Optional[Filters] = None,
-        order: Optional[Columns] = None,
-        select: Optional[Columns] = None,
+        filters: Filters | None = None,
+        order: Columns | None = None,
+        select: Columns | None = None,
         page_size: int = 1000,
     ) -> Iterator[JSON]:
         """Every row, page after page (keyset cursors: no row is skipped or repeated)."""
-        cursor: Optional[str] = None
+        cursor: str | None = None
         while True:
             page = self.rows_page(
                 name, filters=filters, order=order, select=select, limit=page_size, cursor=cursor
@@ -421,10 +422,10 @@ class _Relation:
         self,
         name: str,
         *,
-        filters: Optional[Filters] = None,
-        order: Optional[Columns] = None,
-        select: Optional[Columns] = None,
-        limit: Optional[int] = None,
+        filters: Filters | None = None,
+        order: Columns | None = None,
+        select: Columns | None = None,
+        limit: int | None = None,
     ) -> "pyarrow.Table":
         """The rows as a ``pyarrow.Table``, read from the server's Parquet export (all rows
         matching, or ``limit``), so column types are kept (needs pyarrow)."""
@@ -436,10 +437,10 @@ class _Relation:
         self,
         name: str,
         *,
-        filters: Optional[Filters] = None,
-        order: Optional[Columns] = None,
-        select: Optional[Columns] = None,
-        limit: Optional[int] = None,
+        filters: Filters | None = None,
+        order: Columns | None = None,
+        select: Columns | None = None,
+        limit: int | None = None,
     ) -> "pandas.DataFrame":
         """The rows as a ``pandas.DataFrame``, through the Parquet export (needs pandas)."""
         return self.arrow(
@@ -452,10 +453,10 @@ class _Relation:
         path: Union[str, "os.PathLike[str]"],
         *,
         format: Literal["parquet", "csv"] = "parquet",
-        filters: Optional[Filters] = None,
-        order: Optional[Columns] = None,
-        select: Optional[Columns] = None,
-        limit: Optional[int] = None,
+        filters: Filters | None = None,
+        order: Columns | None = None,
+        select: Columns | None = None,
+        limit: int | None = None,
     ) -> int:
         """Writes the export to ``path``; answers the number of bytes written."""
         params = _read_params(filters, order, select, limit, fmt=format)
@@ -474,10 +475,10 @@ class Tables(_Relation):
         name: str,
         data: UploadData,
         *,
-        mode: Optional[Literal["append", "replace"]] = None,
-        columns: Optional[Union[Mapping[str, str], Sequence[Mapping[str, str]]]] = None,
-        indexes: Optional[Sequence[Sequence[str]]] = None,
-        unique: Optional[Sequence[Sequence[str]]] = None,
+        mode: Literal["append", "replace"] | None = None,
+        columns: Union[Mapping[str, str], Sequence[Mapping[str, str]]] | None = None,
+        indexes: Sequence[Sequence[str]] | None = None,
+        unique: Sequence[Sequence[str]] | None = None,
     ) -> JSON:
         """Creates table ``name`` from Parquet data, or with ``mode`` adds rows to it.
 
@@ -535,7 +536,7 @@ class Views(_Relation):
 
     _prefix = "views"
 
-    def create(self, name: str, sql: str, *, unique_key: Optional[Sequence[str]] = None) -> JSON:
+    def create(self, name: str, sql: str, *, unique_key: Sequence[str] | None = None) -> JSON:
         """Creates and fills a view from one ``SELECT``; answers its description."""
         body: JSON = {"view_name": name, "sql_query": sql}
         if unique_key is not None:
@@ -558,10 +559,10 @@ class Jobs:
         view_name: str,
         crontab_def: str,
         *,
-        timezone: Optional[str] = None,
-        overlap: Optional[Literal["skip", "queue"]] = None,
-        retries: Optional[int] = None,
-        paused: Optional[bool] = None,
+        timezone: str | None = None,
+        overlap: Literal["skip", "queue"] | None = None,
+        retries: int | None = None,
+        paused: bool | None = None,
     ) -> JSON:
         body: JSON = {"view_name": view_name, "crontab_def": crontab_def}
         for key, value in (
@@ -581,7 +582,7 @@ class Jobs:
         return self._client._json("GET", f"/jobs/{job_id}/")
 
     def runs(
-        self, job_id: str, *, limit: Optional[int] = None, before: Optional[str] = None
+        self, job_id: str, *, limit: int | None = None, before: str | None = None
     ) -> JSON:
         """``{"runs": [...], "next_cursor"}``, newest first; pass ``next_cursor`` as ``before``."""
         params = [(k, str(v)) for k, v in (("limit", limit), ("before", before)) if v is not None]
@@ -607,7 +608,7 @@ class Channels:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, *, job_id: Optional[str] = None, view_name: Optional[str] = None) -> JSON:
+    def create(self, *, job_id: str | None = None, view_name: str | None = None) -> JSON:
         """A channel on the view a job refreshes, or on a view: exactly one of the two."""
         if (job_id is None) == (view_name is None):
             raise ValueError("give exactly one of job_id and view_name")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import httpx
 
@@ -16,17 +16,17 @@ class TinydevcrmError(Exception):
     for the members some errors add (``row``, ``column``, ``position``, ``field``, ...).
     """
 
-    status: Optional[int]
+    status: int | None
     code: str
     detail: str
     problem: dict[str, Any]
 
     def __init__(
         self,
-        status: Optional[int],
+        status: int | None,
         code: str,
         detail: str,
-        problem: Optional[Mapping[str, Any]] = None,
+        problem: Mapping[str, Any] | None = None,
     ) -> None:
         self.status = status
         self.code = code

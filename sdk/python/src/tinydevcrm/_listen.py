@@ -4,10 +4,12 @@ the headers to send, which events to hand out, when to refresh, how long to wait
 from __future__ import annotations
 
 import random
-from typing import Dict, Optional
+from typing import Dict
+
+from httpx_sse import ServerSentEvent
 
 from ._errors import TinydevcrmError
-from ._sse import Decoder, Event
+from ._sse import Event, event_from
 
 #: Verdicts of :meth:`Resume.accept`.
 YIELD, SKIP, EXPIRED = "yield", "skip", "expired"
@@ -15,16 +17,18 @@ YIELD, SKIP, EXPIRED = "yield", "skip", "expired"
 
 class Resume:
     def __init__(
-        self, last_event_id: Optional[int], initial_backoff: float, max_backoff: float
+        self, last_event_id: int | None, initial_backoff: float, max_backoff: float
     ) -> None:
         self.last = last_event_id
-        self.decoder = Decoder()
+        #: The newest ``retry:`` hint (milliseconds), kept across connections.
+        self.retry_ms: int | None = None
         self.failures = 0
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
 
-    def headers(self, token: Optional[str]) -> Dict[str, str]:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    def headers(self, token: str | None) -> Dict[str, str]:
+        # httpx-sse's connect_sse adds Accept: text/event-stream and Cache-Control.
+        headers: Dict[str, str] = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if self.last is not None:
@@ -43,7 +47,13 @@ class Resume:
 
     def connected(self) -> None:
         self.failures = 0
-        self.decoder.reset()
+
+    def event(self, sse: ServerSentEvent) -> Event | None:
+        """The event a decoded block carries (``None`` for a bare ``retry:`` hint), after
+        noting its ``retry:`` hint for :meth:`delay`."""
+        if sse.retry is not None and sse.retry >= 0:
+            self.retry_ms = sse.retry
+        return event_from(sse)
 
     def accept(self, event: Event) -> str:
         """What to do with an event: hand it out, skip it (seen already), or refresh."""
@@ -66,13 +76,13 @@ class Resume:
             self.last = event.id
         return YIELD
 
-    def delay(self, error: Optional[BaseException]) -> float:
+    def delay(self, error: BaseException | None) -> float:
         """Seconds to wait before reconnecting: the server's ``retry:`` hint after it ended the
         stream itself (shutting down, say), exponential backoff after failures; plus jitter,
         so that the listeners of a restarted server do not all come back at once."""
         if error is None:
             seconds = (
-                self.decoder.retry_ms if self.decoder.retry_ms is not None else 3000
+                self.retry_ms if self.retry_ms is not None else 3000
             ) / 1000.0
         else:
             self.failures += 1

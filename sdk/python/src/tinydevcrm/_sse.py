@@ -1,10 +1,17 @@
-"""Server-sent events: the wire format (WHATWG HTML, "event stream interpretation")."""
+"""The SDK's :class:`Event`, made from what ``httpx-sse`` decodes off the wire.
+
+The event-stream format itself (fields, comments, multi-line data, the sticky ``id``, a
+half-received event dropped at the end of a connection) is ``httpx-sse``'s job; what is ours
+is the meaning: ids are the channel's sequence numbers, payloads are JSON.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
+
+from httpx_sse import ServerSentEvent
 
 
 @dataclass(frozen=True)
@@ -16,68 +23,27 @@ class Event:
     payload (the text itself when it is not JSON) and ``raw`` the payload as sent.
     """
 
-    id: Optional[int]
+    id: int | None
     type: str
     data: Any
     raw: str
 
 
-class Decoder:
-    """Turns the lines of a stream into events; remembers the newest ``retry:`` hint.
+def event_from(sse: ServerSentEvent) -> Event | None:
+    """The event ``sse`` carries, ``None`` for a block without data.
 
-    Push-style (:meth:`feed`, one line at a time) so that sync and async readers share it.
+    ``httpx-sse`` reports every block a blank line ends, ``retry: 3000`` alone too (with the
+    sticky id of the event before it); the format dispatches no event for those. Every event
+    the server sends has a JSON payload, so empty data means no data.
     """
-
-    def __init__(self) -> None:
-        self.retry_ms: Optional[int] = None
-        self._data: list[str] = []
-        self._name = ""
-        self._last_id: Optional[str] = None
-
-    def feed(self, line: str) -> Optional[Event]:
-        """Takes one line (without its line break); answers the event a blank line completes."""
-        if line == "":
-            event = None
-            if self._data:
-                raw = "\n".join(self._data)
-                event = Event(
-                    id=_event_id(self._last_id),
-                    type=self._name or "message",
-                    data=_parse(raw),
-                    raw=raw,
-                )
-            self._data, self._name = [], ""
-            return event
-        if line.startswith(":"):
-            return None  # a comment: the server's heartbeat
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._name = value
-        elif field == "id":
-            if "\0" not in value:
-                self._last_id = value
-        elif field == "retry" and value.isdigit():
-            self.retry_ms = int(value)
+    if sse.data == "":
         return None
-
-    def reset(self) -> None:
-        """Forgets a half-received event (the connection dropped in the middle of it)."""
-        self._data, self._name = [], ""
-
-    def events(self, lines: Iterable[str]) -> Iterator[Event]:
-        self.reset()
-        for line in lines:
-            event = self.feed(line)
-            if event is not None:
-                yield event
+    return Event(id=_event_id(sse.id), type=sse.event, data=_parse(sse.data), raw=sse.data)
 
 
-def _event_id(text: Optional[str]) -> Optional[int]:
-    if text is None or not text.isdigit():
+def _event_id(text: str) -> int | None:
+    # "" when no event of this connection had an id yet.
+    if not (text.isascii() and text.isdigit()):
         return None
     return int(text)
 
