@@ -141,9 +141,7 @@ fn serve(req: &HttpRequest, name: &str) -> Result<HttpResponse, ApiError> {
     if current {
         return Ok(response.finish());
     }
-    Ok(response
-        .content_type(asset.content_type)
-        .body(asset.body))
+    Ok(response.content_type(asset.content_type).body(asset.body))
 }
 
 /// Middleware (outside `NormalizePath`, which makes `/console/` and `/console` one path):
@@ -182,5 +180,58 @@ mod tests {
             );
         }
         assert_eq!(ETAGS.len(), ASSETS.len());
+    }
+
+    /// The relative URLs the files name (`import ... from "./api.js"`, `src="app.js"`).
+    fn references(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for quote in ['"', '\''] {
+            for (i, part) in text.split(quote).enumerate() {
+                let name = part.strip_prefix("./").unwrap_or(part);
+                let is_file = [".js", ".css", ".svg"].iter().any(|e| name.ends_with(e));
+                if i % 2 == 1 && is_file && !name.contains('/') && !name.contains(' ') {
+                    found.push(name.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_file_the_console_loads_is_embedded() {
+        let mut checked = 0;
+        for a in ASSETS
+            .iter()
+            .filter(|a| !a.content_type.starts_with("image/"))
+        {
+            let text = std::str::from_utf8(a.body).expect("text");
+            for name in references(text) {
+                assert!(
+                    ASSETS.iter().any(|b| b.name == name),
+                    "{} loads {name}, which is not embedded",
+                    a.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 6, "the references were read: {checked}");
+    }
+
+    #[test]
+    fn no_console_script_parses_strings_as_html() {
+        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            let text = std::str::from_utf8(a.body).expect("text");
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+            ] {
+                assert!(!text.contains(sink), "{} uses {sink}", a.name);
+            }
+        }
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
     }
 }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use uuid::Uuid;
 
 use crate::helpers::{database_url, spawn_app, spawn_app_with, temp_dir};
-use crate::processes::{serve, wait_until_up};
+use crate::processes::{Serve, serve, wait_until_up};
 
 const FILES: [(&str, &str); 5] = [
     ("/console/", "text/html; charset=utf-8"),
@@ -75,7 +75,11 @@ async fn the_bare_console_path_redirects_to_the_index_keeping_the_query() {
 #[tokio::test]
 async fn an_unknown_console_file_is_a_404_problem() {
     let app = spawn_app().await;
-    for path in ["/console/nope.js", "/console/..%2Fapp.rs", "/console/app.js.map"] {
+    for path in [
+        "/console/nope.js",
+        "/console/..%2Fapp.rs",
+        "/console/app.js.map",
+    ] {
         let res = app.get(path).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
         assert!(
@@ -121,7 +125,8 @@ fn console_tools() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     let modules = dir.join("node_modules/playwright-core").is_dir();
-    let chromium = Path::new("/usr/bin/chromium").is_file() || std::env::var_os("CHROMIUM").is_some();
+    let chromium =
+        Path::new("/usr/bin/chromium").is_file() || std::env::var_os("CHROMIUM").is_some();
     if node_ok && modules && chromium {
         return Some(dir);
     }
@@ -172,7 +177,7 @@ async fn the_console_uploads_creates_and_shows_live_events_once_across_a_server_
 
     // Act: the script drives the page, and asks for the restart.
     let began = Instant::now();
-    let mut command = tokio::process::Command::new("node");
+    let mut command = std::process::Command::new("node");
     command
         .current_dir(&dir)
         .arg("console.mjs")
@@ -184,21 +189,28 @@ async fn the_console_uploads_creates_and_shows_live_events_once_across_a_server_
         .arg(&shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        .stderr(Stdio::inherit());
     // TDC_CONSOLE_SCREENSHOT=docs/console-live.png renews the README's screenshot.
     if let Ok(target) = std::env::var("TDC_CONSOLE_SCREENSHOT") {
         command.arg("--doc-shot").arg(repo.join(target));
     }
-    let mut node = command.spawn().expect("start node");
-    let mut stdin = node.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    // Killed when dropped, like a serve process.
+    let mut node = Serve(command.spawn().expect("start node"));
+    let mut stdin = node.0.stdin.take().expect("stdin");
+    let stdout = node.0.stdout.take().expect("stdout");
+    let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut report = None;
     let mut restart_took = None;
-    while let Some(line) = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(300), lines.recv())
         .await
         .expect("the console script said nothing for 300 s")
-        .expect("read the script's output")
     {
         if line == "RESTART" {
             let stopped = Instant::now();
@@ -211,13 +223,13 @@ async fn the_console_uploads_creates_and_shows_live_events_once_across_a_server_
             restart_took = Some(stopped.elapsed());
             stdin
                 .write_all(b"RESTARTED\n")
-                .await
+                .and_then(|()| stdin.flush())
                 .expect("answer the script");
         } else if let Some(json) = line.strip_prefix("REPORT ") {
             report = Some(serde_json::from_str::<Value>(json).expect("a JSON report"));
         }
     }
-    let _ = node.wait().await;
+    drop(node);
     drop(server);
     let took = began.elapsed();
     let report = report.expect("the script reported");
@@ -288,7 +300,10 @@ async fn the_console_uploads_creates_and_shows_live_events_once_across_a_server_
     assert_eq!(report["job_resumed_by_the_page"], true);
     // The live view: the token was renewed mid-stream, the restart was seen, and every event
     // shown once, in order, up to the server's last.
-    assert!(report["opens_before_restart"].as_u64() >= Some(2), "{report:#}");
+    assert!(
+        report["opens_before_restart"].as_u64() >= Some(2),
+        "{report:#}"
+    );
     let after = &report["live_after_restart"];
     let ids: Vec<i64> = after["ids"]
         .as_array()
@@ -306,7 +321,11 @@ async fn the_console_uploads_creates_and_shows_live_events_once_across_a_server_
         "an event came after the one the test made: {after}"
     );
     assert!(
-        ids.contains(&report["live_before_restart"]["manual_event"].as_i64().expect("id")),
+        ids.contains(
+            &report["live_before_restart"]["manual_event"]
+                .as_i64()
+                .expect("id")
+        ),
         "{ids:?}"
     );
     assert_eq!(after["count_text"], format!("{} events", ids.len()));

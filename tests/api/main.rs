@@ -11,6 +11,7 @@ mod awkward_input;
 mod browser;
 mod channels;
 mod cluster;
+mod console;
 mod cors;
 mod db;
 mod deploy;

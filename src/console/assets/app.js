@@ -18,7 +18,8 @@ let keepNotice = false;
 
 function go(hash) {
   keepNotice = true;
-  location.hash = hash;
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
 /** The section's cleanup (timers, an open EventSource), run when another one is shown. */
@@ -81,7 +82,7 @@ function showLogin() {
   fill(who, "");
   const email = h("input", { id: "login-email", type: "email", autocomplete: "username", required: true });
   const password = h("input", { id: "login-password", type: "password", autocomplete: "current-password", required: true, minlength: 8 });
-  const go = async (register) => {
+  const submit = async (register) => {
     say("");
     if (!email.value || !password.value) return say("Enter an e-mail and a password.");
     await attempt(async () => {
@@ -90,13 +91,13 @@ function showLogin() {
       signedIn();
     });
   };
-  const form = h("form", { id: "login", class: "card narrow", onsubmit: (e) => { e.preventDefault(); go(false); } },
+  const form = h("form", { id: "login", class: "card narrow", onsubmit: (e) => { e.preventDefault(); submit(false); } },
     h("h1", {}, "Log in"),
     h("label", {}, "E-mail", email),
     h("label", {}, "Password", password),
     h("div", { class: "buttons" },
       h("button", { id: "login-submit", type: "submit" }, "Log in"),
-      h("button", { id: "register-submit", type: "button", class: "secondary", onclick: () => go(true) }, "Register")),
+      h("button", { id: "register-submit", type: "button", class: "secondary", onclick: () => submit(true) }, "Register")),
     h("p", { class: "hint" }, "Tokens are kept in this page's memory only: reloading it asks for the password again."));
   fill(main, form);
   email.focus();
@@ -220,7 +221,6 @@ async function showTables(selected) {
     show(progress.max, progress.max, `done: ${result.table_name} has ${rows} rows`);
     say(`Uploaded ${f.name}: ${result.table_name} has ${rows} rows.`, "info");
     go(`#tables/${encodeURIComponent(result.table_name)}`);
-    if (selected === result.table_name) showTables(result.table_name);
   } },
     h("h2", {}, "Upload a Parquet file"),
     h("div", { class: "inline" }, file, name, mode, h("button", { id: "upload-submit", type: "submit" }, "Upload")),

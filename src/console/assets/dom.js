@@ -1,6 +1,7 @@
 // Building the page with DOM calls only. Tenant data (row values, names, SQL, error details)
 // always becomes a text node: nothing here parses a string as HTML, and the page's
-// Content-Security-Policy (Trusted Types with no policy) makes the browser refuse innerHTML.
+// Content-Security-Policy (Trusted Types with no policy) makes the browser refuse every HTML
+// sink that takes a string.
 
 /** An element: `attrs` are attributes (`on*` functions become listeners, `dataset` an object);
  *  children are nodes, strings (as text), or arrays of them; null and false are skipped. */
