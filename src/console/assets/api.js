@@ -61,6 +61,10 @@ export class Api {
    *  replaced it, that one is used, so concurrent failures cost one refresh. */
   async renew(stale) {
     if (this.access && this.access !== stale) return this.access;
+    if (!this.refresh) {
+      this.forget();
+      throw new ApiError(401, { code: "token_missing", detail: "log in again" });
+    }
     if (!this.refreshing) {
       this.refreshing = (async () => {
         try {
