@@ -32,7 +32,7 @@ use crate::jobs::scheduler::SchedulerConfig;
 use crate::notify::client::DeliveryClient;
 use crate::notify::outbox::OutboxConfig;
 use crate::state::{AppState, Background};
-use crate::{channels, db, jobs, notify, secrets, service, tables, telemetry, views};
+use crate::{channels, console, db, jobs, notify, secrets, service, tables, telemetry, views};
 
 /// The database name inside the managed cluster.
 pub const LOCAL_DATABASE: &str = "tinydevcrm";
@@ -163,6 +163,7 @@ pub fn build_server_on(
             .configure(jobs::routes)
             .configure(channels::routes)
             .configure(notify::routes)
+            .configure(console::routes)
             .default_service(web::to(not_found))
             // Innermost: its refusals become problem JSON like every other error, and
             // it answers preflights before routing (which knows no OPTIONS).
@@ -172,6 +173,8 @@ pub fn build_server_on(
             ))
             .wrap(error::problem_json_for_everything())
             .wrap(middleware::NormalizePath::trim())
+            // Outside NormalizePath, which would make `/console` and `/console/` one path.
+            .wrap(from_fn(console::redirect_bare_path))
             .wrap(from_fn(service::metrics::record))
             .wrap(from_fn(request_id_header))
             .wrap(TracingLogger::<telemetry::AccessLog>::new())

@@ -9,6 +9,7 @@
 //! - [`jobs`]: cron jobs, the scheduler loop, run history
 //! - [`channels`]: SSE channels, the events table, the listener hub
 //! - [`notify`]: webhook delivery: signatures, the destination (SSRF) policy, the HTTP client
+//! - [`console`]: the browser console at `/console/`, its files embedded
 //! - [`service`]: health, OpenAPI and its viewers, Prometheus metrics
 //! - [`db`]: pool, migrations, identifiers, tenant provisioning, the managed local cluster
 //! - [`config`], [`error`], [`telemetry`], [`secrets`]: plumbing
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod drain;
 pub mod error;

@@ -12,6 +12,7 @@ mod browser;
 mod channels;
 mod cli;
 mod cluster;
+mod console;
 mod cors;
 mod db;
 mod deploy;
