@@ -389,7 +389,16 @@ pub async fn add_rows(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
-    let user = caller.require(Scope::TablesAppend(&name))?;
+    let mut mode = match query.mode.as_deref() {
+        Some(text) => parse_mode(text)?,
+        None => Mode::Append,
+    };
+    // Replacing deletes every row: more than `tables:append` allows, so no key may (checked
+    // again below for a mode sent in the form).
+    let user = caller.require(match mode {
+        Mode::Append => Scope::TablesAppend(&name),
+        Mode::Replace => Scope::TablesReplace(&name),
+    })?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
     // Before the body is read: the slot bounds the connections and the memory one tenant's
@@ -403,15 +412,6 @@ pub async fn add_rows(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut mode = match query.mode.as_deref() {
-        Some(text) => parse_mode(text)?,
-        None => Mode::Append,
-    };
-    // Replacing deletes every row: more than `tables:append` allows (checked again below for a
-    // mode sent in the form).
-    if mode == Mode::Replace {
-        caller.require(Scope::TablesReplace(&name))?;
-    }
 
     enum Source {
         File(tempfile::TempPath, Plan),
