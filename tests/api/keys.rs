@@ -305,6 +305,16 @@ async fn a_key_is_shown_once_only_its_hash_is_stored_and_its_use_is_recorded() {
     let listing = app.get_as(&user.access, "/auth/keys/").await;
     let listing_text = listing.text().await.expect("text");
 
+    // The database holds the SHA-256 of the key and nothing the key could be read from.
+    let (hash, row): (Vec<u8>, String) = sqlx::query_as(
+        "SELECT key_hash, k::text FROM tinydevcrm.api_keys k WHERE key_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("the key's row");
+    assert_eq!(hash, sha2::Sha256::digest(key.as_bytes()).to_vec());
+    assert!(!row.contains(&key[12..]), "{row}");
     // Assert: a long random key, answered once, listed without it.
     assert!(key.starts_with("tdc_") && key.len() >= 4 + 22, "{key}");
     assert_eq!(created["prefix"].as_str(), Some(&key[..12]));
@@ -317,16 +327,6 @@ async fn a_key_is_shown_once_only_its_hash_is_stored_and_its_use_is_recorded() {
     assert_eq!(listed["name"], "wall dashboard");
     assert!(listed.get("key").is_none(), "{listed}");
     assert!(listed["last_used_at"].is_string(), "{listed}");
-    // The database holds the SHA-256 of the key and nothing the key could be read from.
-    let (hash, row): (Vec<u8>, String) = sqlx::query_as(
-        "SELECT key_hash, k::text FROM tinydevcrm.api_keys k WHERE key_id = $1::uuid",
-    )
-    .bind(&id)
-    .fetch_one(&app.pool)
-    .await
-    .expect("the key's row");
-    assert_eq!(hash, sha2::Sha256::digest(key.as_bytes()).to_vec());
-    assert!(!row.contains(&key[12..]), "{row}");
 }
 
 #[tokio::test]
