@@ -178,7 +178,17 @@ pub enum Scope<'a> {
     List,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// What writing rows to `name` needs: appending is `tables:append`; replacing deletes every
+    /// row, more than appending allows, so no key may.
+    pub fn rows_written(name: &'a Ident, replace: bool) -> Self {
+        if replace {
+            Self::TablesReplace(name)
+        } else {
+            Self::TablesAppend(name)
+        }
+    }
+
     /// Whether holding `grant` allows this.
     pub fn granted_by(self, grant: &Grant) -> bool {
         match (self, grant) {

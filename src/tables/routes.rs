@@ -17,9 +17,7 @@ use super::plan::{DeclaredColumn, Plan};
 use super::store::{self, ColumnInfo};
 use super::types::PgType;
 use super::upload::{on_blocking, read_body, read_form, require_multipart};
-use crate::auth::caller::Caller;
-use crate::auth::extract::AuthUser;
-use crate::auth::keys::Scope;
+use crate::auth::{caller::Caller, extract::AuthUser, keys::Scope};
 use crate::db::ident::Ident;
 use crate::db::quota::{self, Counted};
 use crate::db::tenant;
@@ -393,12 +391,8 @@ pub async fn add_rows(
         Some(text) => parse_mode(text)?,
         None => Mode::Append,
     };
-    // Replacing deletes every row: more than `tables:append` allows, so no key may (checked
-    // again below for a mode sent in the form).
-    let user = caller.require(match mode {
-        Mode::Append => Scope::TablesAppend(&name),
-        Mode::Replace => Scope::TablesReplace(&name),
-    })?;
+    // Checked again below for a mode sent in the form.
+    let user = caller.require(Scope::rows_written(&name, mode == Mode::Replace))?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
     // Before the body is read: the slot bounds the connections and the memory one tenant's
@@ -462,11 +456,9 @@ pub async fn add_rows(
         });
     };
 
-    if mode == Mode::Replace {
-        caller.require(Scope::TablesReplace(&name))?;
-    }
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     if mode == Mode::Replace {
+        caller.require(Scope::rows_written(&name, true))?;
         store::delete_all_rows(&mut tx, &tenant, &name).await?;
     }
     let written = match source {
