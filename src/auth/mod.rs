@@ -6,7 +6,6 @@
 pub mod caller;
 pub mod extract;
 pub mod jwt;
-pub mod key_routes;
 pub mod keys;
 pub mod password;
 pub mod query_token;
@@ -30,8 +29,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/auth/keys")
-                .route(web::post().to(key_routes::create_key))
-                .route(web::get().to(key_routes::list_keys)),
+                .route(web::post().to(keys::routes::create_key))
+                .route(web::get().to(keys::routes::list_keys)),
         )
-        .service(web::resource("/auth/keys/{id}").route(web::delete().to(key_routes::delete_key)));
+        .service(
+            web::resource("/auth/keys/{id}").route(web::delete().to(keys::routes::delete_key)),
+        );
 }

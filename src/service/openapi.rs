@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use crate::auth::key_routes as keys;
+use crate::auth::keys::routes as keys;
 use crate::auth::routes as auth;
 use crate::channels::events::RefreshEvent;
 use crate::channels::routes as channels;

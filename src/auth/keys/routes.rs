@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::AuthUser;
-use super::keys::{self, Grant, KeyRow, MAX_RATE_LIMIT_PER_MINUTE, MAX_SCOPES, NewKeyRow};
+use super::{self as keys, Grant, KeyRow, MAX_RATE_LIMIT_PER_MINUTE, MAX_SCOPES, NewKeyRow};
+use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -97,7 +97,19 @@ fn canonical_scopes(raw: &[String]) -> Result<Vec<String>, ApiError> {
     }
     let mut scopes: Vec<String> = Vec::with_capacity(raw.len());
     for scope in raw {
-        let canonical = Grant::parse(scope.trim())?.to_string();
+        let grant = Grant::parse(scope.trim())?;
+        // The rules of table and view names beyond the identifier (no reserved words, no
+        // `pg_`), so a scope never names what cannot exist.
+        if let Some(name) = grant.name() {
+            crate::tables::name::table_name(name.as_str()).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_scope",
+                    format!("scope {scope:?} does not name a table or view: {e}"),
+                )
+                .with_members(serde_json::json!({ "scope": scope }))
+            })?;
+        }
+        let canonical = grant.to_string();
         if !scopes.contains(&canonical) {
             scopes.push(canonical);
         }
