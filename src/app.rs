@@ -118,6 +118,8 @@ pub fn build_server_on(
     }
     let state = web::Data::new(AppState {
         sessions: auth::sessions::SessionCache::new(settings.session_cache, hub.revocations()),
+        keys: auth::keys::KeyCache::new(settings.session_cache, hub.revocations()),
+        key_meter: auth::keys::KeyMeter::default(),
         hub,
         heartbeat,
         background: Background::new(tasks),
@@ -172,6 +174,8 @@ pub fn build_server_on(
                 cors(&cors_origins, cors_max_age),
             ))
             .wrap(error::problem_json_for_everything())
+            // Outside the problem-JSON rewrite, so every key-authenticated answer keeps them.
+            .wrap(from_fn(auth::caller::rate_limit_headers))
             .wrap(middleware::NormalizePath::trim())
             // Outside NormalizePath, which would make `/console` and `/console/` one path.
             .wrap(from_fn(console::redirect_bare_path))

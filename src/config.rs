@@ -166,6 +166,10 @@ pub struct Settings {
     /// Largest accepted JSON body, in bytes.
     #[arg(long, env = "TDC_JSON_LIMIT_BYTES", default_value_t = 256 * 1024)]
     pub json_limit_bytes: usize,
+    /// Requests per minute an API key may make unless it has its own limit (counted per
+    /// process).
+    #[arg(long, env = "TDC_KEY_RATE_LIMIT_PER_MINUTE", default_value = "600")]
+    pub key_rate_limit_per_minute: NonZeroU32,
     /// Token requests allowed per client IP per minute.
     #[arg(long, env = "TDC_LOGIN_PER_IP_PER_MINUTE", default_value = "30")]
     pub login_per_ip_per_minute: NonZeroU32,

@@ -24,6 +24,10 @@ pub enum ApiError {
     /// 401: missing, invalid, expired or revoked credentials.
     #[error("{detail}")]
     Unauthorized { code: &'static str, detail: String },
+    /// 403: authenticated, but the credentials do not allow this (an API key outside its
+    /// scopes, or on a route only a login session may use).
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
     /// 404: no such resource, or it belongs to somebody else.
     #[error("{detail}")]
     NotFound { detail: String },
@@ -111,6 +115,14 @@ impl ApiError {
         })
     }
 
+    /// A 403 with a machine-readable `code`.
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            detail: detail.into(),
+        }
+    }
+
     /// A 401 with a machine-readable `code`.
     pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
         Self::Unauthorized {
@@ -144,6 +156,7 @@ impl ApiError {
             Self::WithMembers(inner, _) => inner.code(),
             Self::BadRequest { code, .. }
             | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
             | Self::Conflict { code, .. }
             | Self::Throttled { code, .. }
             | Self::Unavailable { code, .. } => code,
@@ -230,6 +243,7 @@ impl ResponseError for ApiError {
             Self::WithMembers(inner, _) => inner.status_code(),
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -39,6 +39,10 @@ pub struct AppState {
     pub health: db::probe::Probe,
     /// Sessions recently found live, trusted until a revocation is announced.
     pub sessions: auth::sessions::SessionCache,
+    /// API keys recently found live, trusted until a revocation is announced.
+    pub keys: auth::keys::KeyCache,
+    /// Per-key request counts of this process (the keys' rate limits).
+    pub key_meter: auth::keys::KeyMeter,
     /// Live channel events of this process.
     pub hub: Arc<Hub>,
     /// The one heartbeat of this process's SSE streams.

@@ -1,4 +1,5 @@
-//! The `AuthUser` extractor: a handler that takes one is authenticated.
+//! The `AuthUser` extractor: a handler that takes one is authenticated by a login session (never
+//! by an API key; see `auth::caller` for the routes keys may use).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,8 +29,16 @@ pub struct AuthUser {
     pub expires_at: i64,
 }
 
-/// Checks an access token and its session: the caller, or 401.
+/// Checks an access token and its session: the caller, or 401. An API key is refused with 403
+/// `key_not_allowed` without a lookup: routes that take an `AuthUser` are for login sessions
+/// only (keys reach only the routes that take a `Caller` and name a scope).
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    if super::keys::is_key(token) {
+        return Err(ApiError::forbidden(
+            "key_not_allowed",
+            "API keys cannot be used on this route; it needs a login session's access token",
+        ));
+    }
     let claims = state.jwt.verify(token, TokenType::Access)?;
     authenticate_claims(state, claims).await
 }

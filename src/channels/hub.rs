@@ -7,11 +7,12 @@
 //! lost.
 //!
 //! The hub also ends streams whose session is revoked. Every stream registers the session of
-//! its access token ([`Hub::watch_session`]); a revocation (logout, refresh-token reuse) sends
+//! its access token, or the id of its API key ([`Hub::watch_session`]; a deleted key is
+//! announced as a revoked session under its key id, migration 0015); a revocation (logout, refresh-token reuse) sends
 //! [`Notice::SessionRevoked`] on the same `NOTIFY` channel in the revoking transaction, and every
 //! process ends that session's streams at once. A notification sent while the listener was
 //! reconnecting is lost, so the hub also re-checks the sessions of its open streams against
-//! `tinydevcrm.sessions` after every reconnect and every `recheck` interval: a missed
+//! `tinydevcrm.stream_principals` (sessions and keys) after every reconnect and every `recheck` interval: a missed
 //! revocation (or a session that expired) ends its streams within that interval at worst.
 //!
 //! Background code: its errors are `anyhow` with context, logged by the loops that retry.
@@ -141,8 +142,8 @@ impl SessionWatch {
     /// before those events is then seen.
     pub async fn confirm(&self) -> anyhow::Result<()> {
         let state = sqlx::query!(
-            r#"SELECT revoked_at IS NULL AS "live!", expires_at > now() AS "unexpired!"
-               FROM tinydevcrm.sessions WHERE session_id = $1"#,
+            r#"SELECT live AS "live!", expires_at > now() AS "unexpired!"
+               FROM tinydevcrm.stream_principals WHERE principal_id = $1"#,
             self.session_id,
         )
         .fetch_optional(&self.hub.pool)
@@ -253,10 +254,10 @@ impl Hub {
         }
         let ended = sqlx::query!(
             r#"SELECT ids.id AS "session_id!",
-                      (s.session_id IS NOT NULL AND s.revoked_at IS NULL) AS "expired!"
+                      (s.principal_id IS NOT NULL AND s.live) AS "expired!"
                FROM unnest($1::uuid[]) AS ids(id)
-               LEFT JOIN tinydevcrm.sessions s ON s.session_id = ids.id
-               WHERE s.session_id IS NULL OR s.revoked_at IS NOT NULL OR s.expires_at <= now()"#,
+               LEFT JOIN tinydevcrm.stream_principals s ON s.principal_id = ids.id
+               WHERE s.principal_id IS NULL OR NOT s.live OR s.expires_at <= now()"#,
             &live,
         )
         .fetch_all(&self.pool)

@@ -17,8 +17,10 @@ use uuid::Uuid;
 
 use super::store::{self, ChannelBody};
 use super::stream::Listening;
+use crate::auth::caller::{Caller, Granted};
 use crate::auth::extract::{AuthUser, authenticate_claims};
 use crate::auth::jwt::TokenType;
+use crate::auth::keys::{Scope, is_key};
 use crate::auth::query_token::header_or_query_token;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
@@ -61,6 +63,9 @@ pub struct ChannelOfView {
     #[schema(min_length = 1)]
     pub view_name: String,
 }
+
+/// The longest a stream on a key without expiry stays open: a year.
+const MAX_STREAM_SECS: u64 = 365 * 24 * 3600;
 
 fn channel_id(raw: &str) -> Result<Uuid, ApiError> {
     ApiError::id_in_path(raw, "channel")
@@ -113,12 +118,13 @@ pub async fn create_channel(
 
 /// The caller's channels.
 #[utoipa::path(get, path = "/channels/", tag = "channels",
-    responses((status = 200, body = Vec<ChannelBody>)), security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+    responses((status = 200, body = Vec<ChannelBody>)), security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id()))]
 pub async fn list_channels(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
+    let user = caller.require(Scope::List)?;
     let channels: Vec<ChannelBody> = store::list(&state.pool, user.user_id, None)
         .await?
         .into_iter()
@@ -170,8 +176,8 @@ pub async fn delete_channel(
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"),
         (status = 400, body = Problem, description = "`Last-Event-ID` is not an event id"),
         (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 429, body = Problem, description = "the tenant has as many streams open as it may")),
-    security(("jwt" = [])))]
+        (status = 429, body = Problem, description = "the tenant has as many streams open as it may, or the API key its requests this minute")),
+    security(("jwt" = []), ("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(channel = %path.as_str(), user_id = tracing::field::Empty))]
 pub async fn listen(
     state: web::Data<AppState>,
@@ -179,17 +185,42 @@ pub async fn listen(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let token = header_or_query_token(&req)?;
-    let claims = state.jwt.verify(&token, TokenType::Access)?;
-    // Registered before the session is checked: a revocation committed after the check is
-    // announced to this registration, one committed before it fails the check.
-    let session = state.hub.watch_session(claims.sid);
-    let user = authenticate_claims(&state, claims).await?;
+    let (user, session, expires_at) = if is_key(&token) {
+        let caller = Caller::from_token(&state, &req, &token).await?;
+        let user = caller.require(Scope::ChannelsListen(channel_id(&path)?))?;
+        let Caller::Key(key) = caller else {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "BUG: a key authenticated as a session"
+            )));
+        };
+        // The key was read (or remembered) before this registration: re-read it after, so a
+        // revocation is either seen here or announced to the registration.
+        let session = state.hub.watch_session(key.key_id);
+        session.confirm().await.map_err(ApiError::Internal)?;
+        let expires_at = key.expires_at.map_or(i64::MAX, |at| at.timestamp());
+        (user, session, expires_at)
+    } else {
+        let claims = state.jwt.verify(&token, TokenType::Access)?;
+        // Registered before the session is checked: a revocation committed after the check is
+        // announced to this registration, one committed before it fails the check.
+        let session = state.hub.watch_session(claims.sid);
+        let user = authenticate_claims(&state, claims).await?;
+        crate::telemetry::record_caller(&req, user.user_id, user.tenant.as_str());
+        let expires_at = user.expires_at;
+        (
+            Granted {
+                user_id: user.user_id,
+                tenant: user.tenant,
+            },
+            session,
+            expires_at,
+        )
+    };
     tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
-    crate::telemetry::record_caller(&req, user.user_id, user.tenant.as_str());
     if session.ended().is_some() {
         return Err(ApiError::unauthorized(
             "token_revoked",
-            "the session of this token has been revoked",
+            "the session or API key of this token has been revoked",
         ));
     }
     let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
@@ -198,7 +229,12 @@ pub async fn listen(
     let slot = state.stream_slots.admit(&user.tenant)?;
     let receiver = state.hub.subscribe(channel.channel_id, channel.last_seq);
     let now = Utc::now().timestamp();
-    let token_left = Duration::from_secs(u64::try_from(user.expires_at - now).unwrap_or(0));
+    // A key without expiry: a stream still ends some day (tokio caps far deadlines anyway).
+    let token_left = Duration::from_secs(
+        u64::try_from(expires_at.saturating_sub(now))
+            .unwrap_or(0)
+            .min(MAX_STREAM_SECS),
+    );
     let stream = Listening::new(
         state.pool.clone(),
         &channel,

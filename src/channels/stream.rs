@@ -140,7 +140,7 @@ fn session_ended_event(why: SessionEnd) -> Bytes {
     let (name, data) = match why {
         SessionEnd::Revoked => (
             "revoked",
-            "{\"code\":\"token_revoked\",\"detail\":\"the session of this stream was revoked (logout or refresh-token reuse); log in again\"}",
+            "{\"code\":\"token_revoked\",\"detail\":\"the session or API key of this stream was revoked (logout, refresh-token reuse, key revoked); log in again or use a live key\"}",
         ),
         SessionEnd::Expired => (
             "session_expired",

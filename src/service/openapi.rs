@@ -12,6 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::keys::routes as keys;
 use crate::auth::routes as auth;
 use crate::channels::events::RefreshEvent;
 use crate::channels::routes as channels;
@@ -30,6 +31,7 @@ use crate::views::routes as views;
     info(title = "tinydevcrm", description = "Multi-tenant realtime data platform. Errors are RFC 9457 problem JSON with a `code`."),
     paths(
         auth::register_user, auth::obtain_tokens, auth::refresh_tokens, auth::blacklist_token, auth::get_me,
+        keys::create_key, keys::list_keys, keys::delete_key,
         index, health::health, metrics::render,
         tables::create_table, tables::list_tables, tables::describe_table, tables::delete_table, tables::list_rows, tables::add_rows,
         table_indexes::create_index, table_indexes::list_indexes, table_indexes::delete_index,
@@ -44,7 +46,7 @@ use crate::views::routes as views;
     ),
     components(schemas(Problem, RefreshEvent)),
     modifiers(&JwtSecurity, &ProblemResponses),
-    tags((name = "auth", description = "accounts and JWT sessions"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "webhooks", description = "signed HTTP notifications of a channel's events"), (name = "emails", description = "e-mail notifications of a channel's events, sent once the recipient confirms"), (name = "service", description = "health, metrics"))
+    tags((name = "auth", description = "accounts, JWT sessions and API keys"), (name = "tables", description = "tenant tables from Parquet"), (name = "views", description = "materialized views"), (name = "jobs", description = "cron jobs that refresh views"), (name = "channels", description = "Server-Sent Events on every refresh"), (name = "webhooks", description = "signed HTTP notifications of a channel's events"), (name = "emails", description = "e-mail notifications of a channel's events, sent once the recipient confirms"), (name = "service", description = "health, metrics"))
 )]
 pub struct ApiDoc;
 
@@ -62,6 +64,20 @@ impl Modify for JwtSecurity {
                     .build(),
             ),
         );
+        // The same header with a key (`tdc_...`): accepted only by the operations that list it,
+        // and there only within the key's scopes (403 `missing_scope` otherwise).
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tdc_ API key")
+                    .description(Some(
+                        "A scoped API key from POST /auth/keys/, as `Authorization: Bearer tdc_...`",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -73,7 +89,8 @@ impl Modify for JwtSecurity {
 ///   content type), from the body extractors;
 /// - query parameters: 400, from the query extractor;
 /// - path parameters: 404 (no such resource, or somebody else's);
-/// - `security`: 401 (missing, invalid, expired or revoked token);
+/// - `security`: 401 (missing, invalid, expired or revoked token) and 403 (an API key where it
+///   is not allowed or outside its scopes); with the `api_key` scheme also 429 (its rate limit);
 /// - every operation but `/health` and `/metrics`: 500 (a bug) and 503 (no database connection
 ///   became free in time).
 ///
@@ -139,7 +156,17 @@ fn common_statuses(path: &str, operation: &Operation, service: bool) -> Vec<u16>
         statuses.push(404);
     }
     if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
-        statuses.push(401);
+        // 403: an API key on a route for login sessions, or outside its scopes.
+        statuses.extend([401, 403]);
+    }
+    let takes_keys = operation
+        .security
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .is_some_and(|s| s.to_string().contains("\"api_key\""));
+    if takes_keys {
+        // The key's rate limit.
+        statuses.push(429);
     }
     if !service {
         statuses.extend([500, 503]);

@@ -17,7 +17,7 @@ use super::plan::{DeclaredColumn, Plan};
 use super::store::{self, ColumnInfo};
 use super::types::PgType;
 use super::upload::{on_blocking, read_body, read_form, require_multipart};
-use crate::auth::extract::AuthUser;
+use crate::auth::{caller::Caller, extract::AuthUser, keys::Scope};
 use crate::db::ident::Ident;
 use crate::db::quota::{self, Counted};
 use crate::db::tenant;
@@ -211,12 +211,13 @@ async fn describe(
 /// The caller's tables.
 #[utoipa::path(get, path = "/tables/", tag = "tables",
     responses((status = 200, body = Vec<TableSummary>), (status = 401, body = Problem)),
-    security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user = %user.user_id))]
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user = %caller.user_id()))]
 pub async fn list_tables(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
+    let user = caller.require(Scope::List)?;
     let tables: Vec<TableSummary> = store::list(&state.pool, user.user_id)
         .await?
         .into_iter()
@@ -233,14 +234,15 @@ pub async fn list_tables(
 #[utoipa::path(get, path = "/tables/{name}/", tag = "tables",
     params(("name" = String, Path, description = "table name")),
     responses((status = 200, body = TableBody), (status = 404, body = Problem)),
-    security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user = %caller.user_id(), table = %path.as_str()))]
 pub async fn describe_table(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
+    let user = caller.require(Scope::TablesRead(&name))?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
     Ok(HttpResponse::Ok().json(describe(&state, &tenant, &name, row).await?))
@@ -299,15 +301,16 @@ fn lookup_name(raw: &str) -> Result<Ident, ApiError> {
         (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "the table stayed locked past the lock timeout (`lock_timeout`)"),
         (status = 429, body = Problem, description = "all of the tenant's read slots are busy")),
-    security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user = %caller.user_id(), table = %path.as_str()))]
 pub async fn list_rows(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
+    let user = caller.require(Scope::TablesRead(&name))?;
     crate::query::rows::read(
         &state.pool,
         &state.read_slots,
@@ -373,17 +376,23 @@ fn parse_mode(text: &str) -> Result<Mode, ApiError> {
     responses((status = 200, body = RowsWritten), (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "the tenant's storage quota would be exceeded, or the table stayed locked past the lock timeout"), (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 429, body = Problem, description = "all of the tenant's upload slots are busy")),
-    security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user = %user.user_id, table = %path.as_str()))]
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user = %caller.user_id(), table = %path.as_str()))]
 pub async fn add_rows(
     req: HttpRequest,
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
     query: web::Query<RowsQueryString>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
+    let mut mode = match query.mode.as_deref() {
+        Some(text) => parse_mode(text)?,
+        None => Mode::Append,
+    };
+    // Checked again below for a mode sent in the form.
+    let user = caller.require(Scope::rows_written(&name, mode == Mode::Replace))?;
     let row = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
     // Before the body is read: the slot bounds the connections and the memory one tenant's
@@ -397,10 +406,6 @@ pub async fn add_rows(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let mut mode = match query.mode.as_deref() {
-        Some(text) => parse_mode(text)?,
-        None => Mode::Append,
-    };
 
     enum Source {
         File(tempfile::TempPath, Plan),
@@ -453,6 +458,7 @@ pub async fn add_rows(
 
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     if mode == Mode::Replace {
+        caller.require(Scope::rows_written(&name, true))?;
         store::delete_all_rows(&mut tx, &tenant, &name).await?;
     }
     let written = match source {

@@ -8,7 +8,9 @@ use utoipa::ToSchema;
 use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error, view_sql_error};
 use super::store::{self, RefreshRecord, ViewRow, lookup_name};
 use super::{resolved, sandbox};
+use crate::auth::caller::Caller;
 use crate::auth::extract::AuthUser;
+use crate::auth::keys::Scope;
 use crate::channels::store as channels_store;
 use crate::channels::store::ChannelBody;
 use crate::db::ident::{ColumnIdent, Ident};
@@ -255,12 +257,13 @@ pub async fn create_view(
 
 /// The caller's views.
 #[utoipa::path(get, path = "/views/", tag = "views",
-    responses((status = 200, body = Vec<ViewSummary>)), security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+    responses((status = 200, body = Vec<ViewSummary>)), security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id()))]
 pub async fn list_views(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
+    let user = caller.require(Scope::List)?;
     let views: Vec<ViewSummary> = store::list(&state.pool, user.user_id)
         .await?
         .into_iter()
@@ -275,14 +278,16 @@ pub async fn list_views(
 /// One view: SQL, columns, row count, last refresh.
 #[utoipa::path(get, path = "/views/{name}/", tag = "views",
     params(("name" = String, Path, description = "view name")),
-    responses((status = 200, body = ViewBody), (status = 404, body = Problem)), security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
+    responses((status = 200, body = ViewBody), (status = 404, body = Problem)), security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id(), view = %path.as_str()))]
 pub async fn describe_view(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
+    let name = lookup_name(&path)?;
+    let user = caller.require(Scope::ViewsRead(&name))?;
+    let view = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
     Ok(HttpResponse::Ok().json(describe(&state, &tenant, view).await?))
 }
@@ -293,14 +298,16 @@ pub async fn describe_view(
     responses((status = 200, body = RefreshRecord), (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "the tenant's storage quota would be exceeded"),
         (status = 429, body = Problem, description = "the tenant's heavy-work slots are busy")),
-    security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id(), view = %path.as_str()))]
 pub async fn refresh_view(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = store::find(&state.pool, user.user_id, &lookup_name(&path)?).await?;
+    let name = lookup_name(&path)?;
+    let user = caller.require(Scope::ViewsRefresh(&name))?;
+    let view = store::find(&state.pool, user.user_id, &name).await?;
     let tenant = user.tenant.clone();
     let _slot = state.tenant_slots.admit(&tenant)?;
     let record = run_refresh(
@@ -323,15 +330,16 @@ pub async fn refresh_view(
         (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "a refresh kept the view locked past the lock timeout (`lock_timeout`)"),
         (status = 429, body = Problem, description = "all of the tenant's read slots are busy")),
-    security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id, view = %path.as_str()))]
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id(), view = %path.as_str()))]
 pub async fn list_view_rows(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
+    let user = caller.require(Scope::ViewsRead(&name))?;
     crate::query::rows::read(
         &state.pool,
         &state.read_slots,

@@ -214,6 +214,7 @@ fn is_http(module: &str) -> bool {
         || module.starts_with("service::")
         || module == "auth::extract"
         || module == "auth::query_token"
+        || module == "auth::caller"
 }
 
 /// Shared plumbing: imports no feature.

@@ -363,6 +363,19 @@ async fn the_readme_email_subscription_runs_as_printed() {
     .await;
 }
 
+/// The API keys section continues the walkthrough's shell (its token, view and channel), so
+/// both run (on the walkthrough's server settings).
+#[tokio::test]
+async fn the_readme_api_keys_section_runs_as_printed() {
+    let readme = read("README.md");
+    let text = format!(
+        "{}\n{}",
+        section(&readme, "## Walkthrough (curl)"),
+        section(&readme, "## API keys (curl)")
+    );
+    run_page_with("README.md", &text, loopback_webhooks).await;
+}
+
 /// The command-line client's section, with the test's own build of the binary on `PATH` and its
 /// config in a directory of the test's own. No scheduler: an hourly job must not fire an
 /// event the section does not show.

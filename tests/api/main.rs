@@ -22,6 +22,7 @@ mod fairness;
 mod helpers;
 mod indexes;
 mod jobs;
+mod keys;
 mod notify;
 mod openapi;
 mod operations;

@@ -46,6 +46,13 @@ fn is_authenticated(op: &Value) -> bool {
     op["security"].as_array().is_some_and(|s| !s.is_empty())
 }
 
+/// Whether an operation takes API keys (and so their rate limit's 429).
+fn takes_keys(op: &Value) -> bool {
+    op["security"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|r| r.get("api_key").is_some()))
+}
+
 /// A component schema by name.
 fn component<'a>(doc: &'a Value, name: &str) -> &'a Value {
     let schema = &doc["components"]["schemas"][name];
@@ -188,9 +195,15 @@ async fn no_operation_lists_a_status_it_cannot_answer() {
     for (method, path, op) in operations(&doc) {
         let name = format!("{method} {path}");
         let listed = statuses(&op);
-        assert!(!listed.contains(&403), "{name}: nothing answers 403");
+        // 403: an API key where only a login session may go, or outside its scopes.
+        if listed.contains(&403) {
+            assert!(is_authenticated(&op), "{name}: nothing answers 403");
+        }
         if listed.contains(&429) {
-            assert!(throttled.contains(&name.as_str()), "{name} never throttles");
+            assert!(
+                throttled.contains(&name.as_str()) || takes_keys(&op),
+                "{name} never throttles"
+            );
         }
         if listed.contains(&401) {
             assert!(
@@ -320,4 +333,35 @@ async fn the_root_lists_the_openapi_document_and_its_viewers() {
     }
     let doc = document(&app).await;
     assert!(doc["paths"]["/"]["get"].is_object(), "GET / is documented");
+}
+
+#[tokio::test]
+async fn exactly_the_routes_keys_may_use_list_the_api_key_scheme() {
+    let app = spawn_app_without_database();
+    let doc = document(&app).await;
+    let scheme = &doc["components"]["securitySchemes"]["api_key"];
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+
+    let mut with_keys: Vec<String> = operations(&doc)
+        .into_iter()
+        .filter(|(_, _, op)| takes_keys(op))
+        .map(|(method, path, _)| format!("{method} {path}"))
+        .collect();
+    with_keys.sort();
+
+    assert_eq!(
+        with_keys,
+        [
+            "GET /channels/",
+            "GET /channels/{id}/listen/",
+            "GET /tables/",
+            "GET /tables/{name}/",
+            "GET /tables/{name}/rows/",
+            "GET /views/",
+            "GET /views/{name}/",
+            "GET /views/{name}/rows/",
+            "POST /tables/{name}/rows/",
+            "POST /views/{name}/refresh/",
+        ]
+    );
 }
