@@ -181,6 +181,7 @@ pub fn build_server_on(
             .wrap(from_fn(console::redirect_bare_path))
             .wrap(from_fn(service::metrics::record))
             .wrap(from_fn(request_id_header))
+            .wrap(from_fn(security_headers))
             .wrap(TracingLogger::<telemetry::AccessLog>::new())
             .wrap(from_fn(auth::query_token::strip_access_token))
     })
@@ -322,6 +323,32 @@ async fn request_id_header(
     if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
+}
+
+/// Headers every answer carries: `nosniff`, so no answer (a CSV export, a problem document,
+/// a tenant's value in JSON) is ever sniffed into HTML or script; and, on answers that set no
+/// Content-Security-Policy of their own (the API's, not the console's or the e-mail pages'),
+/// a refusal to be framed, so no page of another site can overlay them.
+async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+        if !headers.contains_key(header::X_FRAME_OPTIONS) {
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        }
     }
     Ok(res)
 }

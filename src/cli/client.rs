@@ -18,6 +18,30 @@ pub const DEFAULT_URL: &str = "http://localhost:8000";
 /// How long a connection attempt may take before the server counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a non-streaming request may go without receiving a byte before the server counts
+/// as unreachable (a stalled server or proxy must not hang a script forever). Generous, since
+/// creating a view or reading an upload runs on the server before it answers;
+/// `TDC_READ_TIMEOUT` (seconds) overrides it.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The most of an error answer read: the client shows 200 characters of it at most, and an
+/// endless error body must not fill the memory.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The most of a JSON answer read. The largest legitimate answer is a 10,000-row page; past
+/// this the answer is refused rather than buffered without end.
+pub const MAX_JSON_BODY: usize = 32 * 1024 * 1024;
+
+/// The idle timeout of `TDC_READ_TIMEOUT`, or [`READ_TIMEOUT`].
+fn read_timeout() -> Duration {
+    std::env::var("TDC_READ_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(READ_TIMEOUT)
+}
+
 /// A problem document, as far as the client reads it.
 #[derive(Debug, Deserialize)]
 struct Problem {
@@ -37,6 +61,8 @@ struct Pair {
 #[derive(Debug)]
 pub struct Session {
     http: Client,
+    /// The same without the idle timeout, for exports and `listen`, which bound their own waits.
+    streaming: Client,
     base: String,
     store: Store,
     profile: Profile,
@@ -53,17 +79,22 @@ impl Session {
             .or_else(|| profile.url.clone())
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
         let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(CliError::usage(format!(
-                "the server URL must start with http:// or https://: {base}"
-            )));
-        }
-        let http = Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| CliError::usage(format!("cannot build the HTTP client: {e}")))?;
+        check_url(&base)?;
+        let build = |idle: Option<Duration>| {
+            let builder = Client::builder().connect_timeout(CONNECT_TIMEOUT);
+            let builder = match idle {
+                Some(idle) => builder.read_timeout(idle),
+                None => builder,
+            };
+            builder
+                .build()
+                .map_err(|e| CliError::usage(format!("cannot build the HTTP client: {e}")))
+        };
+        let http = build(Some(read_timeout()))?;
+        let streaming = build(None)?;
         Ok(Self {
             http,
+            streaming,
             base,
             store,
             profile,
@@ -78,6 +109,11 @@ impl Session {
     /// The HTTP client.
     pub fn http(&self) -> &Client {
         &self.http
+    }
+
+    /// The HTTP client without the idle timeout (for streams that bound their own waits).
+    pub fn streaming_http(&self) -> &Client {
+        &self.streaming
     }
 
     /// The config store.
@@ -139,16 +175,39 @@ impl Session {
         }
     }
 
+    /// [`Session::send`] on the client without the idle timeout, for an export's stream.
+    pub async fn send_streaming(
+        &mut self,
+        build: impl Fn(&Client, &str) -> Result<RequestBuilder, CliError>,
+    ) -> Result<Response, CliError> {
+        let streaming = self.streaming.clone();
+        self.send(|_, auth| build(&streaming, auth)).await
+    }
+
     /// [`Session::send`] and the answer's body as text (the server's JSON, as sent).
     pub async fn text(
         &mut self,
         build: impl Fn(&Client, &str) -> Result<RequestBuilder, CliError>,
     ) -> Result<String, CliError> {
         let response = self.send(build).await?;
-        response
-            .text()
+        let (body, complete) = read_capped(response, MAX_JSON_BODY)
             .await
-            .map_err(|e| unreachable(&self.base, &e))
+            .map_err(|e| unreachable(&self.base, &e))?;
+        if !complete {
+            return Err(CliError::Server {
+                status: 200,
+                code: "invalid_response".to_owned(),
+                detail: format!(
+                    "the server's answer is larger than {} MiB",
+                    MAX_JSON_BODY / 1024 / 1024
+                ),
+            });
+        }
+        String::from_utf8(body).map_err(|e| CliError::Server {
+            status: 200,
+            code: "invalid_response".to_owned(),
+            detail: format!("the server's answer is not UTF-8: {e}"),
+        })
     }
 
     /// A fresh token pair for the profile's session, saved. Under the config lock: when
@@ -169,10 +228,7 @@ impl Session {
             .post(self.url("/auth/tokens/refresh/"))
             .json(&json!({ "refresh": refresh }));
         let pair: Pair = match self.send_anonymous(request).await {
-            Ok(response) => response
-                .json()
-                .await
-                .map_err(|e| unreachable(&self.base, &e))?,
+            Ok(response) => json_capped(response, &self.base).await?,
             Err(CliError::Server {
                 status,
                 code,
@@ -198,10 +254,7 @@ impl Session {
             .post(self.url("/auth/tokens/obtain/"))
             .json(&json!({ "primary_email": email, "password": password }));
         let response = self.send_anonymous(request).await?;
-        let pair: Pair = response
-            .json()
-            .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+        let pair: Pair = json_capped(response, &self.base).await?;
         let _lock = self.store.lock()?;
         self.profile = Profile {
             url: Some(self.base.clone()),
@@ -250,7 +303,10 @@ pub fn is_expired_access(error: &CliError) -> bool {
 /// the status and the start of the body when it is not a problem document (a proxy's page).
 pub async fn problem(response: Response) -> CliError {
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let body = read_capped(response, MAX_ERROR_BODY)
+        .await
+        .map_or_else(|_| Vec::new(), |(body, _)| body);
+    let text = String::from_utf8_lossy(&body);
     match serde_json::from_str::<Problem>(&text) {
         Ok(p) if p.code.is_some() || p.detail.is_some() => CliError::Server {
             status: status.as_u16(),
@@ -271,6 +327,57 @@ pub async fn problem(response: Response) -> CliError {
             },
         },
     }
+}
+
+/// Reads at most `cap` bytes of `response`'s body; whether that was all of it. The rest is
+/// never read (the connection is dropped with the response).
+pub async fn read_capped(
+    mut response: Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
+/// A small JSON answer (a token pair) read under [`MAX_ERROR_BODY`].
+async fn json_capped<T: serde::de::DeserializeOwned>(
+    response: Response,
+    base: &str,
+) -> Result<T, CliError> {
+    let (body, _) = read_capped(response, MAX_ERROR_BODY)
+        .await
+        .map_err(|e| unreachable(base, &e))?;
+    serde_json::from_slice(&body).map_err(|e| CliError::Server {
+        status: 200,
+        code: "invalid_response".to_owned(),
+        detail: format!("unexpected answer from the server: {e}"),
+    })
+}
+
+/// Refuses a server URL that is not http(s) or that carries credentials (`user:pass@`): they
+/// would be printed in messages, saved in the profile and sent on every request.
+fn check_url(base: &str) -> Result<(), CliError> {
+    if !base.starts_with("http://") && !base.starts_with("https://") {
+        return Err(CliError::usage(format!(
+            "the server URL must start with http:// or https://: {base}"
+        )));
+    }
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| CliError::usage(format!("the server URL is not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(CliError::usage(
+            "the server URL must not carry a user name or password (user:pass@host): log in with `tinydevcrm login`",
+        ));
+    }
+    Ok(())
 }
 
 fn status_text(status: StatusCode) -> String {

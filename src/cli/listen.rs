@@ -21,6 +21,19 @@ use super::tables::segment;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The shortest and longest reconnection wait a server's `retry:` may ask for: a hostile or
+/// broken server must neither make the client hammer it nor park it for hours.
+const MIN_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// How long a connected stream may stay silent before it counts as dropped. The server sends
+/// a heartbeat every 15 s by default (`sse_heartbeat`); a cut that no FIN reports (a NAT
+/// timeout, a stalled proxy) would otherwise leave the client waiting for ever.
+const IDLE: Duration = Duration::from_secs(45);
+
+/// The server's `retry:` within [`MIN_RETRY`] ..= [`MAX_RETRY`].
+fn clamp_retry(retry: Duration) -> Duration {
+    retry.clamp(MIN_RETRY, MAX_RETRY)
+}
 
 /// Why a stream ended.
 enum End {
@@ -44,7 +57,7 @@ pub async fn listen(
     let mut connected_once = false;
     loop {
         let mut request = session
-            .http()
+            .streaming_http()
             .get(&url)
             .header("Authorization", session.authorization()?)
             .header("Accept", "text/event-stream");
@@ -88,11 +101,11 @@ pub async fn listen(
         backoff = FIRST_BACKOFF;
         let mut events = response.sse_stream();
         let mut end = End::Dropped;
-        while let Some(item) = events.next().await {
+        while let Ok(Some(item)) = tokio::time::timeout(IDLE, events.next()).await {
             let message = match item {
                 Ok(Event::Message(message)) => message,
                 Ok(Event::Retry(retry)) => {
-                    server_retry = Some(retry);
+                    server_retry = Some(clamp_retry(retry));
                     continue;
                 }
                 Ok(Event::Comment(_)) => continue,
@@ -174,5 +187,25 @@ fn print_event(id: Option<&str>, name: &str, data: &str, json: bool) {
             escape(name),
             escape(data)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_servers_retry_is_clamped_to_half_a_second_through_a_minute() {
+        assert_eq!(clamp_retry(Duration::ZERO), Duration::from_millis(500));
+        assert_eq!(
+            clamp_retry(Duration::from_millis(1)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(clamp_retry(Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(
+            clamp_retry(Duration::from_secs(86_400)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(clamp_retry(Duration::MAX), Duration::from_secs(60));
     }
 }

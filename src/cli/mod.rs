@@ -109,10 +109,10 @@ async fn register(args: LoginArgs) -> Result<(), CliError> {
         .post(session.url("/auth/users/register/"))
         .json(&json!({ "primary_email": email, "password": password }));
     let response = session.send_anonymous(request).await?;
-    let text = response
-        .text()
+    let (body, _) = client::read_capped(response, client::MAX_JSON_BODY)
         .await
         .map_err(|e| error::unreachable(session.base(), &e))?;
+    let text = String::from_utf8_lossy(&body);
     if args.opts.json {
         output::print_json_text(&text);
     } else {

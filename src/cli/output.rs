@@ -11,11 +11,37 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-/// Characters a terminal may act on: C0 and C1 controls, DEL, and the Unicode format
-/// characters that reorder or hide text (bidirectional embeddings, overrides and isolates).
+/// Characters a terminal may act on or that hide or reorder text: C0 and C1 controls, DEL,
+/// the line and paragraph separators, and every Unicode format character (general category
+/// Cf: bidirectional marks, embeddings, overrides and isolates, zero-width characters, the
+/// byte order mark, interlinear annotations, tags). The Cf ranges are those of Unicode 16
+/// (`DerivedGeneralCategory.txt`); new ones are rare and would be added here.
 fn is_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
 }
 
 /// `text` with every unsafe character written as `\u{..}` (and `\` itself doubled, so an
@@ -47,8 +73,11 @@ pub fn terminal_safe_json(json: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(json.len() + 8);
     for c in json.chars() {
         if is_unsafe(c) {
-            // Unsafe characters are all in the Basic Multilingual Plane: one `\u` each.
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            // JSON's `\u` takes UTF-16 units: a surrogate pair beyond the BMP (tags).
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             out.push(c);
         }
@@ -182,6 +211,85 @@ mod tests {
         assert_eq!(escape("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(escape("\u{202e}evil"), "\\u{202e}evil");
         assert_eq!(escape("a\\u{1b}"), "a\\\\u{1b}");
+    }
+
+    #[test]
+    fn every_format_character_range_and_the_separators_are_escaped() {
+        // The ends of each range (and the single ones), as the review listed them and the
+        // rest of category Cf.
+        let unsafe_chars = [
+            '\u{00AD}',
+            '\u{0600}',
+            '\u{0605}',
+            '\u{061C}',
+            '\u{06DD}',
+            '\u{070F}',
+            '\u{0890}',
+            '\u{0891}',
+            '\u{08E2}',
+            '\u{180E}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202A}',
+            '\u{202E}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{206A}',
+            '\u{206F}',
+            '\u{FEFF}',
+            '\u{FFF9}',
+            '\u{FFFB}',
+            '\u{110BD}',
+            '\u{110CD}',
+            '\u{13430}',
+            '\u{1343F}',
+            '\u{1BCA0}',
+            '\u{1BCA3}',
+            '\u{1D173}',
+            '\u{1D17A}',
+            '\u{E0001}',
+            '\u{E0020}',
+            '\u{E007F}',
+        ];
+        for c in unsafe_chars {
+            let text = format!("a{c}b");
+            assert_eq!(
+                escape(&text),
+                format!("a\\u{{{:x}}}b", u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // Neighbours that are ordinary text stay as they are.
+        for c in [
+            '\u{00AC}',
+            '\u{200A}',
+            '\u{2030}',
+            '\u{2065}',
+            '\u{FEFE}',
+            '\u{FFFC}',
+            '\u{E0080}',
+        ] {
+            assert!(!is_unsafe(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn terminal_safe_json_escapes_tags_as_surrogate_pairs() {
+        let value = serde_json::json!({"v": "x\u{E0041}\u{2028}\u{61C}"});
+        let text = serde_json::to_string(&value).expect("json");
+        let safe = terminal_safe_json(&text);
+        assert!(safe.contains("\\udb40\\udc41"), "{safe}");
+        assert!(!safe.chars().any(is_unsafe), "{safe}");
+        let back: Value = serde_json::from_str(&safe).expect("still JSON");
+        assert_eq!(back, value);
     }
 
     #[test]

@@ -105,11 +105,14 @@ impl Store {
     pub fn lock(&self) -> Result<Lock, CliError> {
         self.ensure_dir()?;
         let path = self.dir.join(LOCK);
+        // Never through a link: a planted `config.lock` link would make us create or open a
+        // file elsewhere.
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&path)
             .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
@@ -118,6 +121,7 @@ impl Store {
     }
 
     fn read(&self) -> Result<ConfigFile, CliError> {
+        self.check_dir()?;
         let path = self.path();
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
@@ -131,9 +135,42 @@ impl Store {
         }
     }
 
+    /// Refuses a config directory somebody else could write to: another user who can create
+    /// files in it can plant a config (a server of theirs, which then receives the password at
+    /// the next login) or swap the files the tokens are written to. The client does not repair
+    /// such a directory itself (it may be shared on purpose): the message says what to run.
+    fn check_dir(&self) -> Result<(), CliError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::metadata(&self.dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(CliError::usage(format!("{}: {e}", self.dir.display()))),
+        };
+        if !meta.is_dir() {
+            return Err(CliError::usage(format!(
+                "{}: not a directory",
+                self.dir.display()
+            )));
+        }
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(CliError::usage(format!(
+                "the config directory {} belongs to another user: refusing to keep tokens there",
+                self.dir.display()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(CliError::usage(format!(
+                "the config directory {} is writable by group or others: run `chmod 700 {}`",
+                self.dir.display(),
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn ensure_dir(&self) -> Result<(), CliError> {
         if self.dir.is_dir() {
-            return Ok(());
+            return self.check_dir();
         }
         DirBuilder::new()
             .recursive(true)

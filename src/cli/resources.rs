@@ -13,6 +13,15 @@ use super::listen;
 use super::output::{escape, print_json_text, print_list};
 use super::tables::{delete, done, get, list, rows, segment, send_json, show};
 
+/// A number the server sent, for a sentence: only a JSON number prints (its text is digits,
+/// sign, point and exponent); anything else, a string with terminal controls included, is `?`.
+fn number(value: &Value) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        _ => "?".to_owned(),
+    }
+}
+
 /// Runs a `views` subcommand.
 pub async fn views(args: ViewsArgs) -> Result<(), CliError> {
     let json = args.opts.json;
@@ -39,7 +48,7 @@ pub async fn views(args: ViewsArgs) -> Result<(), CliError> {
                 format!(
                     "created view {}: {} rows",
                     escape(str_of(v, "view_name")),
-                    v["row_count"]
+                    number(&v["row_count"])
                 )
             })
         }
@@ -56,7 +65,7 @@ pub async fn views(args: ViewsArgs) -> Result<(), CliError> {
             let text = send_json(&mut session, Method::POST, &path, &json!({})).await?;
             described(&text, json, |v| {
                 let detail = match (v["row_count"].as_i64(), v["error"].as_str()) {
-                    (Some(rows), _) => format!(" ({rows} rows, {} ms)", v["duration_ms"]),
+                    (Some(rows), _) => format!(" ({rows} rows, {} ms)", number(&v["duration_ms"])),
                     (None, Some(why)) => format!(" ({})", escape(why)),
                     (None, None) => String::new(),
                 };
@@ -285,4 +294,18 @@ fn described(text: &str, json: bool, sentence: impl Fn(&Value) -> String) -> Res
 /// A string member, or empty.
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_print_only_numbers_the_server_sent_as_numbers() {
+        assert_eq!(number(&json!(42)), "42");
+        assert_eq!(number(&json!(1.5)), "1.5");
+        assert_eq!(number(&json!("\u{202e}\u{1b}[2J")), "?");
+        assert_eq!(number(&json!({"x": "\u{9b}"})), "?");
+        assert_eq!(number(&Value::Null), "?");
+    }
 }

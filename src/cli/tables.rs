@@ -4,7 +4,7 @@
 //! is a terminal: in a pipe or a log there is nothing but the final sentence.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -370,36 +370,146 @@ pub async fn rows(
 }
 
 async fn export(session: &mut Session, args: ExportArgs, json: bool) -> Result<(), CliError> {
+    let mut out = Output::open(&args.output)?;
     let result = match args.format {
-        ExportFormat::Parquet | ExportFormat::Csv => export_file(session, &args).await,
-        ExportFormat::Json => export_json(session, &args).await,
+        ExportFormat::Parquet | ExportFormat::Csv => export_file(session, &args, &mut out).await,
+        ExportFormat::Json => export_json(session, &args, &mut out).await,
     };
-    let bytes = match result {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            // Half a file must not pass for the export.
-            let _ = std::fs::remove_file(&args.output);
-            return Err(e);
-        }
-    };
-    done(
-        json,
-        json!({"table_name": args.name, "file": args.output.display().to_string(), "bytes": bytes}),
-        &format!(
-            "exported table {} to {} ({bytes} bytes)",
-            escape(&args.name),
-            escape(&args.output.display().to_string())
-        ),
+    // On failure a temporary file goes with `out` (half a file must not pass for the export)
+    // and the destination is left as it was.
+    let bytes = result?;
+    let to_stdout = matches!(out, Output::Stdout(_));
+    out.finish(&args.output)?;
+    let value =
+        json!({"table_name": args.name, "file": args.output.display().to_string(), "bytes": bytes});
+    let sentence = format!(
+        "exported table {} to {} ({bytes} bytes)",
+        escape(&args.name),
+        escape(&args.output.display().to_string())
     );
+    if to_stdout {
+        // Standard output is the export: the summary goes to standard error.
+        eprintln!("{sentence}");
+    } else {
+        done(json, value, &sentence);
+    }
     Ok(())
 }
 
-fn create_output(path: &Path) -> Result<std::fs::File, CliError> {
-    std::fs::File::create(path).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+/// Where an export goes. A regular file (or a new one) is written through a temporary file in
+/// the same directory, renamed over it only once the export is complete; anything else (`-`,
+/// `/dev/stdout`, a FIFO, a device) is written to directly, since it cannot be replaced and
+/// must never be removed.
+enum Output {
+    /// A new file beside the destination (resolved through links), removed when dropped
+    /// unless persisted there.
+    Temp(tempfile::NamedTempFile, PathBuf, u64),
+    /// A FIFO, a device or another non-regular file, opened for writing.
+    Direct(std::fs::File, u64),
+    /// `-`.
+    Stdout(u64),
 }
 
-/// A Parquet or CSV export: the server sends the whole result; streamed to the file.
-async fn export_file(session: &mut Session, args: &ExportArgs) -> Result<u64, CliError> {
+impl Output {
+    fn open(path: &Path) -> Result<Self, CliError> {
+        let fail = |e: std::io::Error| CliError::usage(format!("{}: {e}", path.display()));
+        if path.as_os_str() == "-" {
+            return Ok(Self::Stdout(0));
+        }
+        // `/dev/stdout` and `/proc/self/fd/N` name an open descriptor (a pipe, a terminal, or
+        // the file a shell redirected to): it cannot be replaced by a rename.
+        let descriptor = path.starts_with("/dev") || path.starts_with("/proc");
+        let meta = std::fs::metadata(path);
+        match meta {
+            Ok(meta) if descriptor || (!meta.is_file() && !meta.is_dir()) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(fail)?;
+                return Ok(Self::Direct(file, 0));
+            }
+            Ok(meta) if meta.is_dir() => {
+                return Err(CliError::usage(format!(
+                    "{}: is a directory",
+                    path.display()
+                )));
+            }
+            _ => {}
+        }
+        // A link to a file: the file is replaced, not the link.
+        let resolved = match std::fs::symlink_metadata(path) {
+            Ok(link) if link.file_type().is_symlink() => {
+                std::fs::canonicalize(path).map_err(fail)?
+            }
+            _ => path.to_path_buf(),
+        };
+        let path = resolved.as_path();
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // Created with O_EXCL (never an existing file or a planted link) and mode 0666 less
+        // the umask, as a plain `create` would.
+        let temp = tempfile::Builder::new()
+            .prefix(".tdc-export-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(fail)?;
+        Ok(Self::Temp(temp, path.to_path_buf(), 0))
+    }
+
+    /// Bytes written so far.
+    fn written(&self) -> u64 {
+        match self {
+            Self::Temp(_, _, n) | Self::Direct(_, n) | Self::Stdout(n) => *n,
+        }
+    }
+
+    /// Makes the export durable and, for a regular file, puts it in place of `path`.
+    fn finish(&mut self, path: &Path) -> Result<(), CliError> {
+        let fail = |e: std::io::Error| CliError::usage(format!("{}: {e}", path.display()));
+        match self {
+            Self::Temp(temp, _, _) => {
+                temp.as_file().sync_all().map_err(fail)?;
+                // `persist` takes the file by value; put a placeholder in its place.
+                let Self::Temp(temp, target, _) = std::mem::replace(self, Self::Stdout(0)) else {
+                    return Ok(());
+                };
+                temp.persist(&target).map_err(|e| fail(e.error))?;
+                Ok(())
+            }
+            Self::Direct(file, _) => file.flush().map_err(fail),
+            Self::Stdout(_) => std::io::stdout().flush().map_err(fail),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (n, count) = match self {
+            Self::Temp(temp, _, count) => (temp.write(buf)?, count),
+            Self::Direct(file, count) => (file.write(buf)?, count),
+            Self::Stdout(count) => (std::io::stdout().write(buf)?, count),
+        };
+        *count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Temp(temp, _, _) => temp.flush(),
+            Self::Direct(file, _) => file.flush(),
+            Self::Stdout(_) => std::io::stdout().flush(),
+        }
+    }
+}
+
+/// A Parquet or CSV export: the server sends the whole result; streamed to `out`.
+async fn export_file(
+    session: &mut Session,
+    args: &ExportArgs,
+    out: &mut Output,
+) -> Result<u64, CliError> {
     let mut query = rows_query(&args.filters, args.order.as_deref(), None, args.limit)?;
     let format = if args.format == ExportFormat::Csv {
         "csv"
@@ -409,35 +519,33 @@ async fn export_file(session: &mut Session, args: &ExportArgs) -> Result<u64, Cl
     query.push(("format".to_owned(), format.to_owned()));
     let url = session.url(&format!("/tables/{}/rows/", segment(&args.name)));
     let response = session
-        .send(|http, auth| Ok(http.get(&url).header("Authorization", auth).query(&query)))
+        .send_streaming(|http, auth| Ok(http.get(&url).header("Authorization", auth).query(&query)))
         .await?;
     let progress = bar(
         response.content_length(),
         &format!("exporting {}", args.name),
     );
-    let mut out = create_output(&args.output)?;
     let mut body = response.bytes_stream();
-    let mut written = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| unreachable(session.base(), &e))?;
         out.write_all(&chunk)
             .map_err(|e| CliError::usage(format!("{}: {e}", args.output.display())))?;
-        written += chunk.len() as u64;
         progress.inc(chunk.len() as u64);
     }
-    out.sync_all()
-        .map_err(|e| CliError::usage(format!("{}: {e}", args.output.display())))?;
     progress.finish_and_clear();
-    Ok(written)
+    Ok(out.written())
 }
 
 /// A JSON export: the JSON pages one after the other (keyset cursors), written as one array.
-async fn export_json(session: &mut Session, args: &ExportArgs) -> Result<u64, CliError> {
+async fn export_json(
+    session: &mut Session,
+    args: &ExportArgs,
+    out: &mut Output,
+) -> Result<u64, CliError> {
     let url = session.url(&format!("/tables/{}/rows/", segment(&args.name)));
     let progress = bar(None, &format!("exporting {}", args.name));
-    let mut out = std::io::BufWriter::new(create_output(&args.output)?);
+    let mut out = std::io::BufWriter::new(out);
     let fail = |e: std::io::Error| CliError::usage(format!("{}: {e}", args.output.display()));
-    let mut written = 0u64;
     let mut left = args.limit;
     let mut cursor: Option<String> = None;
     let mut first = true;
@@ -459,9 +567,8 @@ async fn export_json(session: &mut Session, args: &ExportArgs) -> Result<u64, Cl
             }
             first = false;
             out.write_all(line.as_bytes()).map_err(fail)?;
-            written += line.len() as u64 + 2;
         }
-        progress.set_position(written);
+        progress.set_position(out.get_ref().written() + out.buffer().len() as u64);
         let got = u32::try_from(page.rows.len()).unwrap_or(u32::MAX);
         left = left.map(|l| l.saturating_sub(got));
         match page.next_cursor {
@@ -472,6 +579,5 @@ async fn export_json(session: &mut Session, args: &ExportArgs) -> Result<u64, Cl
     out.write_all(b"]\n").map_err(fail)?;
     out.flush().map_err(fail)?;
     progress.finish_and_clear();
-    let bytes = std::fs::metadata(&args.output).map_err(fail)?.len();
-    Ok(bytes)
+    Ok(out.get_ref().written())
 }

@@ -170,6 +170,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_consoles_reserved_filter_names_are_the_servers() {
+        let app = include_str!("assets/app.js");
+        let line = app
+            .lines()
+            .find(|l| l.starts_with("const RESERVED_QUERY_KEYS = ["))
+            .expect("app.js declares RESERVED_QUERY_KEYS");
+        let list = line
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(inside, _)| inside)
+            .expect("a list");
+        let console: Vec<&str> = list
+            .split(',')
+            .map(|k| k.trim().trim_matches('"'))
+            .collect();
+        assert_eq!(console, crate::query::params::RESERVED_KEYS);
+    }
+
+    #[test]
     fn every_asset_has_a_distinct_name_and_a_body() {
         for (i, a) in ASSETS.iter().enumerate() {
             assert!(!a.body.is_empty(), "{} is empty", a.name);

@@ -195,7 +195,9 @@ pub const DEFAULT_LIMIT: i64 = 100;
 /// Most rows in one JSON response (CSV and Parquet exports are unlimited unless asked).
 pub const MAX_LIMIT: i64 = 10_000;
 
-const RESERVED_KEYS: &[&str] = &[
+/// Query keys the rows route takes for itself: a column with one of these names cannot be
+/// filtered (the console refuses such a filter; docs/API.md says so).
+pub(crate) const RESERVED_KEYS: &[&str] = &[
     "select", "order", "limit", "cursor", "page", "size", "format",
 ];
 

@@ -5,6 +5,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -765,4 +767,222 @@ async fn server_text_cannot_drive_the_terminal() {
         rows[0]["record_type"], evil,
         "JSON carries the value exactly"
     );
+}
+
+/// A client logged in (a token in its profile, written as the client would) to a server that
+/// never checks it: for the fake servers below.
+fn client_with_token(url: &str) -> Client {
+    let cli = Client::new(url);
+    let dir = cli.config_dir();
+    std::fs::create_dir_all(&dir).expect("config dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let config = json!({"profiles": {"default": {"url": url, "access": "a", "refresh": "r"}}});
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    cli
+}
+
+/// A server that answers every request with `head` and then `body` forever (or, with `stall`,
+/// `head` and then nothing, the connection held open); the bytes of body it got out.
+async fn fake_server(head: &'static str, body: Option<&'static [u8]>) -> (String, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                match body {
+                    Some(body) => {
+                        while socket.write_all(body).await.is_ok() {
+                            counter.fetch_add(body.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(600)).await,
+                }
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_mid_answer_times_out_with_exit_3() {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[";
+    let (url, _) = fake_server(head, None).await;
+    let cli = client_with_token(&url);
+    let started = Instant::now();
+    let run = tokio::time::timeout(
+        Duration::from_secs(30),
+        cli.run_with(&["tables", "ls"], None, &[("TDC_READ_TIMEOUT", "1")]),
+    )
+    .await
+    .expect("the client gives up on a stalled answer");
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{run:?}");
+}
+
+#[tokio::test]
+async fn endless_answers_are_read_only_up_to_a_bound() {
+    const CHUNK: &[u8] = &[b'x'; 64 * 1024];
+    // An error page without end: the client shows its start, exit 2.
+    let head = "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n";
+    let (url, sent) = fake_server(head, Some(CHUNK)).await;
+    let cli = client_with_token(&url);
+    let run = tokio::time::timeout(Duration::from_secs(60), cli.run(&["tables", "ls"]))
+        .await
+        .expect("the client stops reading");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("xxxx") && run.stderr.len() < 1000,
+        "{run:?}"
+    );
+    // What the sockets' buffers took, not the gigabytes an unbounded read would have.
+    assert!(sent.load(Ordering::Relaxed) < 64 << 20, "{sent:?}");
+
+    // A "JSON" answer without end: refused, exit 2.
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+    let (url, sent) = fake_server(head, Some(CHUNK)).await;
+    let cli = client_with_token(&url);
+    let run = tokio::time::timeout(Duration::from_secs(60), cli.run(&["tables", "ls"]))
+        .await
+        .expect("the client stops reading");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("larger than"), "{run:?}");
+    assert!(sent.load(Ordering::Relaxed) < 128 << 20, "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_server_url_with_credentials_is_refused_and_never_printed() {
+    let cli = Client::new("http://127.0.0.1:1");
+    for args in [
+        &["tables", "ls", "--url", "http://user:s3cret@127.0.0.1:1"][..],
+        &[
+            "login",
+            "--email",
+            "a@example.com",
+            "--password-stdin",
+            "--url",
+            "http://user@127.0.0.1:1",
+        ],
+    ] {
+        let run = cli.run_with(args, Some("pw\n"), &[]).await;
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("user name or password"), "{run:?}");
+        assert!(!run.stderr.contains("s3cret"), "{run:?}");
+    }
+    assert!(!cli.config_dir().join("config.json").exists());
+}
+
+#[tokio::test]
+async fn a_config_directory_others_can_write_or_own_is_refused() {
+    let cli = client_with_token("http://127.0.0.1:1");
+    let dir = cli.config_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let run = cli.run(&["tables", "ls"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("chmod 700"), "{run:?}");
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    if nix::unistd::geteuid().is_root() {
+        // Root can give the directory away; another user's directory is refused too.
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+        let run = cli.run(&["tables", "ls"]).await;
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains("another user"), "{run:?}");
+        std::os::unix::fs::chown(&dir, Some(0), Some(0)).expect("chown back");
+    }
+
+    // A planted `config.lock` link is not followed (the lock would create its target).
+    let planted = cli.home.join("planted");
+    std::os::unix::fs::symlink(&planted, dir.join("config.lock")).expect("link");
+    let run = cli.run(&["logout"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!planted.exists(), "{run:?}");
+}
+
+#[tokio::test]
+async fn a_failed_export_leaves_the_destination_as_it_was() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    let cli = Client::new(&app.address);
+    cli.login(&user).await;
+    let existing = cli.home.join("precious.csv");
+    std::fs::write(&existing, "old contents\n").expect("write");
+    let path = existing.to_str().expect("utf-8");
+
+    let missing = cli
+        .run(&[
+            "tables",
+            "export",
+            "no_such_table",
+            "-o",
+            path,
+            "--format",
+            "csv",
+        ])
+        .await;
+    assert_eq!(missing.code, 2, "{missing:?}");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let unreachable = cli
+        .run(&[
+            "tables",
+            "export",
+            "no_such_table",
+            "-o",
+            path,
+            "--format",
+            "csv",
+            "--url",
+            &format!("http://127.0.0.1:{closed}"),
+        ])
+        .await;
+    assert_eq!(unreachable.code, 3, "{unreachable:?}");
+    assert_eq!(
+        std::fs::read_to_string(&existing).expect("still there"),
+        "old contents\n"
+    );
+
+    // A device (through a link, so nothing outside the test's directory is at stake) is
+    // written to, never removed.
+    let device = cli.home.join("null");
+    std::os::unix::fs::symlink("/dev/null", &device).expect("link");
+    let run = cli
+        .run(&[
+            "tables",
+            "export",
+            "no_such_table",
+            "-o",
+            device.to_str().expect("utf-8"),
+        ])
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(std::fs::symlink_metadata(&device).is_ok(), "{run:?}");
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&cli.home)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tdc-export"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

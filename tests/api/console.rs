@@ -59,6 +59,39 @@ async fn console_files_load_without_a_token_with_their_types_and_a_strict_policy
 }
 
 #[tokio::test]
+async fn api_answers_carry_nosniff_and_refuse_to_be_framed() {
+    let app = spawn_app().await;
+    let user = app.user_with_view().await;
+    let access = user.access.as_str();
+    let answers = [
+        ("json", app.get_as(access, "/tables/").await),
+        (
+            "csv",
+            app.get_as(access, "/tables/sometable/rows/?format=csv")
+                .await,
+        ),
+        (
+            "problem",
+            app.get_as(access, "/tables/no_such_table/").await,
+        ),
+        ("unrouted problem", app.get("/no/such/route").await),
+        ("console 404", app.get("/console/nope.js").await),
+    ];
+    for (what, res) in answers {
+        assert_eq!(header(&res, "x-content-type-options"), "nosniff", "{what}");
+        assert!(
+            header(&res, "content-security-policy").contains("frame-ancestors 'none'"),
+            "{what}"
+        );
+    }
+    let json = app.get_as(access, "/tables/").await;
+    assert_eq!(json.status(), StatusCode::OK);
+    assert_eq!(header(&json, "x-frame-options"), "DENY");
+    // Swagger UI still answers (framing is all the default policy speaks of).
+    assert_eq!(app.get("/docs/index.html").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn the_bare_console_path_redirects_to_the_index_keeping_the_query() {
     let app = spawn_app().await;
     let res = app.get("/console").await;
@@ -283,6 +316,21 @@ async fn the_console_uploads_creates_and_shows_live_events_once_across_a_server_
     assert_eq!(xss["shown"], xss["expected"], "{xss}");
     assert_eq!(xss["img_elements"], 0, "{xss}");
     assert_eq!(xss["ran"], false, "{xss}");
+    // A bidi override in a cell is shown, not obeyed.
+    assert_eq!(
+        report["bidi"]["shown"], "\\u{202e}gnp.exe",
+        "{}",
+        report["bidi"]
+    );
+    // A malformed address: not found, and the job page's poller stopped.
+    let malformed = &report["malformed_hash"];
+    assert!(
+        malformed["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("Not found")),
+        "{malformed}"
+    );
+    assert_eq!(malformed["polls_after"], 0, "{malformed}");
     let view = &report["view"];
     assert_eq!(view["sql_shown"], view["sql_expected"], "{view}");
     assert_eq!(view["labels"], serde_json::json!(["<b>bold</b>"]), "{view}");

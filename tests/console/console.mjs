@@ -222,6 +222,17 @@ async function run() {
     };
     step("the markup row shows as text", report.xss);
 
+    // A value with a right-to-left override: shown as an escape, not obeyed.
+    await apiCall("POST", "/tables/calls/rows/", [{ record_id: 6002, record_type: "start", record_timestamp: "2026-03-01T10:00:00Z", call_id: 3002, source: "\u202Egnp.exe", destination: "2188888888" }]);
+    await page.click("#table-detail .chip-remove");
+    await page.waitForFunction(() => document.querySelectorAll("#table-detail .chip").length === 0);
+    await page.waitForTimeout(300);
+    await filter(page, "#table-detail", "record_id", "eq", "6002");
+    await page.waitForFunction(() => document.querySelectorAll("#table-detail table.rows tbody tr").length === 1
+      && document.querySelector("#table-detail .chip").textContent.includes("6002"));
+    report.bidi = { shown: (await columnValues(page, "#table-detail", "source"))[0] };
+    step("a bidi override shows as an escape", report.bidi);
+
     // A view: its SQL, a refresh, its rows.
     await page.click('#nav a[data-section="views"]');
     await page.fill("#view-name", "call_counts");
@@ -259,6 +270,19 @@ async function run() {
     await waitText(page, "#job-state", /^active$/);
     report.job_resumed_by_the_page = !(await apiCall("GET", `/jobs/${jobId}/`)).paused;
     step("created a job, saw its runs, paused and resumed it", { runs: report.job_runs.length });
+
+    // A malformed address while the job's runs are polled: "not found", no uncaught error,
+    // and the poller stopped.
+    let jobPolls = 0;
+    const countPolls = (r) => { if (new URL(r.url()).pathname.startsWith("/jobs/")) jobPolls += 1; };
+    page.on("request", countPolls);
+    await page.evaluate(() => { location.hash = "#tables/%"; });
+    await waitText(page, "#notice", /Not found/);
+    const pollsAtLeave = jobPolls;
+    await page.waitForTimeout(4000);
+    report.malformed_hash = { notice: await page.textContent("#notice"), polls_after: jobPolls - pollsAtLeave };
+    page.off("request", countPolls);
+    step("a malformed address shows not found", report.malformed_hash);
 
     // The live view of a new channel on the view: the job's events, then one of the test's.
     await page.click('#nav a[data-section="live"]');

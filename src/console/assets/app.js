@@ -56,11 +56,21 @@ logoutButton.addEventListener("click", async () => {
 window.addEventListener("hashchange", () => route());
 
 function route() {
-  if (!api.signedIn) return showLogin();
-  const [section, ...rest] = location.hash.replace(/^#/, "").split("/");
-  const arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
+  // The section being left stops first (its pollers, its stream), whatever the new address.
   leave();
   leave = () => {};
+  if (!api.signedIn) return showLogin();
+  const [section, ...rest] = location.hash.replace(/^#/, "").split("/");
+  let arg = null;
+  try {
+    arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
+  } catch (_) {
+    // A malformed escape (`#tables/%`): nothing has that name.
+    fill(main);
+    say("Not found: the address names nothing (malformed escape).");
+    keepNotice = false;
+    return undefined;
+  }
   if (!keepNotice) say("");
   keepNotice = false;
   for (const link of nav.querySelectorAll("a")) {
@@ -113,6 +123,10 @@ function signedIn() {
 
 // ---------------------------------------------------------------- rows
 
+/** The rows route's own query parameters (the server's `RESERVED_KEYS` in src/query/params.rs,
+ *  kept equal by a Rust test): a column with one of these names cannot be filtered. */
+const RESERVED_QUERY_KEYS = ["select", "order", "limit", "cursor", "page", "size", "format"];
+
 /** Rows of `path` (a table's or a view's rows route) with filters, a page size and keyset
  *  pages (the cursors of the pages before are kept for "Previous"). */
 function rowsBrowser(path, columns) {
@@ -145,7 +159,9 @@ function rowsBrowser(path, columns) {
     page = n;
     cursors[n + 1] = body.next_cursor;
     cursors.length = n + 2;
-    const shown = body.rows.length ? Object.keys(body.rows[0]) : columns;
+    // The declared column order: an object's keys put integer-like names first.
+    const extra = body.rows.length ? Object.keys(body.rows[0]).filter((k) => !columns.includes(k)) : [];
+    const shown = columns.concat(extra);
     fill(out, rowsTable(shown, body.rows));
     fill(status, `page ${n + 1}: ${body.rows.length} rows${body.next_cursor ? ", more after" : ""}`);
     prev.disabled = n === 0;
@@ -159,6 +175,10 @@ function rowsBrowser(path, columns) {
 
   const add = h("form", { class: "filters", onsubmit: (e) => {
     e.preventDefault();
+    if (RESERVED_QUERY_KEYS.includes(column.value)) {
+      say(`The column "${column.value}" cannot be filtered: its name is one of the rows route's own query parameters (${RESERVED_QUERY_KEYS.join(", ")}).`);
+      return;
+    }
     filters.push({ column: column.value, op: op.value, value: value.value });
     value.value = "";
     drawChips();

@@ -28,8 +28,16 @@ function append(el, children) {
     if (child === null || child === undefined || child === false) continue;
     if (Array.isArray(child)) append(el, child);
     else if (child instanceof Node) el.append(child);
-    else el.append(document.createTextNode(String(child)));
+    else el.append(document.createTextNode(visible(String(child))));
   }
+}
+
+/** Control and format characters (bidirectional overrides and isolates, zero-width and
+ *  invisible characters, tags, line separators) shown as `\u{202e}`-style text, so tenant
+ *  text cannot reorder or hide what is around it. Newlines and tabs stay (SQL is multi-line).
+ *  Every string child of `h` and `fill` goes through it. */
+export function visible(text) {
+  return text.replace(/[^\P{Cc}\n\t]|[\p{Cf}\u2028\u2029]/gu, (c) => `\\u{${c.codePointAt(0).toString(16)}}`);
 }
 
 /** Replaces `el`'s children. */
