@@ -13,7 +13,7 @@ use super::indexes;
 use super::json_rows::{self, copy_rows};
 use super::name::table_name;
 use super::parquet::{self, copy_file};
-use super::plan::{DeclaredColumn, Plan};
+use super::plan::{DeclaredColumn, Plan, RangeTracker};
 use super::store::{self, ColumnInfo};
 use super::types::PgType;
 use super::upload::{on_blocking, read_body, read_form, require_multipart};
@@ -160,6 +160,7 @@ pub async fn create_table(
         plan,
         path,
         settings.tenant_storage_bytes,
+        RangeTracker::default(),
     )
     .await?;
     indexes::create_declared(
@@ -451,6 +452,26 @@ pub async fn add_rows(
         });
     };
 
+    // Incremental views over this table recompute the buckets of what this upload writes: the
+    // range of their source columns is taken from the batches as they are copied.
+    let watched = crate::views::incremental::store::tracked_columns(
+        &state.pool,
+        user.user_id,
+        &row.table_name,
+    )
+    .await?;
+    let plan_columns = match &source {
+        Source::File(_, plan) | Source::Json(plan, _) => &plan.columns,
+    };
+    let tracker = RangeTracker::new(
+        watched
+            .into_iter()
+            .filter_map(|name| {
+                let index = plan_columns.iter().position(|c| c.name == name)?;
+                Some((index, name))
+            })
+            .collect(),
+    );
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     if mode == Mode::Replace {
         store::delete_all_rows(&mut tx, &tenant, &name).await?;
@@ -464,6 +485,7 @@ pub async fn add_rows(
                 plan,
                 file.to_path_buf(),
                 settings.tenant_storage_bytes,
+                tracker.clone(),
             )
             .await?;
             drop(file);
@@ -477,6 +499,7 @@ pub async fn add_rows(
                 plan,
                 batches,
                 settings.tenant_storage_bytes,
+                tracker.clone(),
             )
             .await?
         }
@@ -484,6 +507,28 @@ pub async fn add_rows(
     let row_count = store::row_count(&mut tx, &tenant, &name).await?;
     let mut tx = tx.into_service().await?;
     store::bump_change_count(&mut tx, row.table_id).await?;
+    let touched: Vec<_> = tracker
+        .columns()
+        .into_iter()
+        .map(|c| {
+            let at = |us| chrono::DateTime::from_timestamp_micros(us).map(|t| t.naive_utc());
+            let range = c.min.zip(c.max).and_then(|(lo, hi)| at(lo).zip(at(hi)));
+            crate::views::incremental::store::Touched {
+                // Values chrono cannot hold leave the change unbounded (a full refresh).
+                nulls: c.nulls || (c.min.is_some() && range.is_none()),
+                range,
+                column: c.name,
+            }
+        })
+        .collect();
+    crate::views::incremental::store::record_changes(
+        &mut tx,
+        user.user_id,
+        &row.table_name,
+        mode == Mode::Append,
+        &touched,
+    )
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(RowsWritten {
         table_name: row.table_name,
