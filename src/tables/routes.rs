@@ -24,6 +24,7 @@ use crate::db::tenant;
 use crate::error::{ApiError, Problem};
 use crate::query::rows::{RowsPage, RowsParams};
 use crate::state::AppState;
+use crate::views::incremental::store::{record_changes, tracker};
 
 /// A table as the API describes it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -451,27 +452,8 @@ pub async fn add_rows(
             detail: "send rows as multipart/form-data (a Parquet file), application/json (an array of objects) or application/x-ndjson".to_owned(),
         });
     };
-
-    // Incremental views over this table recompute the buckets of what this upload writes: the
-    // range of their source columns is taken from the batches as they are copied.
-    let watched = crate::views::incremental::store::tracked_columns(
-        &state.pool,
-        user.user_id,
-        &row.table_name,
-    )
-    .await?;
-    let plan_columns = match &source {
-        Source::File(_, plan) | Source::Json(plan, _) => &plan.columns,
-    };
-    let tracker = RangeTracker::new(
-        watched
-            .into_iter()
-            .filter_map(|name| {
-                let index = plan_columns.iter().position(|c| c.name == name)?;
-                Some((index, name))
-            })
-            .collect(),
-    );
+    let (Source::File(_, plan) | Source::Json(plan, _)) = &source;
+    let tracker = tracker(&state.pool, user.user_id, &row.table_name, &plan.columns).await?;
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     if mode == Mode::Replace {
         store::delete_all_rows(&mut tx, &tenant, &name).await?;
@@ -507,28 +489,7 @@ pub async fn add_rows(
     let row_count = store::row_count(&mut tx, &tenant, &name).await?;
     let mut tx = tx.into_service().await?;
     store::bump_change_count(&mut tx, row.table_id).await?;
-    let touched: Vec<_> = tracker
-        .columns()
-        .into_iter()
-        .map(|c| {
-            let at = |us| chrono::DateTime::from_timestamp_micros(us).map(|t| t.naive_utc());
-            let range = c.min.zip(c.max).and_then(|(lo, hi)| at(lo).zip(at(hi)));
-            crate::views::incremental::store::Touched {
-                // Values chrono cannot hold leave the change unbounded (a full refresh).
-                nulls: c.nulls || (c.min.is_some() && range.is_none()),
-                range,
-                column: c.name,
-            }
-        })
-        .collect();
-    crate::views::incremental::store::record_changes(
-        &mut tx,
-        user.user_id,
-        &row.table_name,
-        mode == Mode::Append,
-        &touched,
-    )
-    .await?;
+    record_changes(&mut tx, user.user_id, &row.table_name, mode, &tracker).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(RowsWritten {
         table_name: row.table_name,

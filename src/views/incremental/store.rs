@@ -10,6 +10,7 @@ use super::Incremental;
 use crate::db::ident::Ident;
 use crate::db::tenant::ServiceTx;
 use crate::error::ApiError;
+use crate::tables::plan::{ColumnPlan, RangeTracker};
 
 /// The definitions of an incremental view, in the tenant's schema: the whole query (`full`)
 /// and the query bounded on the source column (`range`). Plain views: PostgreSQL keeps their
@@ -61,6 +62,42 @@ pub async fn tracked_columns(
     .await?)
 }
 
+/// A tracker of the columns of `plan_columns` that incremental views compute buckets from.
+pub async fn tracker(
+    pool: &PgPool,
+    user_id: Uuid,
+    table: &str,
+    plan_columns: &[ColumnPlan],
+) -> Result<RangeTracker, ApiError> {
+    let watched = tracked_columns(pool, user_id, table).await?;
+    Ok(RangeTracker::new(
+        watched
+            .into_iter()
+            .filter_map(|name| {
+                let index = plan_columns.iter().position(|c| c.name == name)?;
+                Some((index, name))
+            })
+            .collect(),
+    ))
+}
+
+/// What the tracker saw, per column; a range chrono cannot hold is left unbounded.
+fn touched(tracker: &RangeTracker) -> Vec<Touched> {
+    tracker
+        .columns()
+        .into_iter()
+        .map(|c| {
+            let at = |us| chrono::DateTime::from_timestamp_micros(us).map(|t| t.naive_utc());
+            let range = c.min.zip(c.max).and_then(|(lo, hi)| at(lo).zip(at(hi)));
+            Touched {
+                nulls: c.nulls || (c.min.is_some() && range.is_none()),
+                range,
+                column: c.name,
+            }
+        })
+        .collect()
+}
+
 /// What an append saw of one tracked column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Touched {
@@ -80,9 +117,11 @@ pub async fn record_changes(
     conn: &mut ServiceTx,
     user_id: Uuid,
     table: &str,
-    append: bool,
-    touched: &[Touched],
+    mode: crate::tables::routes::Mode,
+    tracker: &RangeTracker,
 ) -> Result<(), ApiError> {
+    let append = mode == crate::tables::routes::Mode::Append;
+    let touched = touched(tracker);
     let views: Vec<(Uuid, sqlx::types::Json<Incremental>)> = sqlx::query_as(
         "SELECT view_id, incremental FROM tinydevcrm.views
          WHERE user_id = $1 AND incremental IS NOT NULL AND $2 = ANY (base_relations)",
