@@ -17,8 +17,8 @@ use crate::helpers::{TestApp, TestUser, parquet_of, spawn_app, superuser};
 const DAY0: i64 = 1_767_225_600_000_000;
 const HOUR: i64 = 3_600_000_000;
 
-/// `calls` (id, source, record_timestamp, duration) with a few rows, and `sources` (source,
-/// label), for a new user.
+/// `calls` (`id`, `source`, `record_timestamp`, `duration`) with a few rows, and `sources` (`source`,
+/// `label`), for a new user.
 async fn user_with_calls(app: &TestApp) -> TestUser {
     let user = app.signed_up_user().await;
     let calls = parquet_of(vec![

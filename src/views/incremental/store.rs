@@ -367,7 +367,7 @@ pub async fn drop_orphans(
         let Ok(name) = Ident::new(view_name) else {
             continue;
         };
-        drop_view(&mut **conn, schema, &name, view_id, true).await?;
+        drop_view(conn, schema, &name, view_id, true).await?;
     }
     Ok(())
 }
