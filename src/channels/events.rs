@@ -27,10 +27,30 @@ pub struct RefreshEvent {
     /// Always `succeeded`: only committed refreshes are announced.
     pub status: EventStatus,
     /// `full` (every row recomputed; always for materialized views) or `incremental`.
-    pub mode: crate::views::incremental::refresh::Mode,
+    pub mode: Mode,
     /// The buckets an incremental refresh recomputed (inclusive), so a listener can re-read
     /// only those rows; `null` for a full refresh, or an incremental one that changed none.
-    pub buckets: Option<crate::views::incremental::refresh::BucketRange>,
+    pub buckets: Option<BucketRange>,
+}
+
+/// How a refresh recomputed a view, as refresh events say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every row was recomputed.
+    Full,
+    /// Only the buckets in `buckets` were.
+    Incremental,
+}
+
+/// The buckets a refresh recomputed, inclusive, as PostgreSQL prints the bucket column
+/// (`timestamptz` in UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BucketRange {
+    /// The first bucket recomputed.
+    pub from: String,
+    /// The last bucket recomputed.
+    pub to: String,
 }
 
 /// The `status` of every refresh event: one value, because only a refresh that committed is
@@ -155,7 +175,7 @@ mod tests {
             row_count: Some(3),
             duration_ms: 4,
             status: EventStatus::Succeeded,
-            mode: crate::views::incremental::refresh::Mode::Full,
+            mode: Mode::Full,
             buckets: None,
         };
         assert_eq!(

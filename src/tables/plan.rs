@@ -3,7 +3,8 @@
 //! names no stage, so every stage, and the SQL in `store`, can use it.
 
 use arrow::datatypes::DataType;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::types::PgType;
 use crate::error::ApiError;
@@ -201,4 +202,14 @@ impl RangeTracker {
     pub fn columns(&self) -> Vec<TrackedColumn> {
         self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
+}
+
+/// `append` (default) or `replace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Add the rows.
+    Append,
+    /// Replace every row, atomically for readers.
+    Replace,
 }

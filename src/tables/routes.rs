@@ -13,6 +13,7 @@ use super::indexes;
 use super::json_rows::{self, copy_rows};
 use super::name::table_name;
 use super::parquet::{self, copy_file};
+pub use super::plan::Mode;
 use super::plan::{DeclaredColumn, Plan, RangeTracker};
 use super::store::{self, ColumnInfo};
 use super::types::PgType;
@@ -320,16 +321,6 @@ pub async fn list_rows(
         &query,
     )
     .await
-}
-
-/// `append` (default) or `replace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Add the rows.
-    Append,
-    /// Replace every row, atomically for readers.
-    Replace,
 }
 
 /// Query of `POST /tables/{name}/rows/`.

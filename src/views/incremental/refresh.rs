@@ -4,32 +4,12 @@
 //! so a bucket of a `timestamptz` never depends on a connection's setting.
 
 use chrono::NaiveDateTime;
-use serde::Serialize;
 use sqlx::{PgConnection, QueryBuilder};
 
 use super::store::{self, Pending};
 use super::{Bucket, FROM_SETTING, Incremental, TO_SETTING, UNITS};
+pub use crate::channels::events::{BucketRange, Mode};
 use crate::db::ident::{ColumnIdent, Ident};
-
-/// How a refresh recomputed a view, as refresh events say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Every row was recomputed.
-    Full,
-    /// Only the buckets in `buckets` were.
-    Incremental,
-}
-
-/// The buckets a refresh recomputed, inclusive, as PostgreSQL prints the bucket column
-/// (`timestamptz` in UTC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct BucketRange {
-    /// The first bucket recomputed.
-    pub from: String,
-    /// The last bucket recomputed.
-    pub to: String,
-}
 
 /// What the pending changes ask of a refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use super::Incremental;
 use crate::db::ident::Ident;
 use crate::db::tenant::ServiceTx;
 use crate::error::ApiError;
-use crate::tables::plan::{ColumnPlan, RangeTracker};
+use crate::tables::plan::{ColumnPlan, Mode, RangeTracker};
 
 /// The definitions of an incremental view, in the tenant's schema: the whole query (`full`)
 /// and the query bounded on the source column (`range`). Plain views: PostgreSQL keeps their
@@ -117,10 +117,10 @@ pub async fn record_changes(
     conn: &mut ServiceTx,
     user_id: Uuid,
     table: &str,
-    mode: crate::tables::routes::Mode,
+    mode: Mode,
     tracker: &RangeTracker,
 ) -> Result<(), ApiError> {
-    let append = mode == crate::tables::routes::Mode::Append;
+    let append = mode == Mode::Append;
     let touched = touched(tracker);
     let views: Vec<(Uuid, sqlx::types::Json<Incremental>)> = sqlx::query_as(
         "SELECT view_id, incremental FROM tinydevcrm.views
