@@ -26,6 +26,31 @@ pub struct RefreshEvent {
     pub duration_ms: i64,
     /// Always `succeeded`: only committed refreshes are announced.
     pub status: EventStatus,
+    /// `full` (every row recomputed; always for materialized views) or `incremental`.
+    pub mode: Mode,
+    /// The buckets an incremental refresh recomputed (inclusive), so a listener can re-read
+    /// only those rows; `null` for a full refresh, or an incremental one that changed none.
+    pub buckets: Option<BucketRange>,
+}
+
+/// How a refresh recomputed a view, as refresh events say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every row was recomputed.
+    Full,
+    /// Only the buckets in `buckets` were.
+    Incremental,
+}
+
+/// The buckets a refresh recomputed, inclusive, as PostgreSQL prints the bucket column
+/// (`timestamptz` in UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BucketRange {
+    /// The first bucket recomputed.
+    pub from: String,
+    /// The last bucket recomputed.
+    pub to: String,
 }
 
 /// The `status` of every refresh event: one value, because only a refresh that committed is
@@ -139,7 +164,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refresh_event_is_the_same_json_as_when_its_status_was_a_string() {
+    fn a_refresh_event_keeps_its_fields_and_says_its_mode_and_buckets() {
         let event = RefreshEvent {
             view_name: "daily".to_owned(),
             job_id: None,
@@ -150,10 +175,12 @@ mod tests {
             row_count: Some(3),
             duration_ms: 4,
             status: EventStatus::Succeeded,
+            mode: Mode::Full,
+            buckets: None,
         };
         assert_eq!(
             serde_json::to_string(&event).expect("json"),
-            r#"{"view_name":"daily","job_id":null,"run_id":"00000000-0000-0000-0000-000000000000","refreshed_at":"2024-05-06T07:08:09Z","row_count":3,"duration_ms":4,"status":"succeeded"}"#
+            r#"{"view_name":"daily","job_id":null,"run_id":"00000000-0000-0000-0000-000000000000","refreshed_at":"2024-05-06T07:08:09Z","row_count":3,"duration_ms":4,"status":"succeeded","mode":"full","buckets":null}"#
         );
     }
 }

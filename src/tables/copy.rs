@@ -12,7 +12,7 @@ use pgpq::encoders::{EncoderBuilder, StringEncoderBuilder};
 use pgpq::pg_schema::PostgresType;
 use tokio::sync::mpsc;
 
-use super::plan::{IngestError, Plan};
+use super::plan::{IngestError, Plan, RangeTracker};
 use super::store;
 use super::types::{PgType, value_type};
 use crate::db::ident::Ident;
@@ -22,15 +22,18 @@ use crate::error::ApiError;
 
 /// Encodes converted batches (columns in the plan's order, see
 /// [`convert::converted`](super::convert::converted)) into binary COPY chunks sent to `sink`:
-/// header, one chunk per batch, trailer. Stops at the first error, which it returns.
+/// header, one chunk per batch, trailer. Stops at the first error, which it returns. `tracker`
+/// sees every batch before it is sent.
 pub fn encode_batches(
     batches: impl Iterator<Item = Result<RecordBatch, IngestError>>,
     plan: &Plan,
     sink: &mpsc::Sender<Result<Bytes, IngestError>>,
+    tracker: &RangeTracker,
 ) -> Result<(), IngestError> {
     let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
     for converted in batches {
         let converted = converted?;
+        tracker.observe(&converted);
         let mut buf = BytesMut::new();
         let encoder = match &mut encoder {
             Some(encoder) => encoder,

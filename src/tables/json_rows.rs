@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::convert;
 use super::copy;
-use super::plan::{BATCH_ROWS, ColumnPlan, IngestError, Plan};
+use super::plan::{BATCH_ROWS, ColumnPlan, IngestError, Plan, RangeTracker};
 use super::types::{PgType, check_castable};
 use crate::db::ident::Ident;
 use crate::db::tenant::TenantTx;
@@ -371,6 +371,7 @@ pub(super) async fn copy_rows(
     plan: Plan,
     batches: Vec<RecordBatch>,
     storage_quota: u64,
+    tracker: RangeTracker,
 ) -> Result<u64, ApiError> {
     copy::copy_into(
         conn,
@@ -382,7 +383,7 @@ pub(super) async fn copy_rows(
             // The decoded batches hold the table's columns in order.
             let positions: Vec<usize> = (0..plan.columns.len()).collect();
             let converted = convert::converted(batches.into_iter().map(Ok), &plan, &positions);
-            if let Err(e) = copy::encode_batches(converted, &plan, &sink) {
+            if let Err(e) = copy::encode_batches(converted, &plan, &sink, &tracker) {
                 let _ = sink.blocking_send(Err(e));
             }
         },

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::convert;
 use super::copy;
-use super::plan::{BATCH_ROWS, ColumnPlan, DeclaredColumn, IngestError, Plan};
+use super::plan::{BATCH_ROWS, ColumnPlan, DeclaredColumn, IngestError, Plan, RangeTracker};
 use super::types::{PgType, check_castable};
 use crate::db::ident::Ident;
 use crate::db::tenant::TenantTx;
@@ -244,6 +244,7 @@ pub(super) async fn copy_file(
     plan: Plan,
     path: PathBuf,
     storage_quota: u64,
+    tracker: RangeTracker,
 ) -> Result<u64, ApiError> {
     copy::copy_into(
         conn,
@@ -252,7 +253,7 @@ pub(super) async fn copy_file(
         plan,
         storage_quota,
         move |plan, sink| {
-            encode_file(&path, &plan, &sink);
+            encode_file(&path, &plan, &sink, &tracker);
         },
     )
     .await
@@ -260,7 +261,12 @@ pub(super) async fn copy_file(
 
 /// Reads the file's planned columns in batches of [`BATCH_ROWS`] rows, converts them and sends
 /// them to `sink` as binary COPY data; the first error is sent too and ends the stream.
-fn encode_file(path: &Path, plan: &Plan, sink: &mpsc::Sender<Result<Bytes, IngestError>>) {
+fn encode_file(
+    path: &Path,
+    plan: &Plan,
+    sink: &mpsc::Sender<Result<Bytes, IngestError>>,
+    tracker: &RangeTracker,
+) {
     let result = guarded("decoding the data", || {
         let projection: Vec<usize> = plan.columns.iter().map(|c| c.file_index).collect();
         let builder = open(path)?;
@@ -279,7 +285,12 @@ fn encode_file(path: &Path, plan: &Plan, sink: &mpsc::Sender<Result<Bytes, Inges
             .map(|i| sorted.binary_search(i).unwrap_or_default())
             .collect();
         let batches = reader.map(|b| b.map_err(|e| IngestError::InvalidParquet(e.to_string())));
-        copy::encode_batches(convert::converted(batches, plan, &positions), plan, sink)
+        copy::encode_batches(
+            convert::converted(batches, plan, &positions),
+            plan,
+            sink,
+            tracker,
+        )
     });
     if let Err(e) = result {
         let _ = sink.blocking_send(Err(e));

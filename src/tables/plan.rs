@@ -3,7 +3,8 @@
 //! names no stage, so every stage, and the SQL in `store`, can use it.
 
 use arrow::datatypes::DataType;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::types::PgType;
 use crate::error::ApiError;
@@ -131,4 +132,84 @@ pub struct Plan {
     pub columns: Vec<ColumnPlan>,
     /// Rows the footer claims.
     pub rows: i64,
+}
+
+/// One column a [`RangeTracker`] watches, and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedColumn {
+    /// Its position among the plan's columns (the converted batches' order).
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// Least value written, microseconds since 1970 (UTC for `timestamptz`).
+    pub min: Option<i64>,
+    /// Greatest value written.
+    pub max: Option<i64>,
+    /// Some written row held NULL there.
+    pub nulls: bool,
+}
+
+/// The least and greatest values of some timestamp columns over the rows an upload writes,
+/// taken from the converted batches as they are encoded (no second pass over the table): what
+/// incremental views recompute. Shared with the encoding thread.
+#[derive(Debug, Clone, Default)]
+pub struct RangeTracker(std::sync::Arc<std::sync::Mutex<Vec<TrackedColumn>>>);
+
+impl RangeTracker {
+    /// Watches the columns at these plan positions.
+    pub fn new(columns: Vec<(usize, String)>) -> Self {
+        let columns = columns
+            .into_iter()
+            .map(|(index, name)| TrackedColumn {
+                index,
+                name,
+                min: None,
+                max: None,
+                nulls: false,
+            })
+            .collect();
+        Self(std::sync::Arc::new(std::sync::Mutex::new(columns)))
+    }
+
+    /// Takes in one converted batch. A watched column that is not a microsecond timestamp
+    /// (never, for a `timestamp` or `timestamptz` column) counts as holding NULLs, which makes
+    /// the change unbounded: a full refresh, never a missed bucket.
+    pub fn observe(&self, batch: &arrow::array::RecordBatch) {
+        use arrow::array::{Array, TimestampMicrosecondArray};
+        let Ok(mut columns) = self.0.lock() else {
+            return;
+        };
+        for column in columns.iter_mut() {
+            let values = batch
+                .columns()
+                .get(column.index)
+                .and_then(|a| a.as_any().downcast_ref::<TimestampMicrosecondArray>());
+            let Some(values) = values else {
+                column.nulls |= batch.num_rows() > 0;
+                continue;
+            };
+            column.nulls |= values.null_count() > 0;
+            if let Some(min) = arrow::compute::min(values) {
+                column.min = Some(column.min.map_or(min, |m| m.min(min)));
+            }
+            if let Some(max) = arrow::compute::max(values) {
+                column.max = Some(column.max.map_or(max, |m| m.max(max)));
+            }
+        }
+    }
+
+    /// What each watched column saw.
+    pub fn columns(&self) -> Vec<TrackedColumn> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// `append` (default) or `replace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Add the rows.
+    Append,
+    /// Replace every row, atomically for readers.
+    Replace,
 }

@@ -13,7 +13,8 @@ use super::indexes;
 use super::json_rows::{self, copy_rows};
 use super::name::table_name;
 use super::parquet::{self, copy_file};
-use super::plan::{DeclaredColumn, Plan};
+pub use super::plan::Mode;
+use super::plan::{DeclaredColumn, Plan, RangeTracker};
 use super::store::{self, ColumnInfo};
 use super::types::PgType;
 use super::upload::{on_blocking, read_body, read_form, require_multipart};
@@ -24,6 +25,7 @@ use crate::db::tenant;
 use crate::error::{ApiError, Problem};
 use crate::query::rows::{RowsPage, RowsParams};
 use crate::state::AppState;
+use crate::views::incremental::store::{record_changes, tracker};
 
 /// A table as the API describes it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,6 +162,7 @@ pub async fn create_table(
         plan,
         path,
         settings.tenant_storage_bytes,
+        RangeTracker::default(),
     )
     .await?;
     indexes::create_declared(
@@ -323,16 +326,6 @@ pub async fn list_rows(
     .await
 }
 
-/// `append` (default) or `replace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Add the rows.
-    Append,
-    /// Replace every row, atomically for readers.
-    Replace,
-}
-
 /// Query of `POST /tables/{name}/rows/`.
 #[derive(Debug, Deserialize)]
 pub struct RowsQueryString {
@@ -455,7 +448,8 @@ pub async fn add_rows(
             detail: "send rows as multipart/form-data (a Parquet file), application/json (an array of objects) or application/x-ndjson".to_owned(),
         });
     };
-
+    let (Source::File(_, plan) | Source::Json(plan, _)) = &source;
+    let tracker = tracker(&state.pool, user.user_id, &row.table_name, &plan.columns).await?;
     let mut tx = tenant::begin_as(&state.pool, &tenant, settings.tenant_statement_timeout).await?;
     if mode == Mode::Replace {
         caller.require(Scope::rows_written(&name, true))?;
@@ -470,6 +464,7 @@ pub async fn add_rows(
                 plan,
                 file.to_path_buf(),
                 settings.tenant_storage_bytes,
+                tracker.clone(),
             )
             .await?;
             drop(file);
@@ -483,6 +478,7 @@ pub async fn add_rows(
                 plan,
                 batches,
                 settings.tenant_storage_bytes,
+                tracker.clone(),
             )
             .await?
         }
@@ -490,6 +486,7 @@ pub async fn add_rows(
     let row_count = store::row_count(&mut tx, &tenant, &name).await?;
     let mut tx = tx.into_service().await?;
     store::bump_change_count(&mut tx, row.table_id).await?;
+    record_changes(&mut tx, user.user_id, &row.table_name, mode, &tracker).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(RowsWritten {
         table_name: row.table_name,

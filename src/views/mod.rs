@@ -1,6 +1,7 @@
 //! Materialized views over a tenant's tables: SQL checked by the sandbox, created and refreshed
 //! as the tenant role with limits, read through the shared rows API.
 
+pub mod incremental;
 pub mod refresh;
 pub mod resolved;
 pub mod routes;

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use uuid::Uuid;
 
+use super::incremental::{self, refresh::Mode};
 use super::store::{self, RefreshRecord, RefreshStatus, ViewRow};
 use crate::channels::events::{self, EventStatus, RefreshEvent};
 use crate::db::ident::Ident;
@@ -232,6 +233,13 @@ async fn refresh(
     let refresh_id = Uuid::new_v4();
     let job_run_id = trigger.run_id();
     let (changes, reads_views) = store::base_changes(pool, view).await?;
+    // An incremental view: what appends left to recompute, read after the change count (a
+    // change committed in between makes the counts differ, and the refresh full).
+    let inc = incremental::store::load(pool, view.view_id).await?;
+    let pending = match &inc {
+        Some(_) => incremental::store::pending(pool, view.view_id).await?,
+        None => Vec::new(),
+    };
     let name = Ident::new(view.view_name.clone())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("BUG: stored view name: {e}")))?;
     let elapsed_ms =
@@ -267,7 +275,16 @@ async fn refresh(
 
     let outcome = async {
         let mut tx = tenant::begin_as(pool, tenant, statement_timeout).await?;
-        store::refresh(&mut tx, tenant, &name, concurrently).await?;
+        let (mode, buckets) = match &inc {
+            Some(inc) => {
+                let work = incremental::refresh::work(view.refreshed_changes, changes, &pending);
+                incremental::refresh::run(&mut tx, tenant, &name, view.view_id, inc, &work).await?
+            }
+            None => {
+                store::refresh(&mut tx, tenant, &name, concurrently).await?;
+                (Mode::Full, None)
+            }
+        };
         if let Some(key) = &view.unique_key
             && let Some(column) = store::null_key_column(&mut tx, tenant, &name, key).await?
         {
@@ -288,6 +305,8 @@ async fn refresh(
         if let Err(over) = crate::db::quota::check_storage(used, storage_quota) {
             return Ok(Err(over)); // rolls the refresh back
         }
+        let consumed: Vec<i64> = pending.iter().map(|p| p.pending_id).collect();
+        incremental::store::consume(&mut tx, &consumed).await?;
         let done = record(RefreshStatus::Refreshed, rows, None);
         store::record_refresh(
             &mut tx,
@@ -306,6 +325,8 @@ async fn refresh(
             row_count: done.row_count,
             duration_ms: done.duration_ms,
             status: EventStatus::Succeeded,
+            mode,
+            buckets,
         };
         events::append(&mut tx, view.view_id, &event).await?;
         tx.commit().await?;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::incremental::{self, IncrementalSpec};
 use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error, view_sql_error};
 use super::store::{self, RefreshRecord, ViewRow, lookup_name};
 use super::{resolved, sandbox};
@@ -37,6 +38,9 @@ pub struct CreateView {
     /// Columns that identify a row: makes refreshes concurrent, so readers are never blocked.
     #[schema(min_items = 1)]
     pub unique_key: Option<Vec<String>>,
+    /// Refresh only the time buckets appends touched (see `IncrementalSpec`); the view is then
+    /// kept as a table the service maintains. Not with `unique_key`.
+    pub incremental: Option<IncrementalSpec>,
 }
 
 /// A view as the API describes it.
@@ -56,6 +60,8 @@ pub struct ViewBody {
     pub volatile: bool,
     /// Tables and views it reads.
     pub base_relations: Vec<String>,
+    /// Its time bucket, when it is refreshed incrementally.
+    pub incremental: Option<IncrementalSpec>,
     /// The latest refresh.
     pub last_refresh: Option<RefreshRecord>,
     /// Creation time.
@@ -102,6 +108,12 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
         tenant::begin_as(&state.pool, tenant, state.settings.tenant_statement_timeout).await?;
     let row_count = tables_store::row_count(&mut tx, tenant, &name).await?;
     tx.commit().await?;
+    let incremental = incremental::store::load(&state.pool, view.view_id)
+        .await?
+        .map(|inc| IncrementalSpec {
+            bucket_column: inc.bucket_column,
+            source_column: inc.source_column,
+        });
     let last_refresh = store::last_refresh(&state.pool, view.view_id).await?;
     let mut last_runs =
         crate::jobs::runs::last_runs(&state.pool, view.user_id, Some(view.view_id)).await?;
@@ -126,6 +138,7 @@ async fn describe(state: &AppState, tenant: &Ident, view: ViewRow) -> Result<Vie
         unique_key: view.unique_key,
         volatile: view.volatile,
         base_relations: view.base_relations,
+        incremental,
         last_refresh,
         created_at: view.created_at,
         jobs,
@@ -157,6 +170,12 @@ pub async fn create_view(
         sandbox::check_on_own_stack(body.sql_query.clone(), tenant.as_str().to_owned(), own)
             .await
             .map_err(|rejected| ApiError::bad_request("sql_rejected", rejected.0))?;
+    if body.incremental.is_some() && body.unique_key.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_incremental",
+            "incremental views take no unique_key: their refreshes never block readers anyway",
+        ));
+    }
     let unique_key = match &body.unique_key {
         Some(columns) if columns.is_empty() => {
             return Err(ApiError::bad_request(
@@ -222,16 +241,32 @@ pub async fn create_view(
         state.settings.max_tables_per_tenant,
     )
     .await?;
+    let volatile = checked.volatile || resolved.volatile;
+    let made_incremental = match &body.incremental {
+        Some(spec) => Some(
+            incremental::create(&mut tx, &tenant, &name, &checked.sql, spec, volatile)
+                .await?
+                .map_err(|refused| {
+                    ApiError::bad_request("invalid_incremental", refused.to_string())
+                })?,
+        ),
+        None => None,
+    };
     let view = store::register(
         &mut tx,
         user.user_id,
         &name,
         &checked.sql,
         body.unique_key.as_deref(),
-        checked.volatile || resolved.volatile,
+        volatile,
         &resolved.relations,
     )
     .await?;
+    if let Some(prepared) = &made_incremental {
+        incremental::finish(&mut tx, &tenant, &name, prepared, view.view_id)
+            .await?
+            .map_err(|refused| ApiError::bad_request("invalid_incremental", refused.to_string()))?;
+    }
     tx.commit().await?;
     // The first fill is a refresh like any other; if it fails, the empty view goes again.
     if let Err(e) = run_refresh(
@@ -245,7 +280,11 @@ pub async fn create_view(
     .await
     {
         let mut tx = tenant::begin_as(&state.pool, &tenant, timeout).await?;
-        store::drop_view(&mut tx, &tenant, &name, true).await?;
+        if made_incremental.is_some() {
+            incremental::store::drop_view(&mut tx, &tenant, &name, view.view_id, true).await?;
+        } else {
+            store::drop_view(&mut tx, &tenant, &name, true).await?;
+        }
         let mut tx = tx.into_service().await?;
         store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
         tx.commit().await?;
@@ -372,7 +411,10 @@ pub async fn delete_view(
     query: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let name = lookup_name(&path)?;
-    store::find(&state.pool, user.user_id, &name).await?;
+    let view = store::find(&state.pool, user.user_id, &name).await?;
+    let is_incremental = incremental::store::load(&state.pool, view.view_id)
+        .await?
+        .is_some();
     let tenant = user.tenant.clone();
     let mut tx = tenant::begin_as(
         &state.pool,
@@ -380,7 +422,11 @@ pub async fn delete_view(
         state.settings.tenant_statement_timeout,
     )
     .await?;
-    store::drop_view(&mut tx, &tenant, &name, query.cascade).await?;
+    if is_incremental {
+        incremental::store::drop_view(&mut tx, &tenant, &name, view.view_id, query.cascade).await?;
+    } else {
+        store::drop_view(&mut tx, &tenant, &name, query.cascade).await?;
+    }
     let mut tx = tx.into_service().await?;
     store::forget_dropped(&mut tx, user.user_id, &tenant).await?;
     tx.commit().await?;

@@ -412,12 +412,17 @@ pub async fn forget_dropped(
     user_id: Uuid,
     schema: &Ident,
 ) -> Result<(), ApiError> {
-    // The channel rows go by cascade; the outer SELECT still sees them (one snapshot).
+    // An incremental view whose definitions went with a table goes too (its table is left).
+    super::incremental::store::drop_orphans(conn, user_id, schema).await?;
+    // The channel rows go by cascade; the outer SELECT still sees them (one snapshot). An
+    // incremental view is a table of the service's ('r'), any other a materialized view.
     let channels = sqlx::query_scalar!(
         "WITH gone AS (
              DELETE FROM tinydevcrm.views v WHERE v.user_id = $1 AND NOT EXISTS (
-                 SELECT 1 FROM pg_catalog.pg_matviews m
-                 WHERE m.schemaname = $2::text AND m.matviewname = v.view_name)
+                 SELECT 1 FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $2::text AND c.relname = v.view_name
+                   AND c.relkind::text = CASE WHEN v.incremental IS NULL THEN 'm' ELSE 'r' END)
              RETURNING v.view_id
          )
          SELECT c.channel_id FROM tinydevcrm.channels c JOIN gone USING (view_id)",

@@ -20,6 +20,7 @@ mod docs_run;
 mod emails;
 mod fairness;
 mod helpers;
+mod incremental;
 mod indexes;
 mod jobs;
 mod keys;
