@@ -140,6 +140,7 @@ pub fn build_server_on(
         read_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_reads),
         upload_slots: db::tenant::TenantSlots::new(settings.tenant_concurrent_uploads),
         stream_slots: db::tenant::TenantSlots::new(settings.tenant_max_streams),
+        key_stream_slots: db::tenant::TenantSlots::new(settings.key_max_streams),
         settings: Arc::new(settings),
     });
     // Connect /health's own connection now rather than on the first check, whose deadline

@@ -170,6 +170,10 @@ pub struct Settings {
     /// process).
     #[arg(long, env = "TDC_KEY_RATE_LIMIT_PER_MINUTE", default_value = "600")]
     pub key_rate_limit_per_minute: NonZeroU32,
+    /// Listen streams one API key may hold open at once, per process (429 beyond): a leaked
+    /// listen key must not take every stream slot of its tenant from the owner.
+    #[arg(long, env = "TDC_KEY_MAX_STREAMS", default_value_t = 10)]
+    pub key_max_streams: usize,
     /// Token requests allowed per client IP per minute.
     #[arg(long, env = "TDC_LOGIN_PER_IP_PER_MINUTE", default_value = "30")]
     pub login_per_ip_per_minute: NonZeroU32,
@@ -785,6 +789,7 @@ mod tests {
         assert_eq!(s.tenant_concurrent_reads, 4);
         assert_eq!(s.tenant_concurrent_uploads, 2);
         assert_eq!(s.tenant_max_streams, 100);
+        assert_eq!(s.key_max_streams, 10);
         assert_eq!(s.export_spool_limit_bytes, 1024 * 1024 * 1024);
         assert_eq!(s.export_write_stall, Duration::from_secs(30));
         assert_eq!(s.rows_response_limit_bytes, 64 * 1024 * 1024);

@@ -35,6 +35,8 @@ pub struct AppState {
     pub upload_slots: db::tenant::TenantSlots,
     /// Per-tenant limits on open listen streams.
     pub stream_slots: db::tenant::TenantSlots,
+    /// Per API key, inside its tenant's: stream slots of a key (by key id).
+    pub key_stream_slots: db::tenant::TenantSlots,
     /// `/health`'s own database connection.
     pub health: db::probe::Probe,
     /// Sessions recently found live, trusted until a revocation is announced.

@@ -185,7 +185,7 @@ pub async fn listen(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let token = header_or_query_token(&req)?;
-    let (user, session, expires_at) = if is_key(&token) {
+    let (user, session, expires_at, key_slot) = if is_key(&token) {
         let caller = Caller::from_token(&state, &req, &token).await?;
         let user = caller.require(Scope::ChannelsListen(channel_id(&path)?))?;
         let Caller::Key(key) = caller else {
@@ -198,7 +198,9 @@ pub async fn listen(
         let session = state.hub.watch_session(key.key_id);
         session.confirm().await.map_err(ApiError::Internal)?;
         let expires_at = key.expires_at.map_or(i64::MAX, |at| at.timestamp());
-        (user, session, expires_at)
+        // A key's streams come out of its tenant's: at most its own share of them.
+        let key_slot = state.key_stream_slots.admit_for(&key.key_id.to_string())?;
+        (user, session, expires_at, Some(key_slot))
     } else {
         let claims = state.jwt.verify(&token, TokenType::Access)?;
         // Registered before the session is checked: a revocation committed after the check is
@@ -214,6 +216,7 @@ pub async fn listen(
             },
             session,
             expires_at,
+            None,
         )
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.user_id));
@@ -242,7 +245,7 @@ pub async fn listen(
         receiver,
         session,
         state.heartbeat.receiver(),
-        Some(slot),
+        std::iter::once(slot).chain(key_slot).collect(),
         token_left,
     )
     .into_stream()

@@ -60,8 +60,8 @@ pub struct Listening {
     done: bool,
     /// `tdc_sse_events_sent_total`, looked up once per stream rather than once per event.
     sent_total: metrics::Counter,
-    /// The tenant's stream slot, held as long as the stream.
-    _slot: Option<OwnedSemaphorePermit>,
+    /// The tenant's stream slot (and the API key's), held as long as the stream.
+    _slots: Vec<OwnedSemaphorePermit>,
     _gauge: StreamGauge,
 }
 
@@ -78,7 +78,7 @@ impl Listening {
         receiver: broadcast::Receiver<Arc<HubEvent>>,
         session: SessionWatch,
         heartbeat: watch::Receiver<()>,
-        slot: Option<OwnedSemaphorePermit>,
+        slots: Vec<OwnedSemaphorePermit>,
         token_left: Duration,
     ) -> Self {
         let mut backlog = VecDeque::new();
@@ -116,7 +116,7 @@ impl Listening {
             greeted: false,
             done: false,
             sent_total: metrics::counter!("tdc_sse_events_sent_total"),
-            _slot: slot,
+            _slots: slots,
             _gauge: StreamGauge,
         }
     }
@@ -282,7 +282,7 @@ mod tests {
             greeted: true,
             done: false,
             sent_total: metrics::Counter::noop(),
-            _slot: None,
+            _slots: Vec::new(),
             _gauge: StreamGauge,
         }
     }

@@ -10,37 +10,19 @@ use comfy_table::{ContentArrangement, Table, presets};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Characters a terminal may act on or that hide or reorder text: C0 and C1 controls, DEL,
 /// the line and paragraph separators, and every Unicode format character (general category
 /// Cf: bidirectional marks, embeddings, overrides and isolates, zero-width characters, the
-/// byte order mark, interlinear annotations, tags). The Cf ranges are those of Unicode 16
-/// (`DerivedGeneralCategory.txt`); new ones are rare and would be added here.
+/// byte order mark, interlinear annotations, tags), as the `unicode-properties` tables say.
 fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
-            c,
-            '\u{00AD}'
-                | '\u{0600}'..='\u{0605}'
-                | '\u{061C}'
-                | '\u{06DD}'
-                | '\u{070F}'
-                | '\u{0890}'..='\u{0891}'
-                | '\u{08E2}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFB}'
-                | '\u{110BD}'
-                | '\u{110CD}'
-                | '\u{13430}'..='\u{1343F}'
-                | '\u{1BCA0}'..='\u{1BCA3}'
-                | '\u{1D173}'..='\u{1D17A}'
-                | '\u{E0001}'
-                | '\u{E0020}'..='\u{E007F}'
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
         )
 }
 

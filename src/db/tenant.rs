@@ -251,13 +251,24 @@ impl TenantSlots {
 
     /// A slot for `tenant`, held until the permit drops; `None` when all are taken.
     pub fn try_acquire(&self, tenant: &Ident) -> Option<OwnedSemaphorePermit> {
+        self.try_acquire_for(tenant.as_str())
+    }
+
+    /// A slot for any holder named by `name` (an API key's id, say); 429 when all are taken.
+    pub fn admit_for(&self, name: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.try_acquire_for(name).ok_or(ApiError::TooManyRequests {
+            retry_after_secs: 1,
+        })
+    }
+
+    fn try_acquire_for(&self, name: &str) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
             let mut slots = self
                 .slots
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             slots
-                .entry(tenant.as_str().to_owned())
+                .entry(name.to_owned())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
                 .clone()
         };

@@ -588,3 +588,47 @@ async fn a_key_in_the_query_string_listens_and_never_reaches_the_log() {
     assert!(!text.contains(&key[4..]), "{text}");
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+#[tokio::test]
+async fn a_listen_key_holds_at_most_its_own_share_of_its_tenants_streams() {
+    // Arrange: two streams per key, ten per tenant; a leaked key opens as many as it can.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.key_max_streams = 2;
+        s.tenant_max_streams = 10;
+    })
+    .await;
+    let (user, cid) = app.user_with_channel().await;
+    let key = key_with(&app, &user, &[&format!("channels:listen:{cid}")]).await;
+    let other_key = key_with(&app, &user, &[&format!("channels:listen:{cid}")]).await;
+    let _first = app.listen(&key, &cid).await;
+    let _second = app.listen(&key, &cid).await;
+
+    // Act
+    let third = send(&app, &key, Method::GET, &format!("/channels/{cid}/listen/")).await;
+
+    // Assert: the key's third stream is refused; another key and the owner still listen.
+    assert_problem(third, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    let _other = app.listen(&other_key, &cid).await;
+    let _owner = app.listen(&user.access, &cid).await;
+}
+
+#[tokio::test]
+async fn key_names_that_hide_or_reorder_text_are_refused() {
+    let app = spawn_app().await;
+    let user = app.signed_up_user().await;
+    for name in [
+        "\u{202e}yek-gnillib",
+        "\u{200b}",
+        "a\u{2066}b",
+        " \u{3000} ",
+    ] {
+        let res = app
+            .post_as(
+                &user.access,
+                "/auth/keys/",
+                &json!({"name": name, "scopes": ["*:read"]}),
+            )
+            .await;
+        assert_problem(res, StatusCode::BAD_REQUEST, "invalid_key_name").await;
+    }
+}

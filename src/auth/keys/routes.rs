@@ -4,6 +4,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -131,10 +132,11 @@ pub async fn create_key(
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if !key_name_is_plain(name) {
         return Err(ApiError::bad_request(
             "invalid_key_name",
-            "a key's name must be 1 to 100 characters, without control characters",
+            "a key's name must be 1 to 100 characters, with something visible and without \
+             control or format characters (bidirectional overrides, zero-width characters)",
         ));
     }
     let scopes = canonical_scopes(&request.scopes)?;
@@ -211,4 +213,59 @@ pub async fn delete_key(
         .end_session(key_id, crate::channels::hub::SessionEnd::Revoked);
     tracing::info!(%key_id, "revoked an API key");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A key's name as its owner will read it in the listing: no control characters, no format
+/// characters that hide or reorder text (a name must not pass for another), and at least one
+/// character that is neither those nor white space.
+fn key_name_is_plain(name: &str) -> bool {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(
+                c.general_category(),
+                GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+    };
+    (1..=100).contains(&name.chars().count())
+        && !name.chars().any(hidden)
+        && name.chars().any(|c| !c.is_whitespace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_name_is_plain;
+
+    #[test]
+    fn key_names_that_hide_or_reorder_text_are_refused() {
+        for name in [
+            "dashboard",
+            "billing service",
+            "Zählerstand 7",
+            "ダッシュボード",
+        ] {
+            assert!(key_name_is_plain(name), "{name:?} refused");
+        }
+        let long = "x".repeat(101);
+        for name in [
+            "",
+            " ",
+            "\u{3000}",
+            "\u{202e}abc",
+            "\u{200b}",
+            "a\u{200d}b",
+            "a\u{2066}b",
+            "a\u{061c}b",
+            "a\u{feff}",
+            "a\u{2028}b",
+            "tag\u{e0041}",
+            "a\u{0007}",
+            "a\nb",
+            "a\u{0085}b",
+            long.as_str(),
+        ] {
+            assert!(!key_name_is_plain(name), "{name:?} accepted");
+        }
+    }
 }
