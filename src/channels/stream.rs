@@ -61,7 +61,8 @@ pub struct Listening {
     /// `tdc_sse_events_sent_total`, looked up once per stream rather than once per event.
     sent_total: metrics::Counter,
     /// The tenant's stream slot (and the API key's), held as long as the stream.
-    _slots: Vec<OwnedSemaphorePermit>,
+    /// Boxed: a `Vec` would add a word to every idle stream's state.
+    _slots: Box<[OwnedSemaphorePermit]>,
     _gauge: StreamGauge,
 }
 
@@ -78,7 +79,7 @@ impl Listening {
         receiver: broadcast::Receiver<Arc<HubEvent>>,
         session: SessionWatch,
         heartbeat: watch::Receiver<()>,
-        slots: Vec<OwnedSemaphorePermit>,
+        slots: Box<[OwnedSemaphorePermit]>,
         token_left: Duration,
     ) -> Self {
         let mut backlog = VecDeque::new();
@@ -282,7 +283,7 @@ mod tests {
             greeted: true,
             done: false,
             sent_total: metrics::Counter::noop(),
-            _slots: Vec::new(),
+            _slots: Box::default(),
             _gauge: StreamGauge,
         }
     }

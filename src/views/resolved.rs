@@ -75,7 +75,7 @@ pub struct Unverifiable(pub String);
 
 /// Splits PostgreSQL node text into tokens the way `pg_strtok` does: whitespace separates,
 /// brackets and braces are tokens of their own, a backslash protects the next character.
-fn tokens(text: &str) -> Vec<&str> {
+pub(crate) fn tokens(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

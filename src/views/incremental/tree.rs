@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use crate::views::resolved::tokens;
+
 /// One value of the node text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -35,38 +37,6 @@ pub struct Unreadable(pub String);
 /// Deepest nesting read; PostgreSQL's own trees for accepted views are far shallower, and the
 /// sandbox bounds the SQL's nesting before any tree exists.
 const MAX_DEPTH: usize = 400;
-
-fn tokens(text: &str) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b' ' | b'\n' | b'\t' | b'\r' => i += 1,
-            b'(' | b')' | b'{' | b'}' => {
-                out.push(&text[i..=i]);
-                i += 1;
-            }
-            _ => {
-                let start = i;
-                while i < bytes.len()
-                    && !matches!(
-                        bytes[i],
-                        b' ' | b'\n' | b'\t' | b'\r' | b'(' | b')' | b'{' | b'}'
-                    )
-                {
-                    i += if bytes[i] == b'\\' && i + 1 < bytes.len() {
-                        2
-                    } else {
-                        1
-                    };
-                }
-                out.push(text.get(start..i.min(bytes.len())).unwrap_or(""));
-            }
-        }
-    }
-    out
-}
 
 /// Reads node text into a tree.
 pub fn parse(text: &str) -> Result<Node, Unreadable> {
