@@ -242,6 +242,12 @@ async function run() {
     await page.waitForSelector("#view-detail table.rows tbody tr");
     await page.click("#view-refresh");
     await waitText(page, "#view-last-refresh", /^last refresh: refreshed/);
+    // The refresh redraws the rows: wait for the new table (with its label column) to be there.
+    await page.waitForFunction(() => {
+      const table = document.querySelector("#view-detail table.rows");
+      return table && [...table.querySelectorAll("thead th")].some((th) => th.textContent === "label")
+        && table.querySelectorAll("tbody tr").length > 0;
+    });
     report.view = {
       sql_shown: await page.textContent("#view-sql-text"),
       sql_expected: VIEW_SQL,
