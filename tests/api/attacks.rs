@@ -3047,3 +3047,56 @@ async fn hostile_to_values_are_refused_naming_the_field_and_queue_no_mail() {
 
     assert_eq!(es.rows_of(ac).await, before, "a refused value left a row");
 }
+
+/// API key scopes: every spelling that is not exactly a known action on one plainly named
+/// resource is refused at creation (case, quoting, encoding, look-alikes, wildcards, schema
+/// qualification, extra parts); a key never reaches key management, whatever the header says.
+#[tokio::test]
+async fn api_key_scopes_in_every_spelling_grant_nothing_beyond_their_name() {
+    let app = crate::helpers::spawn_app().await;
+    let user = app.signed_up_user().await;
+    for scope in [
+        "TABLES:read:calls",
+        "tables:READ:calls",
+        "*:READ",
+        "tables:read:\"calls\"",
+        "tables:read:%63alls",
+        "tables:read:public.calls",
+        "tables:read:c alls",
+        "tables:read:\u{ff43}alls",
+        "tables:read:\u{212a}ey",
+        "views:read:*",
+        "*:*",
+        "tables:*:calls",
+        "tables:read:",
+        "tables:read:calls:extra",
+        "tables:replace:calls",
+        "keys:read:all",
+        "tables:read:pg_class",
+    ] {
+        let res = app
+            .post_as(
+                &user.access,
+                "/auth/keys/",
+                &json!({"name": "k", "scopes": [scope]}),
+            )
+            .await;
+        assert_problem(res, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    }
+    let created = app
+        .created(
+            &user.access,
+            "/auth/keys/",
+            json!({"name": "k", "scopes": ["*:read"]}),
+        )
+        .await;
+    let key = created["key"].as_str().expect("key");
+    for header in [
+        format!("Bearer {key}"),
+        format!("JWT {key}"),
+        format!("bearer {key}"),
+    ] {
+        let res = app.get_with("/auth/keys/", &header).await;
+        assert_problem(res, StatusCode::FORBIDDEN, "key_not_allowed").await;
+    }
+}
