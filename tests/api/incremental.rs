@@ -664,6 +664,7 @@ async fn extreme_timestamps_make_a_full_refresh_never_an_error() {
         "0000-12-31T00:00:00Z",
         "0001-06-01T00:00:00",
         "-4712-01-01T00:30:00",
+        "4714-11-24T00:30:00 BC",
         "294276-12-31T23:00:00",
         "262142-12-31T23:00:00",
         "infinity",
@@ -703,8 +704,31 @@ async fn extreme_timestamps_make_a_full_refresh_never_an_error() {
         }
     }
     assert!(accepted >= 3, "{accepted} of the extreme values were accepted");
-    // Nothing is left pending: the fallback consumed what it recomputed.
+    // Appends refuse years before 1 BC, but a pending range at PostgreSQL's lowest timestamp
+    // (recorded as an append would, with its change counted) cannot be widened by a bucket:
+    // a full refresh too.
     let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(
+        "UPDATE tinydevcrm.tables SET change_count = change_count + 1 WHERE table_name = 'calls';
+         INSERT INTO tinydevcrm.view_pending (view_id, range_from, range_to, full_refresh)
+         SELECT view_id, '4714-11-24 00:30:00 BC', '4714-11-24 00:30:00 BC', false
+         FROM tinydevcrm.views WHERE view_name LIKE 'inc\\_%'",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("a pending range at the lowest timestamp");
+    for i in 0..views.len() {
+        let res = app
+            .post_as(a, &format!("/views/inc_{i}/refresh/"), &json!({}))
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "view {i}: {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+    // Nothing is left pending: the fallback consumed what it recomputed.
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.view_pending")
         .fetch_one(&mut admin)
         .await
