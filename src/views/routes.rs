@@ -253,10 +253,8 @@ pub async fn create_view(
                 spec,
                 volatile,
             )
-                .await?
-                .map_err(|refused| {
-                    ApiError::bad_request("invalid_incremental", refused.to_string())
-                })?,
+            .await?
+            .map_err(|refused| ApiError::bad_request("invalid_incremental", refused.to_string()))?,
         ),
         None => None,
     };

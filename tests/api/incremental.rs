@@ -557,8 +557,12 @@ async fn the_range_is_on_the_checked_bucket_column_whatever_the_aliases_spell() 
     ];
     for (i, (sql, bucket)) in views.iter().enumerate() {
         twins(&app, &user, i, sql, bucket).await;
-        app.created(a, "/channels/create/", json!({"view_name": format!("inc_{i}")}))
-            .await;
+        app.created(
+            a,
+            "/channels/create/",
+            json!({"view_name": format!("inc_{i}")}),
+        )
+        .await;
     }
     // Late rows into the first hour and day, and new hours.
     let rows = json!([
@@ -703,7 +707,10 @@ async fn extreme_timestamps_make_a_full_refresh_never_an_error() {
             );
         }
     }
-    assert!(accepted >= 3, "{accepted} of the extreme values were accepted");
+    assert!(
+        accepted >= 3,
+        "{accepted} of the extreme values were accepted"
+    );
     // Appends refuse years before 1 BC, but a pending range at PostgreSQL's lowest timestamp
     // (recorded as an append would, with its change counted) cannot be widened by a bucket:
     // a full refresh too.
@@ -782,7 +789,8 @@ async fn a_create_whose_first_fill_times_out_answers_query_timeout_and_leaves_no
         assert_eq!(registered, 0, "{body}");
     }
     // The name is free again.
-    let quick = "SELECT date_trunc('hour', record_timestamp) AS hour, count(*) AS n FROM calls GROUP BY 1";
+    let quick =
+        "SELECT date_trunc('hour', record_timestamp) AS hour, count(*) AS n FROM calls GROUP BY 1";
     let res = create(&app, &user, "slow", quick, hourly(quick)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 }

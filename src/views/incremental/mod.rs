@@ -10,9 +10,12 @@
 //! `incremental`).
 //!
 //! The recompute query adds a predicate on the source column (so an index on it is used):
-//! the user's SQL with that predicate appended by [`rewrite`], which is then created as a view
-//! and must resolve to the user's own tree plus exactly the added conditions
-//! ([`same_but_quals`]); a second parser's reading never decides what runs.
+//! the user's SQL with that predicate appended by [`rewrite`], written on the resolved column
+//! (the source table's range-table name and the catalog's column name, never an expression
+//! copied from the user's text), which is then created as a view and must resolve to the
+//! user's own tree plus exactly the two added comparisons of that column ([`same_but_quals`]);
+//! a second parser's reading never decides what runs. Every table read must be an uploaded
+//! one: only their appends record what an incremental refresh recomputes.
 
 mod create;
 pub mod refresh;
@@ -126,7 +129,6 @@ pub struct Catalog {
 
 /// Reads the ids of [`Catalog`].
 pub async fn catalog(conn: &mut sqlx::PgConnection) -> Result<Catalog, sqlx::Error> {
-    #[allow(clippy::type_complexity)]
     let (trunc, trunc_tz, trunc_zone, bin, bin_tz, aggregates, operators, current_setting): (
         i64,
         i64,

@@ -132,7 +132,14 @@ fn conjunct_nodes(quals: &Node) -> Vec<&Node> {
 /// Whether `predicate` is exactly `source_var <op> CAST(pg_catalog.current_setting('<setting>')
 /// AS <type>)`: the operator by id, the column by its resolved `Var`, the bound by function id
 /// and constant; nothing else anywhere in it.
-fn is_bound(predicate: &Node, op: u32, source_var: &str, setting: &str, ids: &Catalog, ty: i64) -> bool {
+fn is_bound(
+    predicate: &Node,
+    op: u32,
+    source_var: &str,
+    setting: &str,
+    ids: &Catalog,
+    ty: i64,
+) -> bool {
     let id = |n: &Node, f: &str| n.number(f).and_then(|v| u32::try_from(v).ok());
     if predicate.label() != Some("OPEXPR") || id(predicate, "opno") != Some(op) || op == 0 {
         return false;
