@@ -244,11 +244,17 @@ pub async fn create_view(
     let volatile = checked.volatile || resolved.volatile;
     let made_incremental = match &body.incremental {
         Some(spec) => Some(
-            incremental::create(&mut tx, &tenant, &name, &checked.sql, spec, volatile)
-                .await?
-                .map_err(|refused| {
-                    ApiError::bad_request("invalid_incremental", refused.to_string())
-                })?,
+            incremental::create(
+                &mut tx,
+                user.user_id,
+                &tenant,
+                &name,
+                &checked.sql,
+                spec,
+                volatile,
+            )
+            .await?
+            .map_err(|refused| ApiError::bad_request("invalid_incremental", refused.to_string()))?,
         ),
         None => None,
     };

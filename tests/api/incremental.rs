@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, parquet_of, spawn_app, superuser};
+use crate::helpers::{TestApp, TestUser, parquet_of, spawn_app, spawn_app_with, superuser};
 
 /// Microseconds of 2026-01-01 00:00 UTC.
 const DAY0: i64 = 1_767_225_600_000_000;
@@ -497,4 +497,300 @@ async fn an_incremental_view_reads_lists_and_deletes_like_any_view() {
     // A new view of that name can be made again.
     let res = app.delete_as(a, "/tables/sources/").await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+
+/// Creates `sql` as an incremental view `inc_<i>` and as a materialized view `full_<i>`.
+async fn twins(app: &TestApp, user: &TestUser, i: usize, sql: &str, bucket: &str) {
+    let spec = json!({"bucket_column": bucket, "source_column": "record_timestamp"});
+    let res = create(app, user, &format!("inc_{i}"), sql, spec).await;
+    let status = res.status();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{sql}: {}",
+        res.text().await.unwrap_or_default()
+    );
+    app.created(
+        &user.access,
+        "/views/create/",
+        json!({"view_name": format!("full_{i}"), "sql_query": sql}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_range_is_on_the_checked_bucket_column_whatever_the_aliases_spell() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let schema = schema_of(&app, &user).await;
+    let a = &user.access;
+    // PostgreSQL folds only ASCII letters of unquoted names: `É` stays `É`, not `é`. Each
+    // view has a look-alike output column over a shifted or cast expression of the same
+    // column, listed before the bucket; a range on it would drop buckets.
+    let views = [
+        (
+            "SELECT date_trunc('day', c.record_timestamp - interval '2 days') AS É, date_trunc('day', c.record_timestamp) AS \"é\", count(*) AS n FROM calls c GROUP BY 1, 2",
+            "é",
+        ),
+        (
+            "SELECT date_trunc('hour', c.record_timestamp + interval '3 hours') AS Ä, date_trunc('hour', c.record_timestamp) AS \"ä\", count(*) AS n FROM calls c GROUP BY 1, 2",
+            "ä",
+        ),
+        (
+            "SELECT date_trunc('hour', (c.record_timestamp::date)::timestamp) AS Ω, date_trunc('hour', c.record_timestamp) AS \"ω\", count(*) AS n FROM calls AS c GROUP BY 1, 2",
+            "ω",
+        ),
+        // Quoted and unquoted look-alikes the other way round, the table's alias non-ASCII.
+        (
+            "SELECT date_trunc('hour', Ü.record_timestamp) AS \"Ö\", date_trunc('hour', Ü.record_timestamp - interval '5 hours') AS ö, count(*) AS n FROM calls Ü GROUP BY 1, 2",
+            "Ö",
+        ),
+        // The bucket's name reused as the table's alias, and an alias that needs quoting.
+        (
+            "SELECT date_trunc('hour', hour.record_timestamp) AS hour, count(*) AS n FROM calls hour GROUP BY 1",
+            "hour",
+        ),
+        (
+            "SELECT date_trunc('hour', \"a\"\"b\".record_timestamp) AS \"a\"\"b\", count(*) AS n FROM calls AS \"a\"\"b\" GROUP BY 1",
+            "a\"b",
+        ),
+    ];
+    for (i, (sql, bucket)) in views.iter().enumerate() {
+        twins(&app, &user, i, sql, bucket).await;
+        app.created(
+            a,
+            "/channels/create/",
+            json!({"view_name": format!("inc_{i}")}),
+        )
+        .await;
+    }
+    // Late rows into the first hour and day, and new hours.
+    let rows = json!([
+        {"id": 10, "source": "a", "record_timestamp": "2026-01-01T00:30:00", "duration": 1},
+        {"id": 11, "source": "b", "record_timestamp": "2026-01-01T05:10:00", "duration": 1},
+        {"id": 12, "source": "a", "record_timestamp": "2026-01-02T07:00:00", "duration": 1}
+    ]);
+    let res = app.post_as(a, "/tables/calls/rows/", &rows).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for (i, (sql, _)) in views.iter().enumerate() {
+        app.refresh_view(a, &format!("inc_{i}")).await;
+        app.refresh_view(a, &format!("full_{i}")).await;
+        assert_eq!(
+            rows_of(&app, &schema, &format!("inc_{i}")).await,
+            rows_of(&app, &schema, &format!("full_{i}")).await,
+            "{sql}"
+        );
+    }
+    // The incremental path was taken (not a full refresh that would hide a wrong range).
+    let mut admin = superuser(&app.db).await;
+    let incremental: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tinydevcrm.events WHERE data->>'mode' = 'incremental'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("count");
+    assert_eq!(incremental, i64::try_from(views.len()).expect("few"));
+}
+
+#[tokio::test]
+async fn an_incremental_view_over_another_ones_table_is_refused_and_a_plain_one_is_not() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let schema = schema_of(&app, &user).await;
+    let a = &user.access;
+    let sql = "SELECT date_trunc('hour', record_timestamp) AS hour, source, count(*) AS n FROM calls GROUP BY 1, 2";
+    let res = create(&app, &user, "hourly", sql, hourly(sql)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Its table is a plain table, but its refreshes record no changes for a view over it.
+    let over = [
+        (
+            "SELECT date_trunc('day', h.hour) AS day, sum(h.n) AS n FROM hourly h GROUP BY 1".to_owned(),
+            json!({"bucket_column": "day", "source_column": "hour"}),
+        ),
+        (
+            format!("SELECT date_trunc('day', \"hour\") AS day, sum(n) AS n FROM \"{schema}\".\"hourly\" GROUP BY 1"),
+            json!({"bucket_column": "day", "source_column": "hour"}),
+        ),
+        // Only joined: the source is an uploaded table, the other one is not.
+        (
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, count(*) AS n FROM calls c JOIN hourly h ON h.source = c.source GROUP BY 1".to_owned(),
+            json!({"bucket_column": "hour", "source_column": "record_timestamp"}),
+        ),
+        (
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, count(*) AS n FROM hourly h, calls c WHERE h.hour = date_trunc('hour', c.record_timestamp) GROUP BY 1".to_owned(),
+            json!({"bucket_column": "hour", "source_column": "record_timestamp"}),
+        ),
+    ];
+    for (i, (sql, spec)) in over.iter().enumerate() {
+        let name = format!("over{i}");
+        let res = create(&app, &user, &name, sql, spec.clone()).await;
+        let status = res.status();
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}: {body}");
+        assert_eq!(body["code"], "invalid_incremental", "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"hourly\" is not an uploaded table"),
+            "{body}"
+        );
+        let res = app.get_as(a, &format!("/views/{name}/")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        // Without incremental it is a materialized view, refreshed whole.
+        app.created(
+            a,
+            "/views/create/",
+            json!({"view_name": name, "sql_query": sql}),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn extreme_timestamps_make_a_full_refresh_never_an_error() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let schema = schema_of(&app, &user).await;
+    let a = &user.access;
+    let views = [
+        "SELECT date_trunc('hour', record_timestamp) AS b, count(*) AS n FROM calls GROUP BY 1",
+        "SELECT date_trunc('millennium', record_timestamp) AS b, count(*) AS n FROM calls GROUP BY 1",
+        "SELECT date_bin('7 hours', record_timestamp, TIMESTAMP '2001-01-01') AS b, count(*) AS n FROM calls GROUP BY 1",
+    ];
+    for (i, sql) in views.iter().enumerate() {
+        twins(&app, &user, i, sql, "b").await;
+    }
+    // Year 1 (its bucket's widened bounds are BC), 1 BC, the ends of PostgreSQL's range.
+    let extremes = [
+        "0001-01-01T00:30:00",
+        "0001-01-01T00:00:00Z",
+        "0000-12-31T00:00:00Z",
+        "0001-06-01T00:00:00",
+        "-4712-01-01T00:30:00",
+        "4714-11-24T00:30:00 BC",
+        "294276-12-31T23:00:00",
+        "262142-12-31T23:00:00",
+        "infinity",
+        "-infinity",
+    ];
+    let mut next_id = 100;
+    let mut accepted = 0;
+    for when in extremes {
+        next_id += 1;
+        let rows = json!([
+            {"id": next_id, "source": "a", "record_timestamp": when, "duration": 1},
+            {"id": next_id + 1000, "source": "a", "record_timestamp": "2026-01-01T00:10:00", "duration": 1}
+        ]);
+        let res = app.post_as(a, "/tables/calls/rows/", &rows).await;
+        if res.status() != StatusCode::OK {
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{when}");
+            continue;
+        }
+        accepted += 1;
+        for i in 0..views.len() {
+            for name in [format!("inc_{i}"), format!("full_{i}")] {
+                let res = app
+                    .post_as(a, &format!("/views/{name}/refresh/"), &json!({}))
+                    .await;
+                assert_eq!(
+                    res.status(),
+                    StatusCode::OK,
+                    "{when}, {name}: {}",
+                    res.text().await.unwrap_or_default()
+                );
+            }
+            assert_eq!(
+                rows_of(&app, &schema, &format!("inc_{i}")).await,
+                rows_of(&app, &schema, &format!("full_{i}")).await,
+                "{when}, view {i}"
+            );
+        }
+    }
+    assert!(
+        accepted >= 3,
+        "{accepted} of the extreme values were accepted"
+    );
+    // Appends refuse years before 1 BC, but a pending range at PostgreSQL's lowest timestamp
+    // (recorded as an append would, with its change counted) cannot be widened by a bucket:
+    // a full refresh too.
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(
+        "UPDATE tinydevcrm.tables SET change_count = change_count + 1 WHERE table_name = 'calls';
+         INSERT INTO tinydevcrm.view_pending (view_id, range_from, range_to, full_refresh)
+         SELECT view_id, '4714-11-24 00:30:00 BC', '4714-11-24 00:30:00 BC', false
+         FROM tinydevcrm.views WHERE view_name LIKE 'inc\\_%'",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("a pending range at the lowest timestamp");
+    for i in 0..views.len() {
+        let res = app
+            .post_as(a, &format!("/views/inc_{i}/refresh/"), &json!({}))
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "view {i}: {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+    // Nothing is left pending: the fallback consumed what it recomputed.
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.view_pending")
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
+async fn a_create_whose_first_fill_times_out_answers_query_timeout_and_leaves_nothing() {
+    let app = spawn_app_with(|s| s.tenant_statement_timeout = Duration::from_secs(1)).await;
+    let user = user_with_calls(&app).await;
+    let schema = schema_of(&app, &user).await;
+    let a = &user.access;
+    let big = parquet_of(vec![(
+        "x",
+        Arc::new(Int64Array::from((0..2000).collect::<Vec<i64>>())) as ArrayRef,
+    )]);
+    let res = app.create_table(a, big, "big", None).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Billions of rows: the first fill cannot finish in a second.
+    let slow = "SELECT date_trunc('hour', c.record_timestamp) AS hour, count(*) AS n FROM calls c, big p, big q, big r WHERE p.x + q.x + r.x >= 0 GROUP BY 1";
+    let attempts = [
+        json!({"view_name": "slow", "sql_query": slow,
+               "incremental": {"bucket_column": "hour", "source_column": "record_timestamp"}}),
+        json!({"view_name": "slow", "sql_query": slow}),
+        json!({"view_name": "slow", "sql_query": slow.replace("date_trunc('hour'", "date_trunc('day'"),
+               "incremental": {"bucket_column": "hour", "source_column": "record_timestamp"}}),
+    ];
+    let mut admin = superuser(&app.db).await;
+    for body in attempts {
+        let res = app.post_as(a, "/views/create/", &body).await;
+        let status = res.status();
+        let problem: Value = res.json().await.expect("json");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert_eq!(problem["code"], "query_timeout", "{problem}");
+        let res = app.get_as(a, "/views/slow/").await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let left: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm') ORDER BY 1",
+        )
+        .bind(&schema)
+        .fetch_all(&mut admin)
+        .await
+        .expect("relations");
+        assert_eq!(left, ["big", "calls", "sources"], "{body}");
+        let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM tinydevcrm.views")
+            .fetch_one(&mut admin)
+            .await
+            .expect("count");
+        assert_eq!(registered, 0, "{body}");
+    }
+    // The name is free again.
+    let quick =
+        "SELECT date_trunc('hour', record_timestamp) AS hour, count(*) AS n FROM calls GROUP BY 1";
+    let res = create(&app, &user, "slow", quick, hourly(quick)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
 }

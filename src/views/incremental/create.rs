@@ -18,6 +18,7 @@ pub struct Prepared {
     original: Node,
     original_relid: u32,
     source_var: String,
+    ids: super::Catalog,
     sql: String,
     range_sql: String,
 }
@@ -30,6 +31,7 @@ const TIMESTAMPTZ: i64 = 1184;
 /// accepted by the sandbox) can be refreshed by bucket as `spec` says.
 pub async fn create(
     tx: &mut ServiceTx,
+    user_id: uuid::Uuid,
     schema: &Ident,
     name: &Ident,
     sql: &str,
@@ -51,10 +53,26 @@ pub async fn create(
         Ok(q) => q.clone(),
         Err(e) => return Ok(Err(e)),
     };
-    let (source_relid, attno, bucket, source_var) = match super::check(&query, relid, spec, &ids) {
+    let checked = match super::check(&query, relid, spec, &ids) {
         Ok(found) => found,
         Err(e) => return Ok(Err(e)),
     };
+    // Only uploaded tables: their appends record what changed. Another incremental view's
+    // table (also a plain table) records nothing when it is refreshed, so a view over it
+    // would never see its changes.
+    let read = super::read_tables(&query, relid);
+    if let Some(other) = store::not_uploaded(tx, user_id, schema, &read).await? {
+        return Ok(Err(Refused(format!(
+            "{other:?} is not an uploaded table (an incremental view's table records no changes for another incremental view to follow); read the tables it is made from, or make this view without incremental"
+        ))));
+    }
+    let super::Checked {
+        relid: source_relid,
+        attno,
+        bucket,
+        source_var,
+        alias,
+    } = checked;
     let Some((table, column, type_id)) =
         store::source_column(tx, schema, source_relid, attno).await?
     else {
@@ -80,7 +98,7 @@ pub async fn create(
         with_time_zone: type_id == TIMESTAMPTZ,
         bucket,
     };
-    let range_sql = match super::rewrite(sql, &inc) {
+    let range_sql = match super::rewrite(sql, &inc, &alias) {
         Ok(sql) => sql,
         Err(e) => return Ok(Err(e)),
     };
@@ -89,6 +107,7 @@ pub async fn create(
         original: query,
         original_relid: relid,
         source_var,
+        ids,
         sql: sql.to_owned(),
         range_sql,
     }))
@@ -137,6 +156,8 @@ pub async fn finish(
                 &query,
                 relid,
                 &prepared.source_var,
+                prepared.inc.with_time_zone,
+                &prepared.ids,
             ) {
                 return Ok(Err(e));
             }

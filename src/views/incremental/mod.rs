@@ -10,9 +10,12 @@
 //! `incremental`).
 //!
 //! The recompute query adds a predicate on the source column (so an index on it is used):
-//! the user's SQL with that predicate appended by [`rewrite`], which is then created as a view
-//! and must resolve to the user's own tree plus exactly the added conditions
-//! ([`same_but_quals`]); a second parser's reading never decides what runs.
+//! the user's SQL with that predicate appended by [`rewrite`], written on the resolved column
+//! (the source table's range-table name and the catalog's column name, never an expression
+//! copied from the user's text), which is then created as a view and must resolve to the
+//! user's own tree plus exactly the two added comparisons of that column ([`same_but_quals`]);
+//! a second parser's reading never decides what runs. Every table read must be an uploaded
+//! one: only their appends record what an incremental refresh recomputes.
 
 mod create;
 pub mod refresh;
@@ -116,12 +119,26 @@ pub struct Catalog {
     pub bin_tz: u32,
     /// Every `pg_catalog` `count`, `sum`, `min`, `max` and `avg`.
     pub aggregates: Vec<u32>,
+    /// `>=(timestamp, timestamp)` and `<(timestamp, timestamp)`: the recompute range.
+    pub ge_lt: (u32, u32),
+    /// `>=(timestamptz, timestamptz)` and `<(timestamptz, timestamptz)`.
+    pub ge_lt_tz: (u32, u32),
+    /// `current_setting(text)`: where the recompute range's bounds are read from.
+    pub current_setting: u32,
 }
 
 /// Reads the ids of [`Catalog`].
 pub async fn catalog(conn: &mut sqlx::PgConnection) -> Result<Catalog, sqlx::Error> {
-    let (trunc, trunc_tz, trunc_zone, bin, bin_tz, aggregates): (i64, i64, i64, i64, i64, Vec<i64>) =
-        sqlx::query_as(
+    let (trunc, trunc_tz, trunc_zone, bin, bin_tz, aggregates, operators, current_setting): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        Vec<i64>,
+        Vec<i64>,
+        i64,
+    ) = sqlx::query_as(
             "SELECT 'pg_catalog.date_trunc(text, pg_catalog.timestamp)'::pg_catalog.regprocedure::oid::int8,
                     'pg_catalog.date_trunc(text, pg_catalog.timestamptz)'::pg_catalog.regprocedure::oid::int8,
                     'pg_catalog.date_trunc(text, pg_catalog.timestamptz, text)'::pg_catalog.regprocedure::oid::int8,
@@ -129,12 +146,21 @@ pub async fn catalog(conn: &mut sqlx::PgConnection) -> Result<Catalog, sqlx::Err
                     'pg_catalog.date_bin(interval, pg_catalog.timestamptz, pg_catalog.timestamptz)'::pg_catalog.regprocedure::oid::int8,
                     (SELECT array_agg(oid::int8) FROM pg_catalog.pg_proc
                      WHERE pronamespace = 'pg_catalog'::pg_catalog.regnamespace AND prokind = 'a'
-                       AND proname IN ('count', 'sum', 'min', 'max', 'avg'))",
+                       AND proname IN ('count', 'sum', 'min', 'max', 'avg')),
+                    ARRAY['pg_catalog.>=(pg_catalog.timestamp, pg_catalog.timestamp)'::pg_catalog.regoperator::oid::int8,
+                          'pg_catalog.<(pg_catalog.timestamp, pg_catalog.timestamp)'::pg_catalog.regoperator::oid::int8,
+                          'pg_catalog.>=(pg_catalog.timestamptz, pg_catalog.timestamptz)'::pg_catalog.regoperator::oid::int8,
+                          'pg_catalog.<(pg_catalog.timestamptz, pg_catalog.timestamptz)'::pg_catalog.regoperator::oid::int8],
+                    'pg_catalog.current_setting(text)'::pg_catalog.regprocedure::oid::int8",
         )
         .fetch_one(conn)
         .await?;
     let id = |v: i64| u32::try_from(v).unwrap_or(0);
+    let op = |i: usize| operators.get(i).copied().map_or(0, id);
     Ok(Catalog {
+        ge_lt: (op(0), op(1)),
+        ge_lt_tz: (op(2), op(3)),
+        current_setting: id(current_setting),
         trunc: id(trunc),
         trunc_tz: id(trunc_tz),
         trunc_zone: id(trunc_zone),
@@ -178,14 +204,14 @@ fn own_entries(query: &Node, view_relid: u32) -> Vec<(usize, &Node)> {
 }
 
 /// Decides whether the resolved query `query` (of the view whose relation id is `view_relid`)
-/// can be refreshed by bucket, per `spec`. `columns` names each table by id:
-/// `(relid, attno) -> (table, column, type)` is looked up by the caller through `lookup`.
+/// can be refreshed by bucket, per `spec`. The source column's name and type, and whether the
+/// tables read are uploaded ones, are looked up by the caller.
 pub fn check(
     query: &Node,
     view_relid: u32,
     spec: &IncrementalSpec,
     ids: &Catalog,
-) -> Result<(u32, i64, Bucket, String), Refused> {
+) -> Result<Checked, Refused> {
     let flags = [
         ("hasWindowFuncs", "window functions"),
         (
@@ -358,7 +384,44 @@ pub fn check(
         return refuse("the source table may be read only once (no self-joins)");
     }
     let attno = var.number("varattno").ok_or_else(not_bucket)?;
-    Ok((relid, attno, bucket, var.canonical()))
+    // The name the source table goes by in FROM (its alias, else its own name): the recompute
+    // range is written on that and the catalog's column name, never on the tenant's text.
+    let alias = source
+        .get("eref")
+        .atom("aliasname")
+        .map(tree::unescape)
+        .ok_or_else(not_bucket)?;
+    Ok(Checked {
+        relid,
+        attno,
+        bucket,
+        source_var: var.canonical(),
+        alias,
+    })
+}
+
+/// What [`check`] resolved the bucket's source to.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The source table's id.
+    pub relid: u32,
+    /// The source column's number.
+    pub attno: i64,
+    /// The bucket function.
+    pub bucket: Bucket,
+    /// The source column's `Var`, canonical text.
+    pub source_var: String,
+    /// The name the source table goes by in the top-level `FROM`.
+    pub alias: String,
+}
+
+/// Every table the query reads (range-table entries of tables), by id.
+pub fn read_tables(query: &Node, view_relid: u32) -> Vec<u32> {
+    own_entries(query, view_relid)
+        .iter()
+        .filter(|(_, e)| e.number("rtekind") == Some(0))
+        .filter_map(|(_, e)| e.number("relid").and_then(|v| u32::try_from(v).ok()))
+        .collect()
 }
 
 /// Text of a `text` constant: a 4-byte varlena header (length << 2, little-endian) or a 1-byte

@@ -117,6 +117,46 @@ async fn bounds(
         .await
 }
 
+/// Whether PostgreSQL's own timestamp output can be written as a literal in `SET`, which
+/// takes no parameters (and tenants may not call `set_config`): digits and separators only,
+/// so no quote and no `BC` era, which the range's type cast would read differently.
+fn plain_timestamp(v: &str) -> bool {
+    !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || " -:.+".contains(c))
+}
+
+/// [`bounds`], or `None` when they cannot be used: PostgreSQL could not compute them (a
+/// source value near the end of its range: a data exception, undone by a savepoint) or one
+/// is not a [`plain_timestamp`] (BC).
+async fn usable_bounds(
+    conn: &mut PgConnection,
+    inc: &Incremental,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<Option<(String, String, String, String)>, sqlx::Error> {
+    sqlx::query("SAVEPOINT incremental_bounds")
+        .execute(&mut *conn)
+        .await?;
+    match bounds(conn, inc, from, to).await {
+        Ok(found) => {
+            sqlx::query("RELEASE SAVEPOINT incremental_bounds")
+                .execute(&mut *conn)
+                .await?;
+            let (a, b, c, d) = &found;
+            Ok([a, b, c, d]
+                .iter()
+                .all(|v| plain_timestamp(v))
+                .then_some(found))
+        }
+        Err(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c.starts_with("22")) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT incremental_bounds")
+                .execute(&mut *conn)
+                .await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs `work` on the view's table as the tenant (the caller's tenant transaction): returns
 /// the mode and the recomputed bucket range.
 pub async fn run(
@@ -158,22 +198,14 @@ pub async fn run(
         }
         Work::Buckets(None) => Ok((Mode::Incremental, None)),
         Work::Buckets(Some((from, to))) => {
-            let (b_lo, b_hi, src_from, src_to) = bounds(conn, inc, *from, *to).await?;
-            // `SET` takes no parameters (and tenants may not call `set_config`): the values
-            // are PostgreSQL's own timestamp output, checked to be digits and separators.
-            let literal = |v: &str| -> Result<String, sqlx::Error> {
-                if v.chars().all(|c| c.is_ascii_digit() || " -:.+".contains(c)) {
-                    Ok(format!("'{v}'"))
-                } else {
-                    Err(sqlx::Error::Protocol(format!(
-                        "BUG: unexpected bound {v:?}"
-                    )))
-                }
+            // Bounds PostgreSQL cannot compute (past its range) or that are BC (which no
+            // literal below may hold): the whole view is recomputed instead, never an error.
+            let Some((b_lo, b_hi, src_from, src_to)) = usable_bounds(conn, inc, *from, *to).await?
+            else {
+                return Box::pin(run(conn, schema, name, view_id, inc, &Work::Full)).await;
             };
             let set = format!(
-                "SET LOCAL \"{FROM_SETTING}\" = {}; SET LOCAL \"{TO_SETTING}\" = {}",
-                literal(&src_from)?,
-                literal(&src_to)?
+                "SET LOCAL \"{FROM_SETTING}\" = '{src_from}'; SET LOCAL \"{TO_SETTING}\" = '{src_to}'"
             );
             sqlx::raw_sql(sqlx::AssertSqlSafe(set))
                 .execute(&mut *conn)

@@ -2,23 +2,31 @@
 //! proposal by a second parser), and the comparison of what PostgreSQL resolved it to with the
 //! checked query ([`same_but_quals`]), which decides.
 
-use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
+use sqlparser::ast::{Expr, SetExpr, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::tree::Node;
-use super::{Incremental, Refused, refuse};
+use super::{Catalog, Incremental, Refused, refuse, text_datum};
 
 /// Names of the settings the recompute query reads its bounds from (set `LOCAL` by a refresh).
 pub const FROM_SETTING: &str = "tinydevcrm.incremental_from";
 /// See [`FROM_SETTING`].
 pub const TO_SETTING: &str = "tinydevcrm.incremental_to";
 
+/// An identifier in double quotes, as PostgreSQL reads it back unchanged (no case folding).
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The user's query with `source >= from AND source < to` added to its top-level `WHERE`,
-/// where `source` is the bucket expression's column argument as the user wrote it and the
-/// bounds are read from [`FROM_SETTING`] and [`TO_SETTING`]. Only a proposal: PostgreSQL's
-/// resolution of the result is compared with the original ([`same_but_quals`]).
-pub fn rewrite(sql: &str, inc: &Incremental) -> Result<String, Refused> {
+/// where `source` is the checked column itself, `"alias"."column"` (the name its table goes
+/// by in `FROM` and the catalog's column name, both quoted), never an expression copied from
+/// the select list (a second parser's idea of which output column is the bucket could differ
+/// from PostgreSQL's: it folds only ASCII letters in names). The bounds are read from
+/// [`FROM_SETTING`] and [`TO_SETTING`]. Only a proposal: PostgreSQL's resolution of the
+/// result is compared with the original ([`same_but_quals`]).
+pub fn rewrite(sql: &str, inc: &Incremental, alias: &str) -> Result<String, Refused> {
     let cannot = || {
         Refused(
             "the bucket must be computed in the top-level SELECT, named with AS in the select list"
@@ -37,40 +45,7 @@ pub fn rewrite(sql: &str, inc: &Incremental) -> Result<String, Refused> {
             "UNION, INTERSECT, EXCEPT and VALUES are not allowed in an incremental view",
         );
     };
-    let wanted = &inc.bucket_column;
-    let source = select
-        .projection
-        .iter()
-        .find_map(|item| match item {
-            SelectItem::ExprWithAlias { expr, alias } => {
-                let name = if alias.quote_style.is_some() {
-                    alias.value.clone()
-                } else {
-                    alias.value.to_lowercase()
-                };
-                (name == *wanted).then_some(expr)
-            }
-            _ => None,
-        })
-        .and_then(|expr| {
-            let mut expr = expr;
-            while let Expr::Nested(inner) = expr {
-                expr = inner;
-            }
-            let Expr::Function(f) = expr else {
-                return None;
-            };
-            let sqlparser::ast::FunctionArguments::List(list) = &f.args else {
-                return None;
-            };
-            match list.args.get(1)? {
-                sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e)) => {
-                    Some(e.clone())
-                }
-                _ => None,
-            }
-        })
-        .ok_or_else(cannot)?;
+    let source = format!("{}.{}", quoted(alias), quoted(&inc.source_column));
     let ty = if inc.with_time_zone {
         "pg_catalog.timestamptz"
     } else {
@@ -143,15 +118,69 @@ fn differs() -> Refused {
     )
 }
 
-/// Whether `rewritten` (the resolved recompute query) is `original` with two more conditions
-/// in its top-level `WHERE`, each comparing the bucket's source column `source_var`, and
-/// nothing else changed. The placeholders `old`/`new` of each view are left out.
+/// The top-level `AND`'s arguments as nodes, or the condition itself.
+fn conjunct_nodes(quals: &Node) -> Vec<&Node> {
+    if quals.label() == Some("BOOLEXPR") && quals.atom("boolop") == Some("and") {
+        quals.list("args").iter().collect()
+    } else if matches!(quals, Node::Null) {
+        Vec::new()
+    } else {
+        vec![quals]
+    }
+}
+
+/// Whether `predicate` is exactly `source_var <op> CAST(pg_catalog.current_setting('<setting>')
+/// AS <type>)`: the operator by id, the column by its resolved `Var`, the bound by function id
+/// and constant; nothing else anywhere in it.
+fn is_bound(
+    predicate: &Node,
+    op: u32,
+    source_var: &str,
+    setting: &str,
+    ids: &Catalog,
+    ty: i64,
+) -> bool {
+    let id = |n: &Node, f: &str| n.number(f).and_then(|v| u32::try_from(v).ok());
+    if predicate.label() != Some("OPEXPR") || id(predicate, "opno") != Some(op) || op == 0 {
+        return false;
+    }
+    let [var, bound] = predicate.list("args") else {
+        return false;
+    };
+    if var.canonical() != source_var || bound.label() != Some("COERCEVIAIO") {
+        return false;
+    }
+    if bound.number("resulttype") != Some(ty) {
+        return false;
+    }
+    let call = bound.get("arg");
+    if call.label() != Some("FUNCEXPR")
+        || id(call, "funcid") != Some(ids.current_setting)
+        || call.flag("funcretset")
+    {
+        return false;
+    }
+    let [name] = call.list("args") else {
+        return false;
+    };
+    name.label() == Some("CONST")
+        && !name.flag("constisnull")
+        && name.number("consttype") == Some(25)
+        && matches!(name.get("constvalue"), Node::Datum(bytes) if text_datum(bytes).as_deref() == Some(setting))
+}
+
+/// Whether `rewritten` (the resolved recompute query) is `original` with exactly two more
+/// conditions in its top-level `WHERE`, `source >= <from setting>` and `source < <to
+/// setting>` on the bucket's source column `source_var` (see [`is_bound`]), and nothing else
+/// changed. The placeholders `old`/`new` of each view are left out.
 pub fn same_but_quals(
     original: &Node,
     original_relid: u32,
     rewritten: &Node,
     rewritten_relid: u32,
     source_var: &str,
+    with_time_zone: bool,
+    ids: &Catalog,
 ) -> Result<(), Refused> {
     let (a_rest, a_conj) = without_quals(original, original_relid);
     let (b_rest, b_conj) = without_quals(rewritten, rewritten_relid);
@@ -159,17 +188,24 @@ pub fn same_but_quals(
         return Err(differs());
     }
     // PostgreSQL flattens `(a AND b) AND c`: the original's conditions come first, in order.
-    let (kept, added) = b_conj.split_at(a_conj.len());
+    let (kept, _) = b_conj.split_at(a_conj.len());
     if kept != a_conj.as_slice() {
         return Err(differs());
     }
-    for predicate in added {
-        // `{OPEXPR ... :args ({VAR ...} {...})}`: the first argument is the bucket's column.
-        if !predicate.starts_with("{OPEXPR")
-            || !predicate.contains(&format!(":args ({source_var} "))
-        {
-            return Err(differs());
-        }
+    let quals = rewritten.get("jointree").get("quals");
+    let nodes = conjunct_nodes(quals);
+    let [.., ge, lt] = nodes.as_slice() else {
+        return Err(differs());
+    };
+    let ((op_ge, op_lt), ty) = if with_time_zone {
+        (ids.ge_lt_tz, 1184)
+    } else {
+        (ids.ge_lt, 1114)
+    };
+    if !is_bound(ge, op_ge, source_var, FROM_SETTING, ids, ty)
+        || !is_bound(lt, op_lt, source_var, TO_SETTING, ids, ty)
+    {
+        return Err(differs());
     }
     Ok(())
 }

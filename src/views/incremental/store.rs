@@ -291,6 +291,32 @@ pub async fn source_column(
     .await
 }
 
+/// The first of the tables `relids` (in `schema`) that is not one of the user's uploaded
+/// tables (the tables registry), by name.
+pub async fn not_uploaded(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    schema: &Ident,
+    relids: &[u32],
+) -> Result<Option<String>, sqlx::Error> {
+    let relids: Vec<i64> = relids.iter().map(|id| i64::from(*id)).collect();
+    sqlx::query_scalar(
+        "SELECT coalesce(c.relname::text, r.id::text)
+         FROM unnest($3::int8[]) r(id)
+         LEFT JOIN pg_catalog.pg_class c ON c.oid = r.id::oid
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT EXISTS (SELECT 1 FROM tinydevcrm.tables t
+                           WHERE t.user_id = $1 AND t.table_name = c.relname::text
+                             AND n.nspname = $2)
+         ORDER BY 1 LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(schema.as_str())
+    .bind(&relids)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Functions and operators of the ids that are not in `pg_catalog` (the recompute query's
 /// added conditions may use only built-ins).
 pub async fn outside_catalog(
@@ -331,6 +357,15 @@ pub async fn drop_view(
         }
     })
     .await?;
+    drop_definitions(conn, schema, view_id).await
+}
+
+/// Drops an incremental view's definitions, if they are there.
+async fn drop_definitions(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    view_id: Uuid,
+) -> Result<(), ApiError> {
     let (full, range) = definitions(view_id);
     let mut sql = QueryBuilder::new("DROP VIEW IF EXISTS ");
     sql.push(schema)
@@ -346,14 +381,20 @@ pub async fn drop_view(
 
 /// Drops the tables of incremental views whose definitions are gone (a source table dropped
 /// with `cascade`), with what depends on them, as the service role (a member of the tenant
-/// role, so an owner). The registry rows go in `views::store::forget_dropped`.
+/// role, so an owner). The registry rows go in `views::store::forget_dropped`. A view whose
+/// table is gone too (a create undone after its first fill failed) has only definitions
+/// left, if any: dropping its table again would fail.
 pub async fn drop_orphans(
     conn: &mut ServiceTx,
     user_id: Uuid,
     schema: &Ident,
 ) -> Result<(), ApiError> {
-    let orphans: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT v.view_id, v.view_name FROM tinydevcrm.views v
+    let orphans: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT v.view_id, v.view_name, EXISTS (
+             SELECT 1 FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $2 AND c.relname = v.view_name AND c.relkind = 'r')
+         FROM tinydevcrm.views v
          WHERE v.user_id = $1 AND v.incremental IS NOT NULL AND NOT EXISTS (
              SELECT 1 FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -363,11 +404,15 @@ pub async fn drop_orphans(
     .bind(schema.as_str())
     .fetch_all(&mut **conn)
     .await?;
-    for (view_id, view_name) in orphans {
+    for (view_id, view_name, has_table) in orphans {
         let Ok(name) = Ident::new(view_name) else {
             continue;
         };
-        drop_view(conn, schema, &name, view_id, true).await?;
+        if has_table {
+            drop_view(conn, schema, &name, view_id, true).await?;
+        } else {
+            drop_definitions(conn, schema, view_id).await?;
+        }
     }
     Ok(())
 }
