@@ -28,8 +28,9 @@ use super::states::{Overlap, RunStatus};
 use super::store;
 use crate::db::tenant::tenant_name;
 use crate::error::ApiError;
+use crate::views::refresh::Refreshed;
 use crate::views::refresh::{Trigger, refresh_view};
-use crate::views::store::{RefreshRecord, RefreshStatus};
+use crate::views::store::RefreshStatus;
 
 /// How the scheduler behaves.
 #[derive(Debug, Clone)]
@@ -465,8 +466,8 @@ impl Attempt {
     /// API's terms (its record's status text and `ApiError` codes); this is the one place the
     /// scheduler reads them. A failure is the run's outcome, recorded with the refresh's own
     /// message, not an error of the scheduler.
-    fn of_refresh(result: Result<RefreshRecord, ApiError>) -> Self {
-        match result {
+    fn of_refresh(result: Result<Refreshed, ApiError>) -> Self {
+        match result.map(|done| done.record) {
             Ok(record) if record.status == RefreshStatus::Skipped => Self {
                 status: RunStatus::Skipped,
                 row_count: None,

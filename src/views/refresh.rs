@@ -10,7 +10,10 @@ use sqlx::PgPool;
 
 use uuid::Uuid;
 
-use super::incremental::{self, refresh::Mode};
+use super::incremental::{
+    self,
+    refresh::{BucketRange, Mode},
+};
 use super::store::{self, RefreshRecord, RefreshStatus, ViewRow};
 use crate::channels::events::{self, EventStatus, RefreshEvent};
 use crate::db::ident::Ident;
@@ -192,6 +195,19 @@ fn plan(view: &ViewRow, changes: i64, reads_views: bool) -> Plan {
 /// A successful refresh, its history row and one event per watching channel commit in one
 /// transaction: an event is never announced for a refresh that did not commit, and a committed
 /// refresh never loses its event. Skips and failures are recorded but announce nothing.
+/// A refresh's answer: its record, and how the view was recomputed (what its event says).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Refreshed {
+    #[serde(flatten)]
+    pub record: RefreshRecord,
+    /// `full`, or `incremental` for an incremental view's bucket refresh; null when the
+    /// refresh was skipped.
+    pub mode: Option<Mode>,
+    /// The first and last bucket recomputed (inclusive); null unless `mode` is `incremental`
+    /// and some bucket was recomputed.
+    pub buckets: Option<BucketRange>,
+}
+
 #[tracing::instrument(skip_all, fields(view = %view.view_name, trigger = %trigger))]
 pub async fn refresh_view(
     pool: &PgPool,
@@ -200,7 +216,7 @@ pub async fn refresh_view(
     tenant: &Ident,
     view: &ViewRow,
     trigger: Trigger,
-) -> Result<RefreshRecord, ApiError> {
+) -> Result<Refreshed, ApiError> {
     let clock = Instant::now();
     let result = refresh(
         pool,
@@ -212,7 +228,7 @@ pub async fn refresh_view(
     )
     .await;
     let status = match &result {
-        Ok(record) => record.status,
+        Ok(done) => done.record.status,
         Err(_) => RefreshStatus::Failed,
     };
     metrics::histogram!("tdc_view_refresh_duration_seconds", "status" => status.as_str())
@@ -227,7 +243,7 @@ async fn refresh(
     tenant: &Ident,
     view: &ViewRow,
     trigger: Trigger,
-) -> Result<RefreshRecord, ApiError> {
+) -> Result<Refreshed, ApiError> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let refresh_id = Uuid::new_v4();
@@ -269,7 +285,11 @@ async fn refresh(
             )
             .await?;
             tx.commit().await?;
-            return Ok(skipped);
+            return Ok(Refreshed {
+                record: skipped,
+                mode: None,
+                buckets: None,
+            });
         }
     };
 
@@ -326,11 +346,15 @@ async fn refresh(
             duration_ms: done.duration_ms,
             status: EventStatus::Succeeded,
             mode,
-            buckets,
+            buckets: buckets.clone(),
         };
         events::append(&mut tx, view.view_id, &event).await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Ok(done))
+        Ok::<_, sqlx::Error>(Ok(Refreshed {
+            record: done,
+            mode: Some(mode),
+            buckets,
+        }))
     }
     .await;
     match outcome

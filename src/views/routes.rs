@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::incremental::{self, IncrementalSpec};
-use super::refresh::{Trigger, refresh_view as run_refresh, tenant_sql_error, view_sql_error};
+use super::refresh::{
+    Refreshed, Trigger, refresh_view as run_refresh, tenant_sql_error, view_sql_error,
+};
 use super::store::{self, RefreshRecord, ViewRow, lookup_name};
 use super::{resolved, sandbox};
 use crate::auth::caller::Caller;
@@ -340,7 +342,7 @@ pub async fn describe_view(
 /// Refresh now (skipped when nothing it reads changed, unless it is volatile).
 #[utoipa::path(post, path = "/views/{name}/refresh/", tag = "views",
     params(("name" = String, Path, description = "view name")),
-    responses((status = 200, body = RefreshRecord), (status = 400, body = Problem), (status = 404, body = Problem),
+    responses((status = 200, body = Refreshed), (status = 400, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "the tenant's storage quota would be exceeded"),
         (status = 429, body = Problem, description = "the tenant's heavy-work slots are busy")),
     security(("jwt" = []), ("api_key" = [])))]

@@ -407,12 +407,12 @@ async fn a_refresh_event_says_incremental_and_which_buckets_changed() {
     let res = app.post_as(a, "/tables/calls/rows/", &rows).await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.post_as(a, "/views/usage/refresh/", &json!({})).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "{}",
-        res.text().await.unwrap_or_default()
-    );
+    assert_eq!(res.status(), StatusCode::OK);
+    // The answer says what the event says.
+    let answer: Value = res.json().await.expect("json");
+    assert_eq!(answer["mode"], "incremental", "{answer}");
+    assert_eq!(answer["buckets"]["from"], "2026-01-01 01:00:00", "{answer}");
+    assert_eq!(answer["buckets"]["to"], "2026-01-01 05:00:00", "{answer}");
     let event = stream.expect_event(Duration::from_secs(10)).await.json();
     assert_eq!(event["mode"], "incremental", "{event}");
     assert_eq!(event["buckets"]["from"], "2026-01-01 01:00:00", "{event}");
@@ -425,7 +425,13 @@ async fn a_refresh_event_says_incremental_and_which_buckets_changed() {
         .post_as(a, "/tables/calls/rows/?mode=replace", &rows)
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    app.refresh_view(a, "usage").await;
+    let answer = app.refresh_view(a, "usage").await;
+    assert_eq!(answer["mode"], "full", "{answer}");
+    assert_eq!(answer["buckets"], Value::Null, "{answer}");
+    // Nothing changed since: skipped, and no mode.
+    let answer = app.refresh_view(a, "usage").await;
+    assert_eq!(answer["status"], "skipped", "{answer}");
+    assert_eq!(answer["mode"], Value::Null, "{answer}");
     let event = stream.expect_event(Duration::from_secs(10)).await.json();
     assert_eq!(event["mode"], "full", "{event}");
     assert_eq!(event["buckets"], Value::Null, "{event}");
