@@ -66,6 +66,9 @@ pub struct References {
     pub types: BTreeSet<u32>,
     /// Uses `CURRENT_TIMESTAMP`-like keywords (time-dependent).
     pub reads_clock: bool,
+    /// Types that text is converted to at run time through their input function
+    /// (`CoerceViaIO`): a date/time input reads the clock for `'now'` or `'today'`.
+    pub io_inputs: BTreeSet<u32>,
 }
 
 /// Why a tree cannot be accepted before looking anything up.
@@ -113,11 +116,18 @@ pub(crate) fn tokens(text: &str) -> Vec<&str> {
 pub fn scan(node_text: &str) -> Result<References, Unverifiable> {
     let tokens = tokens(node_text);
     let mut refs = References::default();
+    // The labels of the nodes the scan is inside, innermost last.
+    let mut nodes: Vec<&str> = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
         let token = tokens[i];
         i += 1;
+        if token == "}" {
+            nodes.pop();
+            continue;
+        }
         if token == "{" {
+            nodes.push(tokens.get(i).copied().unwrap_or(""));
             if let Some(label) = tokens.get(i) {
                 if let Some((_, why)) = REFUSED_NODES.iter().find(|(node, _)| node == label) {
                     return Err(Unverifiable((*why).to_owned()));
@@ -170,6 +180,13 @@ pub fn scan(node_text: &str) -> Result<References, Unverifiable> {
             },
             None => {}
         }
+        if kind == Kind::Type
+            && field.eq_ignore_ascii_case("resulttype")
+            && nodes.last() == Some(&"COERCEVIAIO")
+        {
+            refs.io_inputs
+                .extend(ids.iter().copied().filter(|id| *id != 0));
+        }
         let set = match kind {
             Kind::Relation => &mut refs.relations,
             Kind::Function => &mut refs.functions,
@@ -194,6 +211,51 @@ pub struct Resolved {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);
+
+/// Functions PostgreSQL marks stable whose result depends only on settings the service fixes
+/// for every refresh (time zone, date style, text search configuration), never on the clock
+/// or the transaction. Any other stable function (`age(timestamp)` reads the current date, a
+/// `time` to `timetz` cast today's offset) makes a view time-dependent, so a function PostgreSQL
+/// adds later counts as time-dependent until it is vetted here. Functions that implement a
+/// `pg_catalog` operator are zone-aware comparisons and arithmetic, and count as settings-only.
+pub const SETTINGS_ONLY_STABLE: &[&str] = &[
+    "array_to_json",
+    "array_to_string",
+    "concat",
+    "concat_ws",
+    "date",
+    "date_part",
+    "date_trunc",
+    "extract",
+    "format",
+    "generate_series",
+    "in_range",
+    "json_agg",
+    "json_build_array",
+    "json_build_object",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "length",
+    "make_timestamptz",
+    "money",
+    "numeric",
+    "overlaps",
+    "quote_literal",
+    "quote_nullable",
+    "row_to_json",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "timezone",
+    "to_char",
+    "to_date",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_timestamp",
+];
 
 /// Functions whose result changes between calls; a view using one refreshes every time.
 pub const CLOCK_FUNCTIONS: &[&str] = &[
@@ -258,16 +320,33 @@ pub async fn check(
             _ => format!("the query depends on {what}, which is not allowed"),
         })));
     }
+    // Time-dependent: a volatile or clock function, a stable one not vetted as settings-only,
+    // or text read as a date/time value at run time (`'now'::text::date` is today's date, and
+    // so is a column holding 'today'); arrays and domains of those count too.
     let (relations, volatile): (Vec<String>, bool) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(array_agg(relname::text ORDER BY relname), '{}')
+        "WITH RECURSIVE io(oid) AS (
+             SELECT unnest($5::int8[])::oid
+             UNION SELECT x.oid FROM io JOIN pg_catalog.pg_type t ON t.oid = io.oid,
+                 LATERAL (SELECT t.typelem WHERE t.typelem <> 0
+                          UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0) AS x(oid)
+         )
+         SELECT (SELECT COALESCE(array_agg(relname::text ORDER BY relname), '{}')
                  FROM pg_catalog.pg_class WHERE oid = ANY($1::int8[]::oid[]) AND relname <> $4),
-                (SELECT COALESCE(bool_or(proname = ANY($3) OR provolatile = 'v'), false)
-                 FROM pg_catalog.pg_proc WHERE oid = ANY($2::int8[]::oid[]))",
+                (SELECT COALESCE(bool_or(p.proname = ANY($3) OR p.provolatile = 'v'
+                     OR (p.provolatile = 's' AND NOT p.proname = ANY($6)
+                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_operator o
+                                         WHERE o.oprcode = p.oid
+                                           AND o.oprnamespace = 'pg_catalog'::regnamespace))), false)
+                 FROM pg_catalog.pg_proc p WHERE p.oid = ANY($2::int8[]::oid[]))
+                OR EXISTS (SELECT 1 FROM io JOIN pg_catalog.pg_type t ON t.oid = io.oid
+                           WHERE t.typcategory = 'D')",
     )
     .bind(as_oids(&refs.relations))
     .bind(as_oids(&refs.functions))
     .bind(CLOCK_FUNCTIONS)
     .bind(name.as_str())
+    .bind(as_oids(&refs.io_inputs))
+    .bind(SETTINGS_ONLY_STABLE)
     .fetch_one(&mut *conn)
     .await?;
     Ok(Ok(Resolved {
@@ -337,6 +416,16 @@ mod tests {
             scan("{QUERY :rtable ({RANGETBLENTRY :tablefunc {TABLEFUNC :ns_uris <>}})}").is_err()
         );
         assert!(scan("{QUERY :targetList ({TARGETENTRY :expr {XMLEXPR :op 0}})}").is_err());
+    }
+
+    #[test]
+    fn only_the_result_types_of_run_time_text_conversions_are_io_inputs() {
+        let text = r#"{QUERY :targetList ({TARGETENTRY :expr {COERCEVIAIO :arg {FUNCEXPR :funcid 1 :funcresulttype 25 :args ({VAR :vartype 1184})} :resulttype 1082 :resultcollid 0} :resname x\ :resulttype\ 7}
+            {TARGETENTRY :expr {RELABELTYPE :arg {COERCEVIAIO :arg {CONST :consttype 25} :resulttype 1114} :resulttype 25}})}"#;
+
+        let refs = scan(text).expect("scans");
+
+        assert_eq!(refs.io_inputs.into_iter().collect::<Vec<_>>(), [1082, 1114]);
     }
 
     #[test]

@@ -176,6 +176,14 @@ async fn other_shapes_are_refused_with_a_reason_and_leave_nothing_behind() {
         // volatile functions
         format!("SELECT date_trunc('hour', {t}) AS hour, count(*) FROM calls WHERE {t} < now() GROUP BY 1"),
         format!("SELECT date_trunc('hour', {t}) AS hour, sum(random()) FROM calls GROUP BY 1"),
+        // the clock read through stable functions and run-time text conversions
+        format!("SELECT date_trunc('hour', {t}) AS hour, max(('now'::text)::timestamptz) AS at FROM calls GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, count(*) FILTER (WHERE {t} < CAST('today' AS text)::date) FROM calls GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, max(age({t})) FROM calls GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, date_part('epoch', 'now'::text::timestamp) AS at FROM calls GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, max(NULLIF(source, source)::date) FROM calls GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, count(*) FROM calls WHERE {t} = ANY('{{now,today}}'::text::timestamp[]) GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, max(CAST(E'\\x6eow' AS text)::time) FROM calls GROUP BY 1"),
         // not a bucket of a plain column
         format!("SELECT {t} AS hour, count(*) FROM calls GROUP BY 1"),
         format!("SELECT date_trunc('hour', {t} + interval '1 hour') AS hour, count(*) FROM calls GROUP BY 1"),

@@ -130,6 +130,49 @@ async fn the_walkthrough_view_is_created_as_printed() {
 }
 
 #[tokio::test]
+async fn a_view_that_reads_the_clock_in_any_spelling_is_volatile_and_settings_only_ones_are_not() {
+    let app = spawn_app().await;
+    let user = with_tables(&app).await;
+    let t = "record_timestamp";
+    let clock = [
+        "SELECT max(('now'::text)::timestamptz) AS at FROM calls".to_owned(),
+        format!("SELECT count(*) FILTER (WHERE {t} < CAST('today' AS text)::date) FROM calls"),
+        format!("SELECT max(age({t})) AS a FROM calls"),
+        "SELECT date_part('epoch', 'now'::text::timestamp) AS at".to_owned(),
+        format!("SELECT max(NULLIF(source, source)::date) AS d FROM calls"),
+        format!("SELECT count(*) FROM calls WHERE {t} = ANY('{{now}}'::text::timestamp[])"),
+        "SELECT CAST(E'\\x6eow' AS text)::time AS at".to_owned(),
+        "SELECT CAST('12:00' AS time)::timetz AS at".to_owned(),
+        "SELECT now() AS at".to_owned(),
+        "SELECT CURRENT_DATE AS d".to_owned(),
+    ];
+    let settled = [
+        format!("SELECT date_trunc('hour', {t}) AS hour, count(*) FROM calls GROUP BY 1"),
+        format!("SELECT to_char({t}, 'YYYY-MM') AS m, count(*) FROM calls GROUP BY 1"),
+        format!("SELECT max(age({t}, {t} - interval '1 day')) AS a FROM calls"),
+        format!("SELECT count(*) FROM calls WHERE {t} > '2020-01-01'::timestamptz"),
+        format!("SELECT max({t}::timestamptz + interval '1 hour') AS a FROM calls"),
+        format!("SELECT format('%s', max({t})) AS f FROM calls"),
+    ];
+    let cases = clock
+        .iter()
+        .map(|sql| (sql, true))
+        .chain(settled.iter().map(|sql| (sql, false)));
+    for (i, (sql, volatile)) in cases.enumerate() {
+        let name = format!("v{i}");
+        let res = create_view(&app, &user, json!({"view_name": name, "sql_query": sql})).await;
+        let status = res.status();
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{sql}: {body}");
+        assert_eq!(body["volatile"], volatile, "{sql}: {body}");
+        // A time-dependent view is refreshed for real each time; the others are skipped.
+        let answer = app.refresh_view(&user.access, &name).await;
+        let expected = if volatile { "refreshed" } else { "skipped" };
+        assert_eq!(answer["status"], expected, "{sql}: {answer}");
+    }
+}
+
+#[tokio::test]
 async fn a_view_reads_like_a_table_and_skips_refreshes_when_nothing_changed() {
     let app = spawn_app().await;
     let user = with_tables(&app).await;
