@@ -122,6 +122,20 @@ impl ServiceTx {
         Ok(Self(pool.begin().await?))
     }
 
+    /// Back to the tenant role in the same transaction (after [`TenantTx::into_service`]), with
+    /// the settings [`begin_as`] makes. This backend already took the role in this
+    /// transaction, so no membership cache can refuse it.
+    pub async fn into_tenant(
+        mut self,
+        tenant: &Ident,
+        statement_timeout: Duration,
+    ) -> Result<TenantTx, sqlx::Error> {
+        sqlx::raw_sql(AssertSqlSafe(settings_sql(tenant, statement_timeout)))
+            .execute(&mut *self.0)
+            .await?;
+        Ok(TenantTx(self.0))
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.0.commit().await
@@ -137,6 +151,30 @@ pub async fn begin_as(
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
     begin_as_on(pool, pool.acquire().await?, tenant, statement_timeout).await
+}
+
+/// [`begin_as`] in `REPEATABLE READ`: every statement from the first read on sees the database
+/// at one point in time. Statements that take no snapshot (`LOCK TABLE`, `SET`) may come
+/// first, so the snapshot can be taken after a lock is held. A write that meets a row changed
+/// after the snapshot fails with `40001` ([`serialization_failure`]): try again.
+pub async fn begin_snapshot_as(
+    pool: &PgPool,
+    tenant: &Ident,
+    statement_timeout: Duration,
+) -> Result<TenantTx, sqlx::Error> {
+    begin_with(
+        pool,
+        pool.acquire().await?,
+        tenant,
+        statement_timeout,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    )
+    .await
+}
+
+/// A `REPEATABLE READ` transaction met a row another changed after its snapshot.
+pub fn serialization_failure(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
 }
 
 /// How many more connections [`begin_as_on`] tries when PostgreSQL refuses `SET ROLE` to a
@@ -189,10 +227,23 @@ pub async fn begin_as_on(
     tenant: &Ident,
     statement_timeout: Duration,
 ) -> Result<TenantTx, sqlx::Error> {
+    begin_with(pool, conn, tenant, statement_timeout, "BEGIN").await
+}
+
+async fn begin_with(
+    pool: &PgPool,
+    conn: PoolConnection<Postgres>,
+    tenant: &Ident,
+    statement_timeout: Duration,
+    begin: &'static str,
+) -> Result<TenantTx, sqlx::Error> {
     let mut conn = conn;
     let mut retried = 0;
     loop {
-        let begin = AssertSqlSafe(begin_sql(tenant, statement_timeout));
+        let begin = AssertSqlSafe(format!(
+            "{begin}; {}",
+            settings_sql(tenant, statement_timeout)
+        ));
         match Transaction::begin(conn, Some(begin.into_sql_str())).await {
             Ok(tx) => return Ok(TenantTx(tx)),
             Err(e) if retried < SET_ROLE_RETRIES && set_role_refused(&e) => {
@@ -215,9 +266,9 @@ pub async fn begin_as_on(
 /// request: the tenant is a validated identifier (rendered quoted), the timeout a number. If a
 /// statement fails (the role was dropped meanwhile), the connection is left in a failed
 /// transaction, which the pool's release check closes.
-fn begin_sql(tenant: &Ident, statement_timeout: Duration) -> String {
+fn settings_sql(tenant: &Ident, statement_timeout: Duration) -> String {
     format!(
-        "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = '10s'; \
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = '10s'; \
          SET LOCAL work_mem = '32MB'; SET LOCAL idle_in_transaction_session_timeout = '60s'; \
          SET LOCAL search_path = {tenant}; SET LOCAL ROLE {tenant}",
         statement_timeout.as_millis()

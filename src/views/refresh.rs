@@ -249,13 +249,7 @@ async fn refresh(
     let refresh_id = Uuid::new_v4();
     let job_run_id = trigger.run_id();
     let (changes, reads_views) = store::base_changes(pool, view).await?;
-    // An incremental view: what appends left to recompute, read after the change count (a
-    // change committed in between makes the counts differ, and the refresh full).
     let inc = incremental::store::load(pool, view.view_id).await?;
-    let pending = match &inc {
-        Some(_) => incremental::store::pending(pool, view.view_id).await?,
-        None => Vec::new(),
-    };
     let name = Ident::new(view.view_name.clone())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("BUG: stored view name: {e}")))?;
     let elapsed_ms =
@@ -293,8 +287,26 @@ async fn refresh(
         }
     };
 
-    let outcome = async {
-        let mut tx = tenant::begin_as(pool, tenant, statement_timeout).await?;
+    let attempt = async || {
+        let (mut tx, changes, pending) = match &inc {
+            // An incremental view reads what appends left to recompute, the change count and
+            // the source rows on one snapshot, taken once this view's lock is held: an append
+            // is wholly in this refresh (its range included) or wholly left for the next.
+            Some(_) => {
+                let mut tx = tenant::begin_snapshot_as(pool, tenant, statement_timeout).await?;
+                incremental::refresh::lock(&mut tx, tenant, &name).await?;
+                let mut service = tx.into_service().await?;
+                let (changes, _) = store::base_changes(&mut *service, view).await?;
+                let pending = incremental::store::pending(&mut *service, view.view_id).await?;
+                let tx = service.into_tenant(tenant, statement_timeout).await?;
+                (tx, changes, pending)
+            }
+            None => (
+                tenant::begin_as(pool, tenant, statement_timeout).await?,
+                changes,
+                Vec::new(),
+            ),
+        };
         let (mode, buckets) = match &inc {
             Some(inc) => {
                 let work = incremental::refresh::work(view.refreshed_changes, changes, &pending);
@@ -355,8 +367,16 @@ async fn refresh(
             mode: Some(mode),
             buckets,
         }))
-    }
-    .await;
+    };
+    // A snapshot transaction meets a row changed after its snapshot (the retention task
+    // pruning a channel the refresh writes an event to): the refresh is tried again.
+    let mut tries = 0;
+    let outcome = loop {
+        match attempt().await {
+            Err(e) if tenant::serialization_failure(&e) && tries < 3 => tries += 1,
+            result => break result,
+        }
+    };
     match outcome
         .map_err(|e| refresh_error(e, view.unique_key.as_deref()))
         .and_then(|done| done)

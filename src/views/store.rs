@@ -230,14 +230,17 @@ pub fn name_taken(name: &Ident) -> ApiError {
 }
 
 /// Sum of the change counters of the view's base tables, and whether it reads other views.
-pub async fn base_changes(pool: &PgPool, view: &ViewRow) -> Result<(i64, bool), ApiError> {
+pub async fn base_changes(
+    conn: impl sqlx::PgExecutor<'_>,
+    view: &ViewRow,
+) -> Result<(i64, bool), sqlx::Error> {
     let counted = sqlx::query!(
         r#"SELECT COALESCE(sum(change_count), 0)::bigint AS "changes!", count(*) AS "tables!"
            FROM tinydevcrm.tables WHERE user_id = $1 AND table_name = ANY($2)"#,
         view.user_id,
         &view.base_relations,
     )
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     let reads_views = usize::try_from(counted.tables).unwrap_or(0) < view.base_relations.len();
     Ok((counted.changes, reads_views))

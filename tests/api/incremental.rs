@@ -808,3 +808,111 @@ async fn a_create_whose_first_fill_times_out_answers_query_timeout_and_leaves_no
     let res = create(&app, &user, "slow", quick, hourly(quick)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 }
+
+/// A refresh held at its lock while an upload commits, then let go.
+async fn refresh_across_an_upload(
+    app: &TestApp,
+    user: &TestUser,
+    schema: &str,
+    upload: (&str, &Value),
+) -> Value {
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {schema}.usage IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("lock");
+    let refresh = {
+        let client = app.client.clone();
+        let url = app.url("/views/usage/refresh/");
+        let access = user.access.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(access)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("refresh")
+        })
+    };
+    // Until the refresh waits for the lock.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{schema}.usage'::regclass"
+    );
+    let mut monitor = superuser(&app.db).await;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(waiting.clone()))
+            .fetch_one(&mut monitor)
+            .await
+            .expect("locks");
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (path, rows) = upload;
+    let res = app.post_as(&user.access, path, rows).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut admin)
+        .await
+        .expect("unlock");
+    let res = refresh.await.expect("task");
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn an_upload_that_commits_while_a_refresh_waits_is_wholly_in_it() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let schema = schema_of(&app, &user).await;
+    let a = &user.access;
+    let sql = "SELECT date_trunc('hour', record_timestamp) AS hour, source, count(*) AS n, sum(duration) AS d FROM calls GROUP BY 1, 2";
+    let res = create(&app, &user, "usage", sql, hourly(sql)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    app.created(
+        a,
+        "/views/create/",
+        json!({"view_name": "usage_full", "sql_query": sql}),
+    )
+    .await;
+    // One append waits to be recomputed (hour 0); another, in that hour and in a far one,
+    // commits while the refresh waits for the view's lock.
+    let first = json!([{"id": 20, "source": "a", "record_timestamp": "2026-01-01T00:30:00", "duration": 5}]);
+    let res = app.post_as(a, "/tables/calls/rows/", &first).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let second = json!([
+        {"id": 21, "source": "a", "record_timestamp": "2026-01-01T00:40:00", "duration": 7},
+        {"id": 22, "source": "z", "record_timestamp": "2026-03-01T09:00:00", "duration": 9}
+    ]);
+    let answer =
+        refresh_across_an_upload(&app, &user, &schema, ("/tables/calls/rows/", &second)).await;
+    assert_eq!(answer["mode"], "incremental", "{answer}");
+    app.refresh_view(a, "usage_full").await;
+    assert_eq!(
+        rows_of(&app, &schema, "usage").await,
+        rows_of(&app, &schema, "usage_full").await,
+        "the view after one refresh holds both uploads wholly"
+    );
+    // A replace that commits while the refresh waits makes it full.
+    let replaced = json!([{"id": 30, "source": "q", "record_timestamp": "2027-01-01T00:00:00", "duration": 1}]);
+    let res = app.post_as(a, "/tables/calls/rows/", &first).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let answer = refresh_across_an_upload(
+        &app,
+        &user,
+        &schema,
+        ("/tables/calls/rows/?mode=replace", &replaced),
+    )
+    .await;
+    assert_eq!(answer["mode"], "full", "{answer}");
+    app.refresh_view(a, "usage_full").await;
+    assert_eq!(
+        rows_of(&app, &schema, "usage").await,
+        rows_of(&app, &schema, "usage_full").await,
+        "the view after one refresh is the replaced table's"
+    );
+}

@@ -157,8 +157,25 @@ async fn usable_bounds(
     }
 }
 
-/// Runs `work` on the view's table as the tenant (the caller's tenant transaction): returns
-/// the mode and the recomputed bucket range.
+/// One refresh of a view at a time: two would each insert the buckets the other deleted.
+/// Readers (ACCESS SHARE) are not blocked. Taken first in the refresh's `REPEATABLE READ`
+/// transaction, before its snapshot, so the snapshot includes every earlier refresh.
+pub async fn lock(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+) -> Result<(), sqlx::Error> {
+    let mut lock = QueryBuilder::new("LOCK TABLE ");
+    lock.push(schema)
+        .push(".")
+        .push(name)
+        .push(" IN SHARE ROW EXCLUSIVE MODE");
+    lock.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Runs `work` on the view's table as the tenant (the caller's tenant transaction, holding
+/// [`lock`]): returns the mode and the recomputed bucket range.
 pub async fn run(
     conn: &mut PgConnection,
     schema: &Ident,
@@ -170,14 +187,6 @@ pub async fn run(
     sqlx::query("SET LOCAL TimeZone = 'UTC'")
         .execute(&mut *conn)
         .await?;
-    // One refresh of a view at a time: two would each insert the buckets the other deleted.
-    // Readers (ACCESS SHARE) are not blocked.
-    let mut lock = QueryBuilder::new("LOCK TABLE ");
-    lock.push(schema)
-        .push(".")
-        .push(name)
-        .push(" IN SHARE ROW EXCLUSIVE MODE");
-    lock.build().execute(&mut *conn).await?;
     let (full, range) = store::definitions(view_id);
     let bucket = ColumnIdent::new(inc.bucket_column.clone())
         .map_err(|e| sqlx::Error::Protocol(format!("BUG: stored bucket column: {e}")))?;

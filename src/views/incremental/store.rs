@@ -164,14 +164,17 @@ pub struct Pending {
 }
 
 /// The view's pending changes.
-pub async fn pending(pool: &PgPool, view_id: Uuid) -> Result<Vec<Pending>, ApiError> {
-    Ok(sqlx::query_as(
+pub async fn pending(
+    conn: impl sqlx::PgExecutor<'_>,
+    view_id: Uuid,
+) -> Result<Vec<Pending>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT pending_id, range_from, range_to, full_refresh FROM tinydevcrm.view_pending
          WHERE view_id = $1 ORDER BY pending_id",
     )
     .bind(view_id)
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(conn)
+    .await
 }
 
 /// Removes the changes a committed refresh accounted for (in its transaction).
