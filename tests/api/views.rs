@@ -139,7 +139,7 @@ async fn a_view_that_reads_the_clock_in_any_spelling_is_volatile_and_settings_on
         format!("SELECT count(*) FILTER (WHERE {t} < CAST('today' AS text)::date) FROM calls"),
         format!("SELECT max(age({t})) AS a FROM calls"),
         "SELECT date_part('epoch', 'now'::text::timestamp) AS at".to_owned(),
-        format!("SELECT max(NULLIF(source, source)::date) AS d FROM calls"),
+        "SELECT max(NULLIF(source, source)::date) AS d FROM calls".to_owned(),
         format!("SELECT count(*) FROM calls WHERE {t} = ANY('{{now}}'::text::timestamp[])"),
         "SELECT CAST(E'\\x6eow' AS text)::time AS at".to_owned(),
         "SELECT CAST('12:00' AS time)::timetz AS at".to_owned(),
