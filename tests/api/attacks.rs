@@ -3100,3 +3100,144 @@ async fn api_key_scopes_in_every_spelling_grant_nothing_beyond_their_name() {
         assert_problem(res, StatusCode::FORBIDDEN, "key_not_allowed").await;
     }
 }
+
+/// Incremental views in the spellings a tenant who read `views::incremental` would try:
+/// comments where the service adds its conditions, dollar quotes and escapes, hostile aliases
+/// and qualification, no-op casts, zones across a daylight-saving fold, odd `date_bin`
+/// strides and origins, and `WHERE` operators written every way. Each is accepted only if,
+/// after appends into new, old and folded hours and a refresh, it reads exactly like the same
+/// SQL as a plain view; the ones it cannot keep are a 400 that says why, leaving nothing.
+#[tokio::test]
+async fn incremental_views_in_hostile_spellings_read_like_full_ones_or_are_refused() {
+    let scene = scene(Duration::from_secs(30)).await;
+    let (app, me) = (&scene.app, &scene.attacker);
+    let a = &me.access;
+    let sample =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/sample.parquet")).expect("sample");
+    for table in ["calls", "dim"] {
+        let res = app.create_table(a, sample.clone(), table, None).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let me_json: Value = app.me(a).await.json().await.expect("json");
+    let schema = format!(
+        "t_{}",
+        uuid::Uuid::parse_str(me_json["id"].as_str().expect("id"))
+            .expect("uuid")
+            .simple()
+    );
+    let tail = "count(*) AS n, count(DISTINCT c.source) AS s FROM calls c";
+    let accepted: Vec<(String, &str)> = vec![
+        // comments, nested comments and a line comment where conditions would be added
+        (format!("SELECT date_trunc('hour', c.record_timestamp) /* x */ AS hour, {tail} GROUP BY 1 -- trailing"), "hour"),
+        (format!("SELECT date_trunc(/* /* nested */ */ 'hour', c.record_timestamp) AS hour, {tail} WHERE c.record_type = 'start' -- and 1=0\nGROUP BY /* */ 1"), "hour"),
+        (format!("SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} GROUP BY 1 -- WHERE"), "hour"),
+        // dollar quotes and escape strings
+        (format!("SELECT date_trunc($$hour$$, c.record_timestamp) AS hour, {tail} GROUP BY 1"), "hour"),
+        (format!("SELECT date_trunc($t$hour$t$, c.record_timestamp) AS hour, {tail} WHERE c.record_type <> $q$x' OR 1=1 --$q$ GROUP BY 1"), "hour"),
+        (format!("SELECT date_trunc(E'\\x68our', c.record_timestamp) AS hour, {tail} GROUP BY 1"), "hour"),
+        // aliases that look like node text, quoting, qualification by the own schema
+        ("SELECT date_trunc('hour', \"(({:\".record_timestamp) AS hour, count(*) AS n FROM calls AS \"(({:\" GROUP BY 1".to_owned(), "hour"),
+        ("SELECT date_trunc('hour', \"a\"\"b\".record_timestamp) AS \"h\"\"} :resjunk true\", count(*) AS n FROM calls AS \"a\"\"b\" GROUP BY 1".to_owned(), "h\"} :resjunk true"),
+        (format!("SELECT date_trunc('hour', {schema}.calls.record_timestamp) AS hour, count(*) AS n FROM {schema}.calls GROUP BY 1"), "hour"),
+        // the names swapped between two tables
+        ("SELECT date_trunc('hour', calls.record_timestamp) AS hour, count(*) AS n FROM dim AS calls JOIN calls AS dim ON dim.record_id = calls.record_id GROUP BY 1".to_owned(), "hour"),
+        // no-op casts; a zone across the autumn fold; odd date_bin strides and origins
+        (format!("SELECT date_trunc('hour', c.record_timestamp::timestamptz) AS hour, {tail} GROUP BY 1"), "hour"),
+        (format!("SELECT date_trunc('minute', c.record_timestamp, 'America/New_York') AS hour, {tail} GROUP BY 1"), "hour"),
+        (format!("SELECT date_trunc('day', c.record_timestamp, 'Australia/Lord_Howe') AS hour, {tail} GROUP BY 1"), "hour"),
+        (format!("SELECT date_bin('7 minutes 3 seconds', c.record_timestamp, '2001-02-03 04:05:06.789+05:30') AS hour, {tail} GROUP BY 1"), "hour"),
+        (format!("SELECT date_bin('1 microsecond', c.record_timestamp, TIMESTAMPTZ '2000-01-01') AS hour, {tail} GROUP BY 1"), "hour"),
+        // WHERE written with every operator spelling
+        (format!("SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} WHERE c.record_type OPERATOR(pg_catalog.=) 'start' AND c.source IS DISTINCT FROM 'x' AND (c.record_id, c.call_id) <> (0, 0) GROUP BY 1"), "hour"),
+        (format!("SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} WHERE c.record_type = ANY('{{start,stop}}') AND c.source SIMILAR TO '[0-9]+' AND c.record_timestamp AT TIME ZONE 'Asia/Tokyo' > '2000-01-01' GROUP BY 1"), "hour"),
+    ];
+    let refused: Vec<String> = vec![
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp::timestamp) AS hour, {tail} GROUP BY 1"
+        ),
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp) AT TIME ZONE 'UTC' AS hour, {tail} GROUP BY 1"
+        ),
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} GROUP BY 1 UNION SELECT date_trunc('hour', c.record_timestamp), count(*), 0 FROM calls c GROUP BY 1"
+        ),
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} WHERE c.record_id IN (SELECT record_id FROM dim) GROUP BY 1"
+        ),
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} GROUP BY 1 HAVING count(*) > 1"
+        ),
+        format!(
+            "SELECT date_bin('1 day', c.record_timestamp, '2000-01-01') AS hour, {tail} GROUP BY 1"
+        ),
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, max(('now'::text)::timestamptz) AS at, {tail} GROUP BY 1"
+        ),
+        format!(
+            "SELECT date_trunc('hour', c.record_timestamp) AS hour, {tail} TABLESAMPLE SYSTEM (50) GROUP BY 1"
+        ),
+    ];
+    for (i, (sql, bucket)) in accepted.iter().enumerate() {
+        let body = json!({"view_name": format!("inc{i}"), "sql_query": sql,
+            "incremental": {"bucket_column": bucket, "source_column": "record_timestamp"}});
+        let res = app.post_as(a, "/views/create/", &body).await;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::CREATED, "{sql}: {text}");
+        app.created(
+            a,
+            "/views/create/",
+            json!({"view_name": format!("full{i}"), "sql_query": sql}),
+        )
+        .await;
+    }
+    for (i, sql) in refused.iter().enumerate() {
+        let body = json!({"view_name": format!("no{i}"), "sql_query": sql,
+            "incremental": {"bucket_column": "hour", "source_column": "record_timestamp"}});
+        let res = app.post_as(a, "/views/create/", &body).await;
+        let status = res.status();
+        let problem: Value = res.json().await.expect("json");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap_or_default().len() > 20,
+            "{sql}: {problem}"
+        );
+        let res = app.get_as(a, &format!("/views/no{i}/")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{sql}: nothing left");
+    }
+    // New, late and folded hours (2026-11-01 05:30Z and 06:30Z are both 01:30 in New York).
+    let rows = |id: i64, at: &str| {
+        json!({"record_id": id, "record_type": "start", "record_timestamp": at,
+               "call_id": id, "source": format!("{id}"), "destination": "1"})
+    };
+    let batches = [
+        json!([
+            rows(90001, "2026-11-01T05:30:10Z"),
+            rows(90002, "2026-11-01T06:30:20Z")
+        ]),
+        json!([
+            rows(90003, "2026-11-01T06:30:30.999999Z"),
+            rows(90004, "1999-12-31T23:59:59.999999Z")
+        ]),
+        json!([rows(90005, "2030-06-01T00:00:00Z")]),
+    ];
+    let mut admin = crate::helpers::superuser(&app.db).await;
+    for batch in &batches {
+        let res = app.post_as(a, "/tables/calls/rows/", batch).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        for i in 0..accepted.len() {
+            let answer = app.refresh_view(a, &format!("inc{i}")).await;
+            assert_eq!(answer["status"], "refreshed", "{answer}");
+            app.refresh_view(a, &format!("full{i}")).await;
+            let diff: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM ((TABLE {schema}.inc{i} EXCEPT ALL TABLE {schema}.full{i})
+                 UNION ALL (TABLE {schema}.full{i} EXCEPT ALL TABLE {schema}.inc{i})) d"
+            )))
+            .fetch_one(&mut admin)
+            .await
+            .expect("diff");
+            assert_eq!(diff, 0, "{}: {answer}", accepted[i].0);
+        }
+    }
+    scene.assert_unharmed_but_views().await;
+}
