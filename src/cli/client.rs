@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::args::ClientOpts;
+use super::credential::{self, ApiKey};
 use super::error::{CliError, unreachable};
-use super::keys::{self, ApiKey};
 use super::profile::{Profile, Store};
 
 /// The server when neither `--url`, `TDC_URL` nor the profile says.
@@ -76,7 +76,7 @@ impl Session {
     /// when one is given (then the config file is not read at all, its tokens least of all,
     /// and the server is `--url`/`TDC_URL` or the default), else the profile's session.
     pub fn open(opts: &ClientOpts) -> Result<Self, CliError> {
-        let key = keys::from_opts(opts)?;
+        let key = credential::from_opts(opts)?;
         Self::open_with(opts, key)
     }
 
@@ -195,8 +195,8 @@ impl Session {
         loop {
             let auth = self.authorization()?;
             let (client, request) = build(&self.http, &auth)?.build_split();
-            let request = request
-                .map_err(|e| CliError::usage(format!("cannot build the request: {e}")))?;
+            let request =
+                request.map_err(|e| CliError::usage(format!("cannot build the request: {e}")))?;
             let idempotent = matches!(*request.method(), Method::GET | Method::HEAD);
             let response = client
                 .execute(request)
@@ -211,10 +211,7 @@ impl Session {
             if let CliError::Server { status: 429, .. } = error {
                 match wait {
                     Some(wait) if idempotent && wait <= MAX_RETRY_AFTER && tries < MAX_TRIES => {
-                        eprintln!(
-                            "(rate limited; trying again in {} s)",
-                            wait.as_secs()
-                        );
+                        eprintln!("(rate limited; trying again in {} s)", wait.as_secs());
                         tokio::time::sleep(wait).await;
                         continue;
                     }

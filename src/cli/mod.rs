@@ -6,6 +6,7 @@
 
 pub mod args;
 mod client;
+mod credential;
 mod error;
 mod keys;
 mod listen;

@@ -1020,7 +1020,10 @@ async fn create_key(cli: &Client, name: &str, scopes: &[&str], extra: &[&str]) -
         "only the key on standard output: {run:?}"
     );
     assert!(run.stderr.contains("created key"), "{run:?}");
-    assert!(!run.stderr.contains(key), "the key once, on stdout: {run:?}");
+    assert!(
+        !run.stderr.contains(key),
+        "the key once, on stdout: {run:?}"
+    );
     key.to_owned()
 }
 
@@ -1068,7 +1071,11 @@ async fn a_key_from_keys_create_reads_its_view_and_nothing_else() {
         "{run:?}"
     );
     hides(&run, &key);
-    assert_eq!(cli.config(), before, "the profile's tokens were not touched");
+    assert_eq!(
+        cli.config(),
+        before,
+        "the profile's tokens were not touched"
+    );
 
     // A route for sessions only says what to do about it.
     let run = reader
@@ -1076,9 +1083,7 @@ async fn a_key_from_keys_create_reads_its_view_and_nothing_else() {
         .await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("missing_scope"), "{run:?}");
-    let run = reader
-        .run_with(&["jobs", "ls"], None, &with_key)
-        .await;
+    let run = reader.run_with(&["jobs", "ls"], None, &with_key).await;
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("key_not_allowed") && run.stderr.contains("login session"),
@@ -1141,7 +1146,8 @@ async fn a_key_file_others_can_read_is_refused_and_a_private_one_is_used() {
         .await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
-        serde_json::from_str::<Value>(&run.stdout).expect("rows")
+        serde_json::from_str::<Value>(&run.stdout)
+            .expect("rows")
             .as_array()
             .map(Vec::len),
         Some(2)
@@ -1189,7 +1195,10 @@ async fn an_expired_key_exits_2_saying_so_without_refreshing_anything() {
         run.stderr.contains("key_expired") && run.stderr.contains("expired"),
         "{run:?}"
     );
-    assert!(run.stderr.contains("keys create"), "says what to do: {run:?}");
+    assert!(
+        run.stderr.contains("keys create"),
+        "says what to do: {run:?}"
+    );
     hides(&run, &key);
     assert_eq!(cli.config(), before, "no refresh, no token saved");
 }
@@ -1200,7 +1209,13 @@ async fn listen_with_a_channel_key_prints_events_and_ends_when_the_key_is_revoke
     let (user, channel) = app.user_with_channel().await;
     let cli = Client::new(&app.address);
     cli.login(&user).await;
-    let key = create_key(&cli, "listener", &[&format!("channels:listen:{channel}")], &[]).await;
+    let key = create_key(
+        &cli,
+        "listener",
+        &[&format!("channels:listen:{channel}")],
+        &[],
+    )
+    .await;
 
     let reader = Client::new(&app.address);
     std::fs::create_dir_all(&reader.home).expect("home");
@@ -1254,7 +1269,10 @@ async fn listen_with_a_channel_key_prints_events_and_ends_when_the_key_is_revoke
     let stderr = std::fs::read_to_string(out.with_extension("err")).expect("stderr");
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("revoked"), "{stderr}");
-    assert!(!stderr.contains("tinydevcrm login"), "a key is not a login: {stderr}");
+    assert!(
+        !stderr.contains("tinydevcrm login"),
+        "a key is not a login: {stderr}"
+    );
     assert!(!stderr.contains(&key), "{stderr}");
     assert!(!reader.config_dir().exists(), "a key needs no config");
 }
