@@ -1276,3 +1276,64 @@ async fn listen_with_a_channel_key_prints_events_and_ends_when_the_key_is_revoke
     assert!(!stderr.contains(&key), "{stderr}");
     assert!(!reader.config_dir().exists(), "a key needs no config");
 }
+
+#[tokio::test]
+async fn a_rate_limited_key_waits_out_retry_after_on_reads_and_fails_at_once_on_writes() {
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let (_user, cli) = user_with_starts(&app).await;
+    let key = create_key(
+        &cli,
+        "slow",
+        &["views:read:starts", "views:refresh:starts"],
+        &["--rate-limit", "1"],
+    )
+    .await;
+    let reader = Client::new(&app.address);
+    let with_key = [("TDC_KEY", key.as_str())];
+    let run = reader
+        .run_with(&["views", "rows", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 0, "the minute's one request: {run:?}");
+
+    // A POST over the limit is not repeated: exit 2 with the server's message and the wait.
+    let began = Instant::now();
+    let run = reader
+        .run_with(&["views", "refresh", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("rate_limited") && run.stderr.contains("asks to wait"),
+        "{run:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(10), "no waiting");
+    hides(&run, &key);
+
+    // A GET waits the server's Retry-After (under a minute here) instead of failing.
+    let err = reader.home.join("rows.err");
+    let mut waiting = reader
+        .command(&["views", "rows", "starts"])
+        .env("TDC_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("err"))
+        .spawn()
+        .expect("start rows");
+    let began = Instant::now();
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("(rate limited; trying again in")
+    {
+        assert!(
+            waiting.try_wait().expect("status").is_none(),
+            "the read gave up: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        assert!(began.elapsed() < Duration::from_secs(20), "never waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        waiting.try_wait().expect("status").is_none(),
+        "still waiting"
+    );
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+}

@@ -180,3 +180,37 @@ def test_the_async_client_reads_with_a_key_and_is_refused_outside_its_scopes(
             assert e.value.code == "api_key_client"
 
     asyncio.run(main())
+
+
+def test_a_rate_limited_key_raises_at_once_on_writes_and_on_waits_past_the_cap(
+    server: Server, calls: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tinydevcrm._client as impl
+
+    key = calls.keys.create(
+        "slow", ["views:read:starts", "views:refresh:starts"], rate_limit_per_minute=1
+    )["key"]
+    transport = Recording()
+    with key_client(server, key, transport=transport) as c:
+        assert len(c.views.rows("starts")) == 2
+        transport.paths.clear()
+        # A POST may have had effects: never repeated.
+        with pytest.raises(TinydevcrmError) as e:
+            c.views.refresh("starts")
+        assert (e.value.status, e.value.code) == (429, "rate_limited")
+        assert transport.paths == ["/views/starts/refresh/"]
+        # A GET waits the server's Retry-After and tries again, three times in all (the
+        # waits recorded rather than slept: the window is a minute).
+        waits: list[float] = []
+        monkeypatch.setattr(time, "sleep", waits.append)
+        transport.paths.clear()
+        with pytest.raises(TinydevcrmError) as e:
+            c.views.rows("starts")
+        assert e.value.status == 429 and transport.paths == ["/views/starts/rows/"] * 3
+        assert len(waits) == 2 and all(0 < w <= 60 for w in waits), waits
+        # A GET whose Retry-After is past the cap raises at once.
+        monkeypatch.setattr(impl, "MAX_RETRY_AFTER", 0.0)
+        transport.paths.clear()
+        with pytest.raises(TinydevcrmError) as e:
+            c.views.rows("starts")
+        assert e.value.status == 429 and transport.paths == ["/views/starts/rows/"]
