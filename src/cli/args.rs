@@ -25,7 +25,7 @@ pub struct ClientOpts {
     #[arg(long, env = "TDC_CONFIG_DIR", global = true)]
     pub config_dir: Option<PathBuf>,
     /// A file whose first line is an API key (`tdc_...`) to use instead of the login session;
-    /// refused when group or others can read it. `TDC_KEY` gives the key itself. There is no
+    /// refused when group or others may read or write it (`chmod 600`). `TDC_KEY` gives the key itself. There is no
     /// flag taking the key: `ps` would show it to every user of the machine.
     #[arg(long, global = true, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
