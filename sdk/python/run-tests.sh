@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 SDK=$PWD
 ROOT=$(cd ../.. && pwd)
 VENV=${SDK_VENV:-$ROOT/target/sdk-venv}
-MIN_TESTS=30
+MIN_TESTS=38
 export PYTHONDONTWRITEBYTECODE=1
 
 stamp() {

@@ -24,6 +24,11 @@ pub struct ClientOpts {
     /// `~/.config/tinydevcrm`).
     #[arg(long, env = "TDC_CONFIG_DIR", global = true)]
     pub config_dir: Option<PathBuf>,
+    /// A file whose first line is an API key (`tdc_...`) to use instead of the login session;
+    /// refused when group or others may read or write it (`chmod 600`). `TDC_KEY` gives the key itself. There is no
+    /// flag taking the key: `ps` would show it to every user of the machine.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The client's subcommands.
@@ -44,6 +49,9 @@ pub enum ClientCommand {
     Jobs(JobsArgs),
     /// Channels: create, list, and listen to a view's refresh events.
     Channels(ChannelsArgs),
+    /// API keys for dashboards and services: create (the key is printed once), list, revoke.
+    /// These need the login session: a key cannot manage keys.
+    Keys(KeysArgs),
 }
 
 /// A command with nothing but the common options.
@@ -362,5 +370,45 @@ pub enum ChannelsCommand {
         /// Start after this event (replays the ones after it first).
         #[arg(long)]
         last_event_id: Option<u64>,
+    },
+}
+
+/// `keys ...`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// The key subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints the key alone on standard output (shown this once), so that
+    /// `export TDC_KEY=$(tinydevcrm keys create ...)` works; `--json` prints the whole answer.
+    Create {
+        /// A label for the key (1 to 100 characters).
+        #[arg(long)]
+        name: String,
+        /// What the key may do: `views:read:<name>`, `tables:read:<name>`,
+        /// `tables:append:<name>`, `channels:listen:<id>`, `views:refresh:<name>` or `*:read`;
+        /// repeat for more.
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        /// When the key stops working (RFC 3339, e.g. `2027-01-01T00:00:00Z`); never by
+        /// default.
+        #[arg(long, value_name = "RFC3339")]
+        expires_at: Option<String>,
+        /// Requests per minute the key may make (the server's default otherwise).
+        #[arg(long, value_name = "N")]
+        rate_limit: Option<u32>,
+    },
+    /// List the keys (never the keys themselves: name, prefix, scopes, dates).
+    Ls,
+    /// Revoke a key at once (its open streams end).
+    Revoke {
+        /// The key's id (from `keys ls` or `keys create --json`).
+        id: String,
     },
 }

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::args::ClientOpts;
+use super::credential::{self, ApiKey};
 use super::error::{CliError, unreachable};
 use super::profile::{Profile, Store};
 
@@ -66,13 +67,37 @@ pub struct Session {
     base: String,
     store: Store,
     profile: Profile,
+    /// The API key every request carries instead of the profile's token, when one was given.
+    key: Option<ApiKey>,
 }
 
 impl Session {
-    /// The session of `opts`' profile, at `--url` or the profile's server.
+    /// The connection a resource command uses: with the API key of `TDC_KEY` or `--key-file`
+    /// when one is given (then the config file is not read at all, its tokens least of all,
+    /// and the server is `--url`/`TDC_URL` or the default), else the profile's session.
     pub fn open(opts: &ClientOpts) -> Result<Self, CliError> {
-        let store = Store::new(opts.config_dir.as_deref(), &opts.profile)?;
-        let profile = store.load()?;
+        let key = credential::from_opts(opts)?;
+        Self::open_with(opts, key)
+    }
+
+    /// The profile's session, whatever key the environment holds: for `login`, `logout`,
+    /// `register` and `keys`, which are about the session itself.
+    pub fn open_session(opts: &ClientOpts) -> Result<Self, CliError> {
+        Self::open_with(opts, None)
+    }
+
+    fn open_with(opts: &ClientOpts, key: Option<ApiKey>) -> Result<Self, CliError> {
+        let (store, profile) = if key.is_some() {
+            // Never read nor written with a key: a store with no directory keeps the type.
+            (
+                Store::new(Some(std::path::Path::new("")), &opts.profile)?,
+                Profile::default(),
+            )
+        } else {
+            let store = Store::new(opts.config_dir.as_deref(), &opts.profile)?;
+            let profile = store.load()?;
+            (store, profile)
+        };
         let base = opts
             .url
             .clone()
@@ -98,7 +123,13 @@ impl Session {
             base,
             store,
             profile,
+            key,
         })
+    }
+
+    /// Whether requests carry an API key rather than the session's token.
+    pub fn uses_key(&self) -> bool {
+        self.key.is_some()
     }
 
     /// The server's base URL.
@@ -150,28 +181,81 @@ impl Session {
     }
 
     /// Sends the request `build` makes (given the client and the `Authorization` value),
-    /// refreshing the session and sending it again once when the access token has expired.
+    /// refreshing the session and sending it again once when the access token has expired
+    /// (never with an API key: there is nothing to refresh). A GET answered 429 with a
+    /// `Retry-After` of at most [`MAX_RETRY_AFTER`] is sent again after that wait, up to
+    /// [`MAX_TRIES`] times in all; any other 429 is the command's error (a POST may have had
+    /// effects the client cannot see, so it is never repeated behind the user's back).
     pub async fn send(
         &mut self,
         build: impl Fn(&Client, &str) -> Result<RequestBuilder, CliError>,
     ) -> Result<Response, CliError> {
         let mut refreshed = false;
+        let mut tries = 0;
         loop {
-            let auth = format!("JWT {}", self.access()?);
-            let response = build(&self.http, &auth)?
-                .send()
+            let auth = self.authorization()?;
+            let (client, request) = build(&self.http, &auth)?.build_split();
+            let request =
+                request.map_err(|e| CliError::usage(format!("cannot build the request: {e}")))?;
+            let idempotent = matches!(*request.method(), Method::GET | Method::HEAD);
+            let response = client
+                .execute(request)
                 .await
                 .map_err(|e| unreachable(&self.base, &e))?;
             if response.status().is_success() {
                 return Ok(response);
             }
+            tries += 1;
+            let wait = retry_after(&response);
             let error = problem(response).await;
-            if !refreshed && is_expired_access(&error) {
+            if let CliError::Server { status: 429, .. } = error {
+                match wait {
+                    Some(wait) if idempotent && wait <= MAX_RETRY_AFTER && tries < MAX_TRIES => {
+                        eprintln!("(rate limited; trying again in {} s)", wait.as_secs());
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    _ => return Err(with_wait(error, wait)),
+                }
+            }
+            if self.key.is_none() && !refreshed && is_expired_access(&error) {
                 self.refresh().await?;
                 refreshed = true;
                 continue;
             }
-            return Err(error);
+            return Err(self.explain(error));
+        }
+    }
+
+    /// The server's refusal, with what to do about it when the request carried an API key:
+    /// a key on a route for sessions, an expired key.
+    pub fn explain(&self, error: CliError) -> CliError {
+        if self.key.is_none() {
+            return error;
+        }
+        match error {
+            CliError::Server {
+                status,
+                code,
+                detail,
+            } => {
+                let hint = match code.as_str() {
+                    "key_not_allowed" => {
+                        "; this command needs a login session: unset TDC_KEY (or drop --key-file) and run `tinydevcrm login`"
+                    }
+                    "key_expired" => {
+                        "; the key is not refreshed: create a new one with `tinydevcrm keys create`"
+                    }
+                    "token_invalid" => "; check TDC_KEY or --key-file, or create a new key",
+                    _ => "",
+                };
+                CliError::Server {
+                    status,
+                    code,
+                    detail: format!("{detail}{hint}"),
+                }
+            }
+            other => other,
         }
     }
 
@@ -214,6 +298,11 @@ impl Session {
     /// another process already refreshed (the saved access token is not ours), its pair is
     /// taken instead, since presenting the old refresh token again would revoke the session.
     pub async fn refresh(&mut self) -> Result<(), CliError> {
+        if self.key.is_some() {
+            return Err(CliError::usage(
+                "an API key is not refreshed: create a new one with `tinydevcrm keys create`",
+            ));
+        }
         let _lock = self.store.lock()?;
         let saved = self.store.load()?;
         if saved.access.is_some() && saved.access != self.profile.access {
@@ -288,9 +377,47 @@ impl Session {
         Ok(true)
     }
 
-    /// The current `Authorization` value (for requests [`Session::send`] cannot rebuild).
+    /// The current `Authorization` value: the API key's, else the session's access token.
     pub fn authorization(&self) -> Result<String, CliError> {
-        Ok(format!("JWT {}", self.access()?))
+        match &self.key {
+            Some(key) => Ok(key.authorization()),
+            None => Ok(format!("JWT {}", self.access()?)),
+        }
+    }
+}
+
+/// The longest `Retry-After` a GET waits out before trying again; a longer one is the
+/// command's error (a script should not hang for minutes without saying so).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The most times a GET is sent when the server keeps answering 429.
+const MAX_TRIES: u32 = 3;
+
+/// The `Retry-After` of an answer, in delta-seconds (the form this server sends).
+fn retry_after(response: &Response) -> Option<Duration> {
+    parse_retry_after(response.headers().get("retry-after")?.to_str().ok()?)
+}
+
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A 429 the client did not wait out, saying how long the server asked to wait.
+fn with_wait(error: CliError, wait: Option<Duration>) -> CliError {
+    match (error, wait) {
+        (
+            CliError::Server {
+                status,
+                code,
+                detail,
+            },
+            Some(wait),
+        ) => CliError::Server {
+            status,
+            code,
+            detail: format!("{detail}; the server asks to wait {} s", wait.as_secs()),
+        },
+        (error, _) => error,
     }
 }
 
@@ -394,4 +521,17 @@ pub fn parse(text: &str) -> Result<Value, CliError> {
         code: "invalid_response".to_owned(),
         detail: format!("the server's answer is not JSON: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_whole_seconds_only() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
 }

@@ -4,7 +4,9 @@
 //! so the server replays what was missed; an event whose id is not past the last one printed
 //! is never printed again. When the access token expires (`event: token_expired`, or a 401
 //! `token_expired` on reconnect) the session is refreshed and the stream resumed. A revoked or
-//! expired session ends the command (exit 2): logging in again is the user's decision.
+//! expired session ends the command (exit 2): logging in again is the user's decision. With an
+//! API key (sent as a header: the CLI is no browser, and a header stays out of proxies' access
+//! logs) there is nothing to refresh: the key's expiry or revocation ends the command (exit 2).
 
 use std::time::Duration;
 
@@ -81,7 +83,7 @@ pub async fn listen(
         if !response.status().is_success() {
             let status = response.status();
             let error = problem(response).await;
-            if is_expired_access(&error) {
+            if is_expired_access(&error) && !session.uses_key() {
                 session.refresh().await?;
                 continue;
             }
@@ -92,7 +94,7 @@ pub async fn listen(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
-            return Err(error);
+            return Err(session.explain(error));
         }
         if !connected_once {
             eprintln!("(listening to channel {}; Ctrl-C stops)", escape(channel));
@@ -113,6 +115,14 @@ pub async fn listen(
             };
             let name = message.event.as_deref().unwrap_or("message");
             match name {
+                "token_expired" if session.uses_key() => {
+                    // A key is never refreshed: its expiry ends the command.
+                    return Err(session.explain(CliError::Server {
+                        status: 401,
+                        code: "key_expired".to_owned(),
+                        detail: "the API key has expired (the stream ended)".to_owned(),
+                    }));
+                }
                 "token_expired" => {
                     end = End::TokenExpired;
                     break;
@@ -123,10 +133,17 @@ pub async fn listen(
                     return Err(CliError::Server {
                         status: 401,
                         code: data["code"].as_str().unwrap_or(name).to_owned(),
-                        detail: format!(
-                            "{}; run `tinydevcrm login` again",
-                            data["detail"].as_str().unwrap_or("the session ended")
-                        ),
+                        detail: if session.uses_key() {
+                            format!(
+                                "{}; the API key no longer works",
+                                data["detail"].as_str().unwrap_or("the API key was revoked")
+                            )
+                        } else {
+                            format!(
+                                "{}; run `tinydevcrm login` again",
+                                data["detail"].as_str().unwrap_or("the session ended")
+                            )
+                        },
                     });
                 }
                 _ => {}

@@ -6,7 +6,9 @@
 
 pub mod args;
 mod client;
+mod credential;
 mod error;
+mod keys;
 mod listen;
 mod output;
 mod profile;
@@ -33,6 +35,7 @@ pub async fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Views(args) => resources::views(args).await,
         ClientCommand::Jobs(args) => resources::jobs(args).await,
         ClientCommand::Channels(args) => resources::channels(args).await,
+        ClientCommand::Keys(args) => keys::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,7 +85,7 @@ fn credentials(args: &LoginArgs) -> Result<(String, String), CliError> {
 
 async fn login(args: LoginArgs) -> Result<(), CliError> {
     let (email, password) = credentials(&args)?;
-    let mut session = Session::open(&args.opts)?;
+    let mut session = Session::open_session(&args.opts)?;
     session.login(&email, &password).await?;
     if args.opts.json {
         print_json(&json!({
@@ -103,7 +106,7 @@ async fn login(args: LoginArgs) -> Result<(), CliError> {
 
 async fn register(args: LoginArgs) -> Result<(), CliError> {
     let (email, password) = credentials(&args)?;
-    let session = Session::open(&args.opts)?;
+    let session = Session::open_session(&args.opts)?;
     let request = session
         .http()
         .post(session.url("/auth/users/register/"))
@@ -126,7 +129,7 @@ async fn register(args: LoginArgs) -> Result<(), CliError> {
 }
 
 async fn logout(args: Plain) -> Result<(), CliError> {
-    let mut session = Session::open(&args.opts)?;
+    let mut session = Session::open_session(&args.opts)?;
     let was_in = session.logout().await?;
     if args.opts.json {
         print_json(&json!({ "profile": session.store().name(), "logged_out": was_in }));

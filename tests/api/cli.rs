@@ -986,3 +986,354 @@ async fn a_failed_export_leaves_the_destination_as_it_was() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A user logged in through the CLI with table `calls` (the sample) and view `starts` over it.
+async fn user_with_starts(app: &TestApp) -> (TestUser, Client) {
+    let user = app.signed_up_user().await;
+    let cli = Client::new(&app.address);
+    cli.login(&user).await;
+    cli.ok(&["tables", "upload", &sample(), "--name", "calls"])
+        .await;
+    cli.ok(&[
+        "views",
+        "create",
+        "starts",
+        "--sql",
+        "SELECT record_type, count(*) AS n FROM calls GROUP BY 1",
+    ])
+    .await;
+    (user, cli)
+}
+
+/// `keys create` with `extra` flags, run in a pipe: standard output must be the key alone.
+async fn create_key(cli: &Client, name: &str, scopes: &[&str], extra: &[&str]) -> String {
+    let mut args = vec!["keys", "create", "--name", name];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    args.extend(extra);
+    let run = cli.run(&args).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let key = run.stdout.trim_end_matches('\n');
+    assert!(
+        key.starts_with("tdc_") && !key.contains(char::is_whitespace),
+        "only the key on standard output: {run:?}"
+    );
+    assert!(run.stderr.contains("created key"), "{run:?}");
+    assert!(
+        !run.stderr.contains(key),
+        "the key once, on stdout: {run:?}"
+    );
+    key.to_owned()
+}
+
+/// Asserts a failed run never shows `key`, in either stream.
+fn hides(run: &Run, key: &str) {
+    assert!(
+        !run.stderr.contains(key) && !run.stdout.contains(key),
+        "the key was printed: {run:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_from_keys_create_reads_its_view_and_nothing_else() {
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let (_user, cli) = user_with_starts(&app).await;
+    let key = create_key(&cli, "wall", &["views:read:starts"], &[]).await;
+    let with_key = [("TDC_KEY", key.as_str())];
+
+    // A client that never logged in reads the view with the key alone, and writes no config.
+    let reader = Client::new(&app.address);
+    let run = reader
+        .run_with(
+            &["views", "rows", "starts", "--order", "record_type"],
+            None,
+            &with_key,
+        )
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let rows: Value = serde_json::from_str(&run.stdout).expect("JSON rows");
+    assert_eq!(
+        rows,
+        json!([{"record_type": "end", "n": 3000}, {"record_type": "start", "n": 3000}])
+    );
+    assert!(!reader.config_dir().exists(), "a key needs no config");
+
+    // The key, not the profile's session, is what the logged-in client sends when TDC_KEY is
+    // set: the session could read the table, the key cannot.
+    let before = cli.config();
+    let run = cli
+        .run_with(&["tables", "rows", "calls"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("missing_scope") && run.stderr.contains("tables:read:calls"),
+        "{run:?}"
+    );
+    hides(&run, &key);
+    assert_eq!(
+        cli.config(),
+        before,
+        "the profile's tokens were not touched"
+    );
+
+    // A route for sessions only says what to do about it.
+    let run = reader
+        .run_with(&["views", "refresh", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("missing_scope"), "{run:?}");
+    let run = reader.run_with(&["jobs", "ls"], None, &with_key).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("key_not_allowed") && run.stderr.contains("login session"),
+        "{run:?}"
+    );
+    hides(&run, &key);
+
+    // `keys` commands refuse a key before sending anything, and say why.
+    let run = cli.run_with(&["keys", "ls"], None, &with_key).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("TDC_KEY") && run.stderr.contains("key_not_allowed"),
+        "{run:?}"
+    );
+    hides(&run, &key);
+
+    // The session lists the key (never the key itself) and revokes it.
+    let listed = cli.json(&["keys", "ls"]).await;
+    assert_eq!(listed[0]["name"], "wall", "{listed}");
+    assert_eq!(listed[0]["scopes"], json!(["views:read:starts"]));
+    assert!(!listed.to_string().contains(&key), "{listed}");
+    let id = listed[0]["id"].as_str().expect("id").to_owned();
+    let out = cli.ok(&["keys", "revoke", &id]).await;
+    assert!(out.contains("revoked key"), "{out}");
+    let run = reader
+        .run_with(&["views", "rows", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("revoked") && run.stderr.contains("token_invalid"),
+        "{run:?}"
+    );
+    hides(&run, &key);
+}
+
+#[tokio::test]
+async fn a_key_file_others_can_read_is_refused_and_a_private_one_is_used() {
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let (_user, cli) = user_with_starts(&app).await;
+    let key = create_key(&cli, "file", &["views:read:starts"], &[]).await;
+    let reader = Client::new(&app.address);
+    let file = reader.home.join("tdc.key");
+    std::fs::write(&file, format!("{key}\nsecond line ignored\n")).expect("key file");
+    let path = file.display().to_string();
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let run = reader
+        .run(&["views", "rows", "starts", "--key-file", &path])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("chmod 600 {path}")),
+        "says what to run: {run:?}"
+    );
+    hides(&run, &key);
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = reader
+        .run(&["views", "rows", "starts", "--key-file", &path])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout)
+            .expect("rows")
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    // Something that is not a key is described, never echoed.
+    let run = reader
+        .run_with(
+            &["views", "rows", "starts"],
+            None,
+            &[("TDC_KEY", "hunter2-not-a-key")],
+        )
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("TDC_KEY"), "{run:?}");
+    hides(&run, "hunter2");
+}
+
+#[tokio::test]
+async fn an_expired_key_exits_2_saying_so_without_refreshing_anything() {
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let (_user, cli) = user_with_starts(&app).await;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let key = create_key(
+        &cli,
+        "brief",
+        &["views:read:starts"],
+        &["--expires-at", &at.to_rfc3339()],
+    )
+    .await;
+    let with_key = [("TDC_KEY", key.as_str())];
+    let run = cli
+        .run_with(&["views", "rows", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+
+    let before = cli.config();
+    let run = cli
+        .run_with(&["views", "rows", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("key_expired") && run.stderr.contains("expired"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("keys create"),
+        "says what to do: {run:?}"
+    );
+    hides(&run, &key);
+    assert_eq!(cli.config(), before, "no refresh, no token saved");
+}
+
+#[tokio::test]
+async fn listen_with_a_channel_key_prints_events_and_ends_when_the_key_is_revoked() {
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let (user, channel) = app.user_with_channel().await;
+    let cli = Client::new(&app.address);
+    cli.login(&user).await;
+    let key = create_key(
+        &cli,
+        "listener",
+        &[&format!("channels:listen:{channel}")],
+        &[],
+    )
+    .await;
+
+    let reader = Client::new(&app.address);
+    std::fs::create_dir_all(&reader.home).expect("home");
+    let out = reader.home.join("events.out");
+    let mut listener = reader
+        .command(&["channels", "listen", &channel, "--json"])
+        .env("TDC_KEY", &key)
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::fs::File::create(out.with_extension("err")).expect("err"))
+        .spawn()
+        .expect("start listen");
+    let began = Instant::now();
+    while !std::fs::read_to_string(out.with_extension("err"))
+        .unwrap_or_default()
+        .contains("(listening to channel")
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "listen never connected: {}",
+            std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+        );
+        assert!(
+            listener.try_wait().expect("status").is_none(),
+            "listen exited: {}",
+            std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run_id = app.refresh_view(&user.access, "someview").await["refresh_id"].clone();
+    wait_for_events(&out, 1, &mut listener).await;
+    assert_eq!(events(&out)[0].1, run_id.as_str().expect("run id"));
+
+    // Revoking the key ends the stream and the command: exit 2, saying so.
+    let id = cli.json(&["keys", "ls"]).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    cli.ok(&["keys", "revoke", &id]).await;
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = listener.try_wait().expect("status") {
+            break status;
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            let _ = listener.kill();
+            let _ = listener.wait();
+            panic!("listen outlived its key");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = std::fs::read_to_string(out.with_extension("err")).expect("stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert!(
+        !stderr.contains("tinydevcrm login"),
+        "a key is not a login: {stderr}"
+    );
+    assert!(!stderr.contains(&key), "{stderr}");
+    assert!(!reader.config_dir().exists(), "a key needs no config");
+}
+
+#[tokio::test]
+async fn a_rate_limited_key_waits_out_retry_after_on_reads_and_fails_at_once_on_writes() {
+    let app = spawn_app_with(|s| s.scheduler = false).await;
+    let (_user, cli) = user_with_starts(&app).await;
+    let key = create_key(
+        &cli,
+        "slow",
+        &["views:read:starts", "views:refresh:starts"],
+        &["--rate-limit", "1"],
+    )
+    .await;
+    let reader = Client::new(&app.address);
+    let with_key = [("TDC_KEY", key.as_str())];
+    let run = reader
+        .run_with(&["views", "rows", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 0, "the minute's one request: {run:?}");
+
+    // A POST over the limit is not repeated: exit 2 with the server's message and the wait.
+    let began = Instant::now();
+    let run = reader
+        .run_with(&["views", "refresh", "starts"], None, &with_key)
+        .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("rate_limited") && run.stderr.contains("asks to wait"),
+        "{run:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(10), "no waiting");
+    hides(&run, &key);
+
+    // A GET waits the server's Retry-After (under a minute here) instead of failing.
+    let err = reader.home.join("rows.err");
+    let mut waiting = reader
+        .command(&["views", "rows", "starts"])
+        .env("TDC_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("err"))
+        .spawn()
+        .expect("start rows");
+    let began = Instant::now();
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("(rate limited; trying again in")
+    {
+        assert!(
+            waiting.try_wait().expect("status").is_none(),
+            "the read gave up: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        assert!(began.elapsed() < Duration::from_secs(20), "never waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        waiting.try_wait().expect("status").is_none(),
+        "still waiting"
+    );
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+}

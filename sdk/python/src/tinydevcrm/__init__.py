@@ -7,11 +7,23 @@
     for event in client.listen(channel_id):
         print(event.id, event.type, event.data)
 
-``AsyncClient`` does auth, JSON routes and ``listen`` for asyncio.
+``AsyncClient`` does auth, JSON routes and ``listen`` for asyncio. A service holds an API key
+instead of a session: ``Client(url, api_key="tdc_...")`` or ``Client.from_env()`` (``TDC_KEY``).
 """
 
 from ._async import AsyncClient
-from ._client import Channels, Client, Columns, Filters, FilterValue, Jobs, Tables, Tokens, Views
+from ._client import (
+    Channels,
+    Client,
+    Columns,
+    Filters,
+    FilterValue,
+    Jobs,
+    Keys,
+    Tables,
+    Tokens,
+    Views,
+)
 from ._data import UploadData
 from ._errors import TinydevcrmConnectionError, TinydevcrmError
 from ._sse import Event
@@ -25,6 +37,7 @@ __all__ = [
     "FilterValue",
     "Filters",
     "Jobs",
+    "Keys",
     "Tables",
     "TinydevcrmConnectionError",
     "TinydevcrmError",

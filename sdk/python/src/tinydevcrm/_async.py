@@ -13,14 +13,24 @@ from typing import Any, AsyncIterator, Callable, List, Sequence, Tuple, Union
 import httpx
 from httpx_sse import aconnect_sse
 
-from ._client import JSON, Tokens
+from ._client import (
+    JSON,
+    Tokens,
+    check_key,
+    key_client_error,
+    key_expired_stream,
+    key_from_env,
+    retry_wait,
+)
 from ._errors import TinydevcrmConnectionError, TinydevcrmError
 from ._listen import EXPIRED, YIELD, Resume
 from ._sse import Event
 
 
 class AsyncClient:
-    """Like :class:`tinydevcrm.Client` for asyncio, for auth, JSON routes and ``listen``."""
+    """Like :class:`tinydevcrm.Client` for asyncio, for auth, JSON routes and ``listen``;
+    ``api_key=`` and :meth:`from_env` as there, and the same bounded retry of a GET answered
+    ``429``."""
 
     def __init__(
         self,
@@ -31,13 +41,30 @@ class AsyncClient:
         timeout: Union[float, httpx.Timeout] = httpx.Timeout(120.0, connect=10.0),
         on_tokens: Callable[[Tokens], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
+        if api_key is not None and (access_token is not None or refresh_token is not None):
+            raise ValueError("give either api_key or session tokens, not both")
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._key = None if api_key is None else check_key(api_key)
         self._access = access_token
         self._refresh = refresh_token
         self._on_tokens = on_tokens
         self._refresh_lock = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None, **kwargs: Any) -> "AsyncClient":
+        """A client on the API key in ``TDC_KEY``, at ``base_url`` or ``TDC_URL``."""
+        key, env_url = key_from_env()
+        url = base_url or env_url
+        if url is None:
+            raise ValueError("give base_url or set TDC_URL")
+        return cls(url, api_key=key, **kwargs)
+
+    @property
+    def uses_key(self) -> bool:
+        return self._key is not None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -66,12 +93,16 @@ class AsyncClient:
         return await self._call("POST", "/auth/users/register/", json=body, auth=False)
 
     async def login(self, email: str, password: str) -> Tokens:
+        if self._key is not None:
+            raise key_client_error("login")
         body = {"primary_email": email, "password": password}
         return self._set_tokens(
             await self._call("POST", "/auth/tokens/obtain/", json=body, auth=False)
         )
 
     async def refresh(self) -> Tokens:
+        if self._key is not None:
+            raise key_client_error("refresh")
         if self._refresh is None:
             raise TinydevcrmError(None, "not_logged_in", "there is no refresh token: log in first")
         body = {"refresh": self._refresh}
@@ -80,6 +111,8 @@ class AsyncClient:
         )
 
     async def logout(self) -> None:
+        if self._key is not None:
+            raise key_client_error("logout (revoke a key with DELETE /auth/keys/{id}/)")
         if self._refresh is not None:
             await self._call(
                 "POST", "/auth/tokens/blacklist/", json={"refresh": self._refresh}, auth=False
@@ -116,8 +149,11 @@ class AsyncClient:
         json: Any = None,
         auth: bool = True,
     ) -> Any:
-        for attempt in (1, 2):
-            token = self._access
+        refreshed = False
+        tries = 0
+        while True:
+            tries += 1
+            token = self._key or self._access
             headers = {"Authorization": f"Bearer {token}"} if auth and token else {}
             try:
                 response = await self._http.request(
@@ -131,17 +167,22 @@ class AsyncClient:
                 raise TinydevcrmConnectionError(f"{method} {self.base_url}{path}: {e}") from e
             if response.is_success:
                 return response.json() if response.content else None
+            wait = retry_wait(response, method, tries)
+            if wait is not None:
+                await asyncio.sleep(wait)
+                continue
             error = TinydevcrmError.from_response(response)
             if (
-                attempt == 1
+                not refreshed
                 and auth
+                and self._key is None
                 and error.code == "token_expired"
                 and self._refresh is not None
             ):
+                refreshed = True
                 await self._refresh_after(token)
                 continue
             raise error
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def listen(
         self,
@@ -159,7 +200,7 @@ class AsyncClient:
         path = f"/channels/{channel_id}/listen/"
         timeout = httpx.Timeout(10.0, read=read_timeout)
         while True:
-            token = self._access
+            token = self._key or self._access
             error: BaseException | None = None
             expired = False
             try:
@@ -170,7 +211,9 @@ class AsyncClient:
                     if not response.is_success:
                         await response.aread()
                         problem = TinydevcrmError.from_response(response)
-                        expired = state.refused(problem, self._refresh is not None)
+                        expired = state.refused(
+                            problem, self._key is None and self._refresh is not None
+                        )
                         error = None if expired else problem
                     else:
                         state.connected()
@@ -193,6 +236,8 @@ class AsyncClient:
             except httpx.TransportError as e:
                 error = e
             if expired:
+                if self._key is not None:
+                    raise key_expired_stream()
                 await self._refresh_after(token)
                 continue
             delay = state.delay(error)

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -45,6 +46,15 @@ FilterValue = Union[str, int, float, bool, None]
 Filters = Union[Mapping[str, FilterValue], Sequence[Tuple[str, FilterValue]]]
 #: Column names, as a list or already comma-separated (``"a.desc.nullslast,b"`` for ``order``).
 Columns = Union[str, Sequence[str]]
+
+#: What every API key starts with.
+KEY_PREFIX = "tdc_"
+#: The environment variable :meth:`Client.from_env` reads the key from.
+KEY_ENV = "TDC_KEY"
+#: A GET answered ``429`` is sent again after its ``Retry-After`` when that is at most this
+#: many seconds, up to :data:`MAX_TRIES` times in all; anything else raises at once.
+MAX_RETRY_AFTER = 60.0
+MAX_TRIES = 3
 
 _OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "in", "is")
 
@@ -112,6 +122,47 @@ def _read_params(
     return params
 
 
+def check_key(api_key: str) -> str:
+    """``api_key`` when it looks like a key; a ``ValueError`` that never repeats it otherwise."""
+    if (
+        not api_key.startswith(KEY_PREFIX)
+        or len(api_key) > 256
+        or not all(33 <= ord(c) <= 126 for c in api_key)
+    ):
+        raise ValueError(f"api_key is not an API key (they start with {KEY_PREFIX!r})")
+    return api_key
+
+
+def key_from_env() -> Tuple[str, str | None]:
+    """``(key, url)`` from ``TDC_KEY`` and ``TDC_URL`` (the key must be set)."""
+    key = os.environ.get(KEY_ENV, "").strip()
+    if not key:
+        raise ValueError(f"{KEY_ENV} is not set")
+    return check_key(key), os.environ.get("TDC_URL") or None
+
+
+def retry_wait(response: httpx.Response, method: str, tries: int) -> float | None:
+    """Seconds to wait before sending again a request answered ``429``, or ``None`` to raise:
+    only GETs (a POST may have had effects), only for a ``Retry-After`` in seconds of at most
+    :data:`MAX_RETRY_AFTER`, and only :data:`MAX_TRIES` times in all."""
+    if response.status_code != 429 or method.upper() != "GET" or tries >= MAX_TRIES:
+        return None
+    try:
+        wait = float(int(response.headers.get("retry-after", "").strip()))
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= MAX_RETRY_AFTER else None
+
+
+def key_client_error(what: str) -> TinydevcrmError:
+    return TinydevcrmError(
+        None,
+        "api_key_client",
+        f"{what} is for login sessions: this client uses an API key (make a Client without "
+        "api_key to log in)",
+    )
+
+
 class Client:
     """A client of one tinydevcrm server.
 
@@ -124,6 +175,14 @@ class Client:
     ``on_tokens`` to keep the newest pair somewhere (it is called after every login and
     refresh). One client may be shared by threads: one refresh runs at a time, since presenting
     a refresh token twice revokes the session.
+
+    With ``api_key="tdc_..."`` every request carries the key (``Authorization: Bearer``) instead
+    of a session: nothing is refreshed (an expired key raises ``key_expired``), and ``login``,
+    ``refresh`` and ``logout`` raise (``api_key_client``). :meth:`from_env` reads the key from
+    ``TDC_KEY``; a plain ``Client(...)`` never looks at the environment.
+
+    A GET answered ``429`` (a key's rate limit, the server's admission) is sent again after
+    ``Retry-After`` seconds when that is at most 60, three times in all; other requests raise.
     """
 
     def __init__(
@@ -135,9 +194,13 @@ class Client:
         timeout: Union[float, httpx.Timeout] = httpx.Timeout(120.0, connect=10.0),
         on_tokens: Callable[[Tokens], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
+        if api_key is not None and (access_token is not None or refresh_token is not None):
+            raise ValueError("give either api_key or session tokens, not both")
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._key = None if api_key is None else check_key(api_key)
         self._access = access_token
         self._refresh = refresh_token
         self._on_tokens = on_tokens
@@ -146,6 +209,23 @@ class Client:
         self.views = Views(self)
         self.jobs = Jobs(self)
         self.channels = Channels(self)
+        self.keys = Keys(self)
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None, **kwargs: Any) -> "Client":
+        """A client on the API key in ``TDC_KEY``, at ``base_url`` or ``TDC_URL``: for a
+        service whose key is given in its environment. Raises ``ValueError`` when either is
+        missing."""
+        key, env_url = key_from_env()
+        url = base_url or env_url
+        if url is None:
+            raise ValueError("give base_url or set TDC_URL")
+        return cls(url, api_key=key, **kwargs)
+
+    @property
+    def uses_key(self) -> bool:
+        """Whether requests carry an API key rather than a session's token."""
+        return self._key is not None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,11 +261,15 @@ class Client:
 
     def login(self, email: str, password: str) -> Tokens:
         """Obtains a token pair, which the client then uses."""
+        if self._key is not None:
+            raise key_client_error("login")
         body = {"primary_email": email, "password": password}
         return self._set_tokens(self._json("POST", "/auth/tokens/obtain/", json=body, auth=False))
 
     def refresh(self) -> Tokens:
         """Exchanges the refresh token for a new pair now (requests also do it when needed)."""
+        if self._key is not None:
+            raise key_client_error("refresh")
         if self._refresh is None:
             raise TinydevcrmError(None, "not_logged_in", "there is no refresh token: log in first")
         body = {"refresh": self._refresh}
@@ -193,6 +277,8 @@ class Client:
 
     def logout(self) -> None:
         """Revokes the session on the server (its tokens and open streams stop working)."""
+        if self._key is not None:
+            raise key_client_error("logout (revoke a key with client.keys.revoke)")
         if self._refresh is not None:
             self._request(
                 "POST", "/auth/tokens/blacklist/", json={"refresh": self._refresh}, auth=False
@@ -222,8 +308,11 @@ class Client:
         upload: _data.Payload | None = None,
         auth: bool = True,
     ) -> httpx.Response:
-        for attempt in (1, 2):
-            token = self._access
+        refreshed = False
+        tries = 0
+        while True:
+            tries += 1
+            token = self._key or self._access
             headers = {"Authorization": f"Bearer {token}"} if auth and token else {}
             body = upload.open() if upload is not None else None
             files = (
@@ -248,18 +337,23 @@ class Client:
                     upload.done(body)
             if response.is_success:
                 return response
+            wait = retry_wait(response, method, tries)
+            if wait is not None:
+                time.sleep(wait)
+                continue
             error = TinydevcrmError.from_response(response)
             if (
-                attempt == 1
+                not refreshed
                 and auth
+                and self._key is None
                 and error.status == 401
                 and error.code == "token_expired"
                 and self._refresh is not None
             ):
+                refreshed = True
                 self._refresh_after(token)
                 continue
             raise error
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -300,6 +394,9 @@ class Client:
         ``on_reconnect(delay, error)`` is called before each wait (``error`` is ``None``
         when the server ended the stream itself).
 
+        With an API key (sent as a header) nothing is refreshed: the key's expiry raises
+        ``key_expired``, its revocation ``token_revoked``.
+
         Yields ``refresh`` events, and ``reset`` when ``Last-Event-ID`` named an event the
         server no longer has (reload the view, then carry on). Raises
         :class:`TinydevcrmError` when the session is revoked (``token_revoked``) or expired,
@@ -310,7 +407,7 @@ class Client:
         path = f"/channels/{channel_id}/listen/"
         timeout = httpx.Timeout(10.0, read=read_timeout)
         while True:
-            token = self._access
+            token = self._key or self._access
             error: BaseException | None = None
             expired = False
             try:
@@ -321,7 +418,9 @@ class Client:
                     if not response.is_success:
                         response.read()
                         problem = TinydevcrmError.from_response(response)
-                        expired = state.refused(problem, self._refresh is not None)
+                        expired = state.refused(
+                            problem, self._key is None and self._refresh is not None
+                        )
                         error = None if expired else problem
                     else:
                         state.connected()
@@ -338,6 +437,8 @@ class Client:
             except httpx.TransportError as e:
                 error = e
             if expired:
+                if self._key is not None:
+                    raise key_expired_stream()
                 self._refresh_after(token)
                 continue
             delay = state.delay(error)
@@ -623,6 +724,55 @@ class Channels:
 
     def delete(self, channel_id: str) -> None:
         self._client._request("DELETE", f"/channels/{channel_id}/")
+
+
+class Keys:
+    """``/auth/keys/``: API keys for dashboards and services. Only a login session manages
+    keys: on a client with ``api_key`` these raise ``403 key_not_allowed``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        name: str,
+        scopes: Sequence[str],
+        *,
+        expires_at: Union[datetime, str, None] = None,
+        rate_limit_per_minute: int | None = None,
+    ) -> JSON:
+        """A new key: ``{"id", "name", "prefix", "scopes", ..., "key"}``. ``key`` is in this
+        answer only (the server keeps its hash): store it now. Scopes are
+        ``views:read:<name>``, ``tables:read:<name>``, ``tables:append:<name>``,
+        ``channels:listen:<id>``, ``views:refresh:<name>`` and ``*:read``; ``expires_at`` a
+        timezone-aware ``datetime`` or RFC 3339 text."""
+        if isinstance(scopes, str):
+            raise TypeError("scopes is a list of scopes, not one string")
+        body: JSON = {"name": name, "scopes": list(scopes)}
+        if isinstance(expires_at, datetime):
+            if expires_at.tzinfo is None:
+                raise ValueError("expires_at must be timezone-aware")
+            body["expires_at"] = expires_at.isoformat()
+        elif expires_at is not None:
+            body["expires_at"] = expires_at
+        if rate_limit_per_minute is not None:
+            body["rate_limit_per_minute"] = rate_limit_per_minute
+        return self._client._json("POST", "/auth/keys/", json=body)
+
+    def list(self) -> List[JSON]:
+        """The keys, newest first (name, prefix, scopes, dates; never the key itself)."""
+        return self._client._json("GET", "/auth/keys/")
+
+    def revoke(self, key_id: str) -> None:
+        """Revokes a key at once (every process refuses it; its streams end)."""
+        self._client._request("DELETE", f"/auth/keys/{key_id}/")
+
+
+def key_expired_stream() -> TinydevcrmError:
+    """What a listener on a key raises when the server ends its stream as the key expired."""
+    return TinydevcrmError(
+        401, "key_expired", "the API key has expired (the stream ended); keys are not refreshed"
+    )
 
 
 def _dumps(value: Any) -> str:
