@@ -133,17 +133,20 @@ pub async fn list_channels(
     Ok(HttpResponse::Ok().json(channels))
 }
 
-/// One channel.
+/// One channel. A key that may listen to it may read it (a dashboard finds its view's name).
 #[utoipa::path(get, path = "/channels/{id}/", tag = "channels",
     params(("id" = Uuid, Path, description = "channel id")),
-    responses((status = 200, body = ChannelBody), (status = 404, body = Problem)), security(("jwt" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id, channel = %path.as_str()))]
+    responses((status = 200, body = ChannelBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("jwt" = []), ("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id(), channel = %path.as_str()))]
 pub async fn describe_channel(
     state: web::Data<AppState>,
-    user: AuthUser,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel = store::find(&state.pool, user.user_id, channel_id(&path)?).await?;
+    let id = channel_id(&path)?;
+    let user = caller.require(Scope::ChannelsListen(id))?;
+    let channel = store::find(&state.pool, user.user_id, id).await?;
     Ok(HttpResponse::Ok().json(ChannelBody::from(channel)))
 }
 

@@ -288,7 +288,7 @@ async fn refresh(
     };
 
     let attempt = async || {
-        let (mut tx, changes, pending) = match &inc {
+        let (mut tx, changes, pending, previous_rows) = match &inc {
             // An incremental view reads what appends left to recompute, the change count and
             // the source rows on one snapshot, taken once this view's lock is held: an append
             // is wholly in this refresh (its range included) or wholly left for the next.
@@ -298,23 +298,28 @@ async fn refresh(
                 let mut service = tx.into_service().await?;
                 let (changes, _) = store::base_changes(&mut *service, view).await?;
                 let pending = incremental::store::pending(&mut *service, view.view_id).await?;
+                let previous = store::last_row_count(&mut *service, view.view_id).await?;
                 let tx = service.into_tenant(tenant, statement_timeout).await?;
-                (tx, changes, pending)
+                (tx, changes, pending, previous)
             }
             None => (
                 tenant::begin_as(pool, tenant, statement_timeout).await?,
                 changes,
                 Vec::new(),
+                None,
             ),
         };
-        let (mode, buckets) = match &inc {
+        let (mode, buckets, rows_delta) = match &inc {
             Some(inc) => {
                 let work = incremental::refresh::work(view.refreshed_changes, changes, &pending);
-                incremental::refresh::run(&mut tx, tenant, &name, view.view_id, inc, &work).await?
+                let done =
+                    incremental::refresh::run(&mut tx, tenant, &name, view.view_id, inc, &work)
+                        .await?;
+                (done.mode, done.buckets, done.rows_delta)
             }
             None => {
                 store::refresh(&mut tx, tenant, &name, concurrently).await?;
-                (Mode::Full, None)
+                (Mode::Full, None, None)
             }
         };
         if let Some(key) = &view.unique_key
@@ -327,9 +332,16 @@ async fn refresh(
                 ),
             ))); // rolls the refresh back
         }
-        let rows = crate::tables::store::row_count(&mut tx, tenant, &name)
-            .await
-            .ok();
+        // Only some buckets recomputed: the last count plus what changed (counting every row
+        // of a large view would cost more than the recompute).
+        let rows = match previous_rows.zip(rows_delta) {
+            Some((before, delta)) if before.checked_add(delta).is_some_and(|n| n >= 0) => {
+                before.checked_add(delta)
+            }
+            _ => crate::tables::store::row_count(&mut tx, tenant, &name)
+                .await
+                .ok(),
+        };
         // The tenant SQL is done (REFRESH is security-restricted; nothing of the tenant's runs
         // after it): back to the service role to write the history and the events.
         let mut tx = tx.into_service().await?;

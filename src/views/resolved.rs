@@ -321,16 +321,11 @@ pub async fn check(
         })));
     }
     // Time-dependent: a volatile or clock function, a stable one not vetted as settings-only,
-    // or text read as a date/time value at run time (`'now'::text::date` is today's date, and
-    // so is a column holding 'today'); arrays and domains of those count too.
+    // or text read at run time by an input function PostgreSQL does not mark immutable
+    // (`'now'::text::date` is today's date, and so is a column holding 'today'; arrays,
+    // ranges, rows and domains parse their parts with such functions too).
     let (relations, volatile): (Vec<String>, bool) = sqlx::query_as(
-        "WITH RECURSIVE io(oid) AS (
-             SELECT unnest($5::int8[])::oid
-             UNION SELECT x.oid FROM io JOIN pg_catalog.pg_type t ON t.oid = io.oid,
-                 LATERAL (SELECT t.typelem WHERE t.typelem <> 0
-                          UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0) AS x(oid)
-         )
-         SELECT (SELECT COALESCE(array_agg(relname::text ORDER BY relname), '{}')
+        "SELECT (SELECT COALESCE(array_agg(relname::text ORDER BY relname), '{}')
                  FROM pg_catalog.pg_class WHERE oid = ANY($1::int8[]::oid[]) AND relname <> $4),
                 (SELECT COALESCE(bool_or(p.proname = ANY($3) OR p.provolatile = 'v'
                      OR (p.provolatile = 's' AND NOT p.proname = ANY($6)
@@ -338,8 +333,9 @@ pub async fn check(
                                          WHERE o.oprcode = p.oid
                                            AND o.oprnamespace = 'pg_catalog'::regnamespace))), false)
                  FROM pg_catalog.pg_proc p WHERE p.oid = ANY($2::int8[]::oid[]))
-                OR EXISTS (SELECT 1 FROM io JOIN pg_catalog.pg_type t ON t.oid = io.oid
-                           WHERE t.typcategory = 'D')",
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t
+                           JOIN pg_catalog.pg_proc i ON i.oid = t.typinput
+                           WHERE t.oid = ANY($5::int8[]::oid[]) AND i.provolatile <> 'i')",
     )
     .bind(as_oids(&refs.relations))
     .bind(as_oids(&refs.functions))

@@ -370,6 +370,22 @@ pub async fn record_refresh(
     Ok(())
 }
 
+/// The row count the view's latest successful refresh recorded (read in the refresh's
+/// snapshot, after its lock: no other refresh can commit in between).
+pub async fn last_row_count(
+    conn: impl sqlx::PgExecutor<'_>,
+    view_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    let row: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT row_count FROM tinydevcrm.view_refreshes
+         WHERE view_id = $1 AND status = 'refreshed' ORDER BY started_at DESC LIMIT 1",
+    )
+    .bind(view_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.flatten())
+}
+
 /// The latest refresh of a view.
 pub async fn last_refresh(pool: &PgPool, view_id: Uuid) -> Result<Option<RefreshRecord>, ApiError> {
     Ok(sqlx::query_as!(

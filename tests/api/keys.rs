@@ -131,6 +131,12 @@ async fn each_scope_allows_exactly_its_routes_and_everything_else_is_403() {
             false,
         ),
         route(get.clone(), &listen, Some(&channel), true),
+        route(
+            get.clone(),
+            &format!("/channels/{cid}/"),
+            Some(&channel),
+            true,
+        ),
         // Replacing rows is never a key's to do, whatever it holds.
         route(
             post.clone(),
@@ -150,7 +156,6 @@ async fn each_scope_allows_exactly_its_routes_and_everything_else_is_403() {
         ),
         route(post.clone(), "/views/create/", None, false),
         route(post.clone(), "/channels/create/", None, false),
-        route(get.clone(), &format!("/channels/{cid}/"), None, false),
         route(delete.clone(), &format!("/channels/{cid}/"), None, false),
         route(delete.clone(), "/views/someview/", None, false),
         route(delete.clone(), "/tables/sometable/", None, false),

@@ -143,6 +143,10 @@ async fn a_view_that_reads_the_clock_in_any_spelling_is_volatile_and_settings_on
         format!("SELECT count(*) FROM calls WHERE {t} = ANY('{{now}}'::text::timestamp[])"),
         "SELECT CAST(E'\\x6eow' AS text)::time AS at".to_owned(),
         "SELECT CAST('12:00' AS time)::timetz AS at".to_owned(),
+        // text parsed at run time into a range, a row of a table, an array
+        "SELECT upper(CAST('[2020-01-01,now)' AS text)::tstzrange) AS at".to_owned(),
+        "SELECT (CAST('(1,x,now,1,a,b)' AS text)::calls).record_timestamp AS at".to_owned(),
+        "SELECT (CAST('{now}' AS text)::date[])[1] AS at".to_owned(),
         "SELECT now() AS at".to_owned(),
         "SELECT CURRENT_DATE AS d".to_owned(),
     ];

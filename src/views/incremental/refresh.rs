@@ -174,8 +174,20 @@ pub async fn lock(
     Ok(())
 }
 
+/// What a refresh of an incremental view did.
+#[derive(Debug)]
+pub struct Recomputed {
+    /// Full, or only some buckets.
+    pub mode: Mode,
+    /// The buckets recomputed, when some were.
+    pub buckets: Option<BucketRange>,
+    /// Rows inserted minus rows deleted when only buckets were recomputed: the view's row
+    /// count follows from the last one without counting the whole table again.
+    pub rows_delta: Option<i64>,
+}
+
 /// Runs `work` on the view's table as the tenant (the caller's tenant transaction, holding
-/// [`lock`]): returns the mode and the recomputed bucket range.
+/// [`lock`]).
 pub async fn run(
     conn: &mut PgConnection,
     schema: &Ident,
@@ -183,7 +195,7 @@ pub async fn run(
     view_id: uuid::Uuid,
     inc: &Incremental,
     work: &Work,
-) -> Result<(Mode, Option<BucketRange>), sqlx::Error> {
+) -> Result<Recomputed, sqlx::Error> {
     sqlx::query("SET LOCAL TimeZone = 'UTC'")
         .execute(&mut *conn)
         .await?;
@@ -203,9 +215,17 @@ pub async fn run(
                 .push(".")
                 .push(&full);
             insert.build().execute(&mut *conn).await?;
-            Ok((Mode::Full, None))
+            Ok(Recomputed {
+                mode: Mode::Full,
+                buckets: None,
+                rows_delta: None,
+            })
         }
-        Work::Buckets(None) => Ok((Mode::Incremental, None)),
+        Work::Buckets(None) => Ok(Recomputed {
+            mode: Mode::Incremental,
+            buckets: None,
+            rows_delta: Some(0),
+        }),
         Work::Buckets(Some((from, to))) => {
             // Bounds PostgreSQL cannot compute (past its range) or that are BC (which no
             // literal below may hold): the whole view is recomputed instead, never an error.
@@ -231,7 +251,7 @@ pub async fn run(
                 .push(" <= CAST(")
                 .push_bind(b_hi.clone())
                 .push(format!(" AS {ty})"));
-            delete.build().execute(&mut *conn).await?;
+            let deleted = delete.build().execute(&mut *conn).await?.rows_affected();
             let mut insert = QueryBuilder::new("INSERT INTO ");
             insert.push(schema).push(".").push(name);
             insert
@@ -248,14 +268,19 @@ pub async fn run(
                 .push(" <= CAST(")
                 .push_bind(b_hi.clone());
             insert.push(format!(" AS {ty})"));
-            insert.build().execute(&mut *conn).await?;
-            Ok((
-                Mode::Incremental,
-                Some(BucketRange {
+            let inserted = insert.build().execute(&mut *conn).await?.rows_affected();
+            let delta = i64::try_from(inserted)
+                .ok()
+                .zip(i64::try_from(deleted).ok())
+                .and_then(|(i, d)| i.checked_sub(d));
+            Ok(Recomputed {
+                mode: Mode::Incremental,
+                buckets: Some(BucketRange {
                     from: b_lo,
                     to: b_hi,
                 }),
-            ))
+                rows_delta: delta,
+            })
         }
     }
 }
