@@ -3225,7 +3225,7 @@ async fn incremental_views_in_hostile_spellings_read_like_full_ones_or_are_refus
     for batch in &batches {
         let res = app.post_as(a, "/tables/calls/rows/", batch).await;
         assert_eq!(res.status(), StatusCode::OK);
-        for i in 0..accepted.len() {
+        for (i, (sql, _)) in accepted.iter().enumerate() {
             let answer = app.refresh_view(a, &format!("inc{i}")).await;
             assert_eq!(answer["status"], "refreshed", "{answer}");
             app.refresh_view(a, &format!("full{i}")).await;
@@ -3236,7 +3236,7 @@ async fn incremental_views_in_hostile_spellings_read_like_full_ones_or_are_refus
             .fetch_one(&mut admin)
             .await
             .expect("diff");
-            assert_eq!(diff, 0, "{}: {answer}", accepted[i].0);
+            assert_eq!(diff, 0, "{sql}: {answer}");
         }
     }
     scene.assert_unharmed_but_views().await;
