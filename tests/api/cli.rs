@@ -448,30 +448,9 @@ async fn listen_prints_each_event_once_across_a_server_restart_and_token_expiry(
     let log = cli.home.join("serve.log");
     let mut process = serve_on(&app, port, &log).await;
     cli.login(&user).await;
-    let out = cli.home.join("events.out");
-    let mut listener = cli
-        .command(&["channels", "listen", &channel, "--json"])
-        .stdout(std::fs::File::create(&out).expect("out"))
-        .stderr(std::fs::File::create(out.with_extension("err")).expect("err"))
-        .spawn()
-        .expect("start listen");
     // A listen without `--last-event-id` starts with live events: refresh once it says it is
     // connected.
-    let began = Instant::now();
-    while !std::fs::read_to_string(out.with_extension("err"))
-        .unwrap_or_default()
-        .contains("(listening to channel")
-    {
-        assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "listen never connected"
-        );
-        assert!(
-            listener.try_wait().expect("status").is_none(),
-            "listen exited"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (out, mut listener) = listening(&cli, &channel, &[]).await;
     let mut runs = Vec::new();
     for _ in 0..2 {
         runs.push(app.refresh_view(&user.access, "someview").await["refresh_id"].clone());
@@ -1219,31 +1198,7 @@ async fn listen_with_a_channel_key_prints_events_and_ends_when_the_key_is_revoke
 
     let reader = Client::new(&app.address);
     std::fs::create_dir_all(&reader.home).expect("home");
-    let out = reader.home.join("events.out");
-    let mut listener = reader
-        .command(&["channels", "listen", &channel, "--json"])
-        .env("TDC_KEY", &key)
-        .stdout(std::fs::File::create(&out).expect("out"))
-        .stderr(std::fs::File::create(out.with_extension("err")).expect("err"))
-        .spawn()
-        .expect("start listen");
-    let began = Instant::now();
-    while !std::fs::read_to_string(out.with_extension("err"))
-        .unwrap_or_default()
-        .contains("(listening to channel")
-    {
-        assert!(
-            began.elapsed() < Duration::from_secs(30),
-            "listen never connected: {}",
-            std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
-        );
-        assert!(
-            listener.try_wait().expect("status").is_none(),
-            "listen exited: {}",
-            std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (out, mut listener) = listening(&reader, &channel, &[("TDC_KEY", &key)]).await;
     let run_id = app.refresh_view(&user.access, "someview").await["refresh_id"].clone();
     wait_for_events(&out, 1, &mut listener).await;
     assert_eq!(events(&out)[0].1, run_id.as_str().expect("run id"));
@@ -1336,4 +1291,43 @@ async fn a_rate_limited_key_waits_out_retry_after_on_reads_and_fails_at_once_on_
     );
     let _ = waiting.kill();
     let _ = waiting.wait();
+}
+
+/// `channels listen CHANNEL --json` started with `env`, once it says it is connected: its
+/// events file (stderr beside it, `.err`) and the process.
+async fn listening(
+    cli: &Client,
+    channel: &str,
+    env: &[(&str, &str)],
+) -> (std::path::PathBuf, std::process::Child) {
+    let out = cli.home.join("events.out");
+    let err = out.with_extension("err");
+    let mut command = cli.command(&["channels", "listen", channel, "--json"]);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut listener = command
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::fs::File::create(&err).expect("err"))
+        .spawn()
+        .expect("start listen");
+    let began = Instant::now();
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("(listening to channel")
+    {
+        let said = || std::fs::read_to_string(&err).unwrap_or_default();
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "listen never connected: {}",
+            said()
+        );
+        assert!(
+            listener.try_wait().expect("status").is_none(),
+            "listen exited: {}",
+            said()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (out, listener)
 }

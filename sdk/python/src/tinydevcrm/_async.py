@@ -56,10 +56,7 @@ class AsyncClient:
     @classmethod
     def from_env(cls, base_url: str | None = None, **kwargs: Any) -> "AsyncClient":
         """A client on the API key in ``TDC_KEY``, at ``base_url`` or ``TDC_URL``."""
-        key, env_url = key_from_env()
-        url = base_url or env_url
-        if url is None:
-            raise ValueError("give base_url or set TDC_URL")
+        key, url = key_from_env(base_url)
         return cls(url, api_key=key, **kwargs)
 
     @property

@@ -133,12 +133,15 @@ def check_key(api_key: str) -> str:
     return api_key
 
 
-def key_from_env() -> Tuple[str, str | None]:
-    """``(key, url)`` from ``TDC_KEY`` and ``TDC_URL`` (the key must be set)."""
+def key_from_env(base_url: str | None) -> Tuple[str, str]:
+    """``(key, url)`` from ``TDC_KEY`` and ``base_url`` or ``TDC_URL`` (both must be set)."""
     key = os.environ.get(KEY_ENV, "").strip()
     if not key:
         raise ValueError(f"{KEY_ENV} is not set")
-    return check_key(key), os.environ.get("TDC_URL") or None
+    url = base_url or os.environ.get("TDC_URL") or None
+    if url is None:
+        raise ValueError("give base_url or set TDC_URL")
+    return check_key(key), url
 
 
 def retry_wait(response: httpx.Response, method: str, tries: int) -> float | None:
@@ -216,10 +219,7 @@ class Client:
         """A client on the API key in ``TDC_KEY``, at ``base_url`` or ``TDC_URL``: for a
         service whose key is given in its environment. Raises ``ValueError`` when either is
         missing."""
-        key, env_url = key_from_env()
-        url = base_url or env_url
-        if url is None:
-            raise ValueError("give base_url or set TDC_URL")
+        key, url = key_from_env(base_url)
         return cls(url, api_key=key, **kwargs)
 
     @property
