@@ -30,7 +30,28 @@ pub fn tenant_sql_error(e: sqlx::Error) -> ApiError {
 /// [`tenant_sql_error`] for a refresh: a repeated key (or row) is the view's `unique_key` meeting
 /// rows that repeat it (two NULLs included: the key's index treats NULLs as equal), a 400
 /// `duplicate_unique_key` naming the key and the repeated value, not an SQL error.
+/// The history of a refresh that did not run (skipped, or failed and rolled back) is written
+/// after the fact: a view deleted meanwhile is gone, a 404, not an error of ours.
+fn deleted_meanwhile(e: sqlx::Error, view: &ViewRow) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => ApiError::NotFound {
+            detail: format!("view {:?} was deleted while it refreshed", view.view_name),
+        },
+        _ => ApiError::from(e),
+    }
+}
+
+/// How many more times an incremental refresh runs after a serialization failure (waits of
+/// 10, 20, 40, 80 and 160 ms).
+const SNAPSHOT_RETRIES: u32 = 5;
+
 fn refresh_error(e: sqlx::Error, unique_key: Option<&[String]>) -> ApiError {
+    if tenant::serialization_failure(&e) {
+        return ApiError::Conflict {
+            code: "refresh_conflict",
+            detail: "the view's channels or refresh history changed while it refreshed, every time it was tried; nothing was changed: send the refresh again".to_owned(),
+        };
+    }
     if let (sqlx::Error::Database(db), Some(key)) = (&e, unique_key)
         // unique_violation, or cardinality_violation: `REFRESH ... CONCURRENTLY` finding whole
         // rows repeated ("new data ... contains duplicate rows") before the index does.
@@ -277,7 +298,8 @@ async fn refresh(
                 &skipped,
                 None,
             )
-            .await?;
+            .await
+            .map_err(|e| deleted_meanwhile(e, view))?;
             tx.commit().await?;
             return Ok(Refreshed {
                 record: skipped,
@@ -288,7 +310,7 @@ async fn refresh(
     };
 
     let attempt = async || {
-        let (mut tx, changes, pending, previous_rows) = match &inc {
+        let (mut tx, changes, pending, refreshed) = match &inc {
             // An incremental view reads what appends left to recompute, the change count and
             // the source rows on one snapshot, taken once this view's lock is held: an append
             // is wholly in this refresh (its range included) or wholly left for the next.
@@ -298,20 +320,21 @@ async fn refresh(
                 let mut service = tx.into_service().await?;
                 let (changes, _) = store::base_changes(&mut *service, view).await?;
                 let pending = incremental::store::pending(&mut *service, view.view_id).await?;
-                let previous = store::last_row_count(&mut *service, view.view_id).await?;
+                let refreshed = store::last_refreshed(&mut *service, view.view_id).await?;
                 let tx = service.into_tenant(tenant, statement_timeout).await?;
-                (tx, changes, pending, previous)
+                (tx, changes, pending, refreshed)
             }
             None => (
                 tenant::begin_as(pool, tenant, statement_timeout).await?,
                 changes,
                 Vec::new(),
-                None,
+                (view.refreshed_changes, None),
             ),
         };
+        let (refreshed_changes, previous_rows) = refreshed;
         let (mode, buckets, rows_delta) = match &inc {
             Some(inc) => {
-                let work = incremental::refresh::work(view.refreshed_changes, changes, &pending);
+                let work = incremental::refresh::work(refreshed_changes, changes, &pending);
                 let done =
                     incremental::refresh::run(&mut tx, tenant, &name, view.view_id, inc, &work)
                         .await?;
@@ -380,12 +403,16 @@ async fn refresh(
             buckets,
         }))
     };
-    // A snapshot transaction meets a row changed after its snapshot (the retention task
-    // pruning a channel the refresh writes an event to): the refresh is tried again.
+    // A snapshot transaction meets a row changed after its snapshot (a channel of the view
+    // deleted, or pruned by the retention task, while the refresh writes its events): the
+    // refresh is tried again after a short wait, and past the last try answers 409.
     let mut tries = 0;
     let outcome = loop {
         match attempt().await {
-            Err(e) if tenant::serialization_failure(&e) && tries < 3 => tries += 1,
+            Err(e) if tenant::serialization_failure(&e) && tries < SNAPSHOT_RETRIES => {
+                tokio::time::sleep(Duration::from_millis(10 << tries)).await;
+                tries += 1;
+            }
             result => break result,
         }
     };
@@ -398,7 +425,8 @@ async fn refresh(
             let failed = record(RefreshStatus::Failed, None, Some(error.to_string()));
             let mut tx = ServiceTx::begin(pool).await?;
             store::record_refresh(&mut tx, view.view_id, refresh_id, job_run_id, &failed, None)
-                .await?;
+                .await
+                .map_err(|e| deleted_meanwhile(e, view))?;
             tx.commit().await?;
             Err(error)
         }

@@ -214,9 +214,10 @@ pub struct Refused(pub String);
 
 /// Functions PostgreSQL marks stable whose result depends only on settings the service fixes
 /// for every refresh (time zone, date style, text search configuration), never on the clock
-/// or the transaction. Any other stable function (`age(timestamp)` reads the current date, a
-/// `time` to `timetz` cast today's offset) makes a view time-dependent, so a function PostgreSQL
-/// adds later counts as time-dependent until it is vetted here. Functions that implement a
+/// or the transaction, in every stable overload of the name. Any other stable function
+/// (`age(timestamp)` reads the current date; a `time` to `timetz` cast and `timezone(text,
+/// timetz)`, `AT TIME ZONE` on a `timetz`, today's offset) makes a view time-dependent, so a
+/// function PostgreSQL adds later counts as time-dependent until it is vetted here. Functions that implement a
 /// `pg_catalog` operator are zone-aware comparisons and arithmetic, and count as settings-only.
 pub const SETTINGS_ONLY_STABLE: &[&str] = &[
     "array_to_json",
@@ -248,7 +249,6 @@ pub const SETTINGS_ONLY_STABLE: &[&str] = &[
     "time",
     "timestamp",
     "timestamptz",
-    "timezone",
     "to_char",
     "to_date",
     "to_json",
@@ -322,10 +322,24 @@ pub async fn check(
     }
     // Time-dependent: a volatile or clock function, a stable one not vetted as settings-only,
     // or text read at run time by an input function PostgreSQL does not mark immutable
-    // (`'now'::text::date` is today's date, and so is a column holding 'today'; arrays,
-    // ranges, rows and domains parse their parts with such functions too).
+    // (`'now'::text::date` is today's date, and so is a column holding 'today'). Arrays,
+    // ranges, rows and domains are followed to the types of their parts; of the stable input
+    // functions, only those containers' own, `interval_in` and `cash_in` (no clock: styles
+    // and the monetary locale) are settings-only.
     let (relations, volatile): (Vec<String>, bool) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(array_agg(relname::text ORDER BY relname), '{}')
+        "WITH RECURSIVE io(oid) AS (
+             SELECT unnest($5::int8[])::oid
+             UNION
+             SELECT x.oid FROM io JOIN pg_catalog.pg_type t ON t.oid = io.oid,
+             LATERAL (SELECT t.typelem WHERE t.typelem <> 0
+                      UNION ALL SELECT t.typbasetype WHERE t.typbasetype <> 0
+                      UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+                      UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid
+                      UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid AND a.attnum > 0
+                      ) AS x(oid)
+         )
+         SELECT (SELECT COALESCE(array_agg(relname::text ORDER BY relname), '{}')
                  FROM pg_catalog.pg_class WHERE oid = ANY($1::int8[]::oid[]) AND relname <> $4),
                 (SELECT COALESCE(bool_or(p.proname = ANY($3) OR p.provolatile = 'v'
                      OR (p.provolatile = 's' AND NOT p.proname = ANY($6)
@@ -333,9 +347,11 @@ pub async fn check(
                                          WHERE o.oprcode = p.oid
                                            AND o.oprnamespace = 'pg_catalog'::regnamespace))), false)
                  FROM pg_catalog.pg_proc p WHERE p.oid = ANY($2::int8[]::oid[]))
-                OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t
+                OR EXISTS (SELECT 1 FROM io JOIN pg_catalog.pg_type t ON t.oid = io.oid
                            JOIN pg_catalog.pg_proc i ON i.oid = t.typinput
-                           WHERE t.oid = ANY($5::int8[]::oid[]) AND i.provolatile <> 'i')",
+                           WHERE i.provolatile <> 'i'
+                             AND i.proname NOT IN ('array_in', 'record_in', 'range_in',
+                                 'multirange_in', 'domain_in', 'interval_in', 'cash_in'))",
     )
     .bind(as_oids(&refs.relations))
     .bind(as_oids(&refs.functions))

@@ -360,9 +360,10 @@ pub async fn record_refresh(
     .await?;
     if let Some(changes) = changes {
         sqlx::query!(
-            "UPDATE tinydevcrm.views SET refreshed_changes = $2 WHERE view_id = $1",
+            "UPDATE tinydevcrm.views SET refreshed_changes = $2, refreshed_rows = $3 WHERE view_id = $1",
             view_id,
             changes,
+            record.row_count,
         )
         .execute(&mut **conn)
         .await?;
@@ -370,20 +371,20 @@ pub async fn record_refresh(
     Ok(())
 }
 
-/// The row count the view's latest successful refresh recorded (read in the refresh's
-/// snapshot, after its lock: no other refresh can commit in between).
-pub async fn last_row_count(
+/// What the view's last successful refresh saw and left: the change count of its tables and
+/// its row count. Read in an incremental refresh's snapshot, after its lock: the refresh that
+/// committed last wrote them, whatever order refreshes started in.
+pub async fn last_refreshed(
     conn: impl sqlx::PgExecutor<'_>,
     view_id: Uuid,
-) -> Result<Option<i64>, sqlx::Error> {
-    let row: Option<Option<i64>> = sqlx::query_scalar(
-        "SELECT row_count FROM tinydevcrm.view_refreshes
-         WHERE view_id = $1 AND status = 'refreshed' ORDER BY started_at DESC LIMIT 1",
+) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
+    let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT refreshed_changes, refreshed_rows FROM tinydevcrm.views WHERE view_id = $1",
     )
     .bind(view_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.flatten())
+    Ok(row.unwrap_or((None, None)))
 }
 
 /// The latest refresh of a view.

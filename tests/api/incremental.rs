@@ -184,6 +184,7 @@ async fn other_shapes_are_refused_with_a_reason_and_leave_nothing_behind() {
         format!("SELECT date_trunc('hour', {t}) AS hour, max(NULLIF(source, source)::date) FROM calls GROUP BY 1"),
         format!("SELECT date_trunc('hour', {t}) AS hour, count(*) FROM calls WHERE {t} = ANY('{{now,today}}'::text::timestamp[]) GROUP BY 1"),
         format!("SELECT date_trunc('hour', {t}) AS hour, max(CAST(E'\\x6eow' AS text)::time) FROM calls GROUP BY 1"),
+        format!("SELECT date_trunc('hour', {t}) AS hour, count(*), ('22:00+00'::timetz AT TIME ZONE 'America/New_York') AS close_ny FROM calls GROUP BY 1"),
         // not a bucket of a plain column
         format!("SELECT {t} AS hour, count(*) FROM calls GROUP BY 1"),
         format!("SELECT date_trunc('hour', {t} + interval '1 hour') AS hour, count(*) FROM calls GROUP BY 1"),
@@ -922,4 +923,68 @@ async fn an_upload_that_commits_while_a_refresh_waits_is_wholly_in_it() {
         rows_of(&app, &schema, "usage_full").await,
         "the view after one refresh is the replaced table's"
     );
+}
+
+#[tokio::test]
+async fn an_append_that_meets_a_view_being_deleted_still_succeeds() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let a = &user.access;
+    let sql =
+        "SELECT date_trunc('hour', record_timestamp) AS hour, count(*) AS n FROM calls GROUP BY 1";
+    let res = create(&app, &user, "usage", sql, hourly(sql)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // A deletion of the view's row that is under way (row locked) when the append records
+    // what the view must recompute, and commits while the append waits.
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM tinydevcrm.views WHERE view_name = 'usage' FOR UPDATE")
+        .execute(&mut admin)
+        .await
+        .expect("lock");
+    let append = {
+        let client = app.client.clone();
+        let url = app.url("/tables/calls/rows/");
+        let access = a.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(access)
+                .json(&json!([{"id": 40, "source": "a", "record_timestamp": "2026-01-01T00:10:00", "duration": 1}]))
+                .send()
+                .await
+                .expect("append")
+        })
+    };
+    let mut monitor = superuser(&app.db).await;
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND (query LIKE '%view_pending%' OR query LIKE '%FOR KEY SHARE%')",
+        )
+        .fetch_one(&mut monitor)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    sqlx::raw_sql("DELETE FROM tinydevcrm.views WHERE view_name = 'usage'; COMMIT")
+        .execute(&mut admin)
+        .await
+        .expect("delete");
+    let res = append.await.expect("task");
+    let status = res.status();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let table: Value = app
+        .get_as(a, "/tables/calls/")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(table["row_count"], 4, "the append's row is there: {table}");
 }

@@ -147,6 +147,12 @@ async fn a_view_that_reads_the_clock_in_any_spelling_is_volatile_and_settings_on
         "SELECT upper(CAST('[2020-01-01,now)' AS text)::tstzrange) AS at".to_owned(),
         "SELECT (CAST('(1,x,now,1,a,b)' AS text)::calls).record_timestamp AS at".to_owned(),
         "SELECT (CAST('{now}' AS text)::date[])[1] AS at".to_owned(),
+        // today's offset of a zone, for a time of day
+        "SELECT '12:00+00'::timetz AT TIME ZONE 'Australia/Sydney' AS syd".to_owned(),
+        "SELECT timezone('Europe/Berlin', '22:00+00'::timetz) AS at".to_owned(),
+        format!(
+            "SELECT count(*) FILTER (WHERE ({t} AT TIME ZONE 'America/New_York')::time < timezone('America/New_York', '22:00+00'::timetz)::time) FROM calls"
+        ),
         "SELECT now() AS at".to_owned(),
         "SELECT CURRENT_DATE AS d".to_owned(),
     ];
@@ -157,6 +163,11 @@ async fn a_view_that_reads_the_clock_in_any_spelling_is_volatile_and_settings_on
         format!("SELECT count(*) FROM calls WHERE {t} > '2020-01-01'::timestamptz"),
         format!("SELECT max({t}::timestamptz + interval '1 hour') AS a FROM calls"),
         format!("SELECT format('%s', max({t})) AS f FROM calls"),
+        // parsed from text at run time, but with no clock: intervals, numbers in arrays, money
+        "SELECT sum((record_id || ' seconds')::interval) AS s FROM calls".to_owned(),
+        "SELECT max((('{' || record_id || '}')::int8[])[1]) AS m FROM calls".to_owned(),
+        "SELECT max(record_id::text::numeric::money) AS m FROM calls".to_owned(),
+        format!("SELECT max({t} AT TIME ZONE 'EST') AS m FROM calls"),
     ];
     let cases = clock
         .iter()

@@ -122,9 +122,13 @@ pub async fn record_changes(
 ) -> Result<(), ApiError> {
     let append = mode == Mode::Append;
     let touched = touched(tracker);
+    // The views' rows are held until the append commits: a view dropped meanwhile is either
+    // gone before this reads (and skipped) or waits, never a foreign-key error that would roll
+    // the rows back.
     let views: Vec<(Uuid, sqlx::types::Json<Incremental>)> = sqlx::query_as(
         "SELECT view_id, incremental FROM tinydevcrm.views
-         WHERE user_id = $1 AND incremental IS NOT NULL AND $2 = ANY (base_relations)",
+         WHERE user_id = $1 AND incremental IS NOT NULL AND $2 = ANY (base_relations)
+         FOR KEY SHARE",
     )
     .bind(user_id)
     .bind(table)
