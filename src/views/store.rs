@@ -360,7 +360,8 @@ pub async fn record_refresh(
     .await?;
     if let Some(changes) = changes {
         sqlx::query!(
-            "UPDATE tinydevcrm.views SET refreshed_changes = $2, refreshed_rows = $3 WHERE view_id = $1",
+            "UPDATE tinydevcrm.views SET refreshed_changes = $2, refreshed_rows = $3, refreshed_rows_changes = $2
+             WHERE view_id = $1",
             view_id,
             changes,
             record.row_count,
@@ -379,7 +380,9 @@ pub async fn last_refreshed(
     view_id: Uuid,
 ) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
     let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-        "SELECT refreshed_changes, refreshed_rows FROM tinydevcrm.views WHERE view_id = $1",
+        "SELECT refreshed_changes,
+                CASE WHEN refreshed_rows_changes = refreshed_changes THEN refreshed_rows END
+         FROM tinydevcrm.views WHERE view_id = $1",
     )
     .bind(view_id)
     .fetch_optional(conn)
