@@ -353,6 +353,7 @@ async fn exactly_the_routes_keys_may_use_list_the_api_key_scheme() {
         with_keys,
         [
             "GET /channels/",
+            "GET /channels/{id}/",
             "GET /channels/{id}/listen/",
             "GET /tables/",
             "GET /tables/{name}/",
