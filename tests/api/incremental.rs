@@ -988,3 +988,123 @@ async fn an_append_that_meets_a_view_being_deleted_still_succeeds() {
         .expect("json");
     assert_eq!(table["row_count"], 4, "the append's row is there: {table}");
 }
+
+#[tokio::test]
+async fn the_row_count_builds_on_the_last_one_only_when_it_belongs_to_the_last_change_count() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let a = &user.access;
+    let sql =
+        "SELECT date_trunc('hour', record_timestamp) AS hour, count(*) AS n FROM calls GROUP BY 1";
+    let res = create(&app, &user, "usage", sql, hourly(sql)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let mut admin = superuser(&app.db).await;
+    let append = |id: i64, at: &str| json!([{"id": id, "source": "a", "record_timestamp": at, "duration": 1}]);
+    // A stored count is built on (a new hour adds one row): a planted one shows through.
+    sqlx::query("UPDATE tinydevcrm.views SET refreshed_rows = 1000 WHERE view_name = 'usage'")
+        .execute(&mut admin)
+        .await
+        .expect("plant");
+    let res = app
+        .post_as(a, "/tables/calls/rows/", &append(50, "2026-01-02T07:00:00"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let answer = app.refresh_view(a, "usage").await;
+    assert_eq!(answer["mode"], "incremental", "{answer}");
+    assert_eq!(answer["row_count"], 1001, "{answer}");
+    // A process older than migration 0017 moves the change count alone: the count is not
+    // trusted and is counted again.
+    sqlx::query(
+        "UPDATE tinydevcrm.views SET refreshed_rows = 1000, refreshed_rows_changes = refreshed_changes - 1 WHERE view_name = 'usage'",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("older process");
+    let res = app
+        .post_as(a, "/tables/calls/rows/", &append(51, "2026-01-02T08:00:00"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let answer = app.refresh_view(a, "usage").await;
+    assert_eq!(answer["mode"], "incremental", "{answer}");
+    assert_eq!(
+        answer["row_count"], 5,
+        "three first hours and two new: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_whose_channel_changes_after_its_snapshot_runs_again_and_announces_once() {
+    let app = spawn_app().await;
+    let user = user_with_calls(&app).await;
+    let a = &user.access;
+    let sql =
+        "SELECT date_trunc('hour', record_timestamp) AS hour, count(*) AS n FROM calls GROUP BY 1";
+    let res = create(&app, &user, "usage", sql, hourly(sql)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let channel = app
+        .created(a, "/channels/create/", json!({"view_name": "usage"}))
+        .await;
+    let cid = channel["channel_id"].as_str().expect("id").to_owned();
+    let res = app
+        .post_as(
+            a,
+            "/tables/calls/rows/",
+            &json!([{"id": 60, "source": "a", "record_timestamp": "2026-01-03T01:00:00", "duration": 1}]),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // The channel's row is held while the refresh takes its snapshot and recomputes; it then
+    // changes (as the retention task's pruning changes it) before the refresh may write the
+    // event: the refresh's snapshot is stale for that row.
+    let mut admin = superuser(&app.db).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT 1 FROM tinydevcrm.channels WHERE channel_id = '{cid}' FOR UPDATE"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("hold");
+    let refresh = {
+        let client = app.client.clone();
+        let url = app.url("/views/usage/refresh/");
+        let access = a.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(access)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("refresh")
+        })
+    };
+    let mut monitor = superuser(&app.db).await;
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%tinydevcrm.channels%'",
+        )
+        .fetch_one(&mut monitor)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE tinydevcrm.channels SET pruned_through = pruned_through WHERE channel_id = '{cid}'; COMMIT"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("change");
+    let res = refresh.await.expect("task");
+    assert_eq!(res.status(), StatusCode::OK);
+    let answer: Value = res.json().await.expect("json");
+    assert_eq!(answer["mode"], "incremental", "{answer}");
+    let events: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM tinydevcrm.events WHERE channel_id = '{cid}'"
+    )))
+    .fetch_one(&mut monitor)
+    .await
+    .expect("events");
+    assert_eq!(events, 1, "the first try's event was rolled back");
+}
