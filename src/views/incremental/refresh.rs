@@ -174,6 +174,52 @@ pub async fn lock(
     Ok(())
 }
 
+/// Buckets `from` to `to`, inclusive, of the view's bucket column (of type `ty`).
+struct Within<'a> {
+    bucket: &'a ColumnIdent,
+    from: &'a str,
+    to: &'a str,
+    ty: &'static str,
+}
+
+impl Within<'_> {
+    fn push(&self, query: &mut QueryBuilder<sqlx::Postgres>) {
+        let ty = self.ty;
+        query.push(" WHERE ").push(self.bucket).push(" >= CAST(");
+        query.push_bind(self.from.to_owned());
+        query.push(format!(" AS {ty}) AND ")).push(self.bucket);
+        query.push(" <= CAST(").push_bind(self.to.to_owned());
+        query.push(format!(" AS {ty})"));
+    }
+}
+
+/// Deletes the view table's rows (within some buckets, or all) and inserts them again from
+/// `source` (one of its two definitions): rows deleted and inserted.
+async fn replace_rows(
+    conn: &mut PgConnection,
+    schema: &Ident,
+    name: &Ident,
+    source: &Ident,
+    within: Option<Within<'_>>,
+) -> Result<(u64, u64), sqlx::Error> {
+    let mut delete = QueryBuilder::new("DELETE FROM ");
+    delete.push(schema).push(".").push(name);
+    let mut insert = QueryBuilder::new("INSERT INTO ");
+    insert.push(schema).push(".").push(name);
+    insert
+        .push(" SELECT * FROM ")
+        .push(schema)
+        .push(".")
+        .push(source);
+    if let Some(within) = &within {
+        within.push(&mut delete);
+        within.push(&mut insert);
+    }
+    let deleted = delete.build().execute(&mut *conn).await?.rows_affected();
+    let inserted = insert.build().execute(&mut *conn).await?.rows_affected();
+    Ok((deleted, inserted))
+}
+
 /// What a refresh of an incremental view did.
 #[derive(Debug)]
 pub struct Recomputed {
@@ -204,17 +250,7 @@ pub async fn run(
         .map_err(|e| sqlx::Error::Protocol(format!("BUG: stored bucket column: {e}")))?;
     match work {
         Work::Full => {
-            let mut delete = QueryBuilder::new("DELETE FROM ");
-            delete.push(schema).push(".").push(name);
-            delete.build().execute(&mut *conn).await?;
-            let mut insert = QueryBuilder::new("INSERT INTO ");
-            insert.push(schema).push(".").push(name);
-            insert
-                .push(" SELECT * FROM ")
-                .push(schema)
-                .push(".")
-                .push(&full);
-            insert.build().execute(&mut *conn).await?;
+            replace_rows(conn, schema, name, &full, None).await?;
             Ok(Recomputed {
                 mode: Mode::Full,
                 buckets: None,
@@ -239,36 +275,14 @@ pub async fn run(
             sqlx::raw_sql(sqlx::AssertSqlSafe(set))
                 .execute(&mut *conn)
                 .await?;
-            let ty = bucket_type(inc);
-            let mut delete = QueryBuilder::new("DELETE FROM ");
-            delete.push(schema).push(".").push(name).push(" WHERE ");
-            delete
-                .push(&bucket)
-                .push(" >= CAST(")
-                .push_bind(b_lo.clone());
-            delete.push(format!(" AS {ty}) AND ")).push(&bucket);
-            delete
-                .push(" <= CAST(")
-                .push_bind(b_hi.clone())
-                .push(format!(" AS {ty})"));
-            let deleted = delete.build().execute(&mut *conn).await?.rows_affected();
-            let mut insert = QueryBuilder::new("INSERT INTO ");
-            insert.push(schema).push(".").push(name);
-            insert
-                .push(" SELECT * FROM ")
-                .push(schema)
-                .push(".")
-                .push(&range);
-            insert.push(" q WHERE q.").push(&bucket).push(" >= CAST(");
-            insert
-                .push_bind(b_lo.clone())
-                .push(format!(" AS {ty}) AND q."));
-            insert
-                .push(&bucket)
-                .push(" <= CAST(")
-                .push_bind(b_hi.clone());
-            insert.push(format!(" AS {ty})"));
-            let inserted = insert.build().execute(&mut *conn).await?.rows_affected();
+            let within = Within {
+                bucket: &bucket,
+                from: &b_lo,
+                to: &b_hi,
+                ty: bucket_type(inc),
+            };
+            let (deleted, inserted) =
+                replace_rows(conn, schema, name, &range, Some(within)).await?;
             let delta = i64::try_from(inserted)
                 .ok()
                 .zip(i64::try_from(deleted).ok())
